@@ -1,0 +1,1 @@
+"""Kiln compression: ONNX export, quantization, parity checks and per-variant evaluation."""

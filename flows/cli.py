@@ -1,0 +1,212 @@
+"""The `kiln` command line. Heavy imports (TensorFlow, Prefect, BentoML) happen inside the commands
+that need them, so `kiln --help`, `kiln models` and `kiln rollback` start in well under a second.
+
+    $ kiln sample-data sample
+    $ kiln run --task image --data sample/images
+    $ kiln serve
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from datetime import UTC, datetime
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from serving.settings import Settings
+from serving.store import TASKS, ModelStore, StoreError
+
+app = typer.Typer(
+    name="kiln",
+    help="Kiln: labelled data in, small fast classifiers out, served over HTTP.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class Task(str, Enum):
+    image = "image"
+    text = "text"
+
+
+StoreOption = Annotated[
+    Path | None,
+    typer.Option("--store", help="Model store directory. Default: $KILN_STORE, else ./.kiln/store."),
+]
+
+
+def _store(path: Path | None) -> ModelStore:
+    return ModelStore(path or Settings().store)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _setup_logging() -> None:
+    # Third-party INFO (ORT quantization logs every tensor via the root logger) stays hidden.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    for ours in ("flows", "training", "compression", "serving", "prefect"):
+        logging.getLogger(ours).setLevel(logging.INFO)
+
+
+@app.command()
+def run(
+    task: Annotated[Task, typer.Option(help="What to train: an image or a text classifier.")],
+    data: Annotated[Path, typer.Option(help="Image folder (DIR/<label>/<file>) or CSV/TSV of texts.")],
+    out: Annotated[Path | None, typer.Option(help="Run directory for report.json and artefacts.")] = None,
+    store: StoreOption = None,
+    config: Annotated[Path | None, typer.Option(help="YAML file overriding the defaults (see README).")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Maximum training epochs (overrides config).")] = None,
+    text_column: Annotated[str | None, typer.Option(help="Text column: header name or 0-based index.")] = None,
+    label_column: Annotated[str | None, typer.Option(help="Label column: header name or 0-based index.")] = None,
+    no_header: Annotated[bool, typer.Option("--no-header", help="The CSV/TSV has no header row.")] = False,
+) -> None:
+    """Run the retrain flow: clean, train, compress, gate, register (and promote if it passes)."""
+    from training.config import ConfigError, load_config
+
+    if not data.exists():
+        _fail(f"--data {data} does not exist")
+    try:
+        load_config(config)  # fail on a bad config before the flow starts
+    except ConfigError as exc:
+        _fail(str(exc))
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    out_dir = out or Path(".kiln") / "runs" / f"{task.value}-{stamp}"
+    model_store = _store(store)
+    typer.echo(f"kiln run: {task.value} model from {data} -> store {model_store.root}, report in {out_dir}")
+
+    from compression.compress import ParityError
+    from flows.retrain import retrain
+    from training.data import DataError
+
+    try:
+        report = retrain(
+            task=task.value, data=str(data), out=str(out_dir), store=str(model_store.root),
+            config=str(config) if config else None, epochs=epochs,
+            text_column=text_column, label_column=label_column, header=not no_header,
+        )
+    except (DataError, ConfigError, ParityError, StoreError) as exc:
+        _fail(str(exc))
+    _print_run_summary(report, out_dir)
+
+
+def _print_run_summary(report: dict, out_dir: Path) -> None:
+    data, served = report["data"], report["variants"][report["served_variant"]]
+    typer.echo(
+        f"\ndata: {data['rows_read']} read, {data['rows_kept']} kept, {data['duplicates_removed']} duplicates, "
+        f"{data['unreadable_skipped']} unreadable, {data['empty_skipped']} empty"
+    )
+    for name, v in report["variants"].items():
+        typer.echo(
+            f"variant {name:5s} {v['bytes']:>10,d} bytes  gzip {v['gzip_bytes']:>10,d}  accuracy {v['accuracy']:.4f}  "
+            f"macro-F1 {v['macro_f1']:.4f}  p50 {v['latency_ms_p50']:.3f} ms"
+        )
+    model = report["model"]
+    verdict = "PROMOTED" if report["promoted"] else "NOT PROMOTED"
+    typer.echo(f"{model['name']} {model['version']}: serves {report['served_variant']} "
+               f"(accuracy {served['accuracy']:.4f}); {verdict} — {report['gate']}")
+    typer.echo(f"report: {out_dir / 'report.json'}")
+
+
+@app.command()
+def serve(
+    store: StoreOption = None,
+    host: Annotated[str | None, typer.Option(help="Bind address. Default: $KILN_HOST, else 127.0.0.1.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port. Default: $KILN_PORT, else 3000.")] = None,
+) -> None:
+    """Serve the production version of each task over HTTP (BentoML + ONNX Runtime)."""
+    settings = Settings()
+    model_store = _store(store)
+    live = {t: model_store.production(t) for t in TASKS}
+    if not any(live.values()):
+        _fail(f"no production model in store {model_store.root}; train one first: kiln run --task image --data DIR")
+    for t, version in live.items():
+        typer.echo(f"{t}: {version or 'none (requests get 503)'}")
+    os.environ["KILN_STORE"] = str(model_store.root.resolve())
+    args = [sys.executable, "-m", "bentoml", "serve", "serving.service:Kiln",
+            "--host", host or settings.host, "--port", str(port or settings.port)]
+    sys.stdout.flush()
+    os.execv(sys.executable, args)  # hand signals straight to BentoML
+
+
+@app.command()
+def models(
+    store: StoreOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List stored versions per task with their metrics; * marks production."""
+    model_store = _store(store)
+    listing = {}
+    for t in TASKS:
+        production = model_store.production(t)
+        rows = []
+        for version in model_store.versions(t):
+            m = model_store.get(t, version).manifest
+            rows.append({"version": version, "production": version == production, "created_at": m.get("created_at"),
+                         "served_variant": m.get("served_variant"), **m.get("metrics", {}),
+                         "bytes": m["variants"][m["served_variant"]]["bytes"], "gate": m.get("gate")})
+        listing[t] = rows
+    if as_json:
+        typer.echo(json.dumps(listing, indent=2))
+        return
+    if not any(listing.values()):
+        typer.echo(f"no models in store {model_store.root}")
+        return
+    for t, rows in listing.items():
+        typer.echo(f"{t}:")
+        for r in rows:
+            mark = "*" if r["production"] else " "
+            typer.echo(f" {mark} {r['version']}  {r['created_at']}  {r['served_variant']:5s} {r['bytes']:>10,d} B  "
+                       f"accuracy {r['accuracy']:.4f}  macro-F1 {r['macro_f1']:.4f}")
+
+
+@app.command()
+def rollback(
+    task: Annotated[Task, typer.Option(help="Which task's production pointer to move back.")],
+    store: StoreOption = None,
+) -> None:
+    """Make the previous production version of a task current again."""
+    try:
+        replaced, restored = _store(store).rollback(task.value)
+    except StoreError as exc:
+        _fail(str(exc))
+    typer.echo(f"{task.value}: production {replaced} -> {restored}")
+
+
+@app.command("sample-data")
+def sample_data(directory: Annotated[Path, typer.Argument(help="Where to write images/ and texts.csv.")]) -> None:
+    """Write the bundled sample data: digit PNGs (scikit-learn) and a generated texts.csv."""
+    from training.sample_data import write_sample_data
+
+    paths = write_sample_data(directory)
+    typer.echo(f"wrote {paths['images']}/<digit>/*.png and {paths['texts']}")
+
+
+@app.command()
+def demo(
+    workdir: Annotated[Path, typer.Option(help="Where the demo writes data, store and runs.")] = Path(".kiln/demo"),
+    port: Annotated[int, typer.Option(help="Port for the demo server.")] = 3000,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Maximum training epochs.")] = None,
+) -> None:
+    """Sample data -> train both tasks -> serve -> classify over HTTP -> stop."""
+    from flows.demo import run_demo
+
+    run_demo(workdir, port, epochs)
+
+
+def main() -> None:
+    _setup_logging()
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""The retrain flow: ingest -> clean -> split -> train -> compress -> gate -> register.
+
+Wiring only: every step is a plain library function wrapped as a Prefect task, so the CLI, tests
+and schedules all run the same code. Runs on Prefect's temporary local server unless
+``PREFECT_API_URL`` points at a real one.
+
+    >>> report = retrain(task="image", data="sample/images", out=".kiln/runs/x", store=".kiln/store")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+# Prefect reads these when imported. Route the stages' loggers through Prefect's handlers; give the
+# temporary server time for its first database migration on 2 cores; no telemetry (offline hosts).
+os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "training,compression,serving,flows")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from prefect import flow, task  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+
+from compression.compress import compress_model  # noqa: E402
+from serving.store import ModelStore  # noqa: E402
+from training.clean import load_dataset  # noqa: E402
+from training.config import config_to_dict, load_config  # noqa: E402
+from training.data import check_trainable  # noqa: E402
+from training.promote import (  # noqa: E402
+    build_manifest,
+    build_report,
+    evaluate_production,
+    gate,
+    register,
+    write_report,
+)
+from training.split import split_dataset  # noqa: E402
+from training.train import train_model  # noqa: E402
+
+# Inputs are arrays and models, which Prefect cannot hash for caching; every step re-runs.
+ingest_step = task(load_dataset, name="ingest-and-clean", cache_policy=NO_CACHE)
+check_step = task(check_trainable, name="check-trainable", cache_policy=NO_CACHE)
+split_step = task(split_dataset, name="split", cache_policy=NO_CACHE)
+train_step = task(train_model, name="train", cache_policy=NO_CACHE)
+compress_step = task(compress_model, name="compress", cache_policy=NO_CACHE)
+production_step = task(evaluate_production, name="evaluate-production", cache_policy=NO_CACHE)
+gate_step = task(gate, name="gate", cache_policy=NO_CACHE)
+register_step = task(register, name="register", cache_policy=NO_CACHE)
+
+
+@flow(name="retrain", flow_run_name="retrain-{task}", log_prints=True)
+def retrain(
+    task: str,
+    data: str,
+    out: str,
+    store: str,
+    config: str | None = None,
+    epochs: int | None = None,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    header: bool = True,
+) -> dict[str, Any]:
+    """Train, compress and register a model for ``task`` from ``data``; returns report.json's content."""
+    cfg = load_config(config, {"train": {"epochs": epochs}} if epochs else None)
+    model_store = ModelStore(store)
+    out_dir = Path(out)
+
+    dataset = ingest_step(task, Path(data), text_column, label_column, header)
+    check_step(dataset, cfg.data.min_examples_per_class)
+    train, val, test = split_step(dataset, cfg.data)
+    trained = train_step(train, val, cfg)
+    compressed = compress_step(trained, test, cfg.compress, out_dir / "artifacts")
+    production = production_step(model_store, task, test)
+    decision = gate_step(compressed.variants[compressed.served], production, cfg.gate)
+
+    manifest = build_manifest(
+        task=task,
+        name=cfg.model_name or f"kiln-{task}",
+        data=dataset.report.to_dict(),
+        training=trained.summary(),
+        spec=trained.spec.to_dict(),
+        variants=compressed.variants,
+        served=compressed.served,
+        parity=compressed.parity,
+        decision=decision,
+        config=config_to_dict(cfg),
+    )
+    version = register_step(model_store, task, compressed.directory, manifest, decision.passed)
+    report = build_report(version)
+    write_report(out_dir / "report.json", report)
+    return report

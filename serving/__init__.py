@@ -1,0 +1,1 @@
+"""Kiln serving: ONNX Runtime sessions behind a BentoML service. Never imports TensorFlow."""

@@ -1,0 +1,181 @@
+"""Preprocessing shared by training and serving (numpy + Pillow only, never TensorFlow).
+
+Training calls these same functions to build its arrays, so a served model sees exactly the
+inputs it was trained on. The spec that drives them is saved with every model version.
+
+    >>> spec = TextSpec(labels=("a", "b"), vocabulary=("", "[UNK]", "good"), max_length=4)
+    >>> encode_texts(["Good, GOOD!"], spec).tolist()
+    [[2, 2, 0, 0]]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import unicodedata
+import warnings
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps
+
+PAD, UNK = "", "[UNK]"
+# Refuse decompression bombs rather than allocate gigabytes for one upload or training file.
+MAX_IMAGE_PIXELS = 40_000_000
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+
+
+class InvalidImage(ValueError):
+    """The bytes are not a decodable image; the message says why."""
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """How raw image bytes become the model's input tensor (N, height, width, channels) in [0, 1]."""
+
+    labels: tuple[str, ...]
+    height: int = 32
+    width: int = 32
+    channels: int = 1
+    kind: str = field(default="image", init=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TextSpec:
+    """How raw strings become the model's input tensor (N, max_length) of int32 token ids."""
+
+    labels: tuple[str, ...]
+    vocabulary: tuple[str, ...]
+    max_length: int = 64
+    kind: str = field(default="text", init=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+Spec = ImageSpec | TextSpec
+
+
+def spec_from_dict(data: dict[str, Any]) -> Spec:
+    """Rebuild a spec saved by ``to_dict`` (lists come back as tuples)."""
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k != "kind"}
+    if data.get("kind") == "image":
+        return ImageSpec(**values)
+    if data.get("kind") == "text":
+        return TextSpec(**values)
+    raise ValueError(f"unknown preprocessing spec kind {data.get('kind')!r}; expected 'image' or 'text'")
+
+
+# ---------------------------------------------------------------- images
+
+
+def decode_image(data: bytes) -> Image.Image:
+    """Decode bytes fully (so truncated files fail here, not later) and apply EXIF orientation.
+
+    Animated images (GIF/WebP) keep their first frame. Raises InvalidImage with a reason.
+    """
+    if not data:
+        raise InvalidImage("the file is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            image.seek(0)
+            image.load()
+            image = ImageOps.exif_transpose(image) or image
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InvalidImage(f"the image has more than {MAX_IMAGE_PIXELS:,} pixels") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        # Pillow reports unknown formats and truncated data as OSError/SyntaxError subclasses.
+        raise InvalidImage(f"not a readable image ({exc})") from None
+    return image
+
+
+def is_colour(image: Image.Image) -> bool:
+    """True when the image has real colour, not just grey pixels stored as RGB."""
+    if image.mode in ("1", "L", "LA", "I", "I;16", "F"):
+        return False
+    rgb = np.asarray(_flatten_alpha(image).convert("RGB"), dtype=np.int16)
+    return bool(np.abs(rgb[..., 0] - rgb[..., 1]).max() > 8 or np.abs(rgb[..., 1] - rgb[..., 2]).max() > 8)
+
+
+def _flatten_alpha(image: Image.Image) -> Image.Image:
+    """Composite transparent images onto white, so transparency never turns into black noise."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if image.mode in ("I", "I;16", "F"):
+        # 16-bit and float greyscale: rescale to 8 bits instead of clipping.
+        arr = np.asarray(image, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        scaled = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        return Image.fromarray(scaled.astype(np.uint8), mode="L")
+    return image
+
+
+def image_to_array(image: Image.Image, spec: ImageSpec) -> np.ndarray:
+    """Resize and scale one decoded image to float32 (height, width, channels) in [0, 1]."""
+    mode = "L" if spec.channels == 1 else "RGB"
+    converted = _flatten_alpha(image).convert(mode)
+    resized = converted.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
+    arr = np.asarray(resized, dtype=np.float32) / 255.0
+    return arr.reshape(spec.height, spec.width, spec.channels)
+
+
+def preprocess_image_bytes(data: bytes, spec: ImageSpec) -> np.ndarray:
+    """Bytes of one image file -> float32 (height, width, channels). Raises InvalidImage."""
+    return image_to_array(decode_image(data), spec)
+
+
+def pixel_digest(image: Image.Image) -> str:
+    """Hash of the decoded pixels, so the same picture saved twice (PNG and BMP, say) matches."""
+    rgba = image.convert("RGBA")
+    h = hashlib.sha256(f"{rgba.size}".encode())
+    h.update(rgba.tobytes())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------- texts
+
+_NON_WORD = re.compile(r"[^\w']+|_")
+_QUOTES = re.compile(r"(^|\s)'+|'+(\s|$)")
+
+
+def standardize(text: str) -> str:
+    """Unicode-normalise, lower-case, and replace punctuation with spaces (apostrophes inside words stay)."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    text = _NON_WORD.sub(" ", text)
+    text = _QUOTES.sub(" ", text)
+    return " ".join(text.split())
+
+
+def tokenize(text: str) -> list[str]:
+    return standardize(text).split()
+
+
+def build_vocabulary(texts: Iterable[str], max_tokens: int, min_count: int = 1) -> tuple[str, ...]:
+    """Most frequent tokens first (ties broken alphabetically, so the result is deterministic).
+
+    Index 0 is padding and index 1 stands for any word outside the vocabulary.
+    """
+    counts = Counter(token for text in texts for token in tokenize(text))
+    ranked = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
+    return (PAD, UNK, *ranked[: max(0, max_tokens - 2)])
+
+
+def encode_texts(texts: Sequence[str], spec: TextSpec) -> np.ndarray:
+    """Strings -> int32 (N, max_length) token ids, truncated or zero-padded at the end."""
+    index = {token: i for i, token in enumerate(spec.vocabulary)}
+    out = np.zeros((len(texts), spec.max_length), dtype=np.int32)
+    for row, text in enumerate(texts):
+        ids = [index.get(token, 1) for token in tokenize(text)][: spec.max_length]
+        out[row, : len(ids)] = ids
+    return out

@@ -1,0 +1,102 @@
+"""ONNX Runtime sessions for stored models: provider choice, batching and label decoding.
+
+    >>> clf = Classifier.from_version(ModelStore(".kiln/store").production_version("image"))  # doctest: +SKIP
+    >>> clf.classify(clf.prepare_images([open("digit.png", "rb").read()]))[0]["label"]  # doctest: +SKIP
+    '7'
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from serving.preprocess import ImageSpec, Spec, TextSpec, encode_texts, preprocess_image_bytes, spec_from_dict
+from serving.store import ModelVersion
+
+log = logging.getLogger(__name__)
+
+
+@functools.cache
+def gpu_present() -> bool:
+    """True when the NVIDIA driver reports at least one device.
+
+    onnxruntime-gpu lists the CUDA provider even on machines without a GPU, and asking for it
+    there logs loud errors, so we ask the driver itself.
+    """
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    count = ctypes.c_int(0)
+    if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return False
+    return count.value > 0
+
+
+def choose_providers(device: str = "auto") -> list[str]:
+    """Execution providers for ``device`` ('auto', 'cpu' or 'cuda'); CPU is always the fallback."""
+    available = ort.get_available_providers()
+    want_cuda = device == "cuda" or (device == "auto" and gpu_present())
+    if want_cuda and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "cuda":
+        log.warning("device 'cuda' requested but no usable GPU/CUDA provider was found; using CPU")
+    return ["CPUExecutionProvider"]
+
+
+def make_session(path: Path | str | bytes, device: str = "auto", threads: int = 0) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: ORT's warnings about unused initialisers are noise here
+    if threads:
+        options.intra_op_num_threads = threads
+    model = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(model, sess_options=options, providers=choose_providers(device))
+
+
+class Classifier:
+    """One ONNX model plus its preprocessing spec. Thread-safe: ORT sessions allow concurrent run()."""
+
+    def __init__(self, session: ort.InferenceSession, spec: Spec, info: dict[str, str] | None = None):
+        self.session = session
+        self.spec = spec
+        self.labels = list(spec.labels)
+        self.info = info or {}
+        self.input_name = session.get_inputs()[0].name
+
+    @classmethod
+    def from_version(
+        cls, model: ModelVersion, variant: str | None = None, device: str = "auto", threads: int = 0
+    ) -> Classifier:
+        spec = spec_from_dict(model.manifest["spec"])
+        session = make_session(model.variant_path(variant), device=device, threads=threads)
+        info = {"name": model.name, "version": model.version}
+        return cls(session, spec, info)
+
+    def prepare_images(self, images: Sequence[bytes]) -> np.ndarray:
+        """Image file bytes -> model input batch. Raises preprocess.InvalidImage."""
+        assert isinstance(self.spec, ImageSpec), "prepare_images needs an image model"
+        return np.stack([preprocess_image_bytes(data, self.spec) for data in images])
+
+    def prepare_texts(self, texts: Sequence[str]) -> np.ndarray:
+        assert isinstance(self.spec, TextSpec), "prepare_texts needs a text model"
+        return encode_texts(texts, self.spec)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Model input batch -> probabilities (N, classes)."""
+        return np.asarray(self.session.run(None, {self.input_name: batch})[0])
+
+    def classify(self, batch: np.ndarray) -> list[dict[str, Any]]:
+        """Model input batch -> [{"label", "score", "scores": {label: prob}}] per row."""
+        return [self._decode(row) for row in self.predict(batch)]
+
+    def _decode(self, probs: np.ndarray) -> dict[str, Any]:
+        best = int(np.argmax(probs))
+        scores = {label: round(float(p), 6) for label, p in zip(self.labels, probs, strict=True)}
+        return {"label": self.labels[best], "score": round(float(probs[best]), 6), "scores": scores}

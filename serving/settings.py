@@ -1,0 +1,29 @@
+"""Runtime settings, read once from ``KILN_*`` environment variables (one place for all of them).
+
+    >>> Settings(store="/tmp/models").store
+    PosixPath('/tmp/models')
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KILN_", extra="ignore")
+
+    store: Path = Field(Path(".kiln/store"), description="model store directory")
+    host: str = Field("127.0.0.1", description="address `kiln serve` binds to")
+    port: int = Field(3000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, description="service worker processes")
+    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1, description="largest request body accepted")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="ONNX Runtime execution device")
+    ort_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0: its default)")
+
+
+def get_settings() -> Settings:
+    return Settings()

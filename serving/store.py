@@ -1,0 +1,208 @@
+"""The model store: immutable versions per task and an atomically replaced production pointer.
+
+Layout::
+
+    STORE/<task>/versions/v0001/     manifest.json, spec.json, variants/*.onnx, keras/, report.json
+    STORE/<task>/production.json     {"version": "v0002", "history": ["v0001", "v0002"]}
+
+A version directory is filled under a staging name and renamed into place, so readers never see a
+half-written version; the pointer is written to a temporary file, fsynced and renamed over the old
+one, so a crash at any moment leaves the previous production version serving.
+
+    >>> store = ModelStore("/tmp/kiln-doc-store")
+    >>> store.production("image") is None or isinstance(store.production("image"), str)
+    True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+TASKS = ("image", "text")
+POINTER = "production.json"
+
+
+class StoreError(RuntimeError):
+    """The store is missing something or a request against it cannot be met; the message says what."""
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One stored version: where it lives and what its manifest says."""
+
+    task: str
+    version: str
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest.get("name", f"kiln-{self.task}"))
+
+    def variant_path(self, variant: str | None = None) -> Path:
+        """Path of an ONNX variant (the served one by default)."""
+        variant = variant or self.manifest["served_variant"]
+        return self.path / self.manifest["variants"][variant]["file"]
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON so that readers see either the old file or the new one, never a torn one."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _check_task(task: str) -> str:
+    if task not in TASKS:
+        raise StoreError(f"unknown task {task!r}; expected one of: {', '.join(TASKS)}")
+    return task
+
+
+class ModelStore:
+    """Reads and writes a store directory. Safe for one writer per task at a time (file lock)."""
+
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root)
+
+    def _task_dir(self, task: str) -> Path:
+        return self.root / _check_task(task)
+
+    def versions(self, task: str) -> list[str]:
+        """Version names of a task, oldest first."""
+        vdir = self._task_dir(task) / "versions"
+        if not vdir.is_dir():
+            return []
+        return sorted(p.name for p in vdir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def get(self, task: str, version: str) -> ModelVersion:
+        path = self._task_dir(task) / "versions" / version
+        manifest_path = path / "manifest.json"
+        if not manifest_path.is_file():
+            known = ", ".join(self.versions(task)) or "none"
+            raise StoreError(f"no {task} version {version!r} in store {self.root} (versions: {known})")
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        return ModelVersion(task=task, version=version, path=path, manifest=manifest)
+
+    def production(self, task: str) -> str | None:
+        """The production version name of a task, or None when nothing was promoted yet."""
+        pointer = self._task_dir(task) / POINTER
+        if not pointer.is_file():
+            return None
+        return str(json.loads(pointer.read_text(encoding="utf-8"))["version"])
+
+    def production_version(self, task: str) -> ModelVersion | None:
+        """The production ModelVersion, or None. A reload loop calls this to see what to serve."""
+        version = self.production(task)
+        return None if version is None else self.get(task, version)
+
+    def history(self, task: str) -> list[str]:
+        pointer = self._task_dir(task) / POINTER
+        if not pointer.is_file():
+            return []
+        return list(json.loads(pointer.read_text(encoding="utf-8")).get("history", []))
+
+    @contextlib.contextmanager
+    def _lock(self, task: str) -> Iterator[None]:
+        tdir = self._task_dir(task)
+        tdir.mkdir(parents=True, exist_ok=True)
+        with open(tdir / ".lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def register(self, task: str, files: Path, manifest: dict[str, Any]) -> ModelVersion:
+        """Copy a directory of artefacts in as a new immutable version and return it.
+
+        ``manifest`` gets ``task``, ``version``, ``created_at`` and the sha256 of every file added.
+        """
+        with self._lock(task):
+            vdir = self._task_dir(task) / "versions"
+            vdir.mkdir(parents=True, exist_ok=True)
+            existing = self.versions(task)
+            version = f"v{int(existing[-1][1:]) + 1:04d}" if existing else "v0001"
+            staging = vdir / f".staging-{version}-{uuid.uuid4().hex[:8]}"
+            shutil.copytree(files, staging)
+            hashes = {
+                str(p.relative_to(staging)): sha256_file(p) for p in sorted(staging.rglob("*")) if p.is_file()
+            }
+            full = {
+                **manifest,
+                "task": task,
+                "version": version,
+                "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "files": hashes,
+            }
+            write_json_atomic(staging / "manifest.json", full)
+            os.rename(staging, vdir / version)
+            _fsync_dir(vdir)
+        return self.get(task, version)
+
+    def promote(self, task: str, version: str) -> None:
+        """Make ``version`` production (atomic pointer swap); the old one stays in history for rollback."""
+        self.get(task, version)  # must exist
+        with self._lock(task):
+            history = [v for v in self.history(task) if v != version] + [version]
+            write_json_atomic(self._task_dir(task) / POINTER, self._pointer(version, history))
+
+    def rollback(self, task: str) -> tuple[str, str]:
+        """Restore the previous production version; returns (replaced, restored)."""
+        with self._lock(task):
+            history = self.history(task)
+            if len(history) < 2:
+                current = history[-1] if history else "none"
+                raise StoreError(
+                    f"no earlier production {task} version to roll back to (production: {current}); "
+                    "`kiln models` lists the versions"
+                )
+            replaced, restored = history[-1], history[-2]
+            write_json_atomic(self._task_dir(task) / POINTER, self._pointer(restored, history[:-1]))
+        return replaced, restored
+
+    @staticmethod
+    def _pointer(version: str, history: list[str]) -> dict[str, Any]:
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        return {"version": version, "history": history, "updated_at": now}
+
+    def verify(self, model: ModelVersion, relpath: str) -> None:
+        """Check a file of a version against the hash recorded when it was stored."""
+        expected = model.manifest.get("files", {}).get(relpath)
+        actual = sha256_file(model.path / relpath)
+        if expected != actual:
+            raise StoreError(
+                f"{model.task} {model.version}: {relpath} does not match its recorded sha256; "
+                "the store was modified after registration — re-run training or roll back"
+            )

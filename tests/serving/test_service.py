@@ -1,0 +1,155 @@
+"""The service in-process (BentoML's ASGI app) with real ONNX models in a real store."""
+
+from __future__ import annotations
+
+import functools
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from starlette.testclient import TestClient
+
+from tests.conftest import IMAGE_LABELS, TEXT_LABELS, png_bytes
+
+
+@functools.cache
+def _app():
+    """One ASGI app per session (BentoML registers its metrics per app); each TestClient context
+    runs a new lifespan, which builds a new service instance that reads KILN_STORE afresh."""
+    from serving.service import Kiln
+
+    return Kiln.to_asgi()
+
+
+def _client(store: Path, monkeypatch: pytest.MonkeyPatch) -> TestClient:
+    monkeypatch.setenv("KILN_STORE", str(store))
+    return TestClient(_app())
+
+
+@pytest.fixture()
+def client(onnx_store: Path, monkeypatch: pytest.MonkeyPatch):
+    with _client(onnx_store, monkeypatch) as c:
+        yield c
+
+
+def test_classify_image_returns_label_scores_and_model(client: TestClient) -> None:
+    r = client.post("/classify_image", files={"image": ("a.png", png_bytes(), "image/png")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["label"] in IMAGE_LABELS
+    assert set(body["scores"]) == set(IMAGE_LABELS)
+    assert body["score"] == max(body["scores"].values())
+    assert abs(sum(body["scores"].values()) - 1) < 1e-4
+    assert body["model"] == {"name": "kiln-image", "version": "v0001"}
+
+
+@pytest.mark.parametrize("mode,size", [("L", (5, 300)), ("RGBA", (64, 64)), ("P", (9, 9)), ("CMYK", (30, 20))])
+def test_classify_image_accepts_any_size_and_mode(client: TestClient, mode: str, size: tuple[int, int]) -> None:
+    buf = io.BytesIO()
+    fmt = "JPEG" if mode == "CMYK" else "PNG"
+    Image.new(mode, size).save(buf, format=fmt)
+    r = client.post("/classify_image", files={"image": ("x", buf.getvalue(), "application/octet-stream")})
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize(
+    "files,data,fragment",
+    [
+        ({"picture": ("a.png", png_bytes(), "image/png")}, None, "missing file field 'image'"),
+        ({"image": ("a.png", b"", "image/png")}, None, "empty"),
+        ({"image": ("a.png", b"GIF89a but not really", "image/gif")}, None, "not a usable image"),
+        ({"image": ("a.png", png_bytes((200, 200))[:120], "image/png")}, None, "not a usable image"),
+        ({"image": (None, "/etc/passwd")}, None, "file upload"),  # a text field is never read as a path
+    ],
+)
+def test_classify_image_bad_input_gets_400_with_message(client: TestClient, files, data, fragment: str) -> None:
+    r = client.post("/classify_image", files=files, data=data)
+    assert r.status_code == 400, r.text
+    assert fragment in r.text
+    assert client.get("/livez").status_code == 200  # still up
+
+
+def test_classify_image_json_body_gets_415(client: TestClient) -> None:
+    r = client.post("/classify_image", json={"image": "abc"})
+    assert r.status_code == 415
+    assert "multipart/form-data" in r.json()["error"]
+
+
+def test_oversized_upload_gets_413(onnx_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    limit = 10 * 1024 * 1024  # the default, KILN_MAX_UPLOAD_BYTES
+    with _client(onnx_store, monkeypatch) as c:
+        r = c.post("/classify_image", files={"image": ("big.png", b"x" * (limit + 1), "image/png")})
+        assert r.status_code == 413
+        assert "KILN_MAX_UPLOAD_BYTES" in r.json()["error"]
+
+        def chunks():  # no Content-Length: the guard must count the streamed body
+            for _ in range(11):
+                yield b" " * (1024 * 1024)
+
+        r = c.post("/classify_text", content=chunks(), headers={"content-type": "application/json"})
+        assert r.status_code == 413
+        assert c.post("/classify_text", json={"texts": ["good film"]}).status_code == 200
+
+
+def test_classify_text_predicts_in_order(client: TestClient) -> None:
+    r = client.post("/classify_text", json={"texts": ["good film", "bad bad film", "unknown words only"]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["predictions"]) == 3
+    for p in body["predictions"]:
+        assert p["label"] in TEXT_LABELS and set(p["scores"]) == set(TEXT_LABELS)
+    assert body["model"]["version"] == "v0001"
+
+
+@pytest.mark.parametrize(
+    "body,fragment",
+    [
+        (b'{"texts": []}', "at least 1"),
+        (b'{"texts": ' + str(["a"] * 257).replace("'", '"').encode() + b"}", "at most 256"),
+        (b'{"texts": [1, 2]}', "valid string"),
+        (b'{"texts": "good film"}', "valid array"),
+        (b'{"text": ["good"]}', "Field required"),
+        (b"this is not json", "Invalid JSON"),
+        (b'{"texts": ["good", "   "]}', "empty"),
+    ],
+)
+def test_classify_text_bad_input_gets_400_with_message(client: TestClient, body: bytes, fragment: str) -> None:
+    r = client.post("/classify_text", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert fragment in r.text
+
+
+def test_task_without_production_model_gets_503(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from serving.preprocess import TextSpec
+    from tests.conftest import onnx_text_model, register_onnx
+
+    spec = TextSpec(labels=TEXT_LABELS, vocabulary=("", "[UNK]", "good"), max_length=4)
+    register_onnx(tmp_path / "store", "text", onnx_text_model(TEXT_LABELS, 3, 4), spec.to_dict())
+    with _client(tmp_path / "store", monkeypatch) as c:
+        r = c.post("/classify_image", files={"image": ("a.png", png_bytes(), "image/png")})
+        assert r.status_code == 503
+        assert "kiln run --task image" in r.json()["error"]
+        assert c.post("/classify_text", json={"texts": ["good"]}).status_code == 200
+
+
+def test_empty_store_is_live_but_not_ready(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with _client(tmp_path / "empty", monkeypatch) as c:
+        assert c.get("/livez").status_code == 200
+        assert c.get("/readyz").status_code == 503
+
+
+def test_tampered_model_file_is_not_served(onnx_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    onnx_file = next((onnx_store / "image" / "versions" / "v0001" / "variants").glob("*.onnx"))
+    onnx_file.write_bytes(onnx_file.read_bytes() + b"tampered")
+    with _client(onnx_store, monkeypatch) as c:
+        assert c.post("/classify_image", files={"image": ("a.png", png_bytes(), "image/png")}).status_code == 503
+
+
+def test_health_and_docs_routes(client: TestClient) -> None:
+    assert client.get("/livez").status_code == 200
+    assert client.get("/readyz").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    spec = client.get("/docs.json").json()
+    assert "/classify_image" in spec["paths"] and "/classify_text" in spec["paths"]

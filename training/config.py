@@ -1,0 +1,194 @@
+"""Experiment configuration: frozen dataclasses with defaults, loadable from a small YAML file.
+
+Unknown keys are rejected with the valid ones listed, so a typo never silently falls back to a default.
+
+    >>> cfg = load_config(None, overrides={"train": {"epochs": 3}})
+    >>> cfg.train.epochs, cfg.train.optimizer
+    (3, 'adam')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration file or value is invalid; the message names the key and the fix."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    seed: int = 42
+    min_examples_per_class: int = 5
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Image augmentation on the training split (Keras preprocessing layers). Factors as in Keras."""
+
+    enabled: bool = True
+    rotation: float = 0.05
+    zoom: float = 0.1
+    translation: float = 0.1
+    contrast: float = 0.1
+    # Off by default: flipping breaks digits, letters and other text-like images.
+    horizontal_flip: bool = False
+
+
+@dataclass(frozen=True)
+class ImageModelConfig:
+    height: int = 32
+    width: int = 32
+    channels: str = "auto"  # "auto" (grey unless the data has colour), "1" or "3"
+    filters: tuple[int, ...] = (32, 64)
+    dense_units: int = 128
+    dropout: float = 0.3
+
+
+@dataclass(frozen=True)
+class TextModelConfig:
+    max_tokens: int = 20000
+    min_count: int = 1
+    max_length: int = 64
+    embedding_dim: int = 64
+    filters: int = 128
+    kernel_size: int = 3
+    dense_units: int = 64
+    dropout: float = 0.3
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 40
+    batch_size: int = 32
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    early_stopping_patience: int = 6
+    reduce_lr_patience: int = 3
+    reduce_lr_factor: float = 0.5
+    min_learning_rate: float = 1e-5
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    # fp32 ONNX must reproduce Keras probabilities to this max absolute difference.
+    parity_tolerance: float = 1e-4
+    # A quantized variant may be served only within this accuracy drop from fp32 (1 point).
+    max_accuracy_drop: float = 0.01
+    calibration_samples: int = 256
+    latency_runs: int = 50
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    # New version must be no worse than production by more than this, on accuracy and macro-F1.
+    metric_tolerance: float = 0.01
+    max_model_bytes: int | None = None
+    max_latency_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model_name: str | None = None
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    image_model: ImageModelConfig = field(default_factory=ImageModelConfig)
+    text_model: TextModelConfig = field(default_factory=TextModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    compress: CompressConfig = field(default_factory=CompressConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    origin = typing.get_origin(annotation)
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return _build(annotation, value, where)  # type: ignore[arg-type]
+    if origin in (types.UnionType, typing.Union):
+        if value is None:
+            return None
+        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        item = typing.get_args(annotation)[0]
+        return tuple(_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if annotation is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if annotation is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if annotation is str and isinstance(value, str | int):
+        return str(value)
+    raise ConfigError(f"{where}: expected {getattr(annotation, '__name__', annotation)}, got {value!r}")
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(valid))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(path: Path | str | None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Defaults, then the YAML file at ``path`` (if any), then ``overrides`` (CLI flags)."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p} must hold a mapping of sections, got {type(loaded).__name__}")
+        data = loaded
+    data = _merge(data, overrides or {})
+    config: RunConfig = _build(RunConfig, data, "")
+    _validate(config)
+    return config
+
+
+def _validate(cfg: RunConfig) -> None:
+    d = cfg.data
+    if not (0 < d.val_fraction < 1 and 0 < d.test_fraction < 1 and d.val_fraction + d.test_fraction < 0.9):
+        raise ConfigError("data.val_fraction and data.test_fraction must be in (0, 1) and sum below 0.9")
+    if cfg.image_model.channels not in ("auto", "1", "3"):
+        raise ConfigError(f"image_model.channels must be auto, 1 or 3, got {cfg.image_model.channels!r}")
+    if cfg.train.epochs < 1 or cfg.train.batch_size < 1:
+        raise ConfigError("train.epochs and train.batch_size must be at least 1")
+    if d.min_examples_per_class < 3:
+        raise ConfigError("data.min_examples_per_class must be at least 3 (one each for train, validation, test)")
+
+
+def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)

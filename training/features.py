@@ -1,0 +1,56 @@
+"""Turn a Dataset into model input arrays with the shared preprocessing (serving.preprocess).
+
+    >>> spec = make_spec(dataset, cfg)  # doctest: +SKIP
+    >>> x, y = to_arrays(dataset, spec)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from serving.preprocess import ImageSpec, Spec, TextSpec, build_vocabulary, encode_texts, preprocess_image_bytes
+from training.config import RunConfig
+from training.data import Dataset
+
+log = logging.getLogger(__name__)
+
+
+def make_spec(train: Dataset, labels: tuple[str, ...], cfg: RunConfig) -> Spec:
+    """The preprocessing spec for a new model, fitted on the training split only (no test leakage)."""
+    if train.task == "image":
+        m = cfg.image_model
+        channels = (3 if train.colour else 1) if m.channels == "auto" else int(m.channels)
+        return ImageSpec(labels=labels, height=m.height, width=m.width, channels=channels)
+    t = cfg.text_model
+    vocabulary = build_vocabulary(train.inputs, t.max_tokens, t.min_count)
+    return TextSpec(labels=labels, vocabulary=vocabulary, max_length=t.max_length)
+
+
+def encode_labels(labels: list[str], names: tuple[str, ...]) -> np.ndarray:
+    """Label strings -> int32 class indices; labels the spec does not know become -1."""
+    index = {name: i for i, name in enumerate(names)}
+    return np.array([index.get(label, -1) for label in labels], dtype=np.int32)
+
+
+def to_inputs(dataset: Dataset, spec: Spec) -> np.ndarray:
+    """Model input batch for every item of ``dataset``."""
+    if isinstance(spec, TextSpec):
+        return encode_texts(dataset.inputs, spec)
+    image_spec: ImageSpec = spec
+
+    def load(path: object) -> np.ndarray:
+        with open(str(path), "rb") as fh:
+            return preprocess_image_bytes(fh.read(), image_spec)
+
+    # Pillow releases the GIL while decoding, so threads help on many-core hosts.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        arrays = list(pool.map(load, dataset.inputs))
+    shape = (0, spec.height, spec.width, spec.channels)
+    return np.stack(arrays) if arrays else np.zeros(shape, np.float32)
+
+
+def to_arrays(dataset: Dataset, spec: Spec) -> tuple[np.ndarray, np.ndarray]:
+    return to_inputs(dataset, spec), encode_labels(dataset.labels, spec.labels)

@@ -1,0 +1,39 @@
+"""The one way Kiln imports TensorFlow: legacy Keras 2 (tf_keras), which tfmot and tf2onnx need.
+
+``TF_USE_LEGACY_KERAS`` must be set before TensorFlow is first imported, so every module that needs
+TensorFlow imports it from here:
+
+    >>> from training.tf_env import keras, tf  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide oneDNN/CUDA banner lines on every import
+
+import tensorflow as tf  # noqa: E402
+import tf_keras as keras  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+__all__ = ["keras", "tf", "configure_devices", "set_seed"]
+
+
+def configure_devices() -> str:
+    """Use a GPU when one is present (memory grows on demand); return a description for logs."""
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # already initialised by an earlier run in this process
+            pass
+    device = f"GPU x{len(gpus)}" if gpus else "CPU"
+    log.info("training on %s", device)
+    return device
+
+
+def set_seed(seed: int) -> None:
+    keras.utils.set_random_seed(seed)
