@@ -11,7 +11,6 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import numpy as np
 
 from compression.export import to_onnx
 from compression.quantize import quantize_dynamic_int8, quantize_static_qdq
-from serving.runtime import Classifier, make_session
+from serving.runtime import Classifier, make_session, measure_latency
 from training.config import CompressConfig
 from training.data import Dataset
 from training.evaluate import agreement, metrics
@@ -44,19 +43,9 @@ class Compressed:
     parity: dict[str, Any]
 
 
-def latency_ms(classifier: Classifier, sample: np.ndarray, runs: int) -> dict[str, float]:
-    """Batch-1 latency percentiles of one session, after a warm-up run."""
-    classifier.predict(sample)
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        classifier.predict(sample)
-        times.append((time.perf_counter() - started) * 1000)
-    return {"latency_ms_p50": round(float(np.percentile(times, 50)), 4),
-            "latency_ms_p95": round(float(np.percentile(times, 95)), 4)}
-
-
-def evaluate_variant(path: Path, trained: TrainedModel, x: np.ndarray, y: np.ndarray, runs: int) -> tuple[dict, np.ndarray]:
+def evaluate_variant(
+    path: Path, trained: TrainedModel, x: np.ndarray, y: np.ndarray, runs: int
+) -> tuple[dict, np.ndarray]:
     """Size, metrics and latency of one ONNX file, plus its test probabilities."""
     data = path.read_bytes()
     classifier = Classifier(make_session(data, device="cpu"), trained.spec)
@@ -66,7 +55,7 @@ def evaluate_variant(path: Path, trained: TrainedModel, x: np.ndarray, y: np.nda
         "bytes": len(data),
         "gzip_bytes": len(gzip.compress(data, compresslevel=9)),
         **metrics(probs, y),
-        **latency_ms(classifier, x[:1], runs),
+        **{f"latency_ms_{k}": v for k, v in measure_latency(classifier, x[:1], runs).items()},
     }
     return stats, probs
 
@@ -123,8 +112,15 @@ def compress_model(trained: TrainedModel, test: Dataset, cfg: CompressConfig, di
     }
     served = select_served(variants, cfg.max_accuracy_drop)
     for name, v in variants.items():
-        log.info("variant %s: %d bytes (%d gzipped), accuracy %.4f, macro-F1 %.4f, p50 %.3f ms",
-                 name, v["bytes"], v["gzip_bytes"], v["accuracy"], v["macro_f1"], v["latency_ms_p50"])
+        log.info(
+            "variant %s: %d bytes (%d gzipped), accuracy %.4f, macro-F1 %.4f, p50 %.3f ms",
+            name,
+            v["bytes"],
+            v["gzip_bytes"],
+            v["accuracy"],
+            v["macro_f1"],
+            v["latency_ms_p50"],
+        )
     log.info("serving variant %s", served)
     (directory / "spec.json").write_text(json.dumps(trained.spec.to_dict(), indent=2), encoding="utf-8")
     (directory / "keras").mkdir(exist_ok=True)

@@ -1,6 +1,6 @@
 """Export a tf_keras model to ONNX with tf2onnx.
 
-    >>> to_onnx(model, spec, Path("fp32.onnx"))  # doctest: +SKIP
+>>> to_onnx(model, spec, Path("fp32.onnx"))  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -61,5 +61,7 @@ def quantize_static_qdq(fp32: Path, out: Path, calibration: np.ndarray) -> Path:
 
 def quantize_dynamic_int8(fp32: Path, out: Path) -> Path:
     """INT8 weights, activations quantized at run time; Gather covers the embedding table."""
-    quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gather", "Conv"])
+    quantize_dynamic(
+        str(fp32), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gather", "Conv"]
+    )
     return out

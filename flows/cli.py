@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -31,7 +31,7 @@ app = typer.Typer(
 )
 
 
-class Task(str, Enum):
+class Task(StrEnum):
     image = "image"
     text = "text"
 
@@ -90,9 +90,15 @@ def run(
 
     try:
         report = retrain(
-            task=task.value, data=str(data), out=str(out_dir), store=str(model_store.root),
-            config=str(config) if config else None, epochs=epochs,
-            text_column=text_column, label_column=label_column, header=not no_header,
+            task=task.value,
+            data=str(data),
+            out=str(out_dir),
+            store=str(model_store.root),
+            config=str(config) if config else None,
+            epochs=epochs,
+            text_column=text_column,
+            label_column=label_column,
+            header=not no_header,
         )
     except (DataError, ConfigError, ParityError, StoreError) as exc:
         _fail(str(exc))
@@ -112,8 +118,10 @@ def _print_run_summary(report: dict, out_dir: Path) -> None:
         )
     model = report["model"]
     verdict = "PROMOTED" if report["promoted"] else "NOT PROMOTED"
-    typer.echo(f"{model['name']} {model['version']}: serves {report['served_variant']} "
-               f"(accuracy {served['accuracy']:.4f}); {verdict} — {report['gate']}")
+    typer.echo(
+        f"{model['name']} {model['version']}: serves {report['served_variant']} "
+        f"(accuracy {served['accuracy']:.4f}); {verdict} — {report['gate']}"
+    )
     typer.echo(f"report: {out_dir / 'report.json'}")
 
 
@@ -132,8 +140,17 @@ def serve(
     for t, version in live.items():
         typer.echo(f"{t}: {version or 'none (requests get 503)'}")
     os.environ["KILN_STORE"] = str(model_store.root.resolve())
-    args = [sys.executable, "-m", "bentoml", "serve", "serving.service:Kiln",
-            "--host", host or settings.host, "--port", str(port or settings.port)]
+    args = [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        "serving.service:Kiln",
+        "--host",
+        host or settings.host,
+        "--port",
+        str(port or settings.port),
+    ]
     sys.stdout.flush()
     os.execv(sys.executable, args)  # hand signals straight to BentoML
 
@@ -151,9 +168,17 @@ def models(
         rows = []
         for version in model_store.versions(t):
             m = model_store.get(t, version).manifest
-            rows.append({"version": version, "production": version == production, "created_at": m.get("created_at"),
-                         "served_variant": m.get("served_variant"), **m.get("metrics", {}),
-                         "bytes": m["variants"][m["served_variant"]]["bytes"], "gate": m.get("gate")})
+            rows.append(
+                {
+                    "version": version,
+                    "production": version == production,
+                    "created_at": m.get("created_at"),
+                    "served_variant": m.get("served_variant"),
+                    **m.get("metrics", {}),
+                    "bytes": m["variants"][m["served_variant"]]["bytes"],
+                    "gate": m.get("gate"),
+                }
+            )
         listing[t] = rows
     if as_json:
         typer.echo(json.dumps(listing, indent=2))
@@ -165,8 +190,10 @@ def models(
         typer.echo(f"{t}:")
         for r in rows:
             mark = "*" if r["production"] else " "
-            typer.echo(f" {mark} {r['version']}  {r['created_at']}  {r['served_variant']:5s} {r['bytes']:>10,d} B  "
-                       f"accuracy {r['accuracy']:.4f}  macro-F1 {r['macro_f1']:.4f}")
+            typer.echo(
+                f" {mark} {r['version']}  {r['created_at']}  {r['served_variant']:5s} {r['bytes']:>10,d} B  "
+                f"accuracy {r['accuracy']:.4f}  macro-F1 {r['macro_f1']:.4f}"
+            )
 
 
 @app.command()

@@ -36,8 +36,10 @@ def run_demo(workdir: Path, port: int, epochs: int | None = None) -> None:
         for digit in ("3", "7", "9"):
             image = sorted((sample["images"] / digit).glob("*.png"))[0]
             r = client.classify_image(image)
-            typer.echo(f"POST /classify_image {image.relative_to(workdir)} (true {digit}) -> "
-                       f"{r['label']} (score {r['score']:.3f}, {r['model']['name']} {r['model']['version']})")
+            typer.echo(
+                f"POST /classify_image {image.relative_to(workdir)} (true {digit}) -> "
+                f"{r['label']} (score {r['score']:.3f}, {r['model']['name']} {r['model']['version']})"
+            )
         r = client.classify_text(DEMO_TEXTS)
         for text, p in zip(DEMO_TEXTS, r["predictions"], strict=True):
             typer.echo(f"POST /classify_text {text!r} -> {p['label']} (score {p['score']:.3f})")

@@ -10,8 +10,9 @@ and schedules all run the same code. Runs on Prefect's temporary local server un
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 # Prefect reads these when imported. Route the stages' loggers through Prefect's handlers; give the
 # temporary server time for its first database migration on 2 cores; no telemetry (offline hosts).
@@ -19,7 +20,7 @@ os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "training,compression,ser
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from prefect import flow, task  # noqa: E402
+from prefect import Task, flow, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from compression.compress import compress_model  # noqa: E402
@@ -38,15 +39,24 @@ from training.promote import (  # noqa: E402
 from training.split import split_dataset  # noqa: E402
 from training.train import train_model  # noqa: E402
 
-# Inputs are arrays and models, which Prefect cannot hash for caching; every step re-runs.
-ingest_step = task(load_dataset, name="ingest-and-clean", cache_policy=NO_CACHE)
-check_step = task(check_trainable, name="check-trainable", cache_policy=NO_CACHE)
-split_step = task(split_dataset, name="split", cache_policy=NO_CACHE)
-train_step = task(train_model, name="train", cache_policy=NO_CACHE)
-compress_step = task(compress_model, name="compress", cache_policy=NO_CACHE)
-production_step = task(evaluate_production, name="evaluate-production", cache_policy=NO_CACHE)
-gate_step = task(gate, name="gate", cache_policy=NO_CACHE)
-register_step = task(register, name="register", cache_policy=NO_CACHE)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _step(fn: Callable[P, R], name: str) -> Task[P, R]:
+    """A stage function as a Prefect task. Inputs are arrays and models, which Prefect cannot hash
+    for caching, so every step re-runs."""
+    return task(name=name, cache_policy=NO_CACHE)(fn)
+
+
+ingest_step = _step(load_dataset, "ingest-and-clean")
+check_step = _step(check_trainable, "check-trainable")
+split_step = _step(split_dataset, "split")
+train_step = _step(train_model, "train")
+compress_step = _step(compress_model, "compress")
+production_step = _step(evaluate_production, "evaluate-production")
+gate_step = _step(gate, "gate")
+register_step = _step(register, "register")
 
 
 @flow(name="retrain", flow_run_name="retrain-{task}", log_prints=True)

@@ -1,9 +1,9 @@
 """A small Python client for the Kiln HTTP API, and a context manager that runs `kiln serve`.
 
-    >>> with KilnServer(store=".kiln/store", port=3000) as server:  # doctest: +SKIP
-    ...     client = KilnClient(server.url)
-    ...     client.classify_text(["was the delivery fast"])["predictions"][0]["label"]
-    'question'
+>>> with KilnServer(store=".kiln/store", port=3000) as server:  # doctest: +SKIP
+...     client = KilnClient(server.url)
+...     client.classify_text(["was the delivery fast"])["predictions"][0]["label"]
+'question'
 """
 
 from __future__ import annotations
@@ -61,8 +61,14 @@ def free_port() -> int:
 class KilnServer:
     """Runs `kiln serve` in a subprocess on localhost until the block ends; waits for /readyz."""
 
-    def __init__(self, store: str | Path, port: int | None = None, startup_timeout: float = 180.0,
-                 env: dict[str, str] | None = None, log_path: str | Path | None = None):
+    def __init__(
+        self,
+        store: str | Path,
+        port: int | None = None,
+        startup_timeout: float = 180.0,
+        env: dict[str, str] | None = None,
+        log_path: str | Path | None = None,
+    ):
         self.store = Path(store)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -78,8 +84,9 @@ class KilnServer:
         self._log = open(self.log_path, "wb")
         cmd = [sys.executable, "-m", "flows.cli", "serve", "--store", str(self.store), "--port", str(self.port)]
         # A new session, so stopping the server also stops BentoML's worker processes.
-        self.process = subprocess.Popen(cmd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            cmd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         client = KilnClient(self.url)
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:

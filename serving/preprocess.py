@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 PAD, UNK = "", "[UNK]"
 # Refuse decompression bombs rather than allocate gigabytes for one upload or training file.
@@ -65,7 +65,7 @@ Spec = ImageSpec | TextSpec
 
 def spec_from_dict(data: dict[str, Any]) -> Spec:
     """Rebuild a spec saved by ``to_dict`` (lists come back as tuples)."""
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k != "kind"}
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k != "kind"}
     if data.get("kind") == "image":
         return ImageSpec(**values)
     if data.get("kind") == "text":
@@ -86,15 +86,17 @@ def decode_image(data: bytes) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            image.seek(0)
-            image.load()
-            image = ImageOps.exif_transpose(image) or image
+            opened = Image.open(io.BytesIO(data))
+            opened.seek(0)
+            opened.load()
+            image: Image.Image = ImageOps.exif_transpose(opened) or opened
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InvalidImage(f"the image has more than {MAX_IMAGE_PIXELS:,} pixels") from None
+    except UnidentifiedImageError:
+        raise InvalidImage("not a recognised image format (PNG, JPEG, BMP, GIF, WebP, TIFF, ...)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        # Pillow reports unknown formats and truncated data as OSError/SyntaxError subclasses.
-        raise InvalidImage(f"not a readable image ({exc})") from None
+        # Pillow reports truncated and corrupt data as OSError/SyntaxError subclasses.
+        raise InvalidImage(f"truncated or corrupt image data ({exc})") from None
     return image
 
 

@@ -1,8 +1,8 @@
 """ONNX Runtime sessions for stored models: provider choice, batching and label decoding.
 
-    >>> clf = Classifier.from_version(ModelStore(".kiln/store").production_version("image"))  # doctest: +SKIP
-    >>> clf.classify(clf.prepare_images([open("digit.png", "rb").read()]))[0]["label"]  # doctest: +SKIP
-    '7'
+>>> clf = Classifier.from_version(ModelStore(".kiln/store").production_version("image"))  # doctest: +SKIP
+>>> clf.classify(clf.prepare_images([open("digit.png", "rb").read()]))[0]["label"]  # doctest: +SKIP
+'7'
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -100,3 +101,14 @@ class Classifier:
         best = int(np.argmax(probs))
         scores = {label: round(float(p), 6) for label, p in zip(self.labels, probs, strict=True)}
         return {"label": self.labels[best], "score": round(float(probs[best]), 6), "scores": scores}
+
+
+def measure_latency(classifier: Classifier, batch: np.ndarray, runs: int) -> dict[str, float]:
+    """p50/p95 milliseconds of ``classifier.predict(batch)`` over ``runs`` calls, after one warm-up."""
+    classifier.predict(batch)
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        classifier.predict(batch)
+        times.append((time.perf_counter() - started) * 1000)
+    return {"p50": round(float(np.percentile(times, 50)), 4), "p95": round(float(np.percentile(times, 95)), 4)}

@@ -63,15 +63,20 @@ class RequestGuard:
     async def _check(self, scope: dict, receive: Any) -> JSONResponse | bytes:
         """The buffered body when the request is acceptable, else the error response."""
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        too_big = error(413, f"request body is larger than the {self.max_bytes / 1e6:.1f} MB limit "
-                             "(server setting KILN_MAX_UPLOAD_BYTES)")
+        too_big = error(
+            413,
+            f"request body is larger than the {self.max_bytes / 1e6:.1f} MB limit "
+            "(server setting KILN_MAX_UPLOAD_BYTES)",
+        )
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
             return too_big
         is_image = scope["path"] == "/classify_image"
         if is_image and not headers.get("content-type", "").startswith("multipart/form-data"):
-            return error(415, "send the image as multipart/form-data with the file in field 'image' "
-                              "(curl -F image=@photo.png ...)")
+            return error(
+                415,
+                "send the image as multipart/form-data with the file in field 'image' (curl -F image=@photo.png ...)",
+            )
         body = bytearray()
         while True:
             message = await receive()
@@ -95,8 +100,10 @@ async def _image_field_problem(scope: dict, body: bytes) -> str | None:
     try:
         value = form.get("image")
         if value is None:
-            return (f"missing file field 'image' (fields sent: {', '.join(sorted(form.keys())) or 'none'}); "
-                    "send curl -F image=@photo.png ...")
+            return (
+                f"missing file field 'image' (fields sent: {', '.join(sorted(form.keys())) or 'none'}); "
+                "send curl -F image=@photo.png ..."
+            )
         if isinstance(value, str):
             return "field 'image' must be a file upload, not a text value (curl -F image=@photo.png ...)"
         return None
@@ -152,8 +159,11 @@ class Kiln:
     def _model(self, task: str) -> Classifier | JSONResponse:
         model = self.models.get(task)
         if model is None:
-            return error(503, f"no {task} model is in production in this server's store; "
-                              f"train one with `kiln run --task {task}` and restart the service")
+            return error(
+                503,
+                f"no {task} model is in production in this server's store; "
+                f"train one with `kiln run --task {task}` and restart the service",
+            )
         return model
 
     @bentoml.api(route="/classify_image")
@@ -172,9 +182,7 @@ class Kiln:
         return {**model.classify(batch)[0], "model": model.info}
 
     @bentoml.api(route="/classify_text")
-    def classify_text(
-        self, texts: Annotated[list[str], Field(min_length=1, max_length=MAX_TEXTS)]
-    ) -> dict[str, Any]:
+    def classify_text(self, texts: Annotated[list[str], Field(min_length=1, max_length=MAX_TEXTS)]) -> dict[str, Any]:
         """Classify 1 to 256 texts: one prediction (label, score, scores) per text, in order."""
         model = self._model("text")
         if isinstance(model, JSONResponse):
@@ -185,4 +193,5 @@ class Kiln:
         return {"predictions": model.classify(model.prepare_texts(texts)), "model": model.info}
 
 
-Kiln.add_asgi_middleware(RequestGuard, max_bytes=_settings.max_upload_bytes)
+# The decorator returns a bentoml Service, which mypy still sees as the plain class.
+Kiln.add_asgi_middleware(RequestGuard, max_bytes=_settings.max_upload_bytes)  # type: ignore[attr-defined]

@@ -1,7 +1,7 @@
 """Runtime settings, read once from ``KILN_*`` environment variables (one place for all of them).
 
-    >>> Settings(store="/tmp/models").store
-    PosixPath('/tmp/models')
+>>> Settings(store="/tmp/models").store
+PosixPath('/tmp/models')
 """
 
 from __future__ import annotations

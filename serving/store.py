@@ -156,9 +156,7 @@ class ModelStore:
             version = f"v{int(existing[-1][1:]) + 1:04d}" if existing else "v0001"
             staging = vdir / f".staging-{version}-{uuid.uuid4().hex[:8]}"
             shutil.copytree(files, staging)
-            hashes = {
-                str(p.relative_to(staging)): sha256_file(p) for p in sorted(staging.rglob("*")) if p.is_file()
-            }
+            hashes = {str(p.relative_to(staging)): sha256_file(p) for p in sorted(staging.rglob("*")) if p.is_file()}
             full = {
                 **manifest,
                 "task": task,

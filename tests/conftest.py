@@ -31,14 +31,28 @@ def _prefect_home(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-home"))
 
 
+@pytest.fixture(scope="session")
+def prefect_server():
+    """One temporary Prefect server for the in-process flow tests, stopped inside the session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
 def pattern_image(kind: str, size: int, rng: random.Random, colour: bool = False) -> Image.Image:
     """Bars or a diagonal on a noisy background: easy for a CNN, impossible by mean brightness."""
     arr = np.array([[rng.random() * 60 for _ in range(size)] for _ in range(size)], dtype=np.float64)
     step = max(2, size // 4)
     for i in range(size):
         for j in range(size):
-            on = (i // step) % 2 == 0 if kind == "horizontal" else (j // step) % 2 == 0 if kind == "vertical" \
+            on = (
+                (i // step) % 2 == 0
+                if kind == "horizontal"
+                else (j // step) % 2 == 0
+                if kind == "vertical"
                 else abs(i - j) < step
+            )
             if on:
                 arr[i, j] = 200 + rng.random() * 55
     grey = Image.fromarray(arr.astype(np.uint8), mode="L")
@@ -98,7 +112,8 @@ def make_texts(n_per_class: int = 40, seed: int = 0) -> list[tuple[str, str]]:
     rows, seen = [], set()
     for label, subjects in TEXT_CLASSES.items():
         while sum(1 for _, lab in rows if lab == label) < n_per_class:
-            text = f"{rng.choice(['', 'today ', 'again '])}{rng.choice(subjects)} {rng.choice(TEXT_VERBS)} {rng.randint(1, 99)}"
+            opener, subject, verb = rng.choice(["", "today ", "again "]), rng.choice(subjects), rng.choice(TEXT_VERBS)
+            text = f"{opener}{subject} {verb} {rng.randint(1, 99)}"
             if text not in seen:
                 seen.add(text)
                 rows.append((text, label))
@@ -106,8 +121,13 @@ def make_texts(n_per_class: int = 40, seed: int = 0) -> list[tuple[str, str]]:
     return rows
 
 
-def write_csv(path: Path, rows: list[tuple[str, ...]], header: tuple[str, ...] | None = ("text", "label"),
-              delimiter: str = ",", encoding: str = "utf-8") -> Path:
+def write_csv(
+    path: Path,
+    rows: list[tuple[str, ...]],
+    header: tuple[str, ...] | None = ("text", "label"),
+    delimiter: str = ",",
+    encoding: str = "utf-8",
+) -> Path:
     buf = io.StringIO()
     writer = csv.writer(buf, delimiter=delimiter)
     if header:
@@ -173,18 +193,31 @@ def onnx_text_model(labels: tuple[str, ...], vocab_size: int, max_length: int) -
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10).SerializeToString()
 
 
-def register_onnx(store_root: Path, task: str, onnx_bytes: bytes, spec: dict, promote: bool = True,
-                  accuracy: float = 0.9) -> str:
+def register_onnx(
+    store_root: Path, task: str, onnx_bytes: bytes, spec: dict, promote: bool = True, accuracy: float = 0.9
+) -> str:
     """Put an ONNX model into a real store the way the pipeline does; returns the version name."""
     from serving.store import ModelStore
 
     staging = store_root.parent / f"staging-{task}-{random.random()}"
     (staging / "variants").mkdir(parents=True)
     (staging / "variants" / "fp32.onnx").write_bytes(onnx_bytes)
-    variant = {"file": "variants/fp32.onnx", "bytes": len(onnx_bytes), "gzip_bytes": 0, "accuracy": accuracy,
-               "macro_f1": accuracy, "latency_ms_p50": 0.1}
-    manifest = {"name": f"kiln-{task}", "spec": spec, "served_variant": "fp32", "variants": {"fp32": variant},
-                "metrics": {"accuracy": accuracy, "macro_f1": accuracy}, "gate": "test fixture"}
+    variant = {
+        "file": "variants/fp32.onnx",
+        "bytes": len(onnx_bytes),
+        "gzip_bytes": 0,
+        "accuracy": accuracy,
+        "macro_f1": accuracy,
+        "latency_ms_p50": 0.1,
+    }
+    manifest = {
+        "name": f"kiln-{task}",
+        "spec": spec,
+        "served_variant": "fp32",
+        "variants": {"fp32": variant},
+        "metrics": {"accuracy": accuracy, "macro_f1": accuracy},
+        "gate": "test fixture",
+    }
     store = ModelStore(store_root)
     version = store.register(task, staging, manifest)
     if promote:

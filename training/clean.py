@@ -1,8 +1,8 @@
 """Decode, validate and de-duplicate raw items into a Dataset, counting everything skipped.
 
-    >>> ds = load_dataset("image", Path("data/images"))  # doctest: +SKIP
-    >>> ds.report.to_dict()["unreadable_skipped"]  # doctest: +SKIP
-    3
+>>> ds = load_dataset("image", Path("data/images"))  # doctest: +SKIP
+>>> ds.report.to_dict()["unreadable_skipped"]  # doctest: +SKIP
+3
 """
 
 from __future__ import annotations
@@ -13,8 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.preprocess import ImageSpec, InvalidImage, decode_image, image_to_array, is_colour, pixel_digest, standardize
-from training.data import Dataset, DataReport
+from serving.preprocess import (
+    ImageSpec,
+    InvalidImage,
+    decode_image,
+    image_to_array,
+    is_colour,
+    pixel_digest,
+    standardize,
+)
+from training.data import DataReport, Dataset
 from training.ingest import find_images, read_table
 
 log = logging.getLogger(__name__)
@@ -64,9 +72,7 @@ def clean_texts(
     """CSV/TSV -> Dataset. Empty texts and missing labels are skipped; repeated texts removed."""
     report = DataReport(source=str(path))
     table = read_table(path, report, text_column, label_column, header)
-    report.details.update(
-        {"encoding": table.encoding, "delimiter": table.delimiter, "columns": list(table.columns)}
-    )
+    report.details.update({"encoding": table.encoding, "delimiter": table.delimiter, "columns": list(table.columns)})
     seen: dict[str, tuple[int, str]] = {}
     inputs: list[str] = []
     labels: list[str] = []
@@ -112,6 +118,12 @@ def _log_summary(report: DataReport) -> None:
     log.info(
         "data: %d read, %d kept in %d classes; skipped %d duplicates, %d unreadable, %d empty, "
         "%d missing labels, %d malformed",
-        r["rows_read"], r["rows_kept"], len(r["classes"]), r["duplicates_removed"],
-        r["unreadable_skipped"], r["empty_skipped"], r["missing_label_skipped"], r["malformed_skipped"],
+        r["rows_read"],
+        r["rows_kept"],
+        len(r["classes"]),
+        r["duplicates_removed"],
+        r["unreadable_skipped"],
+        r["empty_skipped"],
+        r["missing_label_skipped"],
+        r["malformed_skipped"],
     )

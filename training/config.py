@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "nesterov", "rmsprop", "adagrad")
+
 
 class ConfigError(ValueError):
     """A configuration file or value is invalid; the message names the key and the fix."""
@@ -186,6 +188,8 @@ def _validate(cfg: RunConfig) -> None:
         raise ConfigError(f"image_model.channels must be auto, 1 or 3, got {cfg.image_model.channels!r}")
     if cfg.train.epochs < 1 or cfg.train.batch_size < 1:
         raise ConfigError("train.epochs and train.batch_size must be at least 1")
+    if cfg.train.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"train.optimizer {cfg.train.optimizer!r} is unknown; choose one of: {', '.join(OPTIMIZERS)}")
     if d.min_examples_per_class < 3:
         raise ConfigError("data.min_examples_per_class must be at least 3 (one each for train, validation, test)")
 

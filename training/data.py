@@ -102,7 +102,7 @@ def check_trainable(dataset: Dataset, min_per_class: int) -> None:
             "DIR/<label>/<file>, texts as a CSV/TSV with text and label columns"
         )
     if len(counts) < 2:
-        (label, n), = counts.items()
+        ((label, n),) = counts.items()
         raise DataError(
             f"{where} has only one class ({label!r}, {n} examples); a classifier needs at least two. "
             "Add examples of another class"
@@ -114,4 +114,3 @@ def check_trainable(dataset: Dataset, min_per_class: int) -> None:
             f"class(es) with fewer than {min_per_class} examples after cleaning: {listed}. "
             "Add examples to them, remove them from the data, or lower data.min_examples_per_class"
         )
-

@@ -1,8 +1,8 @@
 """Classification metrics from probabilities (numpy + scikit-learn, no TensorFlow).
 
-    >>> import numpy as np
-    >>> metrics(np.array([[0.9, 0.1], [0.2, 0.8]]), np.array([0, 0]))["accuracy"]
-    0.5
+>>> import numpy as np
+>>> metrics(np.array([[0.9, 0.1], [0.2, 0.8]]), np.array([0, 0]))["accuracy"]
+0.5
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Turn a Dataset into model input arrays with the shared preprocessing (serving.preprocess).
 
-    >>> spec = make_spec(dataset, cfg)  # doctest: +SKIP
-    >>> x, y = to_arrays(dataset, spec)  # doctest: +SKIP
+>>> spec = make_spec(dataset, cfg)  # doctest: +SKIP
+>>> x, y = to_arrays(dataset, spec)  # doctest: +SKIP
 """
 
 from __future__ import annotations

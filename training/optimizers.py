@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from training.config import ConfigError, TrainConfig
+from training.config import OPTIMIZERS, TrainConfig
 from training.tf_env import keras
 
 _BUILDERS = {
@@ -15,12 +15,9 @@ _BUILDERS = {
     "adagrad": lambda lr: keras.optimizers.Adagrad(lr),
 }
 
-OPTIMIZERS = tuple(_BUILDERS)
+assert set(_BUILDERS) == set(OPTIMIZERS), "config.OPTIMIZERS and the builders must list the same names"
 
 
 def build_optimizer(cfg: TrainConfig) -> keras.optimizers.Optimizer:
-    try:
-        builder = _BUILDERS[cfg.optimizer.lower()]
-    except KeyError:
-        raise ConfigError(f"train.optimizer {cfg.optimizer!r} is unknown; choose one of: {', '.join(OPTIMIZERS)}") from None
-    return builder(cfg.learning_rate)
+    """The optimizer named by ``cfg.optimizer`` (validated when the config was loaded)."""
+    return _BUILDERS[cfg.optimizer](cfg.learning_rate)

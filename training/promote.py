@@ -82,8 +82,12 @@ def gate(new: dict[str, Any], production: Production | None, cfg: GateConfig) ->
         return GateResult(True, reason, checks)
     checks["production"] = {"version": production.version, **production.metrics}
     if production.error:
-        return GateResult(False, f"production {production.version} could not be evaluated ({production.error}); "
-                          "not promoted — fix the store or `kiln rollback`", checks)
+        return GateResult(
+            False,
+            f"production {production.version} could not be evaluated ({production.error}); "
+            "not promoted — fix the store or `kiln rollback`",
+            checks,
+        )
     worse = [
         f"{m} {new[m]:.4f} < production {production.metrics[m]:.4f} - {cfg.metric_tolerance}"
         for m in ("accuracy", "macro_f1")

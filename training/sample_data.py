@@ -19,9 +19,24 @@ import numpy as np
 from PIL import Image
 
 SUBJECTS = [
-    "the delivery", "the support team", "the app", "the refund", "the checkout", "the battery",
-    "the screen", "the update", "the price", "the packaging", "the manual", "the installer",
-    "the courier", "the website", "the charger", "my order", "the new version", "the replacement",
+    "the delivery",
+    "the support team",
+    "the app",
+    "the refund",
+    "the checkout",
+    "the battery",
+    "the screen",
+    "the update",
+    "the price",
+    "the packaging",
+    "the manual",
+    "the installer",
+    "the courier",
+    "the website",
+    "the charger",
+    "my order",
+    "the new version",
+    "the replacement",
 ]
 POSITIVE = ["fast", "helpful", "reliable", "easy", "clear", "friendly", "great", "smooth", "quick", "solid"]
 NEGATIVE = ["slow", "confusing", "broken", "rude", "late", "buggy", "expensive", "noisy", "flimsy", "useless"]
@@ -32,12 +47,33 @@ ENDINGS = ["", ".", "!", "...", "?", " :)", " :("]
 
 # {s}: subject, {p}: positive adjective, {n}: negative adjective, {a}: either, {i}: intensifier
 TEMPLATES = {
-    "praise": ["{s} was {i}{p}", "{s} was not {n} at all", "{s} is {i}{p}", "{s} is never {n}",
-               "i think {s} was {i}{p}", "{s} turned out {i}{p}", "{s} was not {n}, it was {p}"],
-    "complaint": ["{s} was {i}{n}", "{s} was not {p} at all", "{s} is {i}{n}", "{s} is never {p}",
-                  "i think {s} was {i}{n}", "{s} turned out {i}{n}", "{s} was not {p}, it was {n}"],
-    "question": ["was {s} {i}{a}", "is {s} {i}{a}", "was {s} not {a}", "is {s} ever {a}",
-                 "i wonder if {s} is {a}", "does anyone know if {s} was {a}", "is {s} {p} or {n}"],
+    "praise": [
+        "{s} was {i}{p}",
+        "{s} was not {n} at all",
+        "{s} is {i}{p}",
+        "{s} is never {n}",
+        "i think {s} was {i}{p}",
+        "{s} turned out {i}{p}",
+        "{s} was not {n}, it was {p}",
+    ],
+    "complaint": [
+        "{s} was {i}{n}",
+        "{s} was not {p} at all",
+        "{s} is {i}{n}",
+        "{s} is never {p}",
+        "i think {s} was {i}{n}",
+        "{s} turned out {i}{n}",
+        "{s} was not {p}, it was {n}",
+    ],
+    "question": [
+        "was {s} {i}{a}",
+        "is {s} {i}{a}",
+        "was {s} not {a}",
+        "is {s} ever {a}",
+        "i wonder if {s} is {a}",
+        "does anyone know if {s} was {a}",
+        "is {s} {p} or {n}",
+    ],
 }
 CLASS_SIZES = {"praise": 260, "complaint": 220, "question": 180}
 
@@ -58,8 +94,11 @@ def write_digit_images(directory: Path) -> int:
 def _sentence(rng: random.Random, label: str) -> str:
     template = rng.choice(TEMPLATES[label])
     body = template.format(
-        s=rng.choice(SUBJECTS), p=rng.choice(POSITIVE), n=rng.choice(NEGATIVE),
-        a=rng.choice(POSITIVE + NEGATIVE), i=rng.choice(INTENSIFIERS),
+        s=rng.choice(SUBJECTS),
+        p=rng.choice(POSITIVE),
+        n=rng.choice(NEGATIVE),
+        a=rng.choice(POSITIVE + NEGATIVE),
+        i=rng.choice(INTENSIFIERS),
     )
     text = rng.choice(OPENERS) + body + rng.choice(CLOSERS) + rng.choice(ENDINGS)
     return text[0].upper() + text[1:] if rng.random() < 0.6 else text

@@ -8,6 +8,7 @@ TensorFlow imports it from here:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
@@ -26,10 +27,8 @@ def configure_devices() -> str:
     """Use a GPU when one is present (memory grows on demand); return a description for logs."""
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
-        try:
+        with contextlib.suppress(RuntimeError):  # already initialised by an earlier run in this process
             tf.config.experimental.set_memory_growth(gpu, True)
-        except RuntimeError:  # already initialised by an earlier run in this process
-            pass
     device = f"GPU x{len(gpus)}" if gpus else "CPU"
     log.info("training on %s", device)
     return device

@@ -1,7 +1,7 @@
 """Fit a model on the training split with early stopping, LR reduction and per-epoch progress logs.
 
-    >>> trained = train_model(train_ds, val_ds, load_config(None))  # doctest: +SKIP
-    >>> trained.history["val_loss"][-1]  # doctest: +SKIP
+>>> trained = train_model(train_ds, val_ds, load_config(None))  # doctest: +SKIP
+>>> trained.history["val_loss"][-1]  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -83,8 +83,13 @@ def train_model(train: Dataset, val: Dataset, cfg: RunConfig) -> TrainedModel:
     x_val, y_val = to_arrays(val, spec)
     known = y_val >= 0  # a validation label absent from training cannot be scored
     x_val, y_val = x_val[known], y_val[known]
-    log.info("training %s model: %d train / %d validation examples, %d classes",
-             train.task, len(x_train), len(x_val), len(spec.labels))
+    log.info(
+        "training %s model: %d train / %d validation examples, %d classes",
+        train.task,
+        len(x_train),
+        len(x_val),
+        len(spec.labels),
+    )
 
     model = build_model(spec, cfg)
     model.compile(optimizer=build_optimizer(t), loss="sparse_categorical_crossentropy", metrics=["accuracy"])

@@ -58,8 +58,8 @@ def test_classify_image_accepts_any_size_and_mode(client: TestClient, mode: str,
     [
         ({"picture": ("a.png", png_bytes(), "image/png")}, None, "missing file field 'image'"),
         ({"image": ("a.png", b"", "image/png")}, None, "empty"),
-        ({"image": ("a.png", b"GIF89a but not really", "image/gif")}, None, "not a usable image"),
-        ({"image": ("a.png", png_bytes((200, 200))[:120], "image/png")}, None, "not a usable image"),
+        ({"image": ("a.png", b"GIF89a but not really", "image/gif")}, None, "not a recognised image format"),
+        ({"image": ("a.png", png_bytes((200, 200))[:120], "image/png")}, None, "truncated or corrupt"),
         ({"image": (None, "/etc/passwd")}, None, "file upload"),  # a text field is never read as a path
     ],
 )

@@ -1,0 +1,143 @@
+"""`make bench`: train both sample models, time every variant and the HTTP service, write BENCHMARKS.md.
+
+$ .venv/bin/python -m flows.bench --out docs/BENCHMARKS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from serving.client import KilnServer
+from serving.loadtest import run_load
+from serving.preprocess import ImageSpec, encode_texts, spec_from_dict
+from serving.runtime import Classifier, gpu_present, measure_latency
+from serving.store import ModelStore
+from training.sample_data import write_sample_data
+
+TEXT = "the delivery was not slow at all, it was quick"
+
+
+def machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    if Path("/proc/cpuinfo").exists():
+        names = [
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ]
+        cpu = names[0] if names else cpu
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    gpu = "GPU present" if gpu_present() else "no GPU"
+    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, {gpu}; {platform.platform()}"
+
+
+def batch_latency(model: Any, variant: str, x: np.ndarray, runs: int = 30) -> dict[str, float]:
+    """Batch-1 and batch-32 latency of one stored variant on the CPU."""
+    clf = Classifier.from_version(model, variant=variant, device="cpu")
+    b1 = measure_latency(clf, x[:1], runs)
+    b32 = measure_latency(clf, np.repeat(x[:1], 32, axis=0), runs)
+    return {"b1_p50": b1["p50"], "b1_p95": b1["p95"], "b32_p50": b32["p50"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("docs/BENCHMARKS.md"))
+    parser.add_argument("--workdir", type=Path, default=Path(".kiln/bench"))
+    parser.add_argument("--requests", type=int, default=400)
+    args = parser.parse_args()
+
+    from flows.retrain import retrain
+
+    sample = write_sample_data(args.workdir / "sample")
+    store = ModelStore(args.workdir / "store")
+    reports, lines = {}, []
+    for task in ("image", "text"):
+        started = time.perf_counter()
+        reports[task] = retrain(
+            task=task, data=str(sample[task + "s"]), out=str(args.workdir / "runs" / task), store=str(store.root)
+        )
+        reports[task]["wall_seconds"] = time.perf_counter() - started
+
+    lines += [
+        f"# Benchmarks\n\nMeasured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `make bench` on: {machine()}.",
+        "Sample data: scikit-learn digits (1,797 8x8 PNGs) and the generated 660-text corpus.\n",
+        "## Training and compression (CPU)\n",
+        "| task | wall s (flow) | train s | epochs | variant | bytes | gzip bytes | x smaller | accuracy | "
+        "macro-F1 | b1 p50 ms | b1 p95 ms | b32 p50 ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for task, report in reports.items():
+        model = store.get(task, report["model"]["version"])
+        x = _probe_input(model)
+        fp32_bytes = report["variants"]["fp32"]["bytes"]
+        for name, v in report["variants"].items():
+            lat = batch_latency(model, name, x)
+            shown = f"{name} (served)" if name == report["served_variant"] else name
+            lines.append(
+                f"| {task} | {report['wall_seconds']:.0f} | {report['training']['seconds']:.0f} | "
+                f"{report['training']['epochs_run']} | {shown} | "
+                f"{v['bytes']:,} | {v['gzip_bytes']:,} | {fp32_bytes / v['bytes']:.2f} | {v['accuracy']:.4f} | "
+                f"{v['macro_f1']:.4f} | {lat['b1_p50']:.3f} | {lat['b1_p95']:.3f} | {lat['b32_p50']:.3f} |"
+            )
+
+    image_file = sorted((sample["images"] / "7").glob("*.png"))[0].read_bytes()
+    lines += [
+        "\n## HTTP service (`kiln serve`, 1 worker, CPU)\n",
+        f"{args.requests} requests per row from a client on the same machine (it shares the CPU).\n",
+        "| route | payload | concurrency | req/s | p50 ms | p95 ms | errors |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    with KilnServer(store.root, log_path=args.workdir / "server.log") as server:
+        cases = [
+            (
+                "/classify_image",
+                "one 8x8 PNG",
+                lambda c: c.post(server.url + "/classify_image", files={"image": ("d.png", image_file)}),
+            ),
+            ("/classify_text", "1 text", lambda c: c.post(server.url + "/classify_text", json={"texts": [TEXT]})),
+            (
+                "/classify_text",
+                "32 texts",
+                lambda c: c.post(server.url + "/classify_text", json={"texts": [TEXT] * 32}),
+            ),
+        ]
+        for route, payload, send in cases:
+            for concurrency in (1, 16):
+                s = run_load(send, concurrency, args.requests)
+                lines.append(
+                    f"| {route} | {payload} | {concurrency} | {s['requests_per_s']} | {s['latency_ms_p50']} | "
+                    f"{s['latency_ms_p95']} | {s['errors']} |"
+                )
+    lines += [
+        "\n## GPU\n",
+        "Not measured in this run: "
+        + (
+            "a GPU is present; see the GPU section when recorded."
+            if gpu_present()
+            else "no GPU on this machine. CUDA paths choose the CUDA provider only when the "
+            "NVIDIA driver reports a device."
+        ),
+    ]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out}")  # noqa: T201
+
+
+def _probe_input(model: Any) -> np.ndarray:
+    """One model input row for timing, shaped by the version's spec."""
+    spec = spec_from_dict(model.manifest["spec"])
+    if isinstance(spec, ImageSpec):
+        return np.random.default_rng(0).random((1, spec.height, spec.width, spec.channels), dtype=np.float32)
+    return encode_texts([TEXT], spec)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""The `kiln` CLI: fast start without TensorFlow, clear errors, models and rollback on a real store."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from flows.cli import app
+from tests.conftest import TEXT_LABELS, onnx_text_model, register_onnx
+
+runner = CliRunner()
+
+
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def test_help_and_serving_import_no_tensorflow() -> None:
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from flows.cli import app\n"
+        "r = CliRunner().invoke(app, ['--help'])\n"
+        "assert r.exit_code == 0 and 'run' in r.output, r.output\n"
+        "import serving.service, serving.runtime, serving.client\n"
+        "bad = [m for m in ('tensorflow', 'tf_keras', 'prefect') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    result = _python(code)
+    assert result.returncode == 0, result.stderr
+
+
+def test_run_with_missing_data_or_bad_config_fails_with_message(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["run", "--task", "text", "--data", str(tmp_path / "missing.csv")])
+    assert r.exit_code == 2 and "does not exist" in r.output
+    data = tmp_path / "t.csv"
+    data.write_text("text,label\na,b\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {epoch: 3}\n")
+    r = runner.invoke(app, ["run", "--task", "text", "--data", str(data), "--config", str(bad)])
+    assert r.exit_code == 2 and "valid keys: epochs" in r.output
+    r = runner.invoke(app, ["run", "--task", "audio", "--data", str(data)])
+    assert r.exit_code == 2 and "audio" in r.output
+
+
+def test_models_lists_versions_and_rollback_restores_previous(tmp_path: Path) -> None:
+    from serving.preprocess import TextSpec
+
+    store = tmp_path / "store"
+    spec = TextSpec(labels=TEXT_LABELS, vocabulary=("", "[UNK]", "a"), max_length=4).to_dict()
+    register_onnx(store, "text", onnx_text_model(TEXT_LABELS, 3, 4), spec, accuracy=0.8)
+    register_onnx(store, "text", onnx_text_model(TEXT_LABELS, 3, 4), spec, accuracy=0.9)
+
+    r = runner.invoke(app, ["models", "--store", str(store)])
+    assert r.exit_code == 0
+    assert "* v0002" in r.output and "  v0001" in r.output and "accuracy 0.9000" in r.output
+    listing = json.loads(runner.invoke(app, ["models", "--store", str(store), "--json"]).output)
+    assert [v["production"] for v in listing["text"]] == [False, True] and listing["image"] == []
+
+    r = runner.invoke(app, ["rollback", "--task", "text", "--store", str(store)])
+    assert r.exit_code == 0 and "v0002 -> v0001" in r.output
+    r = runner.invoke(app, ["rollback", "--task", "text", "--store", str(store)])
+    assert r.exit_code == 2 and "no earlier production text version" in r.output
+
+
+def test_store_defaults_to_kiln_store_env(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("KILN_STORE", str(tmp_path / "from-env"))
+    r = runner.invoke(app, ["models"])
+    assert r.exit_code == 0 and "from-env" in r.output
+
+
+def test_serve_refuses_an_empty_store(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["serve", "--store", str(tmp_path / "empty")])
+    assert r.exit_code == 2 and "no production model" in r.output
+
+
+def test_sample_data_writes_digits_and_texts(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["sample-data", str(tmp_path / "s")])
+    assert r.exit_code == 0
+    digits = list((tmp_path / "s" / "images").rglob("*.png"))
+    assert len(digits) == 1797 and len(list((tmp_path / "s" / "images").iterdir())) == 10

@@ -1,0 +1,69 @@
+"""The real Prefect retrain flow, in-process: report contract, gate on the second run, dirt counted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from serving.store import ModelStore
+from tests.conftest import TINY_CONFIG, add_dirt, make_image_folder, make_texts, write_csv
+
+REPORT_KEYS = {"task", "model", "promoted", "gate", "data", "variants", "served_variant"}
+DATA_KEYS = {"rows_read", "rows_kept", "duplicates_removed", "unreadable_skipped", "empty_skipped", "classes"}
+VARIANT_KEYS = {"bytes", "gzip_bytes", "accuracy", "macro_f1", "latency_ms_p50"}
+
+
+def check_report_contract(report: dict) -> None:
+    assert set(report) >= REPORT_KEYS
+    assert set(report["model"]) >= {"name", "version"}
+    assert isinstance(report["promoted"], bool) and isinstance(report["gate"], str)
+    assert set(report["data"]) >= DATA_KEYS
+    assert "fp32" in report["variants"] and report["served_variant"] in report["variants"]
+    for v in report["variants"].values():
+        assert set(v) >= VARIANT_KEYS
+
+
+@pytest.mark.slow
+def test_text_flow_promotes_first_then_gates_a_worse_model(tmp_path: Path, prefect_server: None) -> None:
+    from flows.retrain import retrain
+
+    data = write_csv(tmp_path / "t.csv", make_texts(50) + [("", "food")])
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY_CONFIG)
+    store = tmp_path / "store"
+
+    first = retrain(task="text", data=str(data), out=str(tmp_path / "run1"), store=str(store), config=str(cfg))
+    check_report_contract(first)
+    assert first["promoted"] and first["model"]["version"] == "v0001"
+    assert first["data"]["empty_skipped"] == 1 and first["data"]["rows_kept"] == 150
+    assert json.loads((tmp_path / "run1" / "report.json").read_text()) == first
+
+    worse = tmp_path / "worse.yaml"
+    worse.write_text(
+        TINY_CONFIG.replace("learning_rate: 0.01", "learning_rate: 0.00001").replace("epochs: 12", "epochs: 1")
+    )
+    second = retrain(task="text", data=str(data), out=str(tmp_path / "run2"), store=str(store), config=str(worse))
+    assert not second["promoted"] and "not promoted" in second["gate"]
+    assert second["model"]["version"] == "v0002"
+    assert ModelStore(store).production("text") == "v0001"  # stored, reported, not served
+
+
+@pytest.mark.slow
+def test_image_flow_counts_dirt_in_mixed_sizes_and_modes(tmp_path: Path, prefect_server: None) -> None:
+    from flows.retrain import retrain
+
+    images = make_image_folder(tmp_path / "images", per_class=25)
+    dirt = add_dirt(images)
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY_CONFIG)
+    report = retrain(
+        task="image", data=str(images), out=str(tmp_path / "run"), store=str(tmp_path / "store"), config=str(cfg)
+    )
+    check_report_contract(report)
+    for key, count in dirt.items():
+        assert report["data"][key] == count
+    assert report["data"]["rows_kept"] == 75
+    assert report["variants"]["fp32"]["accuracy"] >= 0.8
+    assert report["spec"]["channels"] == 3  # the data has colour images

@@ -1,0 +1,112 @@
+"""Shared preprocessing: decoding edge cases, image arrays, text standardisation and encoding."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from serving.preprocess import (
+    ImageSpec,
+    InvalidImage,
+    TextSpec,
+    build_vocabulary,
+    decode_image,
+    encode_texts,
+    image_to_array,
+    is_colour,
+    pixel_digest,
+    preprocess_image_bytes,
+    spec_from_dict,
+    standardize,
+)
+
+
+def _encode(img: Image.Image, fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "data,reason",
+    [
+        (b"", "empty"),
+        (b"hello, I am a text file", "not a recognised image format"),
+        (_encode(Image.new("RGB", (64, 64), (1, 2, 3)))[:80], "truncated or corrupt"),
+    ],
+)
+def test_decode_rejects_bad_bytes_with_reason(data: bytes, reason: str) -> None:
+    with pytest.raises(InvalidImage, match=reason):
+        decode_image(data)
+
+
+def test_decode_refuses_decompression_bombs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    with pytest.raises(InvalidImage, match="pixels"):
+        decode_image(_encode(Image.new("L", (40, 40))))
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "RGB", "RGBA", "I;16", "I", "CMYK"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_any_mode_becomes_scaled_array_of_spec_shape(mode: str, channels: int) -> None:
+    img = Image.new(mode, (37, 11))
+    fmt = "JPEG" if mode == "CMYK" else "TIFF" if mode in ("I", "I;16") else "PNG"
+    spec = ImageSpec(labels=("a",), height=16, width=20, channels=channels)
+    arr = preprocess_image_bytes(_encode(img, fmt), spec)
+    assert arr.shape == (16, 20, channels) and arr.dtype == np.float32
+    assert arr.min() >= 0.0 and arr.max() <= 1.0
+
+
+def test_transparent_pixels_become_white_not_black() -> None:
+    img = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
+    arr = image_to_array(img, ImageSpec(labels=("a",), height=4, width=4, channels=1))
+    assert np.allclose(arr, 1.0)
+
+
+def test_animated_gif_uses_first_frame() -> None:
+    frames = [Image.new("L", (8, 8), 0), Image.new("L", (8, 8), 255)]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
+    arr = preprocess_image_bytes(buf.getvalue(), ImageSpec(labels=("a",), height=8, width=8, channels=1))
+    assert arr.max() < 0.1
+
+
+def test_colour_detection_and_pixel_digest() -> None:
+    grey_rgb = Image.new("RGB", (5, 5), (90, 90, 90))
+    assert not is_colour(grey_rgb) and not is_colour(Image.new("L", (5, 5)))
+    assert is_colour(Image.new("RGB", (5, 5), (200, 10, 10)))
+    same = Image.open(io.BytesIO(_encode(grey_rgb, "BMP")))
+    assert pixel_digest(grey_rgb) == pixel_digest(same)
+    assert pixel_digest(grey_rgb) != pixel_digest(Image.new("RGB", (5, 5), (91, 90, 90)))
+
+
+def test_standardize_normalises_case_punctuation_and_unicode() -> None:
+    assert standardize("  Hello,   WORLD!!  ") == "hello world"
+    assert standardize("ｆｕｌｌｗｉｄｔｈ café") == "fullwidth café"
+    assert standardize("don't 'quote' me_now") == "don't quote me now"
+    assert standardize("?!...") == ""
+
+
+def test_vocabulary_is_frequency_ordered_deterministic_and_capped() -> None:
+    vocab = build_vocabulary(["b a a", "c a b", "d"], max_tokens=4)
+    assert vocab == ("", "[UNK]", "a", "b")
+    assert build_vocabulary(["x y"], max_tokens=10, min_count=2) == ("", "[UNK]")
+
+
+def test_encode_texts_pads_truncates_and_maps_unknown() -> None:
+    spec = TextSpec(labels=("a", "b"), vocabulary=("", "[UNK]", "good", "film"), max_length=3)
+    ids = encode_texts(["Good film!", "good good good good", "zebra", ""], spec)
+    assert ids.dtype == np.int32
+    assert ids.tolist() == [[2, 3, 0], [2, 2, 2], [1, 0, 0], [0, 0, 0]]
+
+
+def test_spec_round_trips_through_dict() -> None:
+    text = TextSpec(labels=("a", "b"), vocabulary=("", "[UNK]", "x"), max_length=5)
+    image = ImageSpec(labels=("a", "b"), height=8, width=9, channels=3)
+    assert spec_from_dict(text.to_dict()) == text
+    assert spec_from_dict(image.to_dict()) == image
+    with pytest.raises(ValueError, match="unknown preprocessing spec"):
+        spec_from_dict({"kind": "audio"})

@@ -1,0 +1,84 @@
+"""Model store: immutable versions, atomic production pointer, rollback, integrity."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from serving.store import ModelStore, StoreError
+
+
+def _artefacts(tmp_path: Path, content: bytes = b"onnx") -> Path:
+    d = tmp_path / f"art-{content.hex()}"
+    (d / "variants").mkdir(parents=True)
+    (d / "variants" / "fp32.onnx").write_bytes(content)
+    return d
+
+
+MANIFEST = {"name": "kiln-text", "served_variant": "fp32", "variants": {"fp32": {"file": "variants/fp32.onnx"}}}
+
+
+def test_versions_are_numbered_hashed_and_immutable_copies(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store")
+    art = _artefacts(tmp_path)
+    v1 = store.register("text", art, MANIFEST)
+    v2 = store.register("text", _artefacts(tmp_path, b"other"), MANIFEST)
+    assert (v1.version, v2.version) == ("v0001", "v0002")
+    assert store.versions("text") == ["v0001", "v0002"]
+    import hashlib
+
+    assert v1.manifest["files"]["variants/fp32.onnx"] == hashlib.sha256(b"onnx").hexdigest()
+    assert v1.manifest["version"] == "v0001" and v1.manifest["task"] == "text"
+    (art / "variants" / "fp32.onnx").write_bytes(b"changed after registration")
+    assert v1.variant_path().read_bytes() == b"onnx"  # the store holds its own copy
+    assert store.production("text") is None  # registering does not promote
+
+
+def test_promote_and_rollback_move_the_pointer(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store")
+    for content in (b"a", b"b", b"c"):
+        store.promote("text", store.register("text", _artefacts(tmp_path, content), MANIFEST).version)
+    assert store.production("text") == "v0003"
+    assert store.rollback("text") == ("v0003", "v0002")
+    assert store.production("text") == "v0002"
+    assert store.rollback("text") == ("v0002", "v0001")
+    with pytest.raises(StoreError, match="no earlier production text version"):
+        store.rollback("text")
+    assert store.production("text") == "v0001"
+
+
+def test_pointer_is_replaced_atomically_and_leaves_no_temp_files(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store")
+    store.promote("image", store.register("image", _artefacts(tmp_path), MANIFEST).version)
+    task_dir = tmp_path / "store" / "image"
+    assert json.loads((task_dir / "production.json").read_text())["version"] == "v0001"
+    assert not [p for p in task_dir.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_half_written_staging_dir_is_never_a_version(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store")
+    store.promote("image", store.register("image", _artefacts(tmp_path), MANIFEST).version)
+    crashed = tmp_path / "store" / "image" / "versions" / ".staging-v0002-dead"
+    crashed.mkdir()  # what a crash during registration leaves behind
+    assert store.versions("image") == ["v0001"]
+    assert store.production("image") == "v0001"
+    assert store.register("image", _artefacts(tmp_path, b"n"), MANIFEST).version == "v0002"
+
+
+def test_verify_detects_modified_files(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store")
+    v = store.register("text", _artefacts(tmp_path), MANIFEST)
+    store.verify(v, "variants/fp32.onnx")
+    v.variant_path().write_bytes(b"tampered")
+    with pytest.raises(StoreError, match="does not match its recorded sha256"):
+        store.verify(v, "variants/fp32.onnx")
+
+
+def test_unknown_task_and_version_errors(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store")
+    with pytest.raises(StoreError, match="unknown task 'audio'"):
+        store.versions("audio")
+    with pytest.raises(StoreError, match="no text version 'v0009'"):
+        store.get("text", "v0009")

@@ -1,0 +1,105 @@
+"""Ingest and cleaning on messy data: corrupt files, duplicates, odd CSV layouts, untrainable sets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import add_dirt, make_texts, write_csv
+from training.clean import clean_images, clean_texts
+from training.data import DataError, check_trainable
+
+
+def test_dirty_image_folder_is_cleaned_and_every_file_counted(image_folder: Path) -> None:
+    dirt = add_dirt(image_folder)
+    ds = clean_images(image_folder)
+    report = ds.report.to_dict()
+    for key, count in dirt.items():
+        assert report[key] == count, key
+    assert report["classes"] == {"diagonal": 30, "horizontal": 30, "vertical": 30}
+    assert report["rows_kept"] == 90
+    # every non-hidden file read is either kept or in exactly one skip count
+    skipped = sum(report[k] for k in ("unreadable_skipped", "duplicates_removed", "missing_label_skipped"))
+    assert report["rows_read"] == report["rows_kept"] + skipped
+    reasons = " ".join(s["reason"] for s in report["skipped_examples"])
+    assert "empty" in reasons and "truncated" in reasons and "same bytes" in reasons and "same pixels" in reasons
+    assert ds.colour  # some fixture images are in colour
+    assert not any(".hidden" in str(p) or "DS_Store" in str(p) for p in ds.inputs)
+
+
+def test_missing_or_file_image_path_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="does not exist"):
+        clean_images(tmp_path / "nope")
+    (tmp_path / "file.png").write_bytes(b"x")
+    with pytest.raises(DataError, match="one sub-folder per label"):
+        clean_images(tmp_path / "file.png")
+
+
+def test_csv_with_dirt_reports_counts(tmp_path: Path) -> None:
+    rows = make_texts(10)
+    dirty = rows + rows[:3] + [("", "sports"), ("  !! ", "food"), ("has no label", ""), ("short row",)]
+    ds = clean_texts(write_csv(tmp_path / "t.csv", dirty))
+    r = ds.report.to_dict()
+    assert r["rows_read"] == len(dirty)
+    assert (r["duplicates_removed"], r["empty_skipped"], r["missing_label_skipped"], r["malformed_skipped"]) == (
+        3,
+        2,
+        1,
+        1,
+    )
+    assert r["rows_kept"] == 30 and set(r["classes"]) == {"sports", "weather", "food"}
+
+
+def test_latin1_semicolon_file_with_extra_columns_and_aliases(tmp_path: Path) -> None:
+    rows = [(str(i), f"café crème numéro {i}", "x" if i % 2 else "y", "ignored") for i in range(12)]
+    path = write_csv(
+        tmp_path / "t.csv", rows, header=("id", "Review", "Sentiment", "notes"), delimiter=";", encoding="latin-1"
+    )
+    ds = clean_texts(path)
+    assert ds.report.details["encoding"] == "latin-1" and ds.report.details["delimiter"] == ";"
+    assert ds.report.details["columns"] == ["Review", "Sentiment"]
+    assert ds.inputs[0] == "café crème numéro 0"
+    assert ds.report.rows_kept == 12
+
+
+def test_tsv_without_header_by_column_index(tmp_path: Path) -> None:
+    rows = [("a", f"text number {i}", "pos" if i % 2 else "neg") for i in range(10)]
+    path = write_csv(tmp_path / "t.tsv", rows, header=None, delimiter="\t")
+    ds = clean_texts(path, text_column="1", label_column="2", header=False)
+    assert ds.inputs[0] == "text number 0" and ds.labels[:2] == ["neg", "pos"]
+
+
+def test_utf8_bom_and_named_columns(tmp_path: Path) -> None:
+    path = tmp_path / "bom.csv"
+    path.write_bytes("\ufeffbody,kind\nhello there,a\nbye now,b\n".encode())
+    ds = clean_texts(path, text_column="body", label_column="kind")
+    assert ds.inputs == ["hello there", "bye now"]
+
+
+def test_unknown_column_names_the_header_and_the_fix(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "t.csv", [("x", "y")], header=("words", "tag"))
+    with pytest.raises(DataError, match=r"no text column .*--text-column"):
+        clean_texts(path)
+    with pytest.raises(DataError, match="'nope'"):
+        clean_texts(path, text_column="nope", label_column="tag")
+
+
+def test_groups_keep_texts_that_standardise_alike_together(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "t.csv", [("Hello there!", "a"), ("hello there", "a"), ("other", "b")])
+    ds = clean_texts(path)
+    assert len(ds.inputs) == 3  # different raw texts are kept...
+    assert ds.groups[0] == ds.groups[1] != ds.groups[2]  # ...but never split apart
+
+
+def test_untrainable_data_stops_with_the_fix(tmp_path: Path) -> None:
+    one_class = clean_texts(write_csv(tmp_path / "one.csv", [(f"t {i}", "only") for i in range(20)]))
+    with pytest.raises(DataError, match=r"only one class \('only', 20 examples\).*another class"):
+        check_trainable(one_class, 5)
+    rows = [(f"t {i}", "big") for i in range(20)] + [("r 1", "rare"), ("r 2", "rare")]
+    small = clean_texts(write_csv(tmp_path / "small.csv", rows))
+    with pytest.raises(DataError, match=r"'rare' \(2\).*Add examples"):
+        check_trainable(small, 5)
+    empty = clean_texts(write_csv(tmp_path / "empty.csv", [("", "a")]))
+    with pytest.raises(DataError, match="no usable examples"):
+        check_trainable(empty, 5)
