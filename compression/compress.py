@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,9 @@ def select_served(variants: dict[str, dict[str, Any]], max_drop: float) -> str:
 
 
 def compress_model(trained: TrainedModel, test: Dataset, cfg: CompressConfig, directory: Path) -> Compressed:
+    """Write the variants, spec and Keras model under ``directory`` (emptied first: everything in it
+    becomes part of the stored version) and evaluate each variant on ``test``."""
+    shutil.rmtree(directory, ignore_errors=True)
     variants_dir = directory / "variants"
     variants_dir.mkdir(parents=True, exist_ok=True)
     x_test, y_test = to_arrays(test, trained.spec)

@@ -41,8 +41,17 @@ def _input_name(path: Path) -> str:
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()[0].name
 
 
+def _softmax_nodes(path: Path) -> list[str]:
+    import onnx
+
+    return [node.name for node in onnx.load(str(path)).graph.node if node.op_type == "Softmax"]
+
+
 def quantize_static_qdq(fp32: Path, out: Path, calibration: np.ndarray) -> Path:
-    """Per-channel INT8 weights, UINT8 activations, QDQ format, MinMax calibration."""
+    """Per-channel INT8 weights, UINT8 activations, QDQ format, MinMax calibration.
+
+    Softmax stays in float: a quantized output would round every served probability to 1/255 steps.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
@@ -55,6 +64,7 @@ def quantize_static_qdq(fp32: Path, out: Path, calibration: np.ndarray) -> Path:
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
+            nodes_to_exclude=_softmax_nodes(prepared),
         )
     return out
 

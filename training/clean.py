@@ -22,7 +22,7 @@ from serving.preprocess import (
     pixel_digest,
     standardize,
 )
-from training.data import DataReport, Dataset
+from training.data import DataError, DataReport, Dataset
 from training.ingest import find_images, read_table
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,9 @@ def load_dataset(
     """Ingest and clean the data for ``task`` ('image' or 'text')."""
     if task == "image":
         return clean_images(Path(path))
-    return clean_texts(Path(path), text_column, label_column, header)
+    if task == "text":
+        return clean_texts(Path(path), text_column, label_column, header)
+    raise DataError(f"unknown task {task!r}; expected 'image' or 'text'")
 
 
 def _log_summary(report: DataReport) -> None:

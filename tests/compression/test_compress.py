@@ -20,6 +20,9 @@ def _train_and_compress(task: str, data: Path, tmp: Path):
     cfg_path = tmp / "tiny.yaml"
     cfg_path.write_text(TINY_CONFIG)
     cfg = load_config(cfg_path)
+    stale = tmp / "artifacts" / "variants" / "left-from-an-earlier-run.onnx"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old")
     train, val, test = split_dataset(load_dataset(task, data), cfg.data)
     trained = train_model(train, val, cfg)
     return trained, compress_model(trained, test, cfg.compress, tmp / "artifacts"), cfg
@@ -61,6 +64,8 @@ def test_int8_variant_is_smaller_and_agrees(run: str, method: str, request: pyte
         assert (compressed.directory / v["file"]).is_file()
         assert v["latency_ms_p50"] > 0
     assert (compressed.directory / "keras" / "model.keras").is_file()  # kept for later compression runs
+    # only this run's files: the directory becomes an immutable store version as it is
+    assert sorted(p.name for p in (compressed.directory / "variants").iterdir()) == ["fp32.onnx", "int8.onnx"]
 
 
 @pytest.mark.slow
@@ -72,6 +77,9 @@ def test_static_qdq_graph_holds_int8_weights(image_run) -> None:
     ops = {n.op_type for n in model.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     assert any(init.data_type == onnx.TensorProto.INT8 for init in model.graph.initializer)
+    # the probabilities leave the graph from a float Softmax, not a quantize/dequantize pair
+    producer = {out: node for node in model.graph.node for out in node.output}
+    assert producer[model.graph.output[0].name].op_type == "Softmax"
 
 
 def test_served_variant_is_smallest_within_budget() -> None:

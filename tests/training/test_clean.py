@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import add_dirt, make_texts, write_csv
-from training.clean import clean_images, clean_texts
+from training.clean import clean_images, clean_texts, load_dataset
 from training.data import DataError, check_trainable
 
 
@@ -103,3 +103,8 @@ def test_untrainable_data_stops_with_the_fix(tmp_path: Path) -> None:
     empty = clean_texts(write_csv(tmp_path / "empty.csv", [("", "a")]))
     with pytest.raises(DataError, match="no usable examples"):
         check_trainable(empty, 5)
+
+
+def test_unknown_task_is_rejected(texts_csv: Path) -> None:
+    with pytest.raises(DataError, match="unknown task 'audio'"):
+        load_dataset("audio", texts_csv)
