@@ -115,3 +115,23 @@ def test_serve_classifies_over_http(trained_store: Path) -> None:
         assert httpx.get(server.url + "/livez").status_code == 200  # still up after bad requests
         metrics = httpx.get(server.url + "/metrics").text
         assert "classify_image" in metrics
+
+
+def test_untrainable_data_exits_2_naming_the_fix(tmp_path: Path) -> None:
+    data = write_csv(tmp_path / "one.csv", [(f"sample text {i}", "spam") for i in range(20)])
+    cmd = [
+        sys.executable,
+        "-m",
+        "flows.cli",
+        "run",
+        "--task",
+        "text",
+        "--data",
+        str(data),
+        "--store",
+        str(tmp_path / "s"),
+    ]
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert "error: " in result.stderr and "only one class ('spam', 20 examples)" in result.stderr
+    assert not (tmp_path / "s" / "text").exists()  # nothing registered
