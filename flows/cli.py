@@ -102,10 +102,10 @@ def run(
         )
     except (DataError, ConfigError, ParityError, StoreError) as exc:
         _fail(str(exc))
-    _print_run_summary(report, out_dir)
+    print_run_summary(report, out_dir)
 
 
-def _print_run_summary(report: dict, out_dir: Path) -> None:
+def print_run_summary(report: dict, out_dir: Path) -> None:
     data, served = report["data"], report["variants"][report["served_variant"]]
     typer.echo(
         f"\ndata: {data['rows_read']} read, {data['rows_kept']} kept, {data['duplicates_removed']} duplicates, "

@@ -18,7 +18,7 @@ DEMO_TEXTS = [
 
 
 def run_demo(workdir: Path, port: int, epochs: int | None = None) -> None:
-    from flows.cli import _print_run_summary
+    from flows.cli import print_run_summary
     from flows.retrain import retrain
 
     sample = write_sample_data(workdir / "sample")
@@ -28,7 +28,7 @@ def run_demo(workdir: Path, port: int, epochs: int | None = None) -> None:
         typer.secho(f"\n== retrain flow: {task}", bold=True)
         out = workdir / "runs" / task
         report = retrain(task=task, data=str(sample[task + "s"]), out=str(out), store=str(store), epochs=epochs)
-        _print_run_summary(report, out)
+        print_run_summary(report, out)
 
     typer.secho(f"\n== kiln serve --store {store} --port {port}", bold=True)
     with KilnServer(store, port=port, log_path=workdir / "server.log") as server:

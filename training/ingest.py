@@ -85,7 +85,7 @@ def _delimiter(path: Path, sample: str) -> str:
 
 def _resolve(spec: str | None, header: list[str] | None, aliases: tuple[str, ...], what: str) -> int:
     """Column index from a name, a 0-based index, or (if None) the first alias found in the header."""
-    if spec is not None and spec.strip().lstrip("-").isdigit():
+    if spec is not None and spec.strip().isdigit():
         return int(spec)
     if header is None:
         if spec is not None:

@@ -83,6 +83,8 @@ def test_unknown_column_names_the_header_and_the_fix(tmp_path: Path) -> None:
         clean_texts(path)
     with pytest.raises(DataError, match="'nope'"):
         clean_texts(path, text_column="nope", label_column="tag")
+    with pytest.raises(DataError, match="'-1'"):  # not a Python index from the end
+        clean_texts(path, text_column="-1", label_column="tag")
 
 
 def test_groups_keep_texts_that_standardise_alike_together(tmp_path: Path) -> None:
