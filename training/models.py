@@ -8,11 +8,21 @@ string ops; the last layer is named ``probabilities``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from serving.preprocess import ImageSpec, Spec, TextSpec
 from training.config import ImageModelConfig, RunConfig, TextModelConfig
 from training.tf_env import keras
 
 layers = keras.layers
+
+
+def _head(features: Any, units: int, dropout: float, classes: int) -> Any:
+    """Dropout, a hidden Dense layer, dropout, then softmax probabilities (the layer ONNX exports as output)."""
+    x = layers.Dropout(dropout)(features)
+    x = layers.Dense(units, activation="relu")(x)
+    x = layers.Dropout(dropout)(x)
+    return layers.Dense(classes, activation="softmax", name="probabilities")(x)
 
 
 def build_image_model(spec: ImageSpec, cfg: ImageModelConfig) -> keras.Model:
@@ -23,11 +33,7 @@ def build_image_model(spec: ImageSpec, cfg: ImageModelConfig) -> keras.Model:
         x = layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
         x = layers.MaxPooling2D()(x)
     x = layers.Flatten()(x)
-    x = layers.Dropout(cfg.dropout)(x)
-    x = layers.Dense(cfg.dense_units, activation="relu")(x)
-    x = layers.Dropout(cfg.dropout)(x)
-    outputs = layers.Dense(len(spec.labels), activation="softmax", name="probabilities")(x)
-    return keras.Model(inputs, outputs, name="image_cnn")
+    return keras.Model(inputs, _head(x, cfg.dense_units, cfg.dropout, len(spec.labels)), name="image_cnn")
 
 
 def build_text_model(spec: TextSpec, cfg: TextModelConfig) -> keras.Model:
@@ -35,11 +41,7 @@ def build_text_model(spec: TextSpec, cfg: TextModelConfig) -> keras.Model:
     x = layers.Embedding(len(spec.vocabulary), cfg.embedding_dim)(inputs)
     x = layers.Conv1D(cfg.filters, cfg.kernel_size, padding="same", activation="relu")(x)
     x = layers.GlobalMaxPooling1D()(x)
-    x = layers.Dropout(cfg.dropout)(x)
-    x = layers.Dense(cfg.dense_units, activation="relu")(x)
-    x = layers.Dropout(cfg.dropout)(x)
-    outputs = layers.Dense(len(spec.labels), activation="softmax", name="probabilities")(x)
-    return keras.Model(inputs, outputs, name="text_cnn")
+    return keras.Model(inputs, _head(x, cfg.dense_units, cfg.dropout, len(spec.labels)), name="text_cnn")
 
 
 def build_model(spec: Spec, cfg: RunConfig) -> keras.Model:
