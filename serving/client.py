@@ -66,14 +66,12 @@ class KilnServer:
         store: str | Path,
         port: int | None = None,
         startup_timeout: float = 180.0,
-        env: dict[str, str] | None = None,
         log_path: str | Path | None = None,
     ):
         self.store = Path(store)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.startup_timeout = startup_timeout
-        self.env = {**os.environ, **(env or {})}
         self.log_path = Path(log_path) if log_path else self.store.parent / f"server-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -84,9 +82,7 @@ class KilnServer:
         self._log = open(self.log_path, "wb")
         cmd = [sys.executable, "-m", "flows.cli", "serve", "--store", str(self.store), "--port", str(self.port)]
         # A new session, so stopping the server also stops BentoML's worker processes.
-        self.process = subprocess.Popen(
-            cmd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        self.process = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         client = KilnClient(self.url)
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
