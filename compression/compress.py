@@ -96,10 +96,8 @@ def compress_model(trained: TrainedModel, test: Dataset, cfg: CompressConfig, di
 
     int8 = variants_dir / "int8.onnx"
     if trained.spec.kind == "image":
-        rng = np.random.default_rng(0)
-        n = min(cfg.calibration_samples, len(trained.x_train))
-        calibration = trained.x_train[rng.choice(len(trained.x_train), n, replace=False)]
-        log.info("quantizing to INT8 (static QDQ, %d calibration images)", n)
+        calibration = trained.calibration
+        log.info("quantizing to INT8 (static QDQ, %d calibration images)", len(calibration))
         quantize_static_qdq(fp32, int8, calibration)
         variants["int8"] = {"method": "static_qdq"}
     else:

@@ -15,12 +15,16 @@ import sys
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from serving.settings import Settings
 from serving.store import TASKS, ModelStore, StoreError
+from training.data import SKIP_COUNTERS
+
+if TYPE_CHECKING:
+    from training.config import RunConfig
 
 app = typer.Typer(
     name="kiln",
@@ -58,27 +62,60 @@ def _setup_logging() -> None:
         logging.getLogger(ours).setLevel(logging.INFO)
 
 
-@app.command()
-def run(
-    task: Annotated[Task, typer.Option(help="What to train: an image or a text classifier.")],
-    data: Annotated[Path, typer.Option(help="Image folder (DIR/<label>/<file>) or CSV/TSV of texts.")],
-    out: Annotated[Path | None, typer.Option(help="Run directory for report.json and artefacts.")] = None,
-    store: StoreOption = None,
-    config: Annotated[Path | None, typer.Option(help="YAML file overriding the defaults (see README).")] = None,
-    epochs: Annotated[int | None, typer.Option(min=1, help="Maximum training epochs (overrides config).")] = None,
-    text_column: Annotated[str | None, typer.Option(help="Text column: header name or 0-based index.")] = None,
-    label_column: Annotated[str | None, typer.Option(help="Label column: header name or 0-based index.")] = None,
-    no_header: Annotated[bool, typer.Option("--no-header", help="The CSV/TSV has no header row.")] = False,
-) -> None:
-    """Run the retrain flow: clean, train, compress, gate, register (and promote if it passes)."""
+TaskOption = Annotated[Task, typer.Option(help="What to train: an image or a text classifier.")]
+DataOption = Annotated[
+    Path,
+    typer.Option(
+        help="Images: a folder DIR/<label>/<file>, or a manifest (CSV/TSV with path,label columns or JSONL with "
+        '{"path", "label"}; relative paths from the manifest\'s folder). Texts: a CSV, TSV, JSONL or Parquet file.'
+    ),
+]
+ConfigOption = Annotated[Path | None, typer.Option(help="YAML file overriding the defaults (see README).")]
+TextColumnOption = Annotated[
+    str | None, typer.Option(help="Text column: header name, 0-based index, or JSON/Parquet field.")
+]
+LabelColumnOption = Annotated[
+    str | None, typer.Option(help="Label column: header name, 0-based index, or JSON/Parquet field.")
+]
+NoHeaderOption = Annotated[bool, typer.Option("--no-header", help="The CSV/TSV has no header row.")]
+
+
+def _checked_config(data: Path, config: Path | None) -> RunConfig:
+    """Fail fast, before any heavy import, on a missing data path or a bad config."""
     from training.config import ConfigError, load_config
 
     if not data.exists():
         _fail(f"--data {data} does not exist")
     try:
-        load_config(config)  # fail on a bad config before the flow starts
+        return load_config(config)
     except ConfigError as exc:
         _fail(str(exc))
+        raise  # unreachable: _fail exits
+
+
+@app.command()
+def run(
+    task: TaskOption,
+    data: DataOption,
+    out: Annotated[Path | None, typer.Option(help="Run directory for report.json and artefacts.")] = None,
+    store: StoreOption = None,
+    config: ConfigOption = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Maximum training epochs (overrides config).")] = None,
+    text_column: TextColumnOption = None,
+    label_column: LabelColumnOption = None,
+    no_header: NoHeaderOption = False,
+    allow_label_change: Annotated[
+        bool,
+        typer.Option(
+            "--allow-label-change", help="Train even when the labels differ from the production model's."
+        ),
+    ] = False,
+) -> None:
+    """Run the retrain flow: clean, check, split, data report, train, compress, gate, register (and promote
+    if it passes). The run directory gets report.json, data_report.md/.json, quarantine.csv and plots/."""
+    from training.config import ConfigError
+
+    _checked_config(data, config)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     out_dir = out or Path(".kiln") / "runs" / f"{task.value}-{stamp}"
     model_store = _store(store)
@@ -99,6 +136,7 @@ def run(
             text_column=text_column,
             label_column=label_column,
             header=not no_header,
+            allow_label_change=allow_label_change,
         )
     except (DataError, ConfigError, ParityError, StoreError) as exc:
         _fail(str(exc))
@@ -106,11 +144,9 @@ def run(
 
 
 def print_run_summary(report: dict, out_dir: Path) -> None:
-    data, served = report["data"], report["variants"][report["served_variant"]]
-    typer.echo(
-        f"\ndata: {data['rows_read']} read, {data['rows_kept']} kept, {data['duplicates_removed']} duplicates, "
-        f"{data['unreadable_skipped']} unreadable, {data['empty_skipped']} empty"
-    )
+    served = report["variants"][report["served_variant"]]
+    typer.echo("")
+    print_data_summary(report["data"], out_dir)
     for name, v in report["variants"].items():
         typer.echo(
             f"variant {name:5s} {v['bytes']:>10,d} bytes  gzip {v['gzip_bytes']:>10,d}  accuracy {v['accuracy']:.4f}  "
@@ -123,6 +159,59 @@ def print_run_summary(report: dict, out_dir: Path) -> None:
         f"(accuracy {served['accuracy']:.4f}); {verdict} — {report['gate']}"
     )
     typer.echo(f"report: {out_dir / 'report.json'}")
+
+
+def print_data_summary(data: dict, out_dir: Path) -> None:
+    skipped = {k: data[k] for k in SKIP_COUNTERS if data.get(k)}
+    listed = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in skipped.items()) or "nothing skipped"
+    typer.echo(
+        f"data: {data['rows_read']} read, {data['rows_kept']} kept in {len(data['classes'])} classes "
+        f"({data['near_duplicates']} with a near duplicate); {listed}"
+    )
+    if "split" in data:
+        leak = data.get("leakage", {})
+        typer.echo(f"split: {data['split']}; leakage test/validation near train: "
+                   f"{leak.get('test_near_train')}/{leak.get('validation_near_train')}")
+    imb = data.get("summary", {}).get("imbalance")
+    if imb:
+        typer.echo(f"imbalance ratio {imb['ratio']}: class weights {imb['class_weights']}")
+    typer.echo(f"data report: {out_dir / 'data_report.md'}; quarantined items: {out_dir / 'quarantine.csv'}")
+
+
+data_app = typer.Typer(help="Look at a data set before training on it.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("inspect")
+def data_inspect(
+    task: TaskOption,
+    data: DataOption,
+    out: Annotated[Path, typer.Option(help="Where to write data_report.md/.json, quarantine.csv, plots/.")] = Path(
+        ".kiln/inspect"
+    ),
+    config: ConfigOption = None,
+    text_column: TextColumnOption = None,
+    label_column: LabelColumnOption = None,
+    no_header: NoHeaderOption = False,
+    plots: Annotated[bool, typer.Option(help="Draw the PNG plots.")] = True,
+) -> None:
+    """Ingest, clean and split the data without training; write the data report, quarantine list and plots."""
+    cfg = _checked_config(data, config)
+    from training.data import DataError, check_trainable
+    from training.inspect import inspect_data
+
+    try:
+        dataset, paths = inspect_data(task.value, data, out, cfg, text_column, label_column, not no_header, plots)
+    except DataError as exc:
+        _fail(str(exc))
+    print_data_summary(dataset.report.to_dict(), out)
+    for name, path in paths.items():
+        if name.startswith("plot_"):
+            typer.echo(f"plot: {path}")
+    try:
+        check_trainable(dataset, cfg.data.min_examples_per_class)
+    except DataError as exc:
+        _fail(f"this data cannot train yet: {exc}")
 
 
 @app.command()

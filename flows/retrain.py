@@ -1,4 +1,5 @@
-"""The retrain flow: ingest -> clean -> split -> train -> compress -> gate -> register.
+"""The retrain flow: ingest -> clean -> check labels -> split -> data report -> train -> compress -> gate
+-> register.
 
 Wiring only: every step is a plain library function wrapped as a Prefect task, so the CLI, tests
 and schedules all run the same code. Runs on Prefect's temporary local server unless
@@ -21,18 +22,21 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 from prefect import Task, flow, task  # noqa: E402
+from prefect.artifacts import create_markdown_artifact  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from compression.compress import compress_model  # noqa: E402
 from serving.store import ModelStore  # noqa: E402
 from training.clean import load_dataset  # noqa: E402
 from training.config import config_to_dict, load_config  # noqa: E402
-from training.data import check_trainable  # noqa: E402
+from training.data import check_label_change, check_trainable  # noqa: E402
+from training.inspect import write_data_report  # noqa: E402
 from training.promote import (  # noqa: E402
     build_manifest,
     build_report,
     evaluate_production,
     gate,
+    production_labels,
     register,
     write_report,
 )
@@ -51,7 +55,9 @@ def _step(fn: Callable[P, R], name: str) -> Task[P, R]:
 
 ingest_step = _step(load_dataset, "ingest-and-clean")
 check_step = _step(check_trainable, "check-trainable")
+labels_step = _step(check_label_change, "check-label-change")
 split_step = _step(split_dataset, "split")
+report_step = _step(write_data_report, "data-report")
 train_step = _step(train_model, "train")
 compress_step = _step(compress_model, "compress")
 production_step = _step(evaluate_production, "evaluate-production")
@@ -70,15 +76,24 @@ def retrain(
     text_column: str | None = None,
     label_column: str | None = None,
     header: bool = True,
+    allow_label_change: bool = False,
 ) -> dict[str, Any]:
     """Train, compress and register a model for ``task`` from ``data``; returns report.json's content."""
     cfg = load_config(config, {"train": {"epochs": epochs}} if epochs else None)
     model_store = ModelStore(store)
     out_dir = Path(out)
 
-    dataset = ingest_step(task, Path(data), text_column, label_column, header)
+    dataset = ingest_step(task, Path(data), text_column, label_column, header, cfg.data)
     check_step(dataset, cfg.data.min_examples_per_class)
+    label_change = labels_step(production_labels(model_store, task), dataset.label_names, allow_label_change)
+    dataset.report.details["label_change"] = label_change
     train, val, test = split_step(dataset, cfg.data)
+    data_report = report_step(dataset, (train, val, test), cfg, out_dir)
+    create_markdown_artifact(
+        markdown=data_report["markdown"].read_text(encoding="utf-8"),
+        key=f"data-report-{task}",
+        description=f"Data report for {data}",
+    )
     trained = train_step(train, val, cfg)
     compressed = compress_step(trained, test, cfg.compress, out_dir / "artifacts")
     production = production_step(model_store, task, test)

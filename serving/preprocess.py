@@ -104,11 +104,11 @@ def is_colour(image: Image.Image) -> bool:
     """True when the image has real colour, not just grey pixels stored as RGB."""
     if image.mode in ("1", "L", "LA", "I", "I;16", "F"):
         return False
-    rgb = np.asarray(_flatten_alpha(image).convert("RGB"), dtype=np.int16)
+    rgb = np.asarray(flatten_alpha(image).convert("RGB"), dtype=np.int16)
     return bool(np.abs(rgb[..., 0] - rgb[..., 1]).max() > 8 or np.abs(rgb[..., 1] - rgb[..., 2]).max() > 8)
 
 
-def _flatten_alpha(image: Image.Image) -> Image.Image:
+def flatten_alpha(image: Image.Image) -> Image.Image:
     """Composite transparent images onto white, so transparency never turns into black noise."""
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
@@ -123,13 +123,22 @@ def _flatten_alpha(image: Image.Image) -> Image.Image:
     return image
 
 
+def image_to_uint8(image: Image.Image, spec: ImageSpec) -> np.ndarray:
+    """Resize one decoded image to uint8 (height, width, channels): the compact form training caches."""
+    mode = "L" if spec.channels == 1 else "RGB"
+    converted = flatten_alpha(image).convert(mode)
+    resized = converted.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
+    return np.asarray(resized, dtype=np.uint8).reshape(spec.height, spec.width, spec.channels)
+
+
+def scale_pixels(pixels: np.ndarray) -> np.ndarray:
+    """uint8 pixels -> float32 in [0, 1]. Training's tf.data pipeline does the same float32 division."""
+    return pixels.astype(np.float32) / np.float32(255.0)
+
+
 def image_to_array(image: Image.Image, spec: ImageSpec) -> np.ndarray:
     """Resize and scale one decoded image to float32 (height, width, channels) in [0, 1]."""
-    mode = "L" if spec.channels == 1 else "RGB"
-    converted = _flatten_alpha(image).convert(mode)
-    resized = converted.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
-    arr = np.asarray(resized, dtype=np.float32) / 255.0
-    return arr.reshape(spec.height, spec.width, spec.channels)
+    return scale_pixels(image_to_uint8(image, spec))
 
 
 def preprocess_image_bytes(data: bytes, spec: ImageSpec) -> np.ndarray:

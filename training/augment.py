@@ -1,18 +1,25 @@
-"""Image augmentation for the training split, as Keras preprocessing layers run in tf.data.
+"""Augmentation of the training split, applied on the fly in tf.data (validation and test never see it).
 
-Kept out of the model itself so the exported ONNX graph has no random ops.
+Images: Keras preprocessing layers (rotation, zoom, translation, contrast, brightness, flips) and
+optional mixup or cutmix on batches with one-hot labels. Texts: token dropout and random neighbour
+swaps on token ids. Kept out of the model itself so the exported ONNX graph has no random ops.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
 
 from training.config import AugmentConfig
 from training.tf_env import keras, tf
 
 layers = keras.layers
+Batch = tuple[tf.Tensor, tf.Tensor]
 
 
 def build_augmenter(cfg: AugmentConfig, seed: int) -> keras.Sequential | None:
-    """A Sequential of random layers, or None when augmentation is off or every factor is zero."""
+    """A Sequential of random image layers, or None when augmentation is off or every factor is zero."""
     if not cfg.enabled:
         return None
     steps: list[keras.layers.Layer] = []
@@ -24,16 +31,98 @@ def build_augmenter(cfg: AugmentConfig, seed: int) -> keras.Sequential | None:
         steps.append(layers.RandomTranslation(cfg.translation, cfg.translation, fill_mode="nearest", seed=seed + 2))
     if cfg.contrast:
         steps.append(layers.RandomContrast(cfg.contrast, seed=seed + 3))
-    if cfg.horizontal_flip:
-        steps.append(layers.RandomFlip("horizontal", seed=seed + 4))
+    if cfg.brightness:
+        steps.append(layers.RandomBrightness(cfg.brightness, value_range=(0.0, 1.0), seed=seed + 4))
+    flips = "horizontal_and_vertical" if cfg.horizontal_flip and cfg.vertical_flip else (
+        "horizontal" if cfg.horizontal_flip else "vertical" if cfg.vertical_flip else None
+    )
+    if flips:
+        steps.append(layers.RandomFlip(flips, seed=seed + 5))
     return keras.Sequential(steps, name="augment") if steps else None
 
 
-def augment(dataset: tf.data.Dataset, augmenter: keras.Sequential | None) -> tf.data.Dataset:
-    """Apply ``augmenter`` to batched (images, labels); values stay in [0, 1]."""
-    if augmenter is None:
-        return dataset
-    return dataset.map(
-        lambda x, y: (tf.clip_by_value(augmenter(x, training=True), 0.0, 1.0), y),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
+def _beta(alpha: float, n: tf.Tensor) -> tf.Tensor:
+    a = tf.random.gamma([n], alpha)
+    b = tf.random.gamma([n], alpha)
+    return a / (a + b)
+
+
+def mixup(x: tf.Tensor, y: tf.Tensor, alpha: float) -> Batch:
+    """Blend each image and one-hot label with another of the batch, weight ~ Beta(alpha, alpha)."""
+    n = tf.shape(x)[0]
+    lam = _beta(alpha, n)
+    other = tf.random.shuffle(tf.range(n))
+    xl = tf.reshape(lam, [-1, 1, 1, 1])
+    yl = tf.reshape(lam, [-1, 1])
+    return xl * x + (1 - xl) * tf.gather(x, other), yl * y + (1 - yl) * tf.gather(y, other)
+
+
+def cutmix(x: tf.Tensor, y: tf.Tensor, alpha: float) -> Batch:
+    """Paste a random box from another image of the batch; labels mix by the pasted area."""
+    n, h, w = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]
+    lam = _beta(alpha, 1)[0]
+    cut = tf.sqrt(1.0 - lam)
+    ch = tf.cast(cut * tf.cast(h, tf.float32), tf.int32)
+    cw = tf.cast(cut * tf.cast(w, tf.float32), tf.int32)
+    cy = tf.random.uniform([], 0, h, dtype=tf.int32)
+    cx = tf.random.uniform([], 0, w, dtype=tf.int32)
+    y0, y1 = tf.clip_by_value(cy - ch // 2, 0, h), tf.clip_by_value(cy + ch // 2, 0, h)
+    x0, x1 = tf.clip_by_value(cx - cw // 2, 0, w), tf.clip_by_value(cx + cw // 2, 0, w)
+    rows = tf.logical_and(tf.range(h) >= y0, tf.range(h) < y1)
+    cols = tf.logical_and(tf.range(w) >= x0, tf.range(w) < x1)
+    box = tf.cast(tf.logical_and(rows[:, None], cols[None, :]), x.dtype)[None, :, :, None]
+    other = tf.random.shuffle(tf.range(n))
+    mixed = x * (1 - box) + tf.gather(x, other) * box
+    area = tf.cast((y1 - y0) * (x1 - x0), tf.float32) / tf.cast(h * w, tf.float32)
+    return mixed, (1 - area) * y + area * tf.gather(y, other)
+
+
+def image_augmentation(cfg: AugmentConfig, seed: int) -> Callable[[tf.Tensor, tf.Tensor], Batch] | None:
+    """The function tf.data maps over training batches of (images in [0, 1], one-hot labels), or None."""
+    augmenter = build_augmenter(cfg, seed)
+    mix = cfg.enabled and (cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0)
+    if augmenter is None and not mix:
+        return None
+
+    def apply(x: tf.Tensor, y: tf.Tensor) -> Batch:
+        if augmenter is not None:
+            x = tf.clip_by_value(augmenter(x, training=True), 0.0, 1.0)
+        if cfg.enabled and cfg.mixup_alpha > 0:
+            x, y = mixup(x, y, cfg.mixup_alpha)
+        if cfg.enabled and cfg.cutmix_alpha > 0:
+            x, y = cutmix(x, y, cfg.cutmix_alpha)
+        return x, y
+
+    return apply
+
+
+def perturb_tokens(tokens: np.ndarray, dropout: float, swap: float, rng: np.random.Generator) -> np.ndarray:
+    """Token ids (N, L) with tokens dropped (the rest shift left, padding fills the end) and neighbours swapped."""
+    out = np.zeros_like(tokens)
+    for row, ids in enumerate(tokens):
+        ids = ids[ids != 0]
+        if dropout > 0 and len(ids) > 1:
+            kept = ids[rng.random(len(ids)) >= dropout]
+            ids = kept if len(kept) else ids[:1]
+        if swap > 0 and len(ids) > 1:
+            ids = ids.copy()
+            for i in np.flatnonzero(rng.random(len(ids) - 1) < swap):
+                ids[i], ids[i + 1] = ids[i + 1], ids[i]
+        out[row, : len(ids)] = ids
+    return out
+
+
+def text_augmentation(cfg: AugmentConfig, seed: int) -> Callable[[tf.Tensor, tf.Tensor], Batch] | None:
+    """Token dropout and random swap over training batches of token ids, or None when both are off."""
+    if not cfg.enabled or (cfg.token_dropout <= 0 and cfg.random_swap <= 0):
+        return None
+    rng = np.random.default_rng(seed)
+
+    def apply(x: tf.Tensor, y: tf.Tensor) -> Batch:
+        out = tf.numpy_function(
+            lambda t: perturb_tokens(t, cfg.token_dropout, cfg.random_swap, rng), [x], tf.int32, stateful=True
+        )
+        out.set_shape(x.shape)
+        return out, y
+
+    return apply

@@ -1,4 +1,8 @@
-"""Decode, validate and de-duplicate raw items into a Dataset, counting everything skipped.
+"""Decode, validate and de-duplicate raw items into a Dataset, counting and quarantining everything skipped.
+
+Each image is decoded once here (in worker processes for large sets): the decode checks it, and the
+same decoded picture gives its byte and pixel digests, perceptual hash, size and mode. Duplicates
+follow one rule for both tasks (``training.duplicates.resolve_duplicates``).
 
 >>> ds = load_dataset("image", Path("data/images"))  # doctest: +SKIP
 >>> ds.report.to_dict()["unreadable_skipped"]  # doctest: +SKIP
@@ -9,93 +13,178 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from serving.preprocess import (
-    ImageSpec,
-    InvalidImage,
-    decode_image,
-    image_to_array,
-    is_colour,
-    pixel_digest,
-    standardize,
-)
+from serving.preprocess import InvalidImage, decode_image, is_colour, pixel_digest, standardize
+from training.config import DataConfig
 from training.data import DataError, DataReport, Dataset
-from training.ingest import find_images, read_table
+from training.duplicates import bucket_pairs, near_pairs, phash64, resolve_duplicates, text_near_key
+from training.ingest import ImageItem, find_images, read_table
 
 log = logging.getLogger(__name__)
 
-# Items that look the same at this size land in one split group, even if their files differ.
-GROUP_SPEC = ImageSpec(labels=(), height=32, width=32, channels=3)
+# Below this many files, worker start-up costs more than it saves.
+PARALLEL_FROM = 1000
+PROGRESS_EVERY = 5000
 
 
-def clean_images(root: Path) -> Dataset:
-    """Image folders -> Dataset. Unreadable files are skipped; byte- or pixel-identical copies removed."""
-    report = DataReport(source=str(root))
-    files = find_images(root, report)
-    seen: dict[str, str] = {}  # byte or pixel digest -> first file that had it
-    inputs: list[Path] = []
-    labels: list[str] = []
-    groups: list[str] = []
-    colour = False
-    for n, (path, label) in enumerate(files, 1):
-        rel = str(path.relative_to(root))
+@dataclass(frozen=True)
+class ImageFacts:
+    """What one decode of an image file tells the cleaning stage."""
+
+    sha256: str
+    pixels: str
+    phash: int
+    width: int
+    height: int
+    mode: str
+    colour: bool
+
+
+def examine_image(path: Path) -> ImageFacts | str:
+    """Decode one file and describe it, or return why it cannot be used (runs in worker processes)."""
+    try:
         data = path.read_bytes()
-        try:
-            image = decode_image(data)
-        except InvalidImage as exc:
-            report.skip("unreadable_skipped", rel, str(exc))
-            continue
-        keys = (hashlib.sha256(data).hexdigest(), pixel_digest(image))
-        first = next((seen[k] for k in keys if k in seen), None)
-        if first is not None:
-            report.skip("duplicates_removed", rel, f"same {'bytes' if keys[0] in seen else 'pixels'} as {first}")
-            continue
-        seen.update(dict.fromkeys(keys, rel))
-        colour = colour or is_colour(image)
-        small = (image_to_array(image, GROUP_SPEC) * 255).astype(np.uint8)
-        inputs.append(path)
-        labels.append(label)
-        groups.append(hashlib.sha256(small.tobytes()).hexdigest())
-        if n % 2000 == 0:
-            log.info("checked %d/%d image files", n, len(files))
-    dataset = Dataset("image", inputs, labels, groups, report, colour=colour)
+    except OSError as exc:
+        return f"cannot read the file ({exc.strerror or exc})"
+    try:
+        image = decode_image(data)
+    except InvalidImage as exc:
+        return str(exc)
+    return ImageFacts(
+        sha256=hashlib.sha256(data).hexdigest(),
+        pixels=pixel_digest(image),
+        phash=phash64(image),
+        width=image.width,
+        height=image.height,
+        mode=image.mode,
+        colour=is_colour(image),
+    )
+
+
+def _examine_all(items: list[ImageItem], workers: int) -> Iterator[ImageFacts | str]:
+    paths = [item.path for item in items]
+    if workers <= 1 or len(paths) < PARALLEL_FROM:
+        yield from map(examine_image, paths)
+        return
+    # spawn, not fork: the caller may have TensorFlow's threads running, which fork would copy half-alive.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        yield from pool.map(examine_image, paths, chunksize=64)
+
+
+def clean_images(data: Path, cfg: DataConfig | None = None, workers: int | None = None) -> Dataset:
+    """Image folders or a manifest -> Dataset. Unreadable files are skipped; duplicates resolved."""
+    cfg = cfg or DataConfig()
+    report = DataReport(source=str(data))
+    items = find_images(data, report)
+    workers = workers or min(os.cpu_count() or 1, 8)
+    started = time.perf_counter()
+    facts: list[ImageFacts] = []
+    usable: list[ImageItem] = []
+    for n, (item, result) in enumerate(zip(items, _examine_all(items, workers), strict=True), 1):
+        if isinstance(result, str):
+            report.skip("unreadable_skipped", item.name, result)
+        else:
+            facts.append(result)
+            usable.append(item)
+        if n % PROGRESS_EVERY == 0:
+            log.info("checked %d/%d image files (%.0f/s)", n, len(items), n / (time.perf_counter() - started))
+    if not usable and report.unreadable_skipped:
+        raise DataError(
+            f"none of the {report.unreadable_skipped} image files in {data} could be decoded "
+            f"(first: {report.quarantine[-1].item}: {report.quarantine[-1].reason}); check the files"
+        )
+    hashes = np.array([f.phash for f in facts], dtype=np.uint64)
+
+    def same_as(i: int, j: int) -> str:
+        return "same bytes as" if facts[i].sha256 == facts[j].sha256 else "same pixels as"
+
+    def find_near(survivors: list[int]) -> np.ndarray:
+        if cfg.image_hash_distance < 0:
+            return np.zeros((0, 2), dtype=np.int64)
+        return near_pairs(hashes[survivors], cfg.image_hash_distance)
+
+    resolution = resolve_duplicates(
+        [item.name for item in usable],
+        [item.label for item in usable],
+        [f.pixels for f in facts],
+        find_near,
+        same_as,
+    )
+    for i, counter, reason in resolution.dropped:
+        report.skip(counter, usable[i].name, reason)
+    report.near_duplicates = resolution.near_duplicates
+    keep = resolution.keep
+    elapsed = time.perf_counter() - started
+    report.details["cleaning"] = {"seconds": round(elapsed, 2), "images_per_s": round(len(items) / elapsed, 1)}
+    dataset = Dataset(
+        "image",
+        [usable[i].path for i in keep],
+        [usable[i].label for i in keep],
+        resolution.groups,
+        report,
+        colour=any(facts[i].colour for i in keep),
+        hashes=hashes[keep],
+        sizes=[(facts[i].width, facts[i].height) for i in keep],
+        modes=[facts[i].mode for i in keep],
+    )
     _log_summary(report)
     return dataset
 
 
 def clean_texts(
-    path: Path, text_column: str | None = None, label_column: str | None = None, header: bool = True
+    path: Path,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    header: bool = True,
 ) -> Dataset:
-    """CSV/TSV -> Dataset. Empty texts and missing labels are skipped; repeated texts removed."""
+    """CSV/TSV/JSONL/Parquet -> Dataset. Empty texts and missing labels are skipped; duplicates resolved.
+
+    Texts equal after whitespace collapsing are exact copies; texts equal after ``text_near_key``
+    (case, punctuation, digits ignored) are near copies.
+    """
     report = DataReport(source=str(path))
     table = read_table(path, report, text_column, label_column, header)
-    report.details.update({"encoding": table.encoding, "delimiter": table.delimiter, "columns": list(table.columns)})
-    seen: dict[str, tuple[int, str]] = {}
-    inputs: list[str] = []
+    report.details["format"] = {
+        "format": table.format,
+        "encoding": table.encoding,
+        "delimiter": table.delimiter,
+        "columns": list(table.columns),
+    }
+    names: list[str] = []
+    texts: list[str] = []
     labels: list[str] = []
-    groups: list[str] = []
-    for line, raw_text, raw_label in table.rows:
+    for where, raw_text, raw_label in table.rows:
         text, label = " ".join(raw_text.split()), raw_label.strip()
         if not standardize(text):
-            report.skip("empty_skipped", f"line {line}", "text is empty or only punctuation")
-            continue
-        if not label:
-            report.skip("missing_label_skipped", f"line {line}", "label is empty")
-            continue
-        if text in seen:
-            first_line, first_label = seen[text]
-            clash = "" if first_label == label else f" (label {label!r} vs {first_label!r}; first kept)"
-            report.skip("duplicates_removed", f"line {line}", f"same text as line {first_line}{clash}")
-            continue
-        seen[text] = (line, label)
-        inputs.append(text)
-        labels.append(label)
-        # Texts that standardise alike are one model input: keep them in the same split.
-        groups.append(standardize(text))
-    dataset = Dataset("text", inputs, labels, groups, report)
+            report.skip("empty_skipped", where, "text is empty or only punctuation")
+        elif not label:
+            report.skip("missing_label_skipped", where, "label is empty")
+        else:
+            names.append(where)
+            texts.append(text)
+            labels.append(label)
+    near = [text_near_key(t) for t in texts]
+
+    def find_near(survivors: list[int]) -> np.ndarray:
+        return bucket_pairs([near[i] for i in survivors])
+
+    resolution = resolve_duplicates(names, labels, texts, find_near, lambda i, j: "same text as")
+    for i, counter, reason in resolution.dropped:
+        report.skip(counter, names[i], reason)
+    report.near_duplicates = resolution.near_duplicates
+    keep = resolution.keep
+    # Near copies share one normalised form: that form is the group key (readable, order-free).
+    dataset = Dataset("text", [texts[i] for i in keep], [labels[i] for i in keep], [near[i] for i in keep], report)
     _log_summary(report)
     return dataset
 
@@ -106,10 +195,11 @@ def load_dataset(
     text_column: str | None = None,
     label_column: str | None = None,
     header: bool = True,
+    cfg: DataConfig | None = None,
 ) -> Dataset:
     """Ingest and clean the data for ``task`` ('image' or 'text')."""
     if task == "image":
-        return clean_images(Path(path))
+        return clean_images(Path(path), cfg)
     if task == "text":
         return clean_texts(Path(path), text_column, label_column, header)
     raise DataError(f"unknown task {task!r}; expected 'image' or 'text'")
@@ -118,13 +208,16 @@ def load_dataset(
 def _log_summary(report: DataReport) -> None:
     r = report.to_dict()
     log.info(
-        "data: %d read, %d kept in %d classes; skipped %d duplicates, %d unreadable, %d empty, "
-        "%d missing labels, %d malformed",
+        "data: %d read, %d kept in %d classes (%d with a near duplicate); skipped %d duplicates, "
+        "%d conflicting labels, %d unreadable, %d missing files, %d empty, %d missing labels, %d malformed",
         r["rows_read"],
         r["rows_kept"],
         len(r["classes"]),
+        r["near_duplicates"],
         r["duplicates_removed"],
+        r["conflicting_labels"],
         r["unreadable_skipped"],
+        r["missing_file_skipped"],
         r["empty_skipped"],
         r["missing_label_skipped"],
         r["malformed_skipped"],

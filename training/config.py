@@ -25,25 +25,45 @@ class ConfigError(ValueError):
     """A configuration file or value is invalid; the message names the key and the fix."""
 
 
+CLASS_WEIGHTS = ("auto", "balanced", "none")
+IMAGE_CACHES = ("none", "memory", "disk")
+
+
 @dataclass(frozen=True)
 class DataConfig:
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     seed: int = 42
     min_examples_per_class: int = 5
+    # Images whose perceptual hashes differ in at most this many of 64 bits are near duplicates
+    # (re-encoded, resized, grey vs RGB). -1 turns the near-duplicate search off.
+    image_hash_distance: int = 4
+    # Resized uint8 images for training: decoded on the fly each epoch ("none"), kept after the first
+    # epoch in memory ("memory", small sets) or in files under cache_dir ("disk", bounded memory).
+    image_cache: str = "none"
+    cache_dir: str | None = None
+    shuffle_buffer: int = 8192
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Image augmentation on the training split (Keras preprocessing layers). Factors as in Keras."""
+    """Augmentation of the training split only. Image factors as in Keras preprocessing layers."""
 
     enabled: bool = True
     rotation: float = 0.05
     zoom: float = 0.1
     translation: float = 0.1
     contrast: float = 0.1
+    brightness: float = 0.0
     # Off by default: flipping breaks digits, letters and other text-like images.
     horizontal_flip: bool = False
+    vertical_flip: bool = False
+    # Mix pairs of training images and their labels (Beta(alpha, alpha) weights); 0 is off.
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    # Texts: drop each token with this probability / swap each token with its neighbour with this probability.
+    token_dropout: float = 0.0
+    random_swap: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -60,7 +80,12 @@ class ImageModelConfig:
 class TextModelConfig:
     max_tokens: int = 20000
     min_count: int = 1
-    max_length: int = 64
+    # Tokens per text; None follows the data: the length_percentile of training token counts,
+    # clipped to [min_length, max_length_limit], so long documents are read past their first sentence.
+    max_length: int | None = None
+    length_percentile: float = 95.0
+    min_length: int = 16
+    max_length_limit: int = 512
     embedding_dim: int = 64
     filters: int = 128
     kernel_size: int = 3
@@ -79,6 +104,9 @@ class TrainConfig:
     reduce_lr_factor: float = 0.5
     min_learning_rate: float = 1e-5
     seed: int = 42
+    # "auto": balanced class weights when the largest class is over imbalance_ratio times the smallest.
+    class_weights: str = "auto"
+    imbalance_ratio: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -190,6 +218,22 @@ def _validate(cfg: RunConfig) -> None:
         raise ConfigError("train.epochs and train.batch_size must be at least 1")
     if cfg.train.optimizer not in OPTIMIZERS:
         raise ConfigError(f"train.optimizer {cfg.train.optimizer!r} is unknown; choose one of: {', '.join(OPTIMIZERS)}")
+    if d.image_cache not in IMAGE_CACHES:
+        raise ConfigError(f"data.image_cache must be one of {', '.join(IMAGE_CACHES)}, got {d.image_cache!r}")
+    if d.image_cache == "disk" and not d.cache_dir:
+        raise ConfigError("data.image_cache: disk needs data.cache_dir, a directory for the cache files")
+    if cfg.train.class_weights not in CLASS_WEIGHTS:
+        raise ConfigError(
+            f"train.class_weights must be one of {', '.join(CLASS_WEIGHTS)}, got {cfg.train.class_weights!r}"
+        )
+    t = cfg.text_model
+    if not 1 <= t.min_length <= t.max_length_limit or not 0 < t.length_percentile <= 100:
+        raise ConfigError(
+            "text_model needs 1 <= min_length <= max_length_limit and 0 < length_percentile <= 100"
+        )
+    a = cfg.augment
+    if not (0 <= a.token_dropout < 1 and 0 <= a.random_swap <= 1 and a.mixup_alpha >= 0 and a.cutmix_alpha >= 0):
+        raise ConfigError("augment.token_dropout must be in [0, 1), random_swap in [0, 1], mixup/cutmix alpha >= 0")
     if d.min_examples_per_class < 3:
         raise ConfigError("data.min_examples_per_class must be at least 3 (one each for train, validation, test)")
 

@@ -1,21 +1,46 @@
-"""Data containers shared by the data stages: the cleaned dataset and its report.
+"""Data containers shared by the data stages: the cleaned dataset, its report, and the quarantine list.
 
 A Dataset keeps references to the raw items (image paths, text strings), not model tensors, so the
-same items can be preprocessed with any model version's spec (the promotion gate does this).
+same items can be preprocessed with any model version's spec (the promotion gate does this), and
+50,000 images cost a list of paths, not gigabytes of arrays.
 """
 
 from __future__ import annotations
 
+import csv
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-# How many skipped items the report lists by name; the counts always cover all of them.
+import numpy as np
+
+# How many quarantined items report.json lists inline; quarantine.csv lists every one of them.
 MAX_LISTED_SKIPS = 50
+
+# Every item read is kept or lands in exactly one of these counts (a test checks the sum).
+SKIP_COUNTERS = (
+    "duplicates_removed",
+    "conflicting_labels",
+    "unreadable_skipped",
+    "missing_file_skipped",
+    "empty_skipped",
+    "missing_label_skipped",
+    "malformed_skipped",
+)
 
 
 class DataError(ValueError):
     """The data cannot be read or cannot train a classifier; the message names the fix."""
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """One item that was read and not kept: where it is (file or line), which count it is in, and why."""
+
+    item: str
+    kind: str
+    reason: str
 
 
 @dataclass
@@ -25,19 +50,22 @@ class DataReport:
     source: str
     rows_read: int = 0
     duplicates_removed: int = 0
+    conflicting_labels: int = 0
     unreadable_skipped: int = 0
+    missing_file_skipped: int = 0
     empty_skipped: int = 0
     missing_label_skipped: int = 0
     malformed_skipped: int = 0
     hidden_ignored: int = 0
+    near_duplicates: int = 0  # kept items that have a near duplicate (grouped, not removed)
     classes: dict[str, int] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
-    skipped: list[dict[str, str]] = field(default_factory=list)
+    quarantine: list[Quarantined] = field(default_factory=list)
 
     def skip(self, counter: str, item: str, reason: str) -> None:
+        assert counter in SKIP_COUNTERS, counter
         setattr(self, counter, getattr(self, counter) + 1)
-        if len(self.skipped) < MAX_LISTED_SKIPS:
-            self.skipped.append({"item": item, "reason": reason})
+        self.quarantine.append(Quarantined(item, counter, reason))
 
     @property
     def rows_kept(self) -> int:
@@ -48,21 +76,33 @@ class DataReport:
             "source": self.source,
             "rows_read": self.rows_read,
             "rows_kept": self.rows_kept,
-            "duplicates_removed": self.duplicates_removed,
-            "unreadable_skipped": self.unreadable_skipped,
-            "empty_skipped": self.empty_skipped,
-            "missing_label_skipped": self.missing_label_skipped,
-            "malformed_skipped": self.malformed_skipped,
+            **{name: getattr(self, name) for name in SKIP_COUNTERS},
             "hidden_ignored": self.hidden_ignored,
+            "near_duplicates": self.near_duplicates,
             "classes": dict(sorted(self.classes.items())),
             **self.details,
-            "skipped_examples": self.skipped,
+            "quarantined": len(self.quarantine),
+            "skipped_examples": [vars(q) for q in self.quarantine[:MAX_LISTED_SKIPS]],
         }
+
+    def write_quarantine(self, path: Path) -> Path:
+        """Every skipped item with its file or line and the reason, as CSV (header item,kind,reason)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(("item", "kind", "reason"))
+            writer.writerows((q.item, q.kind, q.reason) for q in self.quarantine)
+        return path
 
 
 @dataclass
 class Dataset:
-    """Cleaned items of one task. ``groups[i]`` is equal for items the model would see as identical."""
+    """Cleaned items of one task.
+
+    ``groups[i]`` is equal for items that are the same or near-duplicate content: they always share a
+    split. ``hashes`` holds a 64-bit perceptual hash per image (None for texts), kept for the leakage
+    check; ``sizes`` and ``modes`` describe each image for the data summary.
+    """
 
     task: str
     inputs: list[Any]  # Path per image, str per text
@@ -70,10 +110,16 @@ class Dataset:
     groups: list[str]
     report: DataReport
     colour: bool = False  # image task: at least one kept image has real colour
+    hashes: np.ndarray | None = None
+    sizes: list[tuple[int, int]] = field(default_factory=list)  # (width, height) per image
+    modes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         assert len(self.inputs) == len(self.labels) == len(self.groups)
         self.report.classes = dict(Counter(self.labels))
+
+    def __len__(self) -> int:
+        return len(self.inputs)
 
     @property
     def label_names(self) -> tuple[str, ...]:
@@ -87,19 +133,24 @@ class Dataset:
             groups=[self.groups[i] for i in indices],
             report=DataReport(source=self.report.source),
             colour=self.colour,
+            hashes=self.hashes[indices] if self.hashes is not None else None,
+            sizes=[self.sizes[i] for i in indices] if self.sizes else [],
+            modes=[self.modes[i] for i in indices] if self.modes else [],
         )
 
 
 def check_trainable(dataset: Dataset, min_per_class: int) -> None:
     """Stop with a message naming the fix when the data cannot train a classifier."""
     counts = Counter(dataset.labels)
-    where = dataset.report.source
+    report = dataset.report
+    where = report.source
     if not counts:
         raise DataError(
-            f"no usable examples in {where} (read {dataset.report.rows_read}; "
-            f"{dataset.report.unreadable_skipped} unreadable, {dataset.report.empty_skipped} empty, "
-            f"{dataset.report.duplicates_removed} duplicates). Check the path and layout: images as "
-            "DIR/<label>/<file>, texts as a CSV/TSV with text and label columns"
+            f"no usable examples in {where} (read {report.rows_read}; {report.unreadable_skipped} unreadable, "
+            f"{report.missing_file_skipped} missing, {report.empty_skipped} empty, "
+            f"{report.missing_label_skipped} without a label, {report.duplicates_removed} duplicates, "
+            f"{report.conflicting_labels} with conflicting labels). Check the path and layout: images as "
+            "DIR/<label>/<file> or a path,label manifest, texts as CSV/TSV/JSONL with text and label columns"
         )
     if len(counts) < 2:
         ((label, n),) = counts.items()
@@ -114,3 +165,20 @@ def check_trainable(dataset: Dataset, min_per_class: int) -> None:
             f"class(es) with fewer than {min_per_class} examples after cleaning: {listed}. "
             "Add examples to them, remove them from the data, or lower data.min_examples_per_class"
         )
+
+
+def check_label_change(previous: tuple[str, ...] | None, current: tuple[str, ...], allow: bool) -> dict[str, Any]:
+    """Compare the new data's labels with production's; stop on a change unless ``allow``.
+
+    Returns {"added": [...], "removed": [...]} for the report (empty lists when nothing changed).
+    """
+    if previous is None:
+        return {"added": [], "removed": []}
+    added, removed = sorted(set(current) - set(previous)), sorted(set(previous) - set(current))
+    if (added or removed) and not allow:
+        parts = ([f"new label(s) {added}"] if added else []) + ([f"vanished label(s) {removed}"] if removed else [])
+        raise DataError(
+            f"the labels differ from the production model's: {' and '.join(parts)}. "
+            "Fix the data, or pass --allow-label-change to train a model with the new label set"
+        )
+    return {"added": added, "removed": removed}

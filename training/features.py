@@ -11,7 +11,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from serving.preprocess import ImageSpec, Spec, TextSpec, build_vocabulary, encode_texts, preprocess_image_bytes
+from serving.preprocess import (
+    ImageSpec,
+    Spec,
+    TextSpec,
+    build_vocabulary,
+    encode_texts,
+    preprocess_image_bytes,
+    tokenize,
+)
 from training.config import RunConfig
 from training.data import Dataset
 
@@ -26,7 +34,25 @@ def make_spec(train: Dataset, labels: tuple[str, ...], cfg: RunConfig) -> Spec:
         return ImageSpec(labels=labels, height=m.height, width=m.width, channels=channels)
     t = cfg.text_model
     vocabulary = build_vocabulary(train.inputs, t.max_tokens, t.min_count)
-    return TextSpec(labels=labels, vocabulary=vocabulary, max_length=t.max_length)
+    return TextSpec(labels=labels, vocabulary=vocabulary, max_length=text_length(train.inputs, cfg))
+
+
+def token_counts(texts: list[str]) -> np.ndarray:
+    return np.array([len(tokenize(t)) for t in texts], dtype=np.int64)
+
+
+def text_length(texts: list[str], cfg: RunConfig) -> int:
+    """Tokens per text for the model: configured, or the length_percentile of the training texts'
+    token counts clipped to [min_length, max_length_limit]."""
+    t = cfg.text_model
+    if t.max_length is not None:
+        return t.max_length
+    counts = token_counts(texts)
+    wanted = int(np.ceil(np.percentile(counts, t.length_percentile))) if len(counts) else t.min_length
+    length = int(np.clip(wanted, t.min_length, t.max_length_limit))
+    log.info("text length: %d tokens (%gth percentile %d, bounds %d-%d)", length, t.length_percentile, wanted,
+             t.min_length, t.max_length_limit)
+    return length
 
 
 def encode_labels(labels: list[str], names: tuple[str, ...]) -> np.ndarray:

@@ -1,44 +1,72 @@
-"""Find raw training items: image files under label folders, rows of a CSV/TSV text table.
+"""Find raw training items: image files (label folders or a path,label manifest) and text tables
+(CSV, TSV, JSONL, Parquet).
 
 Ingest only locates and parses; decoding, validation and de-duplication happen in ``clean``.
 
     >>> table = read_table(Path("texts.csv"))  # doctest: +SKIP
     >>> table.rows[0]  # doctest: +SKIP
-    (2, 'the parcel was late', 'complaint')
+    ('line 2', 'the parcel was late', 'complaint')
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from training.data import DataError, DataReport
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
+PARQUET_SUFFIXES = {".parquet", ".pq"}
 TEXT_ALIASES = ("text", "sentence", "review", "content", "document", "message", "body")
 LABEL_ALIASES = ("label", "class", "category", "target", "sentiment", "intent", "y")
+PATH_ALIASES = ("path", "file", "filename", "image", "filepath", "image_path")
+# Magic numbers of files people hand over by mistake instead of a text table.
+BINARY_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"PK\x03\x04", b"%PDF", b"\x1f\x8b", b"PAR1", b"\x7fELF")
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    """One image file to clean: its path, label, and how quarantine.csv names it."""
+
+    path: Path
+    label: str
+    name: str
 
 
 def _hidden(part: str) -> bool:
     return part.startswith(".") or part == "__MACOSX"
 
 
-def find_images(root: Path, report: DataReport) -> list[tuple[Path, str]]:
-    """(path, label) for every file under ``root/<label>/`` (sorted, so runs are reproducible).
+def find_images(data: Path, report: DataReport) -> list[ImageItem]:
+    """Image items from a folder of label folders, or from a manifest file (CSV/TSV/JSONL)."""
+    if not data.exists():
+        raise DataError(f"image data path {data} does not exist")
+    if data.is_file():
+        if data.suffix.lower() in IMAGE_EXTENSIONS:
+            raise DataError(
+                f"{data} is a single image; --data takes a folder with one sub-folder per label "
+                "(DIR/<label>/<image>) or a manifest file (CSV/TSV with path,label columns, or JSONL)"
+            )
+        return read_manifest(data, report)
+    return find_image_folders(data, report)
+
+
+def find_image_folders(root: Path, report: DataReport) -> list[ImageItem]:
+    """An item for every file under ``root/<label>/`` (sorted, so runs are reproducible).
 
     Hidden files and folders are ignored; files directly in ``root`` have no label and are skipped.
     Files with other extensions are counted as unreadable, since the user put them there.
     """
-    if not root.exists():
-        raise DataError(f"image data path {root} does not exist")
-    if not root.is_dir():
-        raise DataError(f"image data must be a folder with one sub-folder per label; {root} is a file")
-    found: list[tuple[Path, str]] = []
+    found: list[ImageItem] = []
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root)
         if any(_hidden(part) for part in rel.parts):
@@ -52,26 +80,82 @@ def find_images(root: Path, report: DataReport) -> list[tuple[Path, str]]:
         elif path.suffix.lower() not in IMAGE_EXTENSIONS:
             report.skip("unreadable_skipped", str(rel), f"not an image type ({path.suffix or 'no extension'})")
         else:
-            found.append((path, rel.parts[0]))
+            found.append(ImageItem(path, rel.parts[0].strip(), str(rel)))
+    if report.rows_read == 0:
+        raise DataError(
+            f"image folder {root} holds no files; expected one sub-folder per label with images inside "
+            "(DIR/<label>/<image>), or give a path,label manifest file"
+        )
+    if not found:
+        raise DataError(
+            f"image folder {root} has no image files in label folders ({report.rows_read} other file(s)); "
+            f"expected DIR/<label>/<image> with extensions {', '.join(sorted(IMAGE_EXTENSIONS))}"
+        )
+    return found
+
+
+def read_manifest(path: Path, report: DataReport) -> list[ImageItem]:
+    """Items from a manifest with path and label columns (CSV/TSV) or fields (JSONL).
+
+    Relative paths are resolved against the manifest's folder. Missing files are counted and
+    quarantined; a manifest whose files are all missing stops.
+    """
+    table = read_table(path, report, text_column=None, label_column=None, text_aliases=PATH_ALIASES, what="path")
+    base = path.parent
+    found: list[ImageItem] = []
+    for where, raw_path, label in table.rows:
+        name = raw_path.strip()
+        if not name:
+            report.skip("missing_file_skipped", where, "the path is empty")
+            continue
+        image = Path(name) if Path(name).is_absolute() else base / name
+        if not image.is_file():
+            report.skip("missing_file_skipped", f"{where}: {name}", f"file not found ({image})")
+            continue
+        found.append(ImageItem(image, label.strip(), f"{where}: {name}"))
+    if table.rows and not found:
+        raise DataError(
+            f"none of the {len(table.rows)} files listed in {path} exist (first: {table.rows[0][1]!r}); "
+            f"relative paths are read from the manifest's folder {base.resolve()}"
+        )
     return found
 
 
 @dataclass
 class Table:
-    """Rows of (line number, text, label) with raw strings, plus how the file was read."""
+    """Rows of (where, text, label) with raw strings, plus how the file was read.
 
-    rows: list[tuple[int, str, str]] = field(default_factory=list)
+    ``where`` names the row for quarantine.csv: "line N" (CSV/TSV/JSONL) or "row N" (Parquet).
+    """
+
+    rows: list[tuple[str, str, str]] = field(default_factory=list)
+    format: str = "csv"
     encoding: str = "utf-8"
     delimiter: str = ","
     columns: tuple[str, str] = ("text", "label")
 
 
 def _decode(raw: bytes) -> tuple[str, str]:
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return raw.decode("utf-16"), "utf-16"
     try:
         return raw.decode("utf-8-sig"), "utf-8"
     except UnicodeDecodeError:
         # latin-1 maps every byte, so legacy-encoded files still load (accents may be off).
         return raw.decode("latin-1"), "latin-1"
+
+
+def _check_text(path: Path, raw: bytes) -> None:
+    """Stop on files that are clearly not text (images, archives, executables) instead of parsing noise."""
+    head = raw[:8192]
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return
+    control = sum(1 for b in head if b < 32 and b not in (9, 10, 13))
+    if head.startswith(BINARY_MAGIC) or (head and control / len(head) > 0.05):
+        raise DataError(
+            f"{path} is not a text table (it looks like a binary file); give a CSV, TSV, JSONL or Parquet file "
+            "of texts and labels"
+        )
 
 
 def _delimiter(path: Path, sample: str) -> str:
@@ -83,22 +167,44 @@ def _delimiter(path: Path, sample: str) -> str:
         return ","
 
 
-def _resolve(spec: str | None, header: list[str] | None, aliases: tuple[str, ...], what: str) -> int:
+def _column_error(spec: str | None, columns: list[str], sample: Any, what: str, aliases: tuple[str, ...]) -> DataError:
+    wanted = repr(spec) if spec is not None else f"named any of {', '.join(aliases)}"
+    fix = (
+        "An image manifest needs a header with a path column (path, file, filename or image) and a label column"
+        if what == "path"
+        else f"Pass --{what}-column with one of those names or a 0-based index"
+    )
+    return DataError(f"no {what} column {wanted}; columns found: {columns}; first row: {sample!r}. {fix}")
+
+
+def _resolve(
+    spec: str | None,
+    header: list[str] | None,
+    width: int,
+    aliases: tuple[str, ...],
+    what: str,
+    default: int,
+    sample: Any,
+) -> int:
     """Column index from a name, a 0-based index, or (if None) the first alias found in the header."""
+    columns = header if header is not None else [str(i) for i in range(width)]
     if spec is not None and spec.strip().isdigit():
-        return int(spec)
+        index = int(spec)
+        if index >= width:
+            raise _column_error(spec, columns, sample, what, aliases)
+        return index
     if header is None:
         if spec is not None:
-            raise DataError(f"--{what}-column {spec!r} is a name, but the file has no header; give a 0-based index")
-        return 0 if what == "text" else 1
+            raise DataError(
+                f"--{what}-column {spec!r} is a name, but the file has no header; give a 0-based index "
+                f"(the first row has {width} column(s): {sample!r})"
+            )
+        return default
     normalised = [h.strip().lower() for h in header]
     for name in [spec] if spec is not None else list(aliases):
         if name.strip().lower() in normalised:
             return normalised.index(name.strip().lower())
-    wanted = repr(spec) if spec is not None else f"any of {', '.join(aliases)}"
-    raise DataError(
-        f"no {what} column {wanted} in header {header}; pass --{what}-column with a header name or 0-based index"
-    )
+    raise _column_error(spec, columns, sample, what, aliases)
 
 
 def read_table(
@@ -107,33 +213,163 @@ def read_table(
     text_column: str | None = None,
     label_column: str | None = None,
     header: bool = True,
+    text_aliases: tuple[str, ...] = TEXT_ALIASES,
+    what: str = "text",
 ) -> Table:
-    """Parse a CSV/TSV of texts and labels. Rows too short for both columns are skipped as malformed."""
+    """Parse a table of texts (or, for manifests, paths) and labels; the format follows the suffix.
+
+    Rows too short for both columns and broken JSON lines are skipped as malformed.
+    """
     report = report or DataReport(source=str(path))
     if not path.is_file():
-        raise DataError(f"text data path {path} is not a file; expected a CSV or TSV with text and label columns")
-    content, encoding = _decode(path.read_bytes())
-    content = content.replace("\x00", "")  # NUL bytes make the csv module raise mid-file
+        raise DataError(f"{what} data path {path} is not a file; expected a CSV, TSV, JSONL or Parquet file")
+    suffix = path.suffix.lower()
+    if suffix in PARQUET_SUFFIXES:
+        table = _read_parquet(path, report, text_column, label_column, text_aliases, what)
+    else:
+        raw = path.read_bytes()
+        _check_text(path, raw)
+        content, encoding = _decode(raw)
+        content = content.replace("\x00", "")  # stray NUL bytes make the csv module raise mid-file
+        if not content.strip():
+            raise DataError(f"{path} is empty; expected a header row and data rows")
+        if suffix in JSONL_SUFFIXES:
+            table = _read_jsonl(path, content, report, text_column, label_column, text_aliases, what)
+        else:
+            table = _read_csv(path, content, report, text_column, label_column, header, text_aliases, what)
+        table.encoding = encoding
+    if report.rows_read == 0:
+        raise DataError(f"{path} has a header but no data rows; add rows of {what} and label")
+    log.info("read %d rows from %s (%s, %s)", report.rows_read, path, table.format, table.encoding)
+    return table
+
+
+def _read_csv(
+    path: Path,
+    content: str,
+    report: DataReport,
+    text_column: str | None,
+    label_column: str | None,
+    header: bool,
+    text_aliases: tuple[str, ...],
+    what: str,
+) -> Table:
     delimiter = _delimiter(path, content)
     csv.field_size_limit(1 << 24)
     reader = csv.reader(io.StringIO(content, newline=""), delimiter=delimiter)
-    head = next(reader, None) if header else None
-    if header and head is None:
-        raise DataError(f"{path} is empty; expected a header row and data rows")
-    ti = _resolve(text_column, head, TEXT_ALIASES, "text")
-    li = _resolve(label_column, head, LABEL_ALIASES, "label")
+    rows = [(reader.line_num, row) for row in reader if row and any(cell.strip() for cell in row)]
+    head = rows.pop(0)[1] if header and rows else None
+    width = len(head) if head is not None else max((len(r) for _, r in rows[:100]), default=0)
+    sample = dict(zip(head, rows[0][1], strict=False)) if head and rows else rows[0][1] if rows else head
+    ti = _resolve(text_column, head, width, text_aliases, what, 0, sample)
+    li = _resolve(label_column, head, width, LABEL_ALIASES, "label", 1, sample)
     if ti == li:
-        raise DataError(f"text and label columns are the same column ({ti}); pass --text-column and --label-column")
-    table = Table(encoding=encoding, delimiter=delimiter)
+        raise DataError(
+            f"{what} and label columns are the same column ({ti}); pass --{what}-column and --label-column"
+        )
+    table = Table(format="tsv" if delimiter == "\t" else "csv", delimiter=delimiter)
     table.columns = (head[ti], head[li]) if head else (str(ti), str(li))
-    for row in reader:
-        if not row or not any(cell.strip() for cell in row):
-            continue  # blank lines are layout, not data
+    for line, row in rows:
         report.rows_read += 1
-        line = reader.line_num
         if max(ti, li) >= len(row):
             report.skip("malformed_skipped", f"line {line}", f"{len(row)} field(s), needs {max(ti, li) + 1}")
             continue
-        table.rows.append((line, row[ti], row[li]))
-    log.info("read %d rows from %s (%s, delimiter %r)", report.rows_read, path, encoding, delimiter)
+        table.rows.append((f"line {line}", row[ti], row[li]))
+    return table
+
+
+def _cell(value: Any) -> str:
+    """A JSON or Parquet value as text: None is empty, numbers and booleans are written as JSON writes them."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _field(spec: str | None, fields: list[str], aliases: tuple[str, ...], what: str, sample: Any) -> str:
+    if spec is not None and spec in fields:
+        return spec
+    if spec is not None and spec.strip().isdigit() and int(spec) < len(fields):
+        return fields[int(spec)]
+    lowered = {f.lower(): f for f in fields}
+    for name in [spec] if spec is not None else list(aliases):
+        if name.strip().lower() in lowered:
+            return lowered[name.strip().lower()]
+    raise _column_error(spec, fields, sample, what, aliases)
+
+
+def _read_jsonl(
+    path: Path,
+    content: str,
+    report: DataReport,
+    text_column: str | None,
+    label_column: str | None,
+    text_aliases: tuple[str, ...],
+    what: str,
+) -> Table:
+    objects: list[tuple[int, dict[str, Any]]] = []
+    broken: list[tuple[int, str]] = []
+    for number, line in enumerate(content.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            broken.append((number, f"not valid JSON ({exc.msg} at column {exc.colno})"))
+            continue
+        if isinstance(value, dict):
+            objects.append((number, value))
+        else:
+            broken.append((number, f"a JSON {type(value).__name__}, not an object"))
+    if not objects:
+        raise DataError(
+            f"no line of {path} is a JSON object ({len(broken)} broken line(s), first: line {broken[0][0]}: "
+            f"{broken[0][1]}); expected one object per line such as {{\"{what}\": ..., \"label\": ...}}"
+            if broken
+            else f"{path} holds no JSON objects"
+        )
+    fields = list(dict.fromkeys(k for _, obj in objects[:1000] for k in obj))
+    sample = objects[0][1]
+    tf_ = _field(text_column, fields, text_aliases, what, sample)
+    lf = _field(label_column, fields, LABEL_ALIASES, "label", sample)
+    if tf_ == lf:
+        raise DataError(f"{what} and label fields are the same ({tf_!r}); pass --{what}-column and --label-column")
+    table = Table(format="jsonl", columns=(tf_, lf))
+    for number, reason in broken:
+        report.rows_read += 1
+        report.skip("malformed_skipped", f"line {number}", reason)
+    for number, obj in objects:
+        report.rows_read += 1
+        missing = [f for f in (tf_, lf) if f not in obj]
+        if missing:
+            report.skip("malformed_skipped", f"line {number}", f"no field {missing[0]!r}")
+            continue
+        table.rows.append((f"line {number}", _cell(obj[tf_]), _cell(obj[lf])))
+    return table
+
+
+def _read_parquet(
+    path: Path,
+    report: DataReport,
+    text_column: str | None,
+    label_column: str | None,
+    text_aliases: tuple[str, ...],
+    what: str,
+) -> Table:
+    import pyarrow.parquet as pq
+
+    try:
+        data = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise DataError(f"{path} is not a readable Parquet file ({exc})") from None
+    fields = list(data.column_names)
+    sample = data.slice(0, 1).to_pylist()[0] if data.num_rows else {}
+    tf_ = _field(text_column, fields, text_aliases, what, sample)
+    lf = _field(label_column, fields, LABEL_ALIASES, "label", sample)
+    texts, labels = data.column(tf_).to_pylist(), data.column(lf).to_pylist()
+    table = Table(format="parquet", encoding="parquet", columns=(tf_, lf))
+    for i, (text, label) in enumerate(zip(texts, labels, strict=True)):
+        report.rows_read += 1
+        table.rows.append((f"row {i + 1}", _cell(text), _cell(label)))
     return table

@@ -59,6 +59,12 @@ def evaluate_production(store: ModelStore, task: str, test: Dataset) -> Producti
         return Production(version=version, error=f"{type(exc).__name__}: {exc}")
 
 
+def production_labels(store: ModelStore, task: str) -> tuple[str, ...] | None:
+    """The label names of the production version of ``task``, or None when there is none."""
+    model = store.production_version(task)
+    return tuple(model.manifest["spec"]["labels"]) if model is not None else None
+
+
 def _budget(new: dict[str, Any], cfg: GateConfig) -> list[str]:
     problems = []
     if cfg.max_model_bytes is not None and new["bytes"] > cfg.max_model_bytes:

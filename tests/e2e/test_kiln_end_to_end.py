@@ -33,7 +33,7 @@ def trained_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     add_dirt(images)
     texts = write_csv(
         tmp / "texts.tsv",
-        [(label, text) for text, label in make_texts(40)],
+        [(label, text) for text, label in make_texts(60)],
         header=("category", "sentence"),
         delimiter="\t",
     )
@@ -71,7 +71,7 @@ def trained_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "--label-column",
         "0",
         "--epochs",
-        "10",
+        "30",
         cwd=tmp,
     )
     assert "PROMOTED" in out.stdout

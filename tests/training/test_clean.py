@@ -32,7 +32,7 @@ def test_missing_or_file_image_path_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="does not exist"):
         clean_images(tmp_path / "nope")
     (tmp_path / "file.png").write_bytes(b"x")
-    with pytest.raises(DataError, match="one sub-folder per label"):
+    with pytest.raises(DataError, match="single image.*one sub-folder per label"):
         clean_images(tmp_path / "file.png")
 
 
@@ -52,22 +52,23 @@ def test_csv_with_dirt_reports_counts(tmp_path: Path) -> None:
 
 
 def test_latin1_semicolon_file_with_extra_columns_and_aliases(tmp_path: Path) -> None:
-    rows = [(str(i), f"café crème numéro {i}", "x" if i % 2 else "y", "ignored") for i in range(12)]
+    rows = [(str(i), f"café crème numéro {'abcdefghijkl'[i]}", "x" if i % 2 else "y", "ignored") for i in range(12)]
     path = write_csv(
         tmp_path / "t.csv", rows, header=("id", "Review", "Sentiment", "notes"), delimiter=";", encoding="latin-1"
     )
     ds = clean_texts(path)
-    assert ds.report.details["encoding"] == "latin-1" and ds.report.details["delimiter"] == ";"
-    assert ds.report.details["columns"] == ["Review", "Sentiment"]
-    assert ds.inputs[0] == "café crème numéro 0"
+    read = ds.report.details["format"]
+    assert read["encoding"] == "latin-1" and read["delimiter"] == ";"
+    assert read["columns"] == ["Review", "Sentiment"]
+    assert ds.inputs[0] == "café crème numéro a"
     assert ds.report.rows_kept == 12
 
 
 def test_tsv_without_header_by_column_index(tmp_path: Path) -> None:
-    rows = [("a", f"text number {i}", "pos" if i % 2 else "neg") for i in range(10)]
+    rows = [("a", f"text number {'abcdefghij'[i]}", "pos" if i % 2 else "neg") for i in range(10)]
     path = write_csv(tmp_path / "t.tsv", rows, header=None, delimiter="\t")
     ds = clean_texts(path, text_column="1", label_column="2", header=False)
-    assert ds.inputs[0] == "text number 0" and ds.labels[:2] == ["neg", "pos"]
+    assert ds.inputs[0] == "text number a" and ds.labels[:2] == ["neg", "pos"]
 
 
 def test_utf8_bom_and_named_columns(tmp_path: Path) -> None:

@@ -1,0 +1,208 @@
+"""Data inspection: the validation summary, data_report.json / data_report.md, quarantine.csv and plots.
+
+``kiln data inspect`` and ``kiln run`` both call ``write_data_report`` after cleaning and splitting, so
+the report a user reads before training is the one the run keeps.
+
+    >>> paths = write_data_report(dataset, (train, val, test), cfg, Path("out"))  # doctest: +SKIP
+    >>> sorted(paths)  # doctest: +SKIP
+    ['json', 'markdown', 'plots', 'quarantine']
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from serving.preprocess import build_vocabulary, tokenize
+from training.config import RunConfig
+from training.data import Dataset
+from training.features import text_length, token_counts
+
+log = logging.getLogger(__name__)
+
+PERCENTILES = (5, 50, 90, 95, 99)
+
+
+def inspect_data(
+    task: str,
+    data: Path,
+    out: Path,
+    cfg: RunConfig,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    header: bool = True,
+    plots: bool = True,
+) -> tuple[Dataset, dict[str, Path]]:
+    """Ingest, clean and split ``data`` without training, and write the data report under ``out``."""
+    from training.clean import load_dataset
+    from training.split import split_dataset
+
+    dataset = load_dataset(task, data, text_column, label_column, header, cfg.data)
+    splits = split_dataset(dataset, cfg.data)
+    return dataset, write_data_report(dataset, splits, cfg, out, plots)
+
+
+def imbalance(dataset: Dataset, cfg: RunConfig) -> dict[str, Any]:
+    """Largest over smallest class, and whether training weights classes because of it."""
+    counts = Counter(dataset.labels)
+    ratio = max(counts.values()) / min(counts.values()) if counts else 1.0
+    mode = cfg.train.class_weights
+    weighted = mode == "balanced" or (mode == "auto" and ratio > cfg.train.imbalance_ratio)
+    return {
+        "ratio": round(ratio, 3),
+        "threshold": cfg.train.imbalance_ratio,
+        "class_weights": "balanced" if weighted else "none",
+        "setting": mode,
+    }
+
+
+def _percentiles(values: np.ndarray) -> dict[str, float]:
+    if len(values) == 0:
+        return {}
+    return {f"p{p}": float(np.percentile(values, p)) for p in PERCENTILES} | {
+        "min": float(values.min()),
+        "max": float(values.max()),
+        "mean": round(float(values.mean()), 2),
+    }
+
+
+def image_summary(dataset: Dataset) -> dict[str, Any]:
+    widths = np.array([w for w, _ in dataset.sizes])
+    heights = np.array([h for _, h in dataset.sizes])
+    common = Counter(f"{w}x{h}" for w, h in dataset.sizes).most_common(5)
+    return {
+        "width": _percentiles(widths),
+        "height": _percentiles(heights),
+        "most_common_sizes": dict(common),
+        "modes": dict(Counter(dataset.modes).most_common()),
+        "colour": dataset.colour,
+    }
+
+
+def text_summary(dataset: Dataset, train: Dataset, test: Dataset, cfg: RunConfig) -> dict[str, Any]:
+    """Token-length percentiles, the model length they lead to, and how much of the test split's text
+    the training vocabulary covers."""
+    vocabulary = set(build_vocabulary(train.inputs, cfg.text_model.max_tokens, cfg.text_model.min_count))
+    test_tokens = [tok for text in test.inputs for tok in tokenize(text)]
+    counts = token_counts(dataset.inputs)
+    max_length = text_length(train.inputs, cfg) if len(train) else None
+    return {
+        "tokens": _percentiles(counts),
+        "max_length": max_length,
+        "truncated_share": round(float(np.mean(counts > max_length)), 4) if max_length and len(counts) else 0.0,
+        "vocabulary_size": len(vocabulary),
+        "test_vocabulary_coverage": (
+            round(sum(tok in vocabulary for tok in test_tokens) / len(test_tokens), 4) if test_tokens else None
+        ),
+    }
+
+
+def summarize(dataset: Dataset, splits: tuple[Dataset, Dataset, Dataset], cfg: RunConfig) -> dict[str, Any]:
+    """The validation summary that goes into report.json ``data``."""
+    train, val, test = splits
+    summary: dict[str, Any] = {
+        "imbalance": imbalance(dataset, cfg),
+        "split_classes": {
+            name: dict(sorted(Counter(part.labels).items()))
+            for name, part in (("train", train), ("validation", val), ("test", test))
+        },
+    }
+    if dataset.task == "image":
+        summary["images"] = image_summary(dataset)
+    else:
+        summary["texts"] = text_summary(dataset, train, test, cfg)
+    return summary
+
+
+def near_duplicate_pairs(dataset: Dataset, limit: int = 12) -> list[tuple[int, int]]:
+    """Up to ``limit`` pairs of kept items that share a near-duplicate group (first two of each group)."""
+    members: dict[str, list[int]] = defaultdict(list)
+    for i, group in enumerate(dataset.groups):
+        members[group].append(i)
+    pairs = [(m[0], m[1]) for m in members.values() if len(m) > 1]
+    return pairs[:limit]
+
+
+def write_data_report(
+    dataset: Dataset, splits: tuple[Dataset, Dataset, Dataset], cfg: RunConfig, out: Path, plots: bool = True
+) -> dict[str, Path]:
+    """Summarise the data into its report, then write data_report.json, data_report.md, quarantine.csv and
+    (optionally) PNG plots under ``out``."""
+    from training import plots as draw
+
+    out.mkdir(parents=True, exist_ok=True)
+    dataset.report.details["summary"] = summarize(dataset, splits, cfg)
+    report = dataset.report.to_dict()
+    paths: dict[str, Path] = {"quarantine": dataset.report.write_quarantine(out / "quarantine.csv")}
+    images: dict[str, Path] = {}
+    if plots:
+        images = draw.draw_all(dataset, splits[0], cfg, out / "plots", near_duplicate_pairs(dataset))
+    paths["json"] = out / "data_report.json"
+    paths["json"].write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    paths["markdown"] = out / "data_report.md"
+    paths["markdown"].write_text(render_markdown(dataset, report, images, out), encoding="utf-8")
+    paths.update({f"plot_{k}": v for k, v in images.items()})
+    log.info("data report: %s (%d quarantined items in %s)", paths["markdown"], len(dataset.report.quarantine),
+             paths["quarantine"])
+    return paths
+
+
+def _table(rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+    return lines
+
+
+def render_markdown(dataset: Dataset, report: dict[str, Any], images: dict[str, Path], out: Path) -> str:
+    """The human-readable data report (also published as a Prefect markdown artifact)."""
+    summary = report.get("summary", {})
+    counted = [(k, report[k]) for k in (
+        "rows_read", "rows_kept", "duplicates_removed", "conflicting_labels", "near_duplicates",
+        "unreadable_skipped", "missing_file_skipped", "empty_skipped", "missing_label_skipped", "malformed_skipped",
+        "hidden_ignored",
+    )]
+    lines = [f"# Data report: {report['source']}", "", f"Task: {dataset.task}.", ""]
+    lines += _table(counted, ("count", "items"))
+    split_classes = summary.get("split_classes", {})
+    lines += ["", "## Classes", ""]
+    rows = [
+        (label, n, *(split_classes.get(s, {}).get(label, 0) for s in ("train", "validation", "test")))
+        for label, n in report["classes"].items()
+    ]
+    lines += _table(rows, ("label", "kept", "train", "validation", "test"))
+    imb = summary.get("imbalance")
+    if imb:
+        lines += ["", f"Imbalance ratio (largest / smallest class): {imb['ratio']}; class weights in training: "
+                  f"**{imb['class_weights']}** (train.class_weights = {imb['setting']}, threshold {imb['threshold']})."]
+    if "leakage" in report:
+        leak = report["leakage"]
+        lines += ["", f"Leakage: {leak['test_near_train']} test and {leak['validation_near_train']} validation items "
+                  "have an exact or near duplicate in training."]
+    if "images" in summary:
+        s = summary["images"]
+        lines += ["", "## Images", "", f"Modes: {s['modes']}; colour: {s['colour']}; most common sizes: "
+                  f"{s['most_common_sizes']}.", f"Width {s['width']}; height {s['height']}."]
+    if "texts" in summary:
+        s = summary["texts"]
+        lines += ["", "## Texts", "", f"Tokens per text: {s['tokens']}.",
+                  f"Model length: {s['max_length']} tokens ({s['truncated_share']:.1%} of texts are cut); "
+                  f"vocabulary {s['vocabulary_size']}; test vocabulary coverage {s['test_vocabulary_coverage']}."]
+        pairs = near_duplicate_pairs(dataset, 10)
+        if pairs:
+            lines += ["", "### Near-duplicate texts (kept, same split)", ""]
+            lines += _table([(dataset.inputs[a][:80], dataset.inputs[b][:80]) for a, b in pairs], ("text", "near copy"))
+    if images:
+        lines += ["", "## Plots", ""]
+        lines += [f"![{name}]({path.relative_to(out)})" for name, path in images.items()]
+    quarantine = dataset.report.quarantine
+    lines += ["", f"## Quarantined items ({len(quarantine)}; all of them in quarantine.csv)", ""]
+    if quarantine:
+        lines += _table([(q.item, q.kind, q.reason) for q in quarantine[:200]], ("item", "kind", "reason"))
+        if len(quarantine) > 200:
+            lines += ["", f"... and {len(quarantine) - 200} more in quarantine.csv."]
+    return "\n".join(lines) + "\n"
