@@ -10,6 +10,7 @@ and schedules all run the same code. Runs on Prefect's temporary local server un
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -28,8 +29,8 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 from compression.compress import compress_model  # noqa: E402
 from serving.store import ModelStore  # noqa: E402
 from training.clean import load_dataset  # noqa: E402
-from training.config import config_to_dict, load_config  # noqa: E402
-from training.data import check_label_change, check_trainable  # noqa: E402
+from training.config import ConfigError, config_to_dict, load_config  # noqa: E402
+from training.data import DataError, check_label_change, check_trainable  # noqa: E402
 from training.inspect import write_data_report  # noqa: E402
 from training.promote import (  # noqa: E402
     build_manifest,
@@ -45,6 +46,20 @@ from training.train import train_model  # noqa: E402
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+class _NoTracebackForUserErrors(logging.Filter):
+    """Data and config errors are the user's to fix and the CLI prints them in one line; Prefect's
+    failure logs for them stay one line too, instead of a traceback through Prefect's engine."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], DataError | ConfigError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+for _name in ("prefect.task_runs", "prefect.flow_runs"):
+    logging.getLogger(_name).addFilter(_NoTracebackForUserErrors())
 
 
 def _step(fn: Callable[P, R], name: str) -> Task[P, R]:

@@ -26,7 +26,14 @@ import numpy as np
 from serving.preprocess import InvalidImage, decode_image, is_colour, pixel_digest, standardize
 from training.config import DataConfig
 from training.data import DataError, DataReport, Dataset
-from training.duplicates import bucket_pairs, near_pairs, phash64, resolve_duplicates, text_near_key
+from training.duplicates import (
+    bucket_pairs,
+    colour_signature,
+    near_image_pairs,
+    phash64,
+    resolve_duplicates,
+    text_near_key,
+)
 from training.ingest import ImageItem, find_images, read_table
 
 log = logging.getLogger(__name__)
@@ -43,6 +50,7 @@ class ImageFacts:
     sha256: str
     pixels: str
     phash: int
+    colours: np.ndarray
     width: int
     height: int
     mode: str
@@ -63,6 +71,7 @@ def examine_image(path: Path) -> ImageFacts | str:
         sha256=hashlib.sha256(data).hexdigest(),
         pixels=pixel_digest(image),
         phash=phash64(image),
+        colours=colour_signature(image),
         width=image.width,
         height=image.height,
         mode=image.mode,
@@ -104,6 +113,7 @@ def clean_images(data: Path, cfg: DataConfig | None = None, workers: int | None 
             f"(first: {report.quarantine[-1].item}: {report.quarantine[-1].reason}); check the files"
         )
     hashes = np.array([f.phash for f in facts], dtype=np.uint64)
+    colours = np.stack([f.colours for f in facts]) if facts else np.zeros((0, 48), np.uint8)
 
     def same_as(i: int, j: int) -> str:
         return "same bytes as" if facts[i].sha256 == facts[j].sha256 else "same pixels as"
@@ -111,7 +121,9 @@ def clean_images(data: Path, cfg: DataConfig | None = None, workers: int | None 
     def find_near(survivors: list[int]) -> np.ndarray:
         if cfg.image_hash_distance < 0:
             return np.zeros((0, 2), dtype=np.int64)
-        return near_pairs(hashes[survivors], cfg.image_hash_distance)
+        return near_image_pairs(
+            hashes[survivors], colours[survivors], cfg.image_hash_distance, cfg.image_colour_tolerance
+        )
 
     resolution = resolve_duplicates(
         [item.name for item in usable],
@@ -134,6 +146,7 @@ def clean_images(data: Path, cfg: DataConfig | None = None, workers: int | None 
         report,
         colour=any(facts[i].colour for i in keep),
         hashes=hashes[keep],
+        colours=colours[keep],
         sizes=[(facts[i].width, facts[i].height) for i in keep],
         modes=[facts[i].mode for i in keep],
     )

@@ -38,6 +38,9 @@ class DataConfig:
     # Images whose perceptual hashes differ in at most this many of 64 bits are near duplicates
     # (re-encoded, resized, grey vs RGB). -1 turns the near-duplicate search off.
     image_hash_distance: int = 4
+    # ...and whose 4x4 colour thumbnails differ by at most this much per channel (0-255): the hash alone
+    # ignores colour, so differently coloured images of one shape are not duplicates.
+    image_colour_tolerance: int = 32
     # Resized uint8 images for training: decoded on the fly each epoch ("none"), kept after the first
     # epoch in memory ("memory", small sets) or in files under cache_dir ("disk", bounded memory).
     image_cache: str = "none"

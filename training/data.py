@@ -100,8 +100,8 @@ class Dataset:
     """Cleaned items of one task.
 
     ``groups[i]`` is equal for items that are the same or near-duplicate content: they always share a
-    split. ``hashes`` holds a 64-bit perceptual hash per image (None for texts), kept for the leakage
-    check; ``sizes`` and ``modes`` describe each image for the data summary.
+    split. ``hashes`` holds a 64-bit perceptual hash and ``colours`` a colour signature per image (None
+    for texts), kept for the leakage check; ``sizes`` and ``modes`` describe each image for the data summary.
     """
 
     task: str
@@ -111,6 +111,7 @@ class Dataset:
     report: DataReport
     colour: bool = False  # image task: at least one kept image has real colour
     hashes: np.ndarray | None = None
+    colours: np.ndarray | None = None  # (N, 48) uint8 colour signature per image
     sizes: list[tuple[int, int]] = field(default_factory=list)  # (width, height) per image
     modes: list[str] = field(default_factory=list)
 
@@ -134,6 +135,7 @@ class Dataset:
             report=DataReport(source=self.report.source),
             colour=self.colour,
             hashes=self.hashes[indices] if self.hashes is not None else None,
+            colours=self.colours[indices] if self.colours is not None else None,
             sizes=[self.sizes[i] for i in indices] if self.sizes else [],
             modes=[self.modes[i] for i in indices] if self.modes else [],
         )

@@ -39,6 +39,23 @@ def phash64(image: Image.Image) -> int:
     return int.from_bytes(np.packbits(bits).tobytes(), "big")
 
 
+def colour_signature(image: Image.Image) -> np.ndarray:
+    """A 4x4 RGB thumbnail (48 bytes). The perceptual hash ignores colour and brightness; this does not,
+    so a red and a green traffic light of the same shape are not near duplicates."""
+    small = flatten_alpha(image).convert("RGB").resize((4, 4), Image.Resampling.BOX)
+    return np.asarray(small, dtype=np.uint8).reshape(-1)
+
+
+def near_image_pairs(hashes: np.ndarray, colours: np.ndarray, max_distance: int, colour_tolerance: int) -> np.ndarray:
+    """Pairs within ``max_distance`` hash bits whose colour signatures differ by at most ``colour_tolerance``."""
+    pairs = near_pairs(hashes, max_distance)
+    if len(pairs) == 0:
+        return pairs
+    a = colours[pairs[:, 0]].astype(np.int16)
+    b = colours[pairs[:, 1]].astype(np.int16)
+    return pairs[np.abs(a - b).max(axis=1) <= colour_tolerance]
+
+
 def text_near_key(text: str) -> str:
     """The normalised form two near-duplicate texts share: case, whitespace, punctuation and digits ignored."""
     return _DIGITS.sub("0", standardize(text).replace("'", ""))
@@ -84,13 +101,9 @@ def _pairs_within(members: np.ndarray, hashes: np.ndarray, max_distance: int) ->
     return out
 
 
-def count_near(query: np.ndarray, reference: np.ndarray, max_distance: int) -> int:
-    """How many ``query`` hashes have a ``reference`` hash within ``max_distance`` bits."""
-    if len(query) == 0 or len(reference) == 0:
-        return 0
-    pairs = near_pairs(np.concatenate([reference, query]), max_distance)
-    n = len(reference)
-    crossing = pairs[(pairs[:, 0] < n) & (pairs[:, 1] >= n)]
+def count_crossing(pairs: np.ndarray, n_reference: int) -> int:
+    """Given pairs over [reference; query] items, how many query items pair with a reference item."""
+    crossing = pairs[(pairs[:, 0] < n_reference) & (pairs[:, 1] >= n_reference)]
     return len(np.unique(crossing[:, 1]))
 
 

@@ -18,9 +18,11 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 
+import numpy as np
+
 from training.config import DataConfig
 from training.data import Dataset
-from training.duplicates import count_near, text_near_key
+from training.duplicates import count_crossing, near_image_pairs, text_near_key
 
 log = logging.getLogger(__name__)
 
@@ -61,16 +63,22 @@ def stable_split(labels: list[str], groups: list[str], val_fraction: float, test
     return Split(out["train"], out["val"], out["test"])
 
 
-def leakage(train: Dataset, other: Dataset, hash_distance: int) -> int:
+def leakage(train: Dataset, other: Dataset, cfg: DataConfig) -> int:
     """How many items of ``other`` have an exact or near duplicate in ``train``.
 
-    Checked independently of the grouping that should make it zero: images by perceptual hash,
-    texts by their normalised form.
+    Checked independently of the grouping that should make it zero: images by perceptual hash and
+    colour signature, texts by their normalised form.
     """
     if train.task == "image":
-        if train.hashes is None or other.hashes is None:
+        if train.hashes is None or other.hashes is None or train.colours is None or other.colours is None:
             return 0
-        return count_near(other.hashes, train.hashes, max(hash_distance, 0))
+        pairs = near_image_pairs(
+            np.concatenate([train.hashes, other.hashes]),
+            np.concatenate([train.colours, other.colours]),
+            max(cfg.image_hash_distance, 0),
+            cfg.image_colour_tolerance,
+        )
+        return count_crossing(pairs, len(train))
     seen = {text_near_key(t) for t in train.inputs}
     return sum(1 for t in other.inputs if text_near_key(t) in seen)
 
@@ -81,8 +89,8 @@ def split_dataset(dataset: Dataset, cfg: DataConfig) -> tuple[Dataset, Dataset, 
     train, val, test = dataset.subset(s.train), dataset.subset(s.val), dataset.subset(s.test)
     dataset.report.details["split"] = s.sizes()
     dataset.report.details["leakage"] = {
-        "test_near_train": leakage(train, test, cfg.image_hash_distance),
-        "validation_near_train": leakage(train, val, cfg.image_hash_distance),
+        "test_near_train": leakage(train, test, cfg),
+        "validation_near_train": leakage(train, val, cfg),
     }
     log.info("split: %s; leakage %s", s.sizes(), dataset.report.details["leakage"])
     return train, val, test

@@ -67,3 +67,38 @@ def test_image_flow_counts_dirt_in_mixed_sizes_and_modes(tmp_path: Path, prefect
     assert report["data"]["rows_kept"] == 75
     assert report["variants"]["fp32"]["accuracy"] >= 0.8
     assert report["spec"]["channels"] == 3  # the data has colour images
+
+
+@pytest.mark.slow
+def test_label_change_stops_before_training_and_imbalance_is_weighted(tmp_path: Path, prefect_server: None) -> None:
+    from flows.retrain import retrain
+    from training.data import DataError
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY_CONFIG)
+    store = tmp_path / "store"
+    rows = [r for r in make_texts(40) if r[1] != "food"] + [r for r in make_texts(40) if r[1] == "food"][:10]
+    first = retrain(
+        task="text", data=str(write_csv(tmp_path / "a.csv", rows)), out=str(tmp_path / "run1"), store=str(store),
+        config=str(cfg),
+    )
+    # 40 vs 10 examples: balanced class weights, said in the report
+    assert first["data"]["summary"]["imbalance"]["class_weights"] == "balanced"
+    weights = first["training"]["class_weights"]
+    assert weights["food"] > 2 * weights["sports"]
+    run_dir = tmp_path / "run1"
+    assert (run_dir / "data_report.md").exists() and (run_dir / "quarantine.csv").exists()
+    assert (run_dir / "plots" / "classes.png").exists()
+
+    changed = write_csv(tmp_path / "b.csv", make_texts(20) + [(f"a new song {w}", "music") for w in "abcdefgh"])
+    with pytest.raises(DataError, match=r"new label\(s\) \['music'\].*--allow-label-change"):
+        retrain(task="text", data=str(changed), out=str(tmp_path / "run2"), store=str(store), config=str(cfg))
+    assert ModelStore(store).versions("text") == ["v0001"]  # stopped before training: nothing registered
+    assert not (tmp_path / "run2" / "artifacts").exists()
+
+    allowed = retrain(
+        task="text", data=str(changed), out=str(tmp_path / "run3"), store=str(store), config=str(cfg),
+        allow_label_change=True,
+    )
+    assert allowed["data"]["label_change"] == {"added": ["music"], "removed": []}
+    assert ModelStore(store).versions("text") == ["v0001", "v0002"]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests.conftest import add_dirt, make_texts, write_csv
 from training.clean import clean_images, clean_texts, load_dataset
@@ -111,3 +113,64 @@ def test_untrainable_data_stops_with_the_fix(tmp_path: Path) -> None:
 def test_unknown_task_is_rejected(texts_csv: Path) -> None:
     with pytest.raises(DataError, match="unknown task 'audio'"):
         load_dataset("audio", texts_csv)
+
+
+def test_near_duplicate_images_grouped_and_conflicts_dropped(image_folder: Path) -> None:
+    originals = sorted((image_folder / "horizontal").glob("*.png"))
+    first, second = Image.open(originals[0]), Image.open(originals[1])
+    # the same picture re-encoded as a larger RGB JPEG, under the same label: kept, grouped
+    first.convert("RGB").resize((first.width * 4, first.height * 4)).save(image_folder / "horizontal" / "big.jpg")
+    # the same picture under another label: both copies dropped as conflicting
+    second.convert("RGB").resize((second.width * 2, second.height * 2)).save(image_folder / "vertical" / "oops.jpg")
+    ds = clean_images(image_folder)
+    r = ds.report.to_dict()
+    assert r["conflicting_labels"] == 2 and r["duplicates_removed"] == 0
+    names = {Path(p).name for p in ds.inputs}
+    assert "big.jpg" in names and originals[0].name in names
+    assert originals[1].name not in names and "oops.jpg" not in names
+    big = [str(p) for p in ds.inputs].index(str(image_folder / "horizontal" / "big.jpg"))
+    orig = [str(p) for p in ds.inputs].index(str(originals[0]))
+    assert ds.groups[big] == ds.groups[orig] and r["near_duplicates"] >= 2
+    conflicts = {q.item: q.reason for q in ds.report.quarantine if q.kind == "conflicting_labels"}
+    assert "labelled 'vertical'" in conflicts[f"horizontal/{originals[1].name}"]
+
+
+def test_differently_coloured_images_of_one_shape_are_not_duplicates(tmp_path: Path) -> None:
+    for label, colour in (("red", (220, 20, 20)), ("green", (20, 220, 20))):
+        (tmp_path / "lights" / label).mkdir(parents=True)
+        for k in range(3):
+            image = Image.new("RGB", (32, 32), (0, 0, 0))
+            image.paste(colour, (8 + k, 8, 24 + k, 24))
+            image.save(tmp_path / "lights" / label / f"{k}.png")
+    ds = clean_images(tmp_path / "lights")
+    assert ds.report.conflicting_labels == 0 and ds.report.rows_kept == 6
+
+
+def test_text_near_duplicates_and_conflicts(tmp_path: Path) -> None:
+    rows = [
+        ("The parcel arrived LATE, again!", "complaint"),
+        ("the parcel arrived late again", "complaint"),  # near: case and punctuation
+        ("Order 1234 shipped", "info"),
+        ("order 98 shipped.", "info"),  # near: digits
+        ("great service", "praise"),
+        ("Great service!!", "complaint"),  # near, other label: both dropped
+        ("exactly this", "info"),
+        ("exactly this", "praise"),  # exact, other label: both dropped
+        ("something else entirely", "info"),
+    ]
+    ds = clean_texts(write_csv(tmp_path / "t.csv", rows))
+    r = ds.report.to_dict()
+    assert r["conflicting_labels"] == 4 and r["near_duplicates"] == 4 and r["rows_kept"] == 5
+    assert ds.groups[0] == ds.groups[1] and ds.groups[2] == ds.groups[3] and ds.groups[0] != ds.groups[2]
+
+
+def test_quarantine_lists_every_skipped_item(tmp_path: Path) -> None:
+    rows = make_texts(10) + [("", "food")] * 120 + [("x y", "")] * 3
+    ds = clean_texts(write_csv(tmp_path / "t.csv", rows))
+    path = ds.report.write_quarantine(tmp_path / "run" / "quarantine.csv")
+    with path.open() as fh:
+        listed = list(csv.DictReader(fh))
+    assert len(listed) == 123 == ds.report.to_dict()["quarantined"]
+    assert len(ds.report.to_dict()["skipped_examples"]) == 50  # report.json stays small
+    assert {row["kind"] for row in listed} == {"empty_skipped", "missing_label_skipped"}
+    assert listed[0]["item"] == "line 32" and listed[-1]["reason"] == "label is empty"

@@ -1,0 +1,180 @@
+"""Every input format users hand over, and the one-line stop for each kind of unusable input."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.conftest import make_image_folder, make_texts, png_bytes, write_csv
+from training.clean import clean_images, clean_texts
+from training.data import DataError
+
+# ---------------------------------------------------------------- image manifests
+
+
+def _manifest_rows(root: Path, relative_to: Path | None) -> list[tuple[str, str]]:
+    rows = []
+    for path in sorted(root.glob("*/*")):
+        shown = path.relative_to(relative_to) if relative_to else path.resolve()
+        rows.append((str(shown), path.parent.name))
+    return rows
+
+
+def test_csv_manifest_with_relative_paths_and_missing_files(tmp_path: Path) -> None:
+    root = make_image_folder(tmp_path / "images", per_class=10)
+    rows = _manifest_rows(root, tmp_path) + [("images/gone.png", "vertical"), ("", "vertical")]
+    manifest = write_csv(tmp_path / "manifest.csv", rows, header=("path", "label"))
+    ds = clean_images(manifest)
+    r = ds.report.to_dict()
+    assert r["rows_kept"] == 30 and r["classes"] == {"diagonal": 10, "horizontal": 10, "vertical": 10}
+    assert r["missing_file_skipped"] == 2 and r["rows_read"] == 32
+    missing = [q for q in ds.report.quarantine if q.kind == "missing_file_skipped"]
+    assert "images/gone.png" in missing[0].item and "file not found" in missing[0].reason
+
+
+def test_jsonl_manifest_with_absolute_paths_and_label_whitespace(tmp_path: Path) -> None:
+    root = make_image_folder(tmp_path / "images", per_class=8)
+    manifest = tmp_path / "elsewhere" / "manifest.jsonl"
+    manifest.parent.mkdir()
+    lines = [json.dumps({"path": p, "label": f"  {label} "}) for p, label in _manifest_rows(root, None)]
+    manifest.write_text("\n".join(lines) + "\n{broken\n")
+    ds = clean_images(manifest)
+    assert set(ds.label_names) == {"diagonal", "horizontal", "vertical"}  # trimmed, otherwise as given
+    assert ds.report.rows_kept == 24 and ds.report.malformed_skipped == 1
+
+
+def test_manifest_whose_files_are_all_missing_stops(tmp_path: Path) -> None:
+    manifest = write_csv(tmp_path / "m.csv", [("a.png", "x"), ("b.png", "y")], header=("file", "class"))
+    with pytest.raises(DataError, match=r"none of the 2 files listed .* exist"):
+        clean_images(manifest)
+
+
+def test_empty_folder_and_folder_without_images_stop(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="holds no files"):
+        clean_images(tmp_path / "empty")
+    (tmp_path / "docs" / "a").mkdir(parents=True)
+    (tmp_path / "docs" / "a" / "notes.txt").write_text("hi")
+    with pytest.raises(DataError, match="no image files in label folders"):
+        clean_images(tmp_path / "docs")
+
+
+def test_folder_of_only_corrupt_images_stops(tmp_path: Path) -> None:
+    (tmp_path / "imgs" / "a").mkdir(parents=True)
+    (tmp_path / "imgs" / "a" / "x.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match="none of the 1 image files .* could be decoded"):
+        clean_images(tmp_path / "imgs")
+
+
+def test_tiff_and_sixteen_bit_images_are_read(tmp_path: Path) -> None:
+    (tmp_path / "i" / "a").mkdir(parents=True)
+    (tmp_path / "i" / "b").mkdir(parents=True)
+    Image.new("I;16", (10, 10), 3000).save(tmp_path / "i" / "a" / "x.tif")
+    (tmp_path / "i" / "b" / "y.png").write_bytes(png_bytes())
+    ds = clean_images(tmp_path / "i")
+    assert ds.report.rows_kept == 2 and ds.modes[0].startswith("I")
+
+
+# ---------------------------------------------------------------- text tables
+
+
+def test_jsonl_texts_with_fields_by_name_and_broken_lines(tmp_path: Path) -> None:
+    rows = make_texts(5)
+    lines = [json.dumps({"id": i, "body": t, "tag": label}) for i, (t, label) in enumerate(rows)]
+    lines.insert(3, "{not json")
+    lines.insert(5, "[1, 2]")
+    lines.append(json.dumps({"id": 99, "body": "no tag here"}))
+    path = tmp_path / "t.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    ds = clean_texts(path, text_column="body", label_column="tag")
+    r = ds.report.to_dict()
+    assert r["rows_kept"] == 15 and r["malformed_skipped"] == 3 and r["rows_read"] == 18
+    reasons = {q.item: q.reason for q in ds.report.quarantine}
+    assert "not valid JSON" in reasons["line 4"] and "not an object" in reasons["line 6"]
+    assert "no field 'tag'" in reasons["line 18"]
+
+
+def test_jsonl_numeric_labels_become_text(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_text("\n".join(json.dumps({"text": f"item {w}", "label": i % 2}) for i, w in enumerate("abcdef")))
+    ds = clean_texts(path)
+    assert ds.label_names == ("0", "1")
+
+
+def test_jsonl_with_every_line_broken_stops(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_text("{a\n{b\n")
+    with pytest.raises(DataError, match=r"no line of .* is a JSON object \(2 broken line\(s\), first: line 1"):
+        clean_texts(path)
+
+
+def test_parquet_texts(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = make_texts(4)
+    table = pa.table({"review": [t for t, _ in rows] + [None], "stars": [lab for _, lab in rows] + ["food"]})
+    pq.write_table(table, tmp_path / "t.parquet")
+    ds = clean_texts(tmp_path / "t.parquet", label_column="stars")
+    assert ds.report.rows_kept == 12 and ds.report.empty_skipped == 1
+    assert ds.report.quarantine[0].item == "row 13"
+
+
+def test_quoted_newlines_bom_and_mixed_line_endings(tmp_path: Path) -> None:
+    body = '\ufefftext,label\r\n"first line\nsecond line",a\n"plain, with comma",b\r\nthird,a\rfourth,b\n'
+    path = tmp_path / "t.csv"
+    path.write_bytes(body.encode("utf-8"))
+    ds = clean_texts(path)
+    assert ds.inputs[0] == "first line second line"
+    assert ds.inputs[1] == "plain, with comma"
+    assert ds.labels == ["a", "b", "a", "b"]
+
+
+def test_utf16_file_is_decoded(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_bytes("text,label\nnaïve café,a\nzürich,b\n".encode("utf-16"))
+    assert clean_texts(path).inputs == ["naïve café", "zürich"]
+
+
+def test_column_that_does_not_exist_lists_columns_and_a_sample_row(tmp_path: Path) -> None:
+    rows = [(str(i), f"text {w}", "a", "x", "y") for i, w in enumerate("abc")]
+    path = write_csv(tmp_path / "t.csv", rows, header=("id", "text", "label", "c3", "c4"))
+    with pytest.raises(DataError, match=r"no text column '9'; columns found: \['id', 'text', 'label', 'c3', 'c4'\]"):
+        clean_texts(path, text_column="9")
+    with pytest.raises(DataError, match=r"first row: .*'text': 'text a'"):
+        clean_texts(path, label_column="nope")
+    jsonl = tmp_path / "t.jsonl"
+    jsonl.write_text(json.dumps({"body": "x", "label": "a"}) + "\n")
+    with pytest.raises(DataError, match=r"no text column 'text'; columns found: \['body', 'label'\]"):
+        clean_texts(jsonl, text_column="text")
+
+
+def test_binary_file_is_not_a_text_table(tmp_path: Path) -> None:
+    path = tmp_path / "photo.csv"
+    path.write_bytes(png_bytes())
+    with pytest.raises(DataError, match="not a text table"):
+        clean_texts(path)
+    noise = tmp_path / "noise.tsv"
+    noise.write_bytes(bytes(range(256)) * 40)
+    with pytest.raises(DataError, match="not a text table"):
+        clean_texts(noise)
+
+
+def test_header_only_and_empty_files_stop(tmp_path: Path) -> None:
+    (tmp_path / "h.csv").write_text("text,label\n")
+    with pytest.raises(DataError, match="header but no data rows"):
+        clean_texts(tmp_path / "h.csv")
+    (tmp_path / "e.csv").write_text("  \n")
+    with pytest.raises(DataError, match="is empty"):
+        clean_texts(tmp_path / "e.csv")
+
+
+def test_label_whitespace_trimmed_but_case_kept(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    with path.open("w", newline="") as fh:
+        csv.writer(fh).writerows([("text", "label"), ("one thing", " Pos "), ("other thing", "pos")])
+    assert clean_texts(path).labels == ["Pos", "pos"]
