@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast lint bench bench-data clean
 
 # Re-install only when the dependency list changes.
 $(STAMP): pyproject.toml
@@ -32,8 +32,13 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile
 
+# The full benchmark rewrites docs/BENCHMARKS.md; bench-data (50,000 generated JPEGs) adds its section.
 bench: install
 	$(BIN)/python -m flows.bench --out docs/BENCHMARKS.md
+	$(BIN)/python -m flows.bench_data --out docs/BENCHMARKS.md
+
+bench-data: install
+	$(BIN)/python -m flows.bench_data --out docs/BENCHMARKS.md
 
 clean:
 	rm -rf .kiln .pytest_cache .mypy_cache .ruff_cache

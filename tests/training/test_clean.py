@@ -174,3 +174,13 @@ def test_quarantine_lists_every_skipped_item(tmp_path: Path) -> None:
     assert len(ds.report.to_dict()["skipped_examples"]) == 50  # report.json stays small
     assert {row["kind"] for row in listed} == {"empty_skipped", "missing_label_skipped"}
     assert listed[0]["item"] == "line 32" and listed[-1]["reason"] == "label is empty"
+
+
+def test_label_change_names_new_and_vanished_labels() -> None:
+    from training.data import check_label_change
+
+    assert check_label_change(None, ("a", "b"), allow=False) == {"added": [], "removed": []}
+    assert check_label_change(("a", "b"), ("a", "b"), allow=False) == {"added": [], "removed": []}
+    with pytest.raises(DataError, match=r"new label\(s\) \['c'\] and vanished label\(s\) \['b'\]"):
+        check_label_change(("a", "b"), ("a", "c"), allow=False)
+    assert check_label_change(("a", "b"), ("a", "c"), allow=True) == {"added": ["c"], "removed": ["b"]}
