@@ -99,11 +99,13 @@ def measure(data: Path, workdir: Path) -> dict[str, Any]:
     rss_after_cleaning = _peak_rss_mib(resource.RUSAGE_SELF)
     rss_worker = _peak_rss_mib(resource.RUSAGE_CHILDREN)  # before TensorFlow starts any child process
 
+    from serving.preprocess import ImageSpec
     from training.features import make_spec
     from training.pipeline import training_batches
     from training.train import train_model
 
     spec = make_spec(train, train.label_names, cfg)
+    assert isinstance(spec, ImageSpec)
     batches = training_batches(train, spec, cfg)
     seen, t0 = 0, time.perf_counter()
     for k, (x, _) in enumerate(batches):

@@ -106,9 +106,7 @@ def run(
     no_header: NoHeaderOption = False,
     allow_label_change: Annotated[
         bool,
-        typer.Option(
-            "--allow-label-change", help="Train even when the labels differ from the production model's."
-        ),
+        typer.Option("--allow-label-change", help="Train even when the labels differ from the production model's."),
     ] = False,
 ) -> None:
     """Run the retrain flow: clean, check, split, data report, train, compress, gate, register (and promote
@@ -170,8 +168,10 @@ def print_data_summary(data: dict, out_dir: Path) -> None:
     )
     if "split" in data:
         leak = data.get("leakage", {})
-        typer.echo(f"split: {data['split']}; leakage test/validation near train: "
-                   f"{leak.get('test_near_train')}/{leak.get('validation_near_train')}")
+        typer.echo(
+            f"split: {data['split']}; leakage test/validation near train: "
+            f"{leak.get('test_near_train')}/{leak.get('validation_near_train')}"
+        )
     imb = data.get("summary", {}).get("imbalance")
     if imb:
         typer.echo(f"imbalance ratio {imb['ratio']}: class weights {imb['class_weights']}")

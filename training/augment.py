@@ -33,8 +33,10 @@ def build_augmenter(cfg: AugmentConfig, seed: int) -> keras.Sequential | None:
         steps.append(layers.RandomContrast(cfg.contrast, seed=seed + 3))
     if cfg.brightness:
         steps.append(layers.RandomBrightness(cfg.brightness, value_range=(0.0, 1.0), seed=seed + 4))
-    flips = "horizontal_and_vertical" if cfg.horizontal_flip and cfg.vertical_flip else (
-        "horizontal" if cfg.horizontal_flip else "vertical" if cfg.vertical_flip else None
+    flips = (
+        "horizontal_and_vertical"
+        if cfg.horizontal_flip and cfg.vertical_flip
+        else ("horizontal" if cfg.horizontal_flip else "vertical" if cfg.vertical_flip else None)
     )
     if flips:
         steps.append(layers.RandomFlip(flips, seed=seed + 5))

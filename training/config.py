@@ -231,9 +231,7 @@ def _validate(cfg: RunConfig) -> None:
         )
     t = cfg.text_model
     if not 1 <= t.min_length <= t.max_length_limit or not 0 < t.length_percentile <= 100:
-        raise ConfigError(
-            "text_model needs 1 <= min_length <= max_length_limit and 0 < length_percentile <= 100"
-        )
+        raise ConfigError("text_model needs 1 <= min_length <= max_length_limit and 0 < length_percentile <= 100")
     a = cfg.augment
     if not (0 <= a.token_dropout < 1 and 0 <= a.random_swap <= 1 and a.mixup_alpha >= 0 and a.cutmix_alpha >= 0):
         raise ConfigError("augment.token_dropout must be in [0, 1), random_swap in [0, 1], mixup/cutmix alpha >= 0")

@@ -171,9 +171,7 @@ def resolve_duplicates(
         else:
             same_label.append((a, b))
     for i, other in sorted(conflict.items()):
-        result.dropped.append(
-            (i, "conflicting_labels", f"near duplicate of {names[other]} labelled {labels[other]!r}")
-        )
+        result.dropped.append((i, "conflicting_labels", f"near duplicate of {names[other]} labelled {labels[other]!r}"))
     kept_pos = [p for p, i in enumerate(survivors) if i not in conflict]
     linked = [(a, b) for a, b in same_label if survivors[a] not in conflict and survivors[b] not in conflict]
     n = len(survivors)

@@ -50,8 +50,14 @@ def text_length(texts: list[str], cfg: RunConfig) -> int:
     counts = token_counts(texts)
     wanted = int(np.ceil(np.percentile(counts, t.length_percentile))) if len(counts) else t.min_length
     length = int(np.clip(wanted, t.min_length, t.max_length_limit))
-    log.info("text length: %d tokens (%gth percentile %d, bounds %d-%d)", length, t.length_percentile, wanted,
-             t.min_length, t.max_length_limit)
+    log.info(
+        "text length: %d tokens (%gth percentile %d, bounds %d-%d)",
+        length,
+        t.length_percentile,
+        wanted,
+        t.min_length,
+        t.max_length_limit,
+    )
     return length
 
 

@@ -264,9 +264,7 @@ def _read_csv(
     ti = _resolve(text_column, head, width, text_aliases, what, 0, sample)
     li = _resolve(label_column, head, width, LABEL_ALIASES, "label", 1, sample)
     if ti == li:
-        raise DataError(
-            f"{what} and label columns are the same column ({ti}); pass --{what}-column and --label-column"
-        )
+        raise DataError(f"{what} and label columns are the same column ({ti}); pass --{what}-column and --label-column")
     table = Table(format="tsv" if delimiter == "\t" else "csv", delimiter=delimiter)
     table.columns = (head[ti], head[li]) if head else (str(ti), str(li))
     for line, row in rows:
@@ -325,7 +323,7 @@ def _read_jsonl(
     if not objects:
         raise DataError(
             f"no line of {path} is a JSON object ({len(broken)} broken line(s), first: line {broken[0][0]}: "
-            f"{broken[0][1]}); expected one object per line such as {{\"{what}\": ..., \"label\": ...}}"
+            f'{broken[0][1]}); expected one object per line such as {{"{what}": ..., "label": ...}}'
             if broken
             else f"{path} holds no JSON objects"
         )

@@ -147,8 +147,12 @@ def write_data_report(
     paths["markdown"] = out / "data_report.md"
     paths["markdown"].write_text(render_markdown(dataset, report, images, out), encoding="utf-8")
     paths.update({f"plot_{k}": v for k, v in images.items()})
-    log.info("data report: %s (%d quarantined items in %s)", paths["markdown"], len(dataset.report.quarantine),
-             paths["quarantine"])
+    log.info(
+        "data report: %s (%d quarantined items in %s)",
+        paths["markdown"],
+        len(dataset.report.quarantine),
+        paths["quarantine"],
+    )
     return paths
 
 
@@ -161,11 +165,22 @@ def _table(rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> list[str]:
 def render_markdown(dataset: Dataset, report: dict[str, Any], images: dict[str, Path], out: Path) -> str:
     """The human-readable data report (also published as a Prefect markdown artifact)."""
     summary = report.get("summary", {})
-    counted = [(k, report[k]) for k in (
-        "rows_read", "rows_kept", "duplicates_removed", "conflicting_labels", "near_duplicates",
-        "unreadable_skipped", "missing_file_skipped", "empty_skipped", "missing_label_skipped", "malformed_skipped",
-        "hidden_ignored",
-    )]
+    counted = [
+        (k, report[k])
+        for k in (
+            "rows_read",
+            "rows_kept",
+            "duplicates_removed",
+            "conflicting_labels",
+            "near_duplicates",
+            "unreadable_skipped",
+            "missing_file_skipped",
+            "empty_skipped",
+            "missing_label_skipped",
+            "malformed_skipped",
+            "hidden_ignored",
+        )
+    ]
     lines = [f"# Data report: {report['source']}", "", f"Task: {dataset.task}.", ""]
     lines += _table(counted, ("count", "items"))
     split_classes = summary.get("split_classes", {})
@@ -177,21 +192,37 @@ def render_markdown(dataset: Dataset, report: dict[str, Any], images: dict[str, 
     lines += _table(rows, ("label", "kept", "train", "validation", "test"))
     imb = summary.get("imbalance")
     if imb:
-        lines += ["", f"Imbalance ratio (largest / smallest class): {imb['ratio']}; class weights in training: "
-                  f"**{imb['class_weights']}** (train.class_weights = {imb['setting']}, threshold {imb['threshold']})."]
+        lines += [
+            "",
+            f"Imbalance ratio (largest / smallest class): {imb['ratio']}; class weights in training: "
+            f"**{imb['class_weights']}** (train.class_weights = {imb['setting']}, threshold {imb['threshold']}).",
+        ]
     if "leakage" in report:
         leak = report["leakage"]
-        lines += ["", f"Leakage: {leak['test_near_train']} test and {leak['validation_near_train']} validation items "
-                  "have an exact or near duplicate in training."]
+        lines += [
+            "",
+            f"Leakage: {leak['test_near_train']} test and {leak['validation_near_train']} validation items "
+            "have an exact or near duplicate in training.",
+        ]
     if "images" in summary:
         s = summary["images"]
-        lines += ["", "## Images", "", f"Modes: {s['modes']}; colour: {s['colour']}; most common sizes: "
-                  f"{s['most_common_sizes']}.", f"Width {s['width']}; height {s['height']}."]
+        lines += [
+            "",
+            "## Images",
+            "",
+            f"Modes: {s['modes']}; colour: {s['colour']}; most common sizes: {s['most_common_sizes']}.",
+            f"Width {s['width']}; height {s['height']}.",
+        ]
     if "texts" in summary:
         s = summary["texts"]
-        lines += ["", "## Texts", "", f"Tokens per text: {s['tokens']}.",
-                  f"Model length: {s['max_length']} tokens ({s['truncated_share']:.1%} of texts are cut); "
-                  f"vocabulary {s['vocabulary_size']}; test vocabulary coverage {s['test_vocabulary_coverage']}."]
+        lines += [
+            "",
+            "## Texts",
+            "",
+            f"Tokens per text: {s['tokens']}.",
+            f"Model length: {s['max_length']} tokens ({s['truncated_share']:.1%} of texts are cut); "
+            f"vocabulary {s['vocabulary_size']}; test vocabulary coverage {s['test_vocabulary_coverage']}.",
+        ]
         pairs = near_duplicate_pairs(dataset, 10)
         if pairs:
             lines += ["", "### Near-duplicate texts (kept, same split)", ""]

@@ -115,8 +115,10 @@ def near_duplicate_grid(dataset: Dataset, pairs: list[tuple[int, int]], path: Pa
     if not pairs:
         return None
     rows = [
-        (f"{Path(dataset.inputs[a]).name} ~ {Path(dataset.inputs[b]).name}",
-         [_thumbnail(dataset.inputs[a]), _thumbnail(dataset.inputs[b])])
+        (
+            f"{Path(dataset.inputs[a]).name} ~ {Path(dataset.inputs[b]).name}",
+            [_thumbnail(dataset.inputs[a]), _thumbnail(dataset.inputs[b])],
+        )
         for a, b in pairs
     ]
     return _grid(rows, "Near duplicates (kept, same split)", path)

@@ -94,4 +94,3 @@ def split_dataset(dataset: Dataset, cfg: DataConfig) -> tuple[Dataset, Dataset, 
     }
     log.info("split: %s; leakage %s", s.sizes(), dataset.report.details["leakage"])
     return train, val, test
-

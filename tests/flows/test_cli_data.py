@@ -45,9 +45,8 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
 def test_every_kind_of_bad_input_stops_with_one_line(tmp_path: Path) -> None:
     for name, (args, message) in _bad_inputs(tmp_path).items():
         task, data, *rest = args
-        r = runner.invoke(
-            app, ["data", "inspect", "--task", task, "--data", data, "--out", str(tmp_path / "out"), "--no-plots", *rest]
-        )
+        out = str(tmp_path / "out")
+        r = runner.invoke(app, ["data", "inspect", "--task", task, "--data", data, "--out", out, "--no-plots", *rest])
         assert r.exit_code == 2, (name, r.output)
         errors = [line for line in r.output.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and message in errors[0], (name, r.output)
@@ -57,8 +56,20 @@ def test_every_kind_of_bad_input_stops_with_one_line(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_kiln_run_stops_on_bad_data_without_a_traceback(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    cmd = [sys.executable, "-m", "flows.cli", "run", "--task", "image", "--data", str(tmp_path / "empty"),
-           "--out", str(tmp_path / "run"), "--store", str(tmp_path / "store")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "flows.cli",
+        "run",
+        "--task",
+        "image",
+        "--data",
+        str(tmp_path / "empty"),
+        "--out",
+        str(tmp_path / "run"),
+        "--store",
+        str(tmp_path / "store"),
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
     assert "error: image folder" in result.stderr and "holds no files" in result.stderr

@@ -79,7 +79,10 @@ def test_label_change_stops_before_training_and_imbalance_is_weighted(tmp_path: 
     store = tmp_path / "store"
     rows = [r for r in make_texts(40) if r[1] != "food"] + [r for r in make_texts(40) if r[1] == "food"][:10]
     first = retrain(
-        task="text", data=str(write_csv(tmp_path / "a.csv", rows)), out=str(tmp_path / "run1"), store=str(store),
+        task="text",
+        data=str(write_csv(tmp_path / "a.csv", rows)),
+        out=str(tmp_path / "run1"),
+        store=str(store),
         config=str(cfg),
     )
     # 40 vs 10 examples: balanced class weights, said in the report
@@ -97,7 +100,11 @@ def test_label_change_stops_before_training_and_imbalance_is_weighted(tmp_path: 
     assert not (tmp_path / "run2" / "artifacts").exists()
 
     allowed = retrain(
-        task="text", data=str(changed), out=str(tmp_path / "run3"), store=str(store), config=str(cfg),
+        task="text",
+        data=str(changed),
+        out=str(tmp_path / "run3"),
+        store=str(store),
+        config=str(cfg),
         allow_label_change=True,
     )
     assert allowed["data"]["label_change"] == {"added": ["music"], "removed": []}
