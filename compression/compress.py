@@ -23,7 +23,7 @@ from compression.quantize import quantize_dynamic_int8, quantize_static_qdq
 from serving.runtime import Classifier, make_session, measure_latency
 from training.config import CompressConfig
 from training.data import Dataset
-from training.evaluate import agreement, metrics
+from training.evaluate import agreement, confusion, metrics, per_class
 from training.features import to_arrays
 from training.train import TrainedModel
 
@@ -42,6 +42,8 @@ class Compressed:
     variants: dict[str, dict[str, Any]]
     served: str
     parity: dict[str, Any]
+    per_class: dict[str, dict[str, Any]]  # the served variant's test metrics per class
+    confusion: np.ndarray  # the served variant's test confusion matrix
 
 
 def evaluate_variant(
@@ -124,7 +126,15 @@ def compress_model(trained: TrainedModel, test: Dataset, cfg: CompressConfig, di
             v["latency_ms_p50"],
         )
     log.info("serving variant %s", served)
+    served_probs = {"fp32": fp32_probs, "int8": int8_probs}[served]
     (directory / "spec.json").write_text(json.dumps(trained.spec.to_dict(), indent=2), encoding="utf-8")
     (directory / "keras").mkdir(exist_ok=True)
     trained.model.save(directory / "keras" / "model.keras")
-    return Compressed(directory=directory, variants=variants, served=served, parity=parity)
+    return Compressed(
+        directory=directory,
+        variants=variants,
+        served=served,
+        parity=parity,
+        per_class=per_class(served_probs, y_test, trained.spec.labels),
+        confusion=confusion(served_probs, y_test, len(trained.spec.labels)),
+    )

@@ -84,7 +84,7 @@ def main() -> None:
             lat = latencies[name]
             shown = f"{name} (served)" if name == report["served_variant"] else name
             lines.append(
-                f"| {task} | {report['wall_seconds']:.0f} | {report['training']['seconds']:.0f} | "
+                f"| {task} | {report['wall_seconds']:.0f} | {report['training']['train_seconds']:.0f} | "
                 f"{report['training']['epochs_run']} | {shown} | "
                 f"{v['bytes']:,} | {v['gzip_bytes']:,} | {fp32_bytes / v['bytes']:.2f} | {v['accuracy']:.4f} | "
                 f"{v['macro_f1']:.4f} | {lat['b1_p50']:.3f} | {lat['b1_p95']:.3f} | {lat['b32_p50']:.3f} |"

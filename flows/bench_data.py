@@ -126,7 +126,7 @@ def measure(data: Path, workdir: Path) -> dict[str, Any]:
         "cleaning_s": round(cleaning_s, 1),
         "cleaning_ips": round(dataset.report.rows_read / cleaning_s, 1),
         "pipeline_ips": round(pipeline_ips, 1),
-        "training_ips": round(trained.images_per_s, 1),
+        "training_ips": round(trained.examples_per_s, 1),
         "epoch_s": round(trained.seconds, 1),
         "input": f"{spec.height}x{spec.width}x{spec.channels}",
         "peak_rss_after_cleaning_mib": round(rss_after_cleaning, 0),

@@ -63,13 +63,11 @@ def _setup_logging() -> None:
 
 
 TaskOption = Annotated[Task, typer.Option(help="What to train: an image or a text classifier.")]
-DataOption = Annotated[
-    Path,
-    typer.Option(
-        help="Images: a folder DIR/<label>/<file>, or a manifest (CSV/TSV with path,label columns or JSONL with "
-        '{"path", "label"}; relative paths from the manifest\'s folder). Texts: a CSV, TSV, JSONL or Parquet file.'
-    ),
-]
+DATA_HELP = (
+    "Images: a folder DIR/<label>/<file>, or a manifest (CSV/TSV with path,label columns or JSONL with "
+    '{"path", "label"}; relative paths from the manifest\'s folder). Texts: a CSV, TSV, JSONL or Parquet file.'
+)
+DataOption = Annotated[Path, typer.Option(help=DATA_HELP)]
 ConfigOption = Annotated[Path | None, typer.Option(help="YAML file overriding the defaults (see README).")]
 TextColumnOption = Annotated[
     str | None, typer.Option(help="Text column: header name, 0-based index, or JSON/Parquet field.")
@@ -95,8 +93,8 @@ def _checked_config(data: Path, config: Path | None) -> RunConfig:
 
 @app.command()
 def run(
-    task: TaskOption,
-    data: DataOption,
+    task: Annotated[Task | None, typer.Option(help="What to train: an image or a text classifier.")] = None,
+    data: Annotated[Path | None, typer.Option(help=DATA_HELP)] = None,
     out: Annotated[Path | None, typer.Option(help="Run directory for report.json and artefacts.")] = None,
     store: StoreOption = None,
     config: ConfigOption = None,
@@ -108,37 +106,64 @@ def run(
         bool,
         typer.Option("--allow-label-change", help="Train even when the labels differ from the production model's."),
     ] = False,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            help="Continue an interrupted run from its last epoch checkpoint: give its run directory (--out). "
+            "Its saved task, data, store and configuration are used; other flags are ignored."
+        ),
+    ] = None,
 ) -> None:
     """Run the retrain flow: clean, check, split, data report, train, compress, gate, register (and promote
-    if it passes). The run directory gets report.json, data_report.md/.json, quarantine.csv and plots/."""
+    if it passes). The run directory gets report.json, data_report.md/.json, quarantine.csv, history.csv,
+    plots/, tensorboard/ and, while training, checkpoints/ for --resume."""
     from training.config import ConfigError
 
-    _checked_config(data, config)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    out_dir = out or Path(".kiln") / "runs" / f"{task.value}-{stamp}"
-    model_store = _store(store)
-    typer.echo(f"kiln run: {task.value} model from {data} -> store {model_store.root}, report in {out_dir}")
+    if resume is not None:
+        params = _resumable(resume)
+    else:
+        if task is None or data is None:
+            _fail("--task and --data are required (or --resume RUN_DIR to continue an interrupted run)")
+            raise AssertionError  # unreachable: _fail exits
+        _checked_config(data, config)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        params = {
+            "task": task.value,
+            "data": str(data),
+            "out": str(out or Path(".kiln") / "runs" / f"{task.value}-{stamp}"),
+            "store": str(_store(store).root),
+            "config": str(config) if config else None,
+            "epochs": epochs,
+            "text_column": text_column,
+            "label_column": label_column,
+            "header": not no_header,
+            "allow_label_change": allow_label_change,
+        }
+    verb = "resuming" if resume is not None else "kiln run:"
+    typer.echo(f"{verb} {params['task']} model from {params['data']} -> store {params['store']}, run {params['out']}")
 
     from compression.compress import ParityError
     from flows.retrain import retrain
     from training.data import DataError
 
     try:
-        report = retrain(
-            task=task.value,
-            data=str(data),
-            out=str(out_dir),
-            store=str(model_store.root),
-            config=str(config) if config else None,
-            epochs=epochs,
-            text_column=text_column,
-            label_column=label_column,
-            header=not no_header,
-            allow_label_change=allow_label_change,
-        )
+        report = retrain(**params, resume=resume is not None)
     except (DataError, ConfigError, ParityError, StoreError) as exc:
         _fail(str(exc))
-    print_run_summary(report, out_dir)
+    print_run_summary(report, Path(params["out"]))
+
+
+def _resumable(run_dir: Path) -> dict:
+    """The saved parameters of the run in ``run_dir``, with its directory as ``out``."""
+    from training.config import ConfigError
+    from training.runs import read_run_file
+
+    try:
+        saved = read_run_file(run_dir)["params"]
+    except ConfigError as exc:
+        _fail(str(exc))
+        raise AssertionError from None  # unreachable: _fail exits
+    return {**saved, "out": str(run_dir)}
 
 
 def print_run_summary(report: dict, out_dir: Path) -> None:

@@ -32,6 +32,7 @@ from training.clean import load_dataset  # noqa: E402
 from training.config import ConfigError, config_to_dict, load_config  # noqa: E402
 from training.data import DataError, check_label_change, check_trainable  # noqa: E402
 from training.inspect import write_data_report  # noqa: E402
+from training.plots import draw_training, markdown_with_images  # noqa: E402
 from training.promote import (  # noqa: E402
     build_manifest,
     build_report,
@@ -41,6 +42,7 @@ from training.promote import (  # noqa: E402
     register,
     write_report,
 )
+from training.runs import read_run_file, resumed_config, write_run_file  # noqa: E402
 from training.split import split_dataset  # noqa: E402
 from training.train import train_model  # noqa: E402
 
@@ -73,6 +75,7 @@ check_step = _step(check_trainable, "check-trainable")
 labels_step = _step(check_label_change, "check-label-change")
 split_step = _step(split_dataset, "split")
 report_step = _step(write_data_report, "data-report")
+figures_step = _step(draw_training, "training-figures")
 train_step = _step(train_model, "train")
 compress_step = _step(compress_model, "compress")
 production_step = _step(evaluate_production, "evaluate-production")
@@ -92,11 +95,22 @@ def retrain(
     label_column: str | None = None,
     header: bool = True,
     allow_label_change: bool = False,
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """Train, compress and register a model for ``task`` from ``data``; returns report.json's content."""
-    cfg = load_config(config, {"train": {"epochs": epochs}} if epochs else None)
-    model_store = ModelStore(store)
+    """Train, compress and register a model for ``task`` from ``data``; returns report.json's content.
+
+    With ``resume``, ``out`` is an interrupted run's directory: its saved configuration is used and
+    training continues from its last epoch checkpoint.
+    """
     out_dir = Path(out)
+    if resume:
+        cfg = resumed_config(read_run_file(out_dir))
+    else:
+        cfg = load_config(config, {"train": {"epochs": epochs}} if epochs else None)
+        params = {"task": task, "data": data, "store": store, "config": config, "epochs": epochs}
+        params |= {"text_column": text_column, "label_column": label_column, "header": header}
+        write_run_file(out_dir, params | {"allow_label_change": allow_label_change}, cfg)
+    model_store = ModelStore(store)
 
     dataset = ingest_step(task, Path(data), text_column, label_column, header, cfg.data)
     check_step(dataset, cfg.data.min_examples_per_class)
@@ -109,10 +123,16 @@ def retrain(
         key=f"data-report-{task}",
         description=f"Data report for {data}",
     )
-    trained = train_step(train, val, cfg)
+    trained = train_step(train, val, cfg, out_dir, resume)
     compressed = compress_step(trained, test, cfg.compress, out_dir / "artifacts")
     production = production_step(model_store, task, test)
     decision = gate_step(compressed.variants[compressed.served], production, cfg.gate)
+    figures = figures_step(trained.history, compressed.confusion, trained.spec.labels, out_dir / "plots")
+    create_markdown_artifact(
+        markdown=markdown_with_images(f"Training: {task} model", figures),
+        key=f"training-{task}",
+        description="Learning curves and test confusion matrix",
+    )
 
     manifest = build_manifest(
         task=task,
@@ -125,6 +145,7 @@ def retrain(
         parity=compressed.parity,
         decision=decision,
         config=config_to_dict(cfg),
+        per_class=compressed.per_class,
     )
     version = register_step(model_store, task, compressed.directory, manifest, decision.passed)
     report = build_report(version)

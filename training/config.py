@@ -19,6 +19,8 @@ from typing import Any
 import yaml
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "nesterov", "rmsprop", "adagrad")
+LR_SCHEDULES = ("constant", "step", "exponential", "cosine", "cosine_restarts", "one_cycle")
+EARLY_STOPPING_MODES = ("auto", "min", "max")
 
 
 class ConfigError(ValueError):
@@ -77,6 +79,7 @@ class ImageModelConfig:
     filters: tuple[int, ...] = (32, 64)
     dense_units: int = 128
     dropout: float = 0.3
+    batch_norm: bool = False
 
 
 @dataclass(frozen=True)
@@ -102,10 +105,31 @@ class TrainConfig:
     batch_size: int = 32
     optimizer: str = "adam"
     learning_rate: float = 1e-3
-    early_stopping_patience: int = 6
+    # Decoupled weight decay for any optimizer (adamw uses 1e-4 when this is 0); gradient clipping.
+    weight_decay: float = 0.0
+    clip_norm: float | None = None
+    clip_value: float | None = None
+    # Learning-rate schedule over the whole run: constant, step (x decay_rate every decay_every_epochs),
+    # exponential (x decay_rate per epoch), cosine (with warmup_epochs of linear warmup), cosine_restarts
+    # (first cycle restart_epochs long, each next one twice as long), one_cycle (warm up over the first 30%
+    # to learning_rate, then anneal).
+    lr_schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    decay_every_epochs: int = 10
+    decay_rate: float = 0.5
+    restart_epochs: int = 10
+    # ReduceLROnPlateau on the early-stopping monitor; applies with the constant schedule only.
+    reduce_lr_on_plateau: bool = True
     reduce_lr_patience: int = 3
     reduce_lr_factor: float = 0.5
     min_learning_rate: float = 1e-5
+    label_smoothing: float = 0.0
+    l1: float = 0.0
+    l2: float = 0.0
+    early_stopping_monitor: str = "val_loss"
+    early_stopping_mode: str = "auto"
+    early_stopping_patience: int = 6
+    early_stopping_min_delta: float = 0.0
     seed: int = 42
     # "auto": balanced class weights when the largest class is over imbalance_ratio times the smallest.
     class_weights: str = "auto"
@@ -219,8 +243,18 @@ def _validate(cfg: RunConfig) -> None:
         raise ConfigError(f"image_model.channels must be auto, 1 or 3, got {cfg.image_model.channels!r}")
     if cfg.train.epochs < 1 or cfg.train.batch_size < 1:
         raise ConfigError("train.epochs and train.batch_size must be at least 1")
-    if cfg.train.optimizer not in OPTIMIZERS:
-        raise ConfigError(f"train.optimizer {cfg.train.optimizer!r} is unknown; choose one of: {', '.join(OPTIMIZERS)}")
+    tr = cfg.train
+    for key, value, valid in (
+        ("optimizer", tr.optimizer, OPTIMIZERS),
+        ("lr_schedule", tr.lr_schedule, LR_SCHEDULES),
+        ("early_stopping_mode", tr.early_stopping_mode, EARLY_STOPPING_MODES),
+    ):
+        if value not in valid:
+            raise ConfigError(f"train.{key} {value!r} is unknown; choose one of: {', '.join(valid)}")
+    if not 0 <= tr.label_smoothing < 1 or tr.weight_decay < 0 or tr.l1 < 0 or tr.l2 < 0:
+        raise ConfigError("train.label_smoothing must be in [0, 1); weight_decay, l1 and l2 must be >= 0")
+    if tr.learning_rate <= 0 or tr.decay_every_epochs < 1 or tr.restart_epochs < 1 or tr.warmup_epochs < 0:
+        raise ConfigError("train.learning_rate must be > 0, decay_every_epochs and restart_epochs >= 1, warmup >= 0")
     if d.image_cache not in IMAGE_CACHES:
         raise ConfigError(f"data.image_cache must be one of {', '.join(IMAGE_CACHES)}, got {d.image_cache!r}")
     if d.image_cache == "disk" and not d.cache_dir:

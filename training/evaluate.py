@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import f1_score
+from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
 
 def metrics(probabilities: np.ndarray, y_true: np.ndarray) -> dict[str, Any]:
@@ -27,3 +27,26 @@ def metrics(probabilities: np.ndarray, y_true: np.ndarray) -> dict[str, Any]:
 def agreement(a: np.ndarray, b: np.ndarray) -> float:
     """Share of rows where two models pick the same top-1 class."""
     return round(float(np.mean(np.argmax(a, axis=1) == np.argmax(b, axis=1))), 6)
+
+
+def per_class(probabilities: np.ndarray, y_true: np.ndarray, labels: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Precision, recall, F1 and support of every class, by label name."""
+    y_pred = np.argmax(probabilities, axis=1)
+    p, r, f, n = precision_recall_fscore_support(
+        y_true, y_pred, labels=list(range(len(labels))), average=None, zero_division=0
+    )
+    return {
+        label: {
+            "precision": round(float(p[i]), 4),
+            "recall": round(float(r[i]), 4),
+            "f1": round(float(f[i]), 4),
+            "support": int(n[i]),
+        }
+        for i, label in enumerate(labels)
+    }
+
+
+def confusion(probabilities: np.ndarray, y_true: np.ndarray, classes: int) -> np.ndarray:
+    """Counts of (true class row, predicted class column); unknown labels (-1) are left out."""
+    known = y_true >= 0
+    return confusion_matrix(y_true[known], np.argmax(probabilities[known], axis=1), labels=list(range(classes)))

@@ -138,6 +138,7 @@ def build_manifest(
     parity: dict[str, Any],
     decision: GateResult,
     config: dict[str, Any],
+    per_class: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Everything a later stage needs about a version; report.json is this plus the version name."""
     return {
@@ -147,7 +148,7 @@ def build_manifest(
         "gate": decision.reason,
         "gate_checks": decision.checks,
         "served_variant": served,
-        "metrics": {k: variants[served][k] for k in ("accuracy", "macro_f1")},
+        "metrics": {k: variants[served][k] for k in ("accuracy", "macro_f1")} | {"per_class": per_class or {}},
         "variants": variants,
         "parity": parity,
         "data": data,

@@ -8,14 +8,17 @@ for imbalanced data and per-epoch progress logs.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from serving.preprocess import Spec
+from training.callbacks import build_callbacks, monitor_name, read_history
 from training.config import RunConfig, TrainConfig
 from training.data import Dataset
 from training.features import make_spec, to_inputs
@@ -31,29 +34,42 @@ log = logging.getLogger(__name__)
 class TrainedModel:
     model: keras.Model
     spec: Spec
-    history: dict[str, list[float]]
+    history: dict[str, list[float]]  # per epoch, across a resume
     device: str
     seconds: float
     calibration: np.ndarray = field(repr=False)  # a sample of training inputs for static quantization
+    config: TrainConfig = field(default_factory=TrainConfig)
+    monitor: str = "val_loss"
+    stopped_early: bool = False
     class_weights: dict[str, float] | None = None
-    images_per_s: float = 0.0
+    examples_per_s: float = 0.0
 
     def summary(self) -> dict[str, Any]:
         """The ``training`` section of report.json."""
-        monitor = "val_loss" if "val_loss" in self.history else "loss"
-        losses = self.history[monitor]
+        values = self.history.get(self.monitor) or self.history.get("loss", [float("nan")])
+        pick = np.argmax if _maximise(self.monitor, self.config.early_stopping_mode) else np.argmin
+        best = int(pick(values))
         return {
-            "epochs_run": len(losses),
-            "best_epoch": int(np.argmin(losses)) + 1,
-            "monitor": monitor,
-            "best_" + monitor: round(float(np.min(losses)), 6),
+            "epochs_run": len(values),
+            "best_epoch": best + 1,
+            "stopped_early": self.stopped_early,
+            "monitor": self.monitor,
+            "best_" + self.monitor: round(float(values[best]), 6),
+            "optimizer": self.config.optimizer,
+            "learning_rate": self.config.learning_rate,
+            "lr_schedule": self.config.lr_schedule,
             "final_learning_rate": float(self.history.get("lr", [0.0])[-1]),
+            "train_seconds": round(self.seconds, 1),
+            "examples_per_second": round(self.examples_per_s, 1),
             "device": self.device,
-            "seconds": round(self.seconds, 1),
-            "examples_per_s": round(self.images_per_s, 1),
+            "model": self.model.name,
             "parameters": int(self.model.count_params()),
             "class_weights": self.class_weights,
         }
+
+
+def _maximise(monitor: str, mode: str) -> bool:
+    return mode == "max" or (mode == "auto" and ("acc" in monitor or monitor.endswith("auc")))
 
 
 def class_weights(labels: list[str], names: tuple[str, ...], cfg: TrainConfig) -> dict[int, float] | None:
@@ -68,24 +84,14 @@ def class_weights(labels: list[str], names: tuple[str, ...], cfg: TrainConfig) -
     return {i: total / (len(names) * n) for i, n in enumerate(sizes) if n}
 
 
-class ProgressLog(keras.callbacks.Callback):
-    """One log line per epoch instead of Keras' progress bars (which garble captured logs)."""
+def train_model(
+    train: Dataset, val: Dataset, cfg: RunConfig, run_dir: Path | None = None, resume: bool = False
+) -> TrainedModel:
+    """Build the spec from the training split, then fit on tf.data batches. Labels come from the training split.
 
-    def __init__(self, epochs: int):
-        super().__init__()
-        self.epochs = epochs
-        self.started = 0.0
-
-    def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-        self.started = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-        shown = " ".join(f"{k} {v:.4f}" for k, v in (logs or {}).items() if k != "lr")
-        log.info("epoch %d/%d: %s (%.1fs)", epoch + 1, self.epochs, shown, time.perf_counter() - self.started)
-
-
-def train_model(train: Dataset, val: Dataset, cfg: RunConfig) -> TrainedModel:
-    """Build the spec from the training split, then fit on tf.data batches. Labels come from the training split."""
+    With ``run_dir``, every epoch is checkpointed there; ``resume`` continues from the last checkpoint of
+    an interrupted run in that directory, the epoch count carrying on.
+    """
     t = cfg.train
     set_seed(t.seed)
     device = configure_devices()
@@ -93,28 +99,29 @@ def train_model(train: Dataset, val: Dataset, cfg: RunConfig) -> TrainedModel:
     known = [i for i, label in enumerate(val.labels) if label in spec.labels]  # others cannot be scored
     val = val.subset(known)
     weights = class_weights(train.labels, spec.labels, t)
+    steps = math.ceil(len(train) / t.batch_size)
+    model = build_model(spec, cfg)
+    model.compile(
+        optimizer=build_optimizer(t, steps),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
+        metrics=["accuracy"],
+    )
     log.info(
-        "training %s model: %d train / %d validation examples, %d classes%s",
-        train.task,
+        "training %s (%s parameters): %d train / %d validation examples, %d classes; %s, lr %g, %s schedule%s",
+        model.name,
+        f"{model.count_params():,}",
         len(train),
         len(val),
         len(spec.labels),
+        t.optimizer,
+        t.learning_rate,
+        t.lr_schedule,
         "; balanced class weights (imbalanced classes)" if weights else "",
     )
-
-    model = build_model(spec, cfg)
-    model.compile(optimizer=build_optimizer(t), loss="categorical_crossentropy", metrics=["accuracy"])
     has_val = len(val) > 0
-    monitor = "val_loss" if has_val else "loss"
-    callbacks = [
-        keras.callbacks.EarlyStopping(monitor=monitor, patience=t.early_stopping_patience, restore_best_weights=True),
-        keras.callbacks.ReduceLROnPlateau(
-            monitor=monitor, factor=t.reduce_lr_factor, patience=t.reduce_lr_patience, min_lr=t.min_learning_rate
-        ),
-        ProgressLog(t.epochs),
-    ]
+    callbacks, early = build_callbacks(t, has_val, run_dir, resume)
     started = time.perf_counter()
-    history = model.fit(
+    fitted = model.fit(
         training_batches(train, spec, cfg),
         validation_data=eval_batches(val, spec, cfg) if has_val else None,
         epochs=t.epochs,
@@ -123,17 +130,23 @@ def train_model(train: Dataset, val: Dataset, cfg: RunConfig) -> TrainedModel:
         verbose=0,
     )
     seconds = time.perf_counter() - started
-    hist = {k: [float(v) for v in vs] for k, vs in history.history.items()}
-    log.info("trained in %.1fs (%d epochs)", seconds, len(hist["loss"]))
+    epochs_now = len(fitted.history.get("loss", []))
+    history = read_history(run_dir) if run_dir is not None else {}
+    if not history:
+        history = {k: [float(v) for v in vs] for k, vs in fitted.history.items()}
+    log.info("trained in %.1fs (%d epochs in this process, %d in all)", seconds, epochs_now, len(history["loss"]))
     return TrainedModel(
         model=model,
         spec=spec,
-        history=hist,
+        history=history,
         device=device,
         seconds=seconds,
         calibration=calibration_sample(train, spec, cfg.compress.calibration_samples, t.seed),
+        config=t,
+        monitor=monitor_name(t, has_val),
+        stopped_early=early.stopped_epoch > 0,
         class_weights={spec.labels[i]: round(w, 4) for i, w in weights.items()} if weights else None,
-        images_per_s=len(train) * len(hist["loss"]) / seconds if seconds else 0.0,
+        examples_per_s=len(train) * epochs_now / seconds if seconds else 0.0,
     )
 
 

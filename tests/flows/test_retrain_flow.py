@@ -13,6 +13,10 @@ from tests.conftest import TINY_CONFIG, add_dirt, make_image_folder, make_texts,
 REPORT_KEYS = {"task", "model", "promoted", "gate", "data", "variants", "served_variant"}
 DATA_KEYS = {"rows_read", "rows_kept", "duplicates_removed", "unreadable_skipped", "empty_skipped", "classes"}
 VARIANT_KEYS = {"bytes", "gzip_bytes", "accuracy", "macro_f1", "latency_ms_p50"}
+TRAINING_KEYS = {
+    "epochs_run", "best_epoch", "stopped_early", "optimizer", "lr_schedule", "train_seconds",
+    "examples_per_second", "device", "model", "parameters", "class_weights",
+}  # fmt: skip
 
 
 def check_report_contract(report: dict) -> None:
@@ -23,6 +27,10 @@ def check_report_contract(report: dict) -> None:
     assert "fp32" in report["variants"] and report["served_variant"] in report["variants"]
     for v in report["variants"].values():
         assert set(v) >= VARIANT_KEYS
+    assert set(report["training"]) >= TRAINING_KEYS
+    per_class = report["metrics"]["per_class"]
+    assert set(per_class) == set(report["data"]["classes"])
+    assert all(set(m) == {"precision", "recall", "f1", "support"} for m in per_class.values())
 
 
 @pytest.mark.slow
@@ -91,7 +99,10 @@ def test_label_change_stops_before_training_and_imbalance_is_weighted(tmp_path: 
     assert weights["food"] > 2 * weights["sports"]
     run_dir = tmp_path / "run1"
     assert (run_dir / "data_report.md").exists() and (run_dir / "quarantine.csv").exists()
-    assert (run_dir / "plots" / "classes.png").exists()
+    for produced in ("plots/classes.png", "plots/learning_curves.png", "plots/confusion_matrix.png", "history.csv"):
+        assert (run_dir / produced).exists(), produced
+    assert any((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
+    assert not (run_dir / "checkpoints").exists() or not any((run_dir / "checkpoints").iterdir())
 
     changed = write_csv(tmp_path / "b.csv", make_texts(20) + [(f"a new song {w}", "music") for w in "abcdefgh"])
     with pytest.raises(DataError, match=r"new label\(s\) \['music'\].*--allow-label-change"):

@@ -1,0 +1,107 @@
+"""Keras callbacks for a training run: early stopping, LR on plateau, per-epoch progress and learning
+rate, and, when the run has a directory, per-epoch checkpoints (for ``--resume``), a CSV history that
+survives a kill, and TensorBoard logs.
+
+    >>> callbacks = build_callbacks(cfg.train, has_validation=True, run_dir=Path("run"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from training.config import TrainConfig
+from training.optimizers import current_learning_rate
+from training.tf_env import keras
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+HISTORY = "history.csv"
+TENSORBOARD = "tensorboard"
+
+
+class ProgressLog(keras.callbacks.Callback):
+    """One log line per epoch (Keras' progress bars garble captured logs), with the learning rate,
+    which it also records in the epoch's logs so the history and the learning curves have it."""
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.epochs = epochs
+        self.started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        if logs is not None:
+            logs["lr"] = current_learning_rate(self.model.optimizer)
+        shown = " ".join(f"{k} {v:.4g}" for k, v in (logs or {}).items())
+        log.info("epoch %d/%d: %s (%.1fs)", epoch + 1, self.epochs, shown, time.perf_counter() - self.started)
+
+
+def monitor_name(cfg: TrainConfig, has_validation: bool) -> str:
+    """The early-stopping monitor; without a validation split, its training-set twin."""
+    monitor = cfg.early_stopping_monitor
+    return monitor if has_validation or not monitor.startswith("val_") else monitor[len("val_") :]
+
+
+def build_callbacks(
+    cfg: TrainConfig, has_validation: bool, run_dir: Path | None, resume: bool = False
+) -> tuple[list[keras.callbacks.Callback], keras.callbacks.EarlyStopping]:
+    """The run's callbacks and its EarlyStopping (to ask afterwards whether it stopped early).
+
+    Without ``resume``, checkpoints and history left in ``run_dir`` by an earlier run are removed, so a
+    new run never continues an old one by accident.
+    """
+    monitor = monitor_name(cfg, has_validation)
+    early = keras.callbacks.EarlyStopping(
+        monitor=monitor,
+        mode=cfg.early_stopping_mode,
+        patience=cfg.early_stopping_patience,
+        min_delta=cfg.early_stopping_min_delta,
+        restore_best_weights=True,
+    )
+    callbacks: list[keras.callbacks.Callback] = [early]
+    if cfg.reduce_lr_on_plateau and cfg.lr_schedule == "constant":
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=monitor,
+                mode=cfg.early_stopping_mode,
+                factor=cfg.reduce_lr_factor,
+                patience=cfg.reduce_lr_patience,
+                min_lr=cfg.min_learning_rate,
+            )
+        )
+    callbacks.append(ProgressLog(cfg.epochs))
+    if run_dir is not None:
+        if not resume:
+            shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
+            (run_dir / HISTORY).unlink(missing_ok=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        callbacks += [
+            keras.callbacks.CSVLogger(str(run_dir / HISTORY), append=True),
+            keras.callbacks.TensorBoard(str(run_dir / TENSORBOARD), write_graph=False, profile_batch=0),
+            # After the history (callbacks run in order): a checkpoint never claims an epoch the CSV lacks.
+            keras.callbacks.BackupAndRestore(str(run_dir / CHECKPOINTS)),
+        ]
+    return callbacks, early
+
+
+def read_history(run_dir: Path) -> dict[str, list[float]]:
+    """The per-epoch history CSV of a run (all epochs, across a resume), as columns."""
+    import csv
+
+    path = run_dir / HISTORY
+    if not path.exists():
+        return {}
+    with path.open() as fh:
+        rows = list(csv.DictReader(fh))
+    # A resumed run appends from its restored epoch: keep the last row written for each epoch.
+    by_epoch: dict[int, dict[str, Any]] = {int(row["epoch"]): row for row in rows if row.get("epoch")}
+    ordered = [by_epoch[e] for e in sorted(by_epoch)]
+    keys = [k for k in (ordered[0] if ordered else {}) if k != "epoch"]
+    return {k: [float(row[k]) for row in ordered if row.get(k) not in (None, "")] for k in keys}

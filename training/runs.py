@@ -1,0 +1,40 @@
+"""The run file: what a `kiln run` was asked to do, saved in its directory so `--resume` can continue it.
+
+>>> write_run_file(Path("run"), {"task": "text", "data": "t.csv"}, cfg)  # doctest: +SKIP
+>>> read_run_file(Path("run"))["params"]["task"]  # doctest: +SKIP
+'text'
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from training.config import ConfigError, RunConfig, config_to_dict, load_config
+
+RUN_FILE = "run.json"
+
+
+def write_run_file(run_dir: Path, params: dict[str, Any], cfg: RunConfig) -> Path:
+    """Save the run's parameters and its resolved configuration (the config file may change later)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / RUN_FILE
+    path.write_text(json.dumps({"params": params, "config": config_to_dict(cfg)}, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def read_run_file(run_dir: Path) -> dict[str, Any]:
+    """The saved parameters and configuration of the run in ``run_dir``."""
+    path = run_dir / RUN_FILE
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a kiln run directory (no {RUN_FILE}); give the --out of an earlier run")
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is damaged ({exc}); start a new run instead") from None
+    return {"params": saved["params"], "config": saved["config"]}
+
+
+def resumed_config(saved: dict[str, Any]) -> RunConfig:
+    return load_config(None, saved["config"])
