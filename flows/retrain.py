@@ -32,7 +32,7 @@ from training.clean import load_dataset  # noqa: E402
 from training.config import ConfigError, config_to_dict, load_config  # noqa: E402
 from training.data import DataError, check_label_change, check_trainable  # noqa: E402
 from training.inspect import write_data_report  # noqa: E402
-from training.plots import draw_training, markdown_with_images  # noqa: E402
+from training.plots import draw_training, inline_images, markdown_with_images  # noqa: E402
 from training.promote import (  # noqa: E402
     build_manifest,
     build_report,
@@ -113,16 +113,17 @@ def retrain(
     model_store = ModelStore(store)
 
     dataset = ingest_step(task, Path(data), text_column, label_column, header, cfg.data)
-    check_step(dataset, cfg.data.min_examples_per_class)
-    label_change = labels_step(production_labels(model_store, task), dataset.label_names, allow_label_change)
-    dataset.report.details["label_change"] = label_change
     train, val, test = split_step(dataset, cfg.data)
+    # The report and quarantine.csv come first: a run that stops on its data still explains why.
     data_report = report_step(dataset, (train, val, test), cfg, out_dir)
     create_markdown_artifact(
-        markdown=data_report["markdown"].read_text(encoding="utf-8"),
+        markdown=inline_images(data_report["markdown"].read_text(encoding="utf-8"), out_dir),
         key=f"data-report-{task}",
         description=f"Data report for {data}",
     )
+    check_step(dataset, cfg.data.min_examples_per_class)
+    label_change = labels_step(production_labels(model_store, task), dataset.label_names, allow_label_change)
+    dataset.report.details["label_change"] = label_change
     trained = train_step(train, val, cfg, out_dir, resume)
     compressed = compress_step(trained, test, cfg.compress, out_dir / "artifacts")
     production = production_step(model_store, task, test)

@@ -109,7 +109,10 @@ def is_colour(image: Image.Image) -> bool:
 
 
 def flatten_alpha(image: Image.Image) -> Image.Image:
-    """Composite transparent images onto white, so transparency never turns into black noise."""
+    """Composite transparent images onto white, so transparency never turns into black noise; colour
+    spaces Pillow converts only to RGB (LAB, HSV, YCbCr, CMYK) go through RGB first."""
+    if image.mode in ("LAB", "HSV", "YCbCr", "CMYK"):
+        return image.convert("RGB")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

@@ -27,12 +27,13 @@ from serving.preprocess import InvalidImage, decode_image, is_colour, pixel_dige
 from training.config import DataConfig
 from training.data import DataError, DataReport, Dataset
 from training.duplicates import (
-    bucket_pairs,
+    Nodes,
     colour_signature,
-    near_image_pairs,
+    image_nodes,
     phash64,
     resolve_duplicates,
     text_near_key,
+    text_nodes,
 )
 from training.ingest import ImageItem, find_images, read_table
 
@@ -65,18 +66,20 @@ def examine_image(path: Path) -> ImageFacts | str:
         return f"cannot read the file ({exc.strerror or exc})"
     try:
         image = decode_image(data)
+        return ImageFacts(
+            sha256=hashlib.sha256(data).hexdigest(),
+            pixels=pixel_digest(image),
+            phash=phash64(image),
+            colours=colour_signature(image),
+            width=image.width,
+            height=image.height,
+            mode=image.mode,
+            colour=is_colour(image),
+        )
     except InvalidImage as exc:
         return str(exc)
-    return ImageFacts(
-        sha256=hashlib.sha256(data).hexdigest(),
-        pixels=pixel_digest(image),
-        phash=phash64(image),
-        colours=colour_signature(image),
-        width=image.width,
-        height=image.height,
-        mode=image.mode,
-        colour=is_colour(image),
-    )
+    except Exception as exc:  # a decodable file in a mode Pillow cannot convert (LAB, CMYK TIFF variants, ...)
+        return f"cannot convert the image for training ({type(exc).__name__}: {exc})"
 
 
 def _examine_all(items: list[ImageItem], workers: int) -> Iterator[ImageFacts | str]:
@@ -108,9 +111,10 @@ def clean_images(data: Path, cfg: DataConfig | None = None, workers: int | None 
         if n % PROGRESS_EVERY == 0:
             log.info("checked %d/%d image files (%.0f/s)", n, len(items), n / (time.perf_counter() - started))
     if not usable and report.unreadable_skipped:
+        first = next(q for q in report.quarantine if q.kind == "unreadable_skipped")
         raise DataError(
             f"none of the {report.unreadable_skipped} image files in {data} could be decoded "
-            f"(first: {report.quarantine[-1].item}: {report.quarantine[-1].reason}); check the files"
+            f"(first: {first.item}: {first.reason}); check the files"
         )
     hashes = np.array([f.phash for f in facts], dtype=np.uint64)
     colours = np.stack([f.colours for f in facts]) if facts else np.zeros((0, 48), np.uint8)
@@ -118,18 +122,14 @@ def clean_images(data: Path, cfg: DataConfig | None = None, workers: int | None 
     def same_as(i: int, j: int) -> str:
         return "same bytes as" if facts[i].sha256 == facts[j].sha256 else "same pixels as"
 
-    def find_near(survivors: list[int]) -> np.ndarray:
-        if cfg.image_hash_distance < 0:
-            return np.zeros((0, 2), dtype=np.int64)
-        return near_image_pairs(
-            hashes[survivors], colours[survivors], cfg.image_hash_distance, cfg.image_colour_tolerance
-        )
+    def find_nodes(survivors: list[int]) -> Nodes:
+        return image_nodes(hashes[survivors], colours[survivors], cfg.image_hash_distance, cfg.image_colour_tolerance)
 
     resolution = resolve_duplicates(
         [item.name for item in usable],
         [item.label for item in usable],
         [f.pixels for f in facts],
-        find_near,
+        find_nodes,
         same_as,
     )
     for i, counter, reason in resolution.dropped:
@@ -144,6 +144,7 @@ def clean_images(data: Path, cfg: DataConfig | None = None, workers: int | None 
         [usable[i].label for i in keep],
         resolution.groups,
         report,
+        keys=[facts[i].pixels for i in keep],
         colour=any(facts[i].colour for i in keep),
         hashes=hashes[keep],
         colours=colours[keep],
@@ -188,16 +189,22 @@ def clean_texts(
             labels.append(label)
     near = [text_near_key(t) for t in texts]
 
-    def find_near(survivors: list[int]) -> np.ndarray:
-        return bucket_pairs([near[i] for i in survivors])
+    def find_nodes(survivors: list[int]) -> Nodes:
+        return text_nodes([near[i] for i in survivors])
 
-    resolution = resolve_duplicates(names, labels, texts, find_near, lambda i, j: "same text as")
+    resolution = resolve_duplicates(names, labels, texts, find_nodes, lambda i, j: "same text as")
     for i, counter, reason in resolution.dropped:
         report.skip(counter, names[i], reason)
     report.near_duplicates = resolution.near_duplicates
     keep = resolution.keep
-    # Near copies share one normalised form: that form is the group key (readable, order-free).
-    dataset = Dataset("text", [texts[i] for i in keep], [labels[i] for i in keep], [near[i] for i in keep], report)
+    dataset = Dataset(
+        "text",
+        [texts[i] for i in keep],
+        [labels[i] for i in keep],
+        resolution.groups,
+        report,
+        keys=[near[i] for i in keep],
+    )
     _log_summary(report)
     return dataset
 

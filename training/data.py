@@ -100,8 +100,10 @@ class Dataset:
     """Cleaned items of one task.
 
     ``groups[i]`` is equal for items that are the same or near-duplicate content: they always share a
-    split. ``hashes`` holds a 64-bit perceptual hash and ``colours`` a colour signature per image (None
-    for texts), kept for the leakage check; ``sizes`` and ``modes`` describe each image for the data summary.
+    split. ``keys[i]`` is the item's own content key (pixel digest, normalised text), which places it
+    in the split (``training.split``); it defaults to the group. ``hashes`` holds a 64-bit perceptual
+    hash and ``colours`` a colour signature per image (None for texts), kept for the leakage check;
+    ``sizes`` and ``modes`` describe each image for the data summary.
     """
 
     task: str
@@ -109,6 +111,7 @@ class Dataset:
     labels: list[str]
     groups: list[str]
     report: DataReport
+    keys: list[str] = field(default_factory=list)  # per item: the content key its split position hashes
     colour: bool = False  # image task: at least one kept image has real colour
     hashes: np.ndarray | None = None
     colours: np.ndarray | None = None  # (N, 48) uint8 colour signature per image
@@ -117,6 +120,7 @@ class Dataset:
 
     def __post_init__(self) -> None:
         assert len(self.inputs) == len(self.labels) == len(self.groups)
+        self.keys = self.keys or list(self.groups)
         self.report.classes = dict(Counter(self.labels))
 
     def __len__(self) -> int:
@@ -133,6 +137,7 @@ class Dataset:
             labels=[self.labels[i] for i in indices],
             groups=[self.groups[i] for i in indices],
             report=DataReport(source=self.report.source),
+            keys=[self.keys[i] for i in indices] if self.keys else [],
             colour=self.colour,
             hashes=self.hashes[indices] if self.hashes is not None else None,
             colours=self.colours[indices] if self.colours is not None else None,

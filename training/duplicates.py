@@ -1,10 +1,15 @@
 """Exact and near duplicates: perceptual hashes for images, a normalised form for texts, and the one
 rule both tasks follow (drop conflicting labels, remove exact copies, group near copies).
 
-The near-duplicate search over 64-bit hashes is multi-index hashing: split the hash into
-``max_distance + 1`` chunks; by the pigeonhole principle two hashes within that Hamming distance
-agree exactly on at least one chunk, so only items sharing a chunk value are compared (in numpy),
-never all pairs.
+Near copies are found in two steps that stay near-linear however the data is shaped:
+
+1. *Nodes*: items that are certainly the same picture (equal perceptual hash and colour signature
+   within tolerance of the node's first item) or the same normalised text share a node; a thousand
+   blank frames are one node, not a million pairs.
+2. *Edges* between image nodes whose hashes differ in at most ``max_distance`` bits, found by
+   multi-index hashing: split the 64-bit hash into ``max_distance + 1`` chunks; by the pigeonhole
+   principle two such hashes agree exactly on at least one chunk, so only nodes sharing a chunk value
+   are compared (in numpy), never all pairs.
 
     >>> near_pairs(np.array([0b1011, 0b1010, 1 << 40], dtype=np.uint64), max_distance=2).tolist()
     [[0, 1]]
@@ -16,6 +21,7 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 
 import imagehash
 import numpy as np
@@ -26,8 +32,8 @@ from scipy.sparse.csgraph import connected_components
 from serving.preprocess import flatten_alpha, standardize
 
 _DIGITS = re.compile(r"\d+")
-# Rows of one comparison block in the chunk search: bounds memory when many hashes share a chunk.
-_BLOCK = 2048
+# Rows of one comparison block in the chunk search: bounds memory when many nodes share a chunk.
+_BLOCK = 1024
 
 
 def phash64(image: Image.Image) -> int:
@@ -35,7 +41,7 @@ def phash64(image: Image.Image) -> int:
 
     Re-encoding, resizing and grey-to-RGB conversion leave it (nearly) unchanged.
     """
-    bits = imagehash.phash(flatten_alpha(image)).hash.flatten()
+    bits = imagehash.phash(flatten_alpha(image).convert("RGB")).hash.flatten()
     return int.from_bytes(np.packbits(bits).tobytes(), "big")
 
 
@@ -44,16 +50,6 @@ def colour_signature(image: Image.Image) -> np.ndarray:
     so a red and a green traffic light of the same shape are not near duplicates."""
     small = flatten_alpha(image).convert("RGB").resize((4, 4), Image.Resampling.BOX)
     return np.asarray(small, dtype=np.uint8).reshape(-1)
-
-
-def near_image_pairs(hashes: np.ndarray, colours: np.ndarray, max_distance: int, colour_tolerance: int) -> np.ndarray:
-    """Pairs within ``max_distance`` hash bits whose colour signatures differ by at most ``colour_tolerance``."""
-    pairs = near_pairs(hashes, max_distance)
-    if len(pairs) == 0:
-        return pairs
-    a = colours[pairs[:, 0]].astype(np.int16)
-    b = colours[pairs[:, 1]].astype(np.int16)
-    return pairs[np.abs(a - b).max(axis=1) <= colour_tolerance]
 
 
 def text_near_key(text: str) -> str:
@@ -71,7 +67,10 @@ def _chunks(hashes: np.ndarray, parts: int) -> list[np.ndarray]:
 
 
 def near_pairs(hashes: np.ndarray, max_distance: int) -> np.ndarray:
-    """All index pairs (i < j) whose 64-bit hashes differ in at most ``max_distance`` bits, as (k, 2)."""
+    """All index pairs (i < j) whose 64-bit hashes differ in at most ``max_distance`` bits, as (k, 2).
+
+    Meant for distinct values (nodes): equal hashes should be collapsed first, see ``image_nodes``.
+    """
     hashes = np.asarray(hashes, dtype=np.uint64)
     found: list[np.ndarray] = []
     for chunk in _chunks(hashes, max_distance + 1):
@@ -101,24 +100,71 @@ def _pairs_within(members: np.ndarray, hashes: np.ndarray, max_distance: int) ->
     return out
 
 
-def count_crossing(pairs: np.ndarray, n_reference: int) -> int:
-    """Given pairs over [reference; query] items, how many query items pair with a reference item."""
-    crossing = pairs[(pairs[:, 0] < n_reference) & (pairs[:, 1] >= n_reference)]
-    return len(np.unique(crossing[:, 1]))
+@dataclass
+class Nodes:
+    """Items collapsed into nodes of certain copies, plus near edges between nodes."""
+
+    of_item: np.ndarray  # node index of each item
+    edges: np.ndarray  # (k, 2) node pairs that are near copies
 
 
-def bucket_pairs(keys: Sequence[str]) -> np.ndarray:
-    """Every pair (i < j) of items with equal keys, as (k, 2)."""
-    buckets: dict[str, list[int]] = defaultdict(list)
-    for i, key in enumerate(keys):
-        buckets[key].append(i)
-    pairs = [(a, b) for members in buckets.values() for k, a in enumerate(members) for b in members[k + 1 :]]
-    return np.array(pairs, dtype=np.int64).reshape(-1, 2)
+def image_nodes(hashes: np.ndarray, colours: np.ndarray, max_distance: int, colour_tolerance: int) -> Nodes:
+    """Nodes of images with one hash and one colour (within tolerance of the node's first image), and
+    edges between nodes within ``max_distance`` hash bits and the colour tolerance.
+    ``max_distance < 0`` turns near copies off: only identical hashes and colours share a node."""
+    of_item = np.zeros(len(hashes), dtype=np.int64)
+    node_hash: list[int] = []
+    node_colour: list[np.ndarray] = []
+    values, inverse = np.unique(np.asarray(hashes, dtype=np.uint64), return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.r_[0, np.cumsum(np.bincount(inverse, minlength=len(values)))]
+    tolerance = colour_tolerance if max_distance >= 0 else 0
+    for v, value in enumerate(values):
+        leaders: list[int] = []  # node indices opened for this hash value
+        for item in order[bounds[v] : bounds[v + 1]]:
+            colour = colours[item].astype(np.int16)
+            match = next((n for n in leaders if np.abs(node_colour[n] - colour).max() <= tolerance), None)
+            if match is None:
+                match = len(node_hash)
+                leaders.append(match)
+                node_hash.append(int(value))
+                node_colour.append(colour)
+            of_item[item] = match
+    edges = np.zeros((0, 2), dtype=np.int64)
+    if max_distance >= 0 and node_hash:
+        edges = near_pairs(np.array(node_hash, dtype=np.uint64), max_distance)
+        if len(edges):
+            palette = np.stack(node_colour)
+            differ = np.abs(palette[edges[:, 0]] - palette[edges[:, 1]]).max(axis=1)
+            edges = edges[differ <= colour_tolerance]
+    return Nodes(of_item, edges)
+
+
+def count_near_reference(
+    hashes: np.ndarray, colours: np.ndarray, n_reference: int, max_distance: int, colour_tolerance: int
+) -> int:
+    """How many images after the first ``n_reference`` are a copy or near copy of one of those."""
+    nodes = image_nodes(hashes, colours, max_distance, colour_tolerance)
+    reference = set(nodes.of_item[:n_reference].tolist())
+    touched = set(reference)
+    for a, b in nodes.edges.tolist():
+        if a in reference:
+            touched.add(b)
+        if b in reference:
+            touched.add(a)
+    return sum(1 for node in nodes.of_item[n_reference:].tolist() if node in touched)
+
+
+def text_nodes(keys: Sequence[str]) -> Nodes:
+    """One node per normalised text; texts have no edges between nodes."""
+    index: dict[str, int] = {}
+    of_item = np.array([index.setdefault(k, len(index)) for k in keys], dtype=np.int64)
+    return Nodes(of_item, np.zeros((0, 2), dtype=np.int64))
 
 
 @dataclass
 class Resolution:
-    """What the duplicate rule decided: the kept items (input order), their group keys, and the drops."""
+    """What the duplicate rule decided: the kept items (input order), their group ids, and the drops."""
 
     keep: list[int] = field(default_factory=list)
     groups: list[str] = field(default_factory=list)
@@ -126,67 +172,80 @@ class Resolution:
     dropped: list[tuple[int, str, str]] = field(default_factory=list)  # (index, report counter, reason)
 
 
+def _exact(
+    names: Sequence[str], labels: Sequence[str], keys: Sequence[str], same_as: Callable[[int, int], str]
+) -> tuple[list[int], list[tuple[int, str, str]]]:
+    """Survivors of the exact-copy rule and the items it drops."""
+    buckets: dict[str, list[int]] = defaultdict(list)
+    for i, key in enumerate(keys):
+        buckets[key].append(i)
+    survivors: list[int] = []
+    dropped: list[tuple[int, str, str]] = []
+    for members in buckets.values():
+        first = members[0]
+        if len({labels[i] for i in members}) > 1:
+            for i in members:
+                other = next(j for j in members if labels[j] != labels[i])
+                reason = f"{same_as(i, other)} {names[other]} labelled {labels[other]!r}"
+                dropped.append((i, "conflicting_labels", reason))
+            continue
+        survivors.append(first)
+        dropped.extend((i, "duplicates_removed", f"{same_as(i, first)} {names[first]}") for i in members[1:])
+    return sorted(survivors), dropped
+
+
 def resolve_duplicates(
     names: Sequence[str],
     labels: Sequence[str],
     exact_keys: Sequence[str],
-    find_near: Callable[[list[int]], np.ndarray],
+    find_nodes: Callable[[list[int]], Nodes],
     same_as: Callable[[int, int], str] = lambda i, j: "same content as",
 ) -> Resolution:
     """Apply the duplicate rule to items ``0..n-1``.
 
     1. Exact copies (equal ``exact_keys``): under different labels every copy is dropped as a
        conflicting label; otherwise the first is kept and the rest removed as duplicates.
-    2. Near copies among the survivors (pairs from ``find_near``, given survivor indices, returning
-       pairs of positions in that list): an item with a near copy under another label is dropped;
-       near copies under one label are kept and share a group, so they never straddle splits.
-    The group key is the smallest exact key in the group: it depends on the items, not their order.
+    2. Near copies among the survivors (``find_nodes`` gets the survivor indices and returns their
+       nodes and near edges): every item of a node, or of two linked nodes, that holds more than one
+       label is dropped as a conflicting label; near copies under one label are kept and share a group,
+       so they never straddle splits.
     """
-    result = Resolution()
-    buckets: dict[str, list[int]] = defaultdict(list)
-    for i, key in enumerate(exact_keys):
-        buckets[key].append(i)
-    survivors: list[int] = []
-    for members in buckets.values():
-        first = members[0]
-        if len({labels[i] for i in members}) > 1:
-            for i in members:
-                other = next(j for j in members if labels[j] != labels[i])
-                result.dropped.append(
-                    (i, "conflicting_labels", f"{same_as(i, other)} {names[other]} labelled {labels[other]!r}")
-                )
-            continue
-        survivors.append(first)
-        result.dropped.extend((i, "duplicates_removed", f"{same_as(i, first)} {names[first]}") for i in members[1:])
-    survivors.sort()
-
-    pairs = np.asarray(find_near(survivors), dtype=np.int64).reshape(-1, 2)
-    conflict: dict[int, int] = {}
-    same_label = []
-    for a, b in pairs.tolist():
-        i, j = survivors[a], survivors[b]
-        if labels[i] != labels[j]:
-            conflict.setdefault(i, j)
-            conflict.setdefault(j, i)
-        else:
-            same_label.append((a, b))
-    for i, other in sorted(conflict.items()):
-        result.dropped.append((i, "conflicting_labels", f"near duplicate of {names[other]} labelled {labels[other]!r}"))
-    kept_pos = [p for p, i in enumerate(survivors) if i not in conflict]
-    linked = [(a, b) for a, b in same_label if survivors[a] not in conflict and survivors[b] not in conflict]
-    n = len(survivors)
-    rows = np.array([a for a, _ in linked], dtype=np.int64)
-    cols = np.array([b for _, b in linked], dtype=np.int64)
-    graph = coo_matrix((np.ones(len(linked)), (rows, cols)), shape=(n, n))
+    survivors, dropped = _exact(names, labels, exact_keys, same_as)
+    result = Resolution(dropped=dropped)
+    nodes = find_nodes(survivors)
+    n_nodes = int(nodes.of_item.max()) + 1 if len(survivors) else 0
+    members: list[list[int]] = [[] for _ in range(n_nodes)]
+    for position, node in enumerate(nodes.of_item.tolist()):
+        members[node].append(survivors[position])
+    node_labels = [{labels[i] for i in m} for m in members]
+    # A node's items conflict when the node, or a node linked to it, holds another label.
+    linked: dict[int, list[int]] = defaultdict(list)
+    for a, b in nodes.edges.tolist():
+        if node_labels[a] != node_labels[b]:
+            linked[a].append(b)
+            linked[b].append(a)
+    conflicted: set[int] = set()
+    for node in sorted({n for n, found in enumerate(node_labels) if len(found) > 1} | set(linked)):
+        for i in members[node]:
+            candidates = chain(members[node], *(members[o] for o in linked[node]))
+            other = next((j for j in candidates if labels[j] != labels[i]), None)
+            if other is not None:
+                conflicted.add(node)
+                reason = f"near duplicate of {names[other]} labelled {labels[other]!r}"
+                result.dropped.append((i, "conflicting_labels", reason))
+    clean = [a != b and a not in conflicted and b not in conflicted for a, b in nodes.edges.tolist()]
+    links = nodes.edges[np.array(clean, dtype=bool)] if len(nodes.edges) else nodes.edges
+    graph = coo_matrix((np.ones(len(links)), (links[:, 0], links[:, 1])), shape=(n_nodes, n_nodes))
     _, component = connected_components(graph, directed=False)
-    sizes = np.bincount(component[kept_pos], minlength=n) if kept_pos else np.zeros(n, int)
-    group_key: dict[int, str] = {}
-    for p in kept_pos:
-        c = int(component[p])
-        key = exact_keys[survivors[p]]
-        group_key[c] = min(group_key.get(c, key), key)
-    result.keep = [survivors[p] for p in kept_pos]
-    result.groups = [group_key[int(component[p])] for p in kept_pos]
-    result.near_duplicates = int(sum(1 for p in kept_pos if sizes[component[p]] > 1))
+    dropped_items = {i for i, counter, _ in result.dropped if counter == "conflicting_labels"}
+    kept = [i for i in survivors if i not in dropped_items]
+    node_of = {i: node for node, m in enumerate(members) for i in m}
+    sizes = np.bincount([component[node_of[i]] for i in kept], minlength=n_nodes) if kept else np.zeros(1, int)
+    first_key: dict[int, str] = {}
+    for i in kept:  # a group is named by its first item's key: only its identity matters
+        first_key.setdefault(int(component[node_of[i]]), exact_keys[i])
+    result.keep = kept
+    result.groups = [first_key[int(component[node_of[i]])] for i in kept]
+    result.near_duplicates = int(sum(1 for i in kept if sizes[component[node_of[i]]] > 1))
     result.dropped.sort()
     return result

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -20,7 +21,7 @@ from serving.preprocess import (
     preprocess_image_bytes,
     tokenize,
 )
-from training.config import RunConfig
+from training.config import RunConfig, TrainConfig
 from training.data import Dataset
 
 log = logging.getLogger(__name__)
@@ -86,3 +87,15 @@ def to_inputs(dataset: Dataset, spec: Spec) -> np.ndarray:
 
 def to_arrays(dataset: Dataset, spec: Spec) -> tuple[np.ndarray, np.ndarray]:
     return to_inputs(dataset, spec), encode_labels(dataset.labels, spec.labels)
+
+
+def class_weights(labels: list[str], names: tuple[str, ...], cfg: TrainConfig) -> dict[int, float] | None:
+    """Balanced weights (n / (classes * count)) when configured, or by default when the largest class
+    is more than ``imbalance_ratio`` times the smallest; None means every example weighs 1."""
+    counts = Counter(labels)
+    sizes = [counts.get(name, 0) for name in names]
+    imbalanced = min(sizes) > 0 and max(sizes) / min(sizes) > cfg.imbalance_ratio
+    if cfg.class_weights == "none" or (cfg.class_weights == "auto" and not imbalanced):
+        return None
+    total = sum(sizes)
+    return {i: total / (len(names) * n) for i, n in enumerate(sizes) if n}

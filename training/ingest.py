@@ -109,11 +109,14 @@ def read_manifest(path: Path, report: DataReport) -> list[ImageItem]:
             report.skip("missing_file_skipped", where, "the path is empty")
             continue
         image = Path(name) if Path(name).is_absolute() else base / name
+        if not label.strip():
+            report.skip("missing_label_skipped", f"{where}: {name}", "label is empty")
+            continue
         if not image.is_file():
             report.skip("missing_file_skipped", f"{where}: {name}", f"file not found ({image})")
             continue
         found.append(ImageItem(image, label.strip(), f"{where}: {name}"))
-    if table.rows and not found:
+    if table.rows and report.missing_file_skipped == len(table.rows):
         raise DataError(
             f"none of the {len(table.rows)} files listed in {path} exist (first: {table.rows[0][1]!r}); "
             f"relative paths are read from the manifest's folder {base.resolve()}"
@@ -136,12 +139,22 @@ class Table:
 
 
 def _decode(raw: bytes) -> tuple[str, str]:
+    """Text and the encoding used. A UTF-8 file with a few bad bytes stays UTF-8 (they become U+FFFD)
+    rather than turning every accent into mojibake; mostly non-UTF-8 files are read as Windows-1252,
+    then latin-1 (which maps every byte)."""
     if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return raw.decode("utf-16"), "utf-16"
     try:
         return raw.decode("utf-8-sig"), "utf-8"
     except UnicodeDecodeError:
-        # latin-1 maps every byte, so legacy-encoded files still load (accents may be off).
+        pass
+    replaced = raw.decode("utf-8-sig", errors="replace")
+    bad = replaced.count("\ufffd")
+    if bad <= max(1, len(raw) // 1000):
+        return replaced, f"utf-8 ({bad} invalid byte(s) replaced)"
+    try:
+        return raw.decode("cp1252"), "cp1252"
+    except UnicodeDecodeError:
         return raw.decode("latin-1"), "latin-1"
 
 
@@ -179,32 +192,54 @@ def _column_error(spec: str | None, columns: list[str], sample: Any, what: str, 
 
 def _resolve(
     spec: str | None,
-    header: list[str] | None,
+    columns: list[str] | None,
     width: int,
     aliases: tuple[str, ...],
     what: str,
     default: int,
     sample: Any,
 ) -> int:
-    """Column index from a name, a 0-based index, or (if None) the first alias found in the header."""
-    columns = header if header is not None else [str(i) for i in range(width)]
+    """Column index from a name, a 0-based index, or (if None) the first alias found among the columns.
+
+    ``columns`` is the header (or the JSON/Parquet field names); None for a headerless table. An exact
+    name wins over an index, so a column literally named "0" is found by name.
+    """
+    shown = columns if columns is not None else [str(i) for i in range(width)]
+    if spec is not None and columns is not None and spec in columns:
+        return columns.index(spec)
     if spec is not None and spec.strip().isdigit():
-        index = int(spec)
-        if index >= width:
-            raise _column_error(spec, columns, sample, what, aliases)
-        return index
-    if header is None:
+        if int(spec) >= width:
+            raise _column_error(spec, shown, sample, what, aliases)
+        return int(spec)
+    if columns is None:
         if spec is not None:
             raise DataError(
                 f"--{what}-column {spec!r} is a name, but the file has no header; give a 0-based index "
                 f"(the first row has {width} column(s): {sample!r})"
             )
         return default
-    normalised = [h.strip().lower() for h in header]
+    normalised = [c.strip().lower() for c in columns]
     for name in [spec] if spec is not None else list(aliases):
         if name.strip().lower() in normalised:
             return normalised.index(name.strip().lower())
-    raise _column_error(spec, columns, sample, what, aliases)
+    raise _column_error(spec, shown, sample, what, aliases)
+
+
+def _columns(
+    text_column: str | None,
+    label_column: str | None,
+    columns: list[str] | None,
+    width: int,
+    text_aliases: tuple[str, ...],
+    what: str,
+    sample: Any,
+) -> tuple[int, int]:
+    """The (text, label) column indices; they must differ."""
+    ti = _resolve(text_column, columns, width, text_aliases, what, 0, sample)
+    li = _resolve(label_column, columns, width, LABEL_ALIASES, "label", 1, sample)
+    if ti == li:
+        raise DataError(f"{what} and label columns are the same column ({ti}); pass --{what}-column and --label-column")
+    return ti, li
 
 
 def read_table(
@@ -257,44 +292,43 @@ def _read_csv(
     delimiter = _delimiter(path, content)
     csv.field_size_limit(1 << 24)
     reader = csv.reader(io.StringIO(content, newline=""), delimiter=delimiter)
-    rows = [(reader.line_num, row) for row in reader if row and any(cell.strip() for cell in row)]
+    rows: list[tuple[int, list[str]]] = []
+    start = 1  # a quoted field may span lines: name a record by the line it starts on
+    for row in reader:
+        if row and any(cell.strip() for cell in row):
+            rows.append((start, row))
+        start = reader.line_num + 1
     head = rows.pop(0)[1] if header and rows else None
     width = len(head) if head is not None else max((len(r) for _, r in rows[:100]), default=0)
     sample = dict(zip(head, rows[0][1], strict=False)) if head and rows else rows[0][1] if rows else head
-    ti = _resolve(text_column, head, width, text_aliases, what, 0, sample)
-    li = _resolve(label_column, head, width, LABEL_ALIASES, "label", 1, sample)
-    if ti == li:
-        raise DataError(f"{what} and label columns are the same column ({ti}); pass --{what}-column and --label-column")
+    ti, li = _columns(text_column, label_column, head, width, text_aliases, what, sample)
     table = Table(format="tsv" if delimiter == "\t" else "csv", delimiter=delimiter)
     table.columns = (head[ti], head[li]) if head else (str(ti), str(li))
     for line, row in rows:
         report.rows_read += 1
         if max(ti, li) >= len(row):
             report.skip("malformed_skipped", f"line {line}", f"{len(row)} field(s), needs {max(ti, li) + 1}")
-            continue
-        table.rows.append((f"line {line}", row[ti], row[li]))
+        elif head is not None and len(row) > len(head) and any(cell.strip() for cell in row[len(head) :]):
+            # An unquoted delimiter inside a field shifts every later column: the label would be wrong.
+            reason = f"{len(row)} fields, the header has {len(head)} (an unquoted {delimiter!r} inside a field?)"
+            report.skip("malformed_skipped", f"line {line}", reason)
+        else:
+            table.rows.append((f"line {line}", row[ti], row[li]))
     return table
 
 
 def _cell(value: Any) -> str:
-    """A JSON or Parquet value as text: None is empty, numbers and booleans are written as JSON writes them."""
+    """A JSON or Parquet value as text: None is empty, bytes are decoded, numbers and booleans are written
+    as JSON writes them, anything else (dates, decimals) as its string."""
     if value is None:
         return ""
     if isinstance(value, str):
         return value
-    return json.dumps(value, ensure_ascii=False)
-
-
-def _field(spec: str | None, fields: list[str], aliases: tuple[str, ...], what: str, sample: Any) -> str:
-    if spec is not None and spec in fields:
-        return spec
-    if spec is not None and spec.strip().isdigit() and int(spec) < len(fields):
-        return fields[int(spec)]
-    lowered = {f.lower(): f for f in fields}
-    for name in [spec] if spec is not None else list(aliases):
-        if name.strip().lower() in lowered:
-            return lowered[name.strip().lower()]
-    raise _column_error(spec, fields, sample, what, aliases)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, bool | int | float | list | dict):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return str(value)
 
 
 def _read_jsonl(
@@ -308,7 +342,8 @@ def _read_jsonl(
 ) -> Table:
     objects: list[tuple[int, dict[str, Any]]] = []
     broken: list[tuple[int, str]] = []
-    for number, line in enumerate(content.splitlines(), 1):
+    # Split on newlines only: str.splitlines also breaks at U+2028 and U+0085, which JSON strings may hold.
+    for number, line in enumerate(content.split("\n"), 1):
         if not line.strip():
             continue
         try:
@@ -329,10 +364,8 @@ def _read_jsonl(
         )
     fields = list(dict.fromkeys(k for _, obj in objects[:1000] for k in obj))
     sample = objects[0][1]
-    tf_ = _field(text_column, fields, text_aliases, what, sample)
-    lf = _field(label_column, fields, LABEL_ALIASES, "label", sample)
-    if tf_ == lf:
-        raise DataError(f"{what} and label fields are the same ({tf_!r}); pass --{what}-column and --label-column")
+    ti, li = _columns(text_column, label_column, fields, len(fields), text_aliases, what, sample)
+    tf_, lf = fields[ti], fields[li]
     table = Table(format="jsonl", columns=(tf_, lf))
     for number, reason in broken:
         report.rows_read += 1
@@ -363,8 +396,8 @@ def _read_parquet(
         raise DataError(f"{path} is not a readable Parquet file ({exc})") from None
     fields = list(data.column_names)
     sample = data.slice(0, 1).to_pylist()[0] if data.num_rows else {}
-    tf_ = _field(text_column, fields, text_aliases, what, sample)
-    lf = _field(label_column, fields, LABEL_ALIASES, "label", sample)
+    ti, li = _columns(text_column, label_column, fields, len(fields), text_aliases, what, sample)
+    tf_, lf = fields[ti], fields[li]
     texts, labels = data.column(tf_).to_pylist(), data.column(lf).to_pylist()
     table = Table(format="parquet", encoding="parquet", columns=(tf_, lf))
     for i, (text, label) in enumerate(zip(texts, labels, strict=True)):

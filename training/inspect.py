@@ -21,7 +21,7 @@ import numpy as np
 from serving.preprocess import build_vocabulary, tokenize
 from training.config import RunConfig
 from training.data import Dataset
-from training.features import text_length, token_counts
+from training.features import class_weights, text_length, token_counts
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +47,17 @@ def inspect_data(
     return dataset, write_data_report(dataset, splits, cfg, out, plots)
 
 
-def imbalance(dataset: Dataset, cfg: RunConfig) -> dict[str, Any]:
-    """Largest over smallest class, and whether training weights classes because of it."""
-    counts = Counter(dataset.labels)
+def imbalance(train: Dataset, cfg: RunConfig) -> dict[str, Any]:
+    """Largest over smallest class of the training split, and whether training weights classes because
+    of it (the same decision ``training.train.class_weights`` makes)."""
+    counts = Counter(train.labels)
     ratio = max(counts.values()) / min(counts.values()) if counts else 1.0
-    mode = cfg.train.class_weights
-    weighted = mode == "balanced" or (mode == "auto" and ratio > cfg.train.imbalance_ratio)
+    weighted = class_weights(train.labels, train.label_names, cfg.train) is not None if counts else False
     return {
         "ratio": round(ratio, 3),
         "threshold": cfg.train.imbalance_ratio,
         "class_weights": "balanced" if weighted else "none",
-        "setting": mode,
+        "setting": cfg.train.class_weights,
     }
 
 
@@ -71,6 +71,11 @@ def _percentiles(values: np.ndarray) -> dict[str, float]:
     }
 
 
+def _channels(mode: str) -> str:
+    bands = {"1": 1, "L": 1, "P": 3, "I": 1, "F": 1, "LA": 2, "PA": 4, "RGB": 3, "RGBA": 4, "CMYK": 4}
+    return str(bands.get(mode, 1 if mode.startswith("I;") else 3))
+
+
 def image_summary(dataset: Dataset) -> dict[str, Any]:
     widths = np.array([w for w, _ in dataset.sizes])
     heights = np.array([h for _, h in dataset.sizes])
@@ -80,6 +85,7 @@ def image_summary(dataset: Dataset) -> dict[str, Any]:
         "height": _percentiles(heights),
         "most_common_sizes": dict(common),
         "modes": dict(Counter(dataset.modes).most_common()),
+        "channels": dict(Counter(_channels(mode) for mode in dataset.modes).most_common()),
         "colour": dataset.colour,
     }
 
@@ -106,7 +112,7 @@ def summarize(dataset: Dataset, splits: tuple[Dataset, Dataset, Dataset], cfg: R
     """The validation summary that goes into report.json ``data``."""
     train, val, test = splits
     summary: dict[str, Any] = {
-        "imbalance": imbalance(dataset, cfg),
+        "imbalance": imbalance(train, cfg),
         "split_classes": {
             name: dict(sorted(Counter(part.labels).items()))
             for name, part in (("train", train), ("validation", val), ("test", test))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +60,9 @@ def _cache(ds: tf.data.Dataset, dataset: Dataset, spec: ImageSpec, cfg: RunConfi
         return ds.cache()
     if mode == "disk":
         # One cache per (files, spec): a new data set or image size never reads a stale cache.
-        key = hashlib.sha256(repr((sorted(map(str, dataset.inputs)), spec.height, spec.width, spec.channels)).encode())
+        # Size and modification time too, so an image edited in place is not served stale from the cache.
+        files = sorted((str(p), os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in dataset.inputs)
+        key = hashlib.sha256(repr((files, spec.height, spec.width, spec.channels)).encode())
         directory = Path(str(cfg.data.cache_dir))
         directory.mkdir(parents=True, exist_ok=True)
         prefix = directory / f"images-{key.hexdigest()[:16]}"
@@ -76,8 +79,11 @@ def _image_batches(dataset: Dataset, spec: ImageSpec, cfg: RunConfig, train: boo
     item_bytes = spec.height * spec.width * spec.channels
     buffer = max(1, min(cfg.data.shuffle_buffer, len(paths), SHUFFLE_BUFFER_BYTES // item_bytes))
     seed = cfg.train.seed
-    if train and cfg.data.image_cache == "none":
-        ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)  # paths are cheap to shuffle
+    if train:
+        # Paths are cheap to shuffle in full. Before a cache the order is fixed once (folders list one
+        # class after another; a bounded buffer alone would give single-class batches), after it the
+        # bounded buffer reshuffles every epoch.
+        ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=cfg.data.image_cache == "none")
     ds = ds.map(_image_loader(spec), num_parallel_calls=tf.data.AUTOTUNE, deterministic=not train)
     if train and cfg.data.image_cache != "none":
         ds = _cache(ds, dataset, spec, cfg).shuffle(buffer, seed=seed, reshuffle_each_iteration=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from serving.preprocess import Spec
 from training.callbacks import build_callbacks, monitor_name, read_history
 from training.config import RunConfig, TrainConfig
 from training.data import Dataset
-from training.features import make_spec, to_inputs
+from training.features import class_weights, make_spec, to_inputs
 from training.models import build_model
 from training.optimizers import build_optimizer
 from training.pipeline import eval_batches, training_batches
@@ -70,18 +69,6 @@ class TrainedModel:
 
 def _maximise(monitor: str, mode: str) -> bool:
     return mode == "max" or (mode == "auto" and ("acc" in monitor or monitor.endswith("auc")))
-
-
-def class_weights(labels: list[str], names: tuple[str, ...], cfg: TrainConfig) -> dict[int, float] | None:
-    """Balanced weights (n / (classes * count)) when configured, or by default when the largest class
-    is more than ``imbalance_ratio`` times the smallest; None means every example weighs 1."""
-    counts = Counter(labels)
-    sizes = [counts.get(name, 0) for name in names]
-    imbalanced = min(sizes) > 0 and max(sizes) / min(sizes) > cfg.imbalance_ratio
-    if cfg.class_weights == "none" or (cfg.class_weights == "auto" and not imbalanced):
-        return None
-    total = sum(sizes)
-    return {i: total / (len(names) * n) for i, n in enumerate(sizes) if n}
 
 
 def train_model(

@@ -71,7 +71,7 @@ def trained_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "--label-column",
         "0",
         "--epochs",
-        "30",
+        "10",
         cwd=tmp,
     )
     assert "PROMOTED" in out.stdout

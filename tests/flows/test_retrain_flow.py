@@ -109,6 +109,7 @@ def test_label_change_stops_before_training_and_imbalance_is_weighted(tmp_path: 
         retrain(task="text", data=str(changed), out=str(tmp_path / "run2"), store=str(store), config=str(cfg))
     assert ModelStore(store).versions("text") == ["v0001"]  # stopped before training: nothing registered
     assert not (tmp_path / "run2" / "artifacts").exists()
+    assert (tmp_path / "run2" / "quarantine.csv").exists() and (tmp_path / "run2" / "data_report.md").exists()
 
     allowed = retrain(
         task="text",

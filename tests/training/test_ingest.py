@@ -178,3 +178,69 @@ def test_label_whitespace_trimmed_but_case_kept(tmp_path: Path) -> None:
     with path.open("w", newline="") as fh:
         csv.writer(fh).writerows([("text", "label"), ("one thing", " Pos "), ("other thing", "pos")])
     assert clean_texts(path).labels == ["Pos", "pos"]
+
+
+def test_rows_with_extra_fields_are_malformed_but_trailing_empty_fields_are_not(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("text,label\ngood one,pos\nmeh, not great, honestly,neg\ntrailing comma,neg,\nfine,pos\n")
+    ds = clean_texts(path)
+    assert ds.inputs == ["good one", "trailing comma", "fine"]
+    (bad,) = ds.report.quarantine
+    assert bad.item == "line 3" and "4 fields, the header has 2" in bad.reason
+
+
+def test_quarantine_names_the_line_a_multiline_record_starts_on(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text('text,label\n"one\ntwo\nthree",a\n"",b\nlast,a\n')
+    ds = clean_texts(path)
+    assert [q.item for q in ds.report.quarantine] == ["line 5"]
+
+
+def test_mostly_utf8_file_with_one_bad_byte_keeps_its_accents(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_bytes("text,label\ncafé crème,a\nnaïve,b\n".encode() + b"bad \xff byte,a\n")
+    ds = clean_texts(path)
+    assert ds.inputs[:2] == ["café crème", "naïve"]
+    assert ds.report.details["format"]["encoding"].startswith("utf-8 (1 invalid")
+
+
+def test_jsonl_text_with_unicode_line_separator_stays_one_record(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    rows = [{"text": "first\u2028still first", "label": "a"}, {"text": "next\u0085one", "label": "b"}]
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    ds = clean_texts(path)
+    assert len(ds) == 2 and ds.report.malformed_skipped == 0
+
+
+def test_parquet_bytes_and_dates_become_text(tmp_path: Path) -> None:
+    import datetime
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"text": [b"raw bytes here", b"more bytes"], "label": [datetime.date(2024, 1, 1), None]})
+    pq.write_table(table, tmp_path / "t.parquet")
+    ds = clean_texts(tmp_path / "t.parquet")
+    assert ds.inputs == ["raw bytes here"] and ds.labels == ["2024-01-01"]
+    assert ds.report.missing_label_skipped == 1
+
+
+def test_manifest_rows_without_a_label_are_counted(tmp_path: Path) -> None:
+    root = make_image_folder(tmp_path / "images", per_class=5)
+    rows = [(p, "" if k % 5 == 0 else label) for k, (p, label) in enumerate(_manifest_rows(root, tmp_path))]
+    ds = clean_images(write_csv(tmp_path / "m.csv", rows, header=("path", "label")))
+    assert ds.report.missing_label_skipped == 3 and ds.report.rows_kept == 12 and "" not in ds.labels
+
+
+def test_lab_image_is_read_and_unexpected_conversion_errors_are_unreadable(tmp_path: Path, monkeypatch) -> None:
+    make_image_folder(tmp_path / "images", per_class=5)
+    Image.new("LAB", (16, 16), (50, 20, 30)).save(tmp_path / "images" / "vertical" / "lab.tif")
+    ds = clean_images(tmp_path / "images")
+    assert ds.report.unreadable_skipped == 0 and "LAB" in ds.modes
+
+    def broken(image: Image.Image) -> int:
+        raise ValueError("conversion from XYZ not supported")
+
+    monkeypatch.setattr("training.clean.phash64", broken)
+    with pytest.raises(DataError, match=r"could be decoded .*cannot convert the image for training \(ValueError"):
+        clean_images(tmp_path / "images")

@@ -11,9 +11,8 @@ import pytest
 from tests.conftest import TINY_CONFIG, make_image_folder, make_texts, write_csv
 from training.clean import clean_images, clean_texts
 from training.config import load_config
-from training.features import make_spec, to_inputs
+from training.features import class_weights, make_spec, to_inputs
 from training.pipeline import eval_batches, training_batches
-from training.train import class_weights
 
 HEAVY_AUGMENT = {
     "enabled": True,
@@ -112,3 +111,10 @@ def test_text_length_follows_the_data(tmp_path: Path) -> None:
     capped = _cfg(text_model={"max_length": None, "max_length_limit": 64})
     assert make_spec(texts, texts.label_names, capped).max_length == 64
     assert make_spec(texts, texts.label_names, _cfg()).max_length == 16  # TINY_CONFIG fixes it
+
+
+def test_cached_training_batches_mix_classes_even_with_a_tiny_shuffle_buffer(images) -> None:  # type: ignore[no-untyped-def]
+    cfg = _cfg(augment={"enabled": False}, data={"image_cache": "memory", "shuffle_buffer": 2})
+    spec = make_spec(images, images.label_names, cfg)
+    first_batch = next(iter(training_batches(images, spec, cfg)))[1].numpy()
+    assert len(set(first_batch.argmax(1).tolist())) > 1  # folders list one class after another

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -23,13 +22,13 @@ def _data(n_per_class: int = 300, seed: int = 0) -> tuple[list[str], list[str]]:
 
 
 def _where(labels: list[str], groups: list[str], seed: int = 7) -> dict[str, str]:
-    s = stable_split(labels, groups, 0.15, 0.15, seed)
+    s = stable_split(labels, groups, None, 0.15, 0.15, seed)
     return {groups[i]: name for name, part in (("train", s.train), ("val", s.val), ("test", s.test)) for i in part}
 
 
 def test_split_covers_every_item_once_and_is_stratified() -> None:
     labels, groups = _data()
-    s = stable_split(labels, groups, 0.15, 0.15, seed=1)
+    s = stable_split(labels, groups, None, 0.15, 0.15, seed=1)
     assert sorted(s.train + s.val + s.test) == list(range(len(labels)))
     for label in ("a", "b", "c"):
         total = labels.count(label)
@@ -53,7 +52,7 @@ def test_adding_20_percent_new_items_never_moves_an_existing_item() -> None:
 def test_identical_groups_never_straddle_splits() -> None:
     labels = ["a"] * 100 + ["b"] * 100
     groups = [f"g{i // 4}" for i in range(200)]  # groups of four
-    s = stable_split(labels, groups, 0.2, 0.2, seed=3)
+    s = stable_split(labels, groups, None, 0.2, 0.2, seed=3)
     where: dict[str, str] = {}
     for name, part in (("train", s.train), ("val", s.val), ("test", s.test)):
         for i in part:
@@ -62,15 +61,34 @@ def test_identical_groups_never_straddle_splits() -> None:
 
 def test_split_depends_on_the_seed() -> None:
     labels, groups = _data(50)
-    assert stable_split(labels, groups, 0.15, 0.15, 7) == stable_split(labels, groups, 0.15, 0.15, 7)
-    assert stable_split(labels, groups, 0.15, 0.15, 7) != stable_split(labels, groups, 0.15, 0.15, 8)
+    assert stable_split(labels, groups, None, 0.15, 0.15, 7) == stable_split(labels, groups, None, 0.15, 0.15, 7)
+    assert stable_split(labels, groups, None, 0.15, 0.15, 7) != stable_split(labels, groups, None, 0.15, 0.15, 8)
 
 
-def test_tiny_class_keeps_a_training_example() -> None:
-    # with test+val at 0.98 nearly every group hashes outside training; each class must still train
-    labels = ["a"] * 5 + ["b"] * 2
-    s = stable_split(labels, [str(i) for i in range(7)], 0.49, 0.49, 0)
-    assert Counter(labels[i] for i in s.train).keys() == {"a", "b"}
+def test_a_new_near_copy_never_moves_a_training_item_out_of_training() -> None:
+    """Groups go where their most train-ward member points, so growth can only pull a group into training."""
+    rng = random.Random(11)
+    keys = [f"item-{rng.getrandbits(64):x}" for _ in range(600)]
+    groups = [f"g{i // 3}" for i in range(600)]  # groups of three near copies
+    labels = ["a"] * 600
+    before = stable_split(labels, groups, keys, 0.15, 0.15, 4)
+    # every group gains a near copy (a new key); the old items keep their keys
+    grown_keys = keys + [f"new-{rng.getrandbits(64):x}" for _ in range(200)]
+    grown_groups = groups + [f"g{g}" for g in range(200)]
+    after = stable_split(labels + ["a"] * 200, grown_groups, grown_keys, 0.15, 0.15, 4)
+    assert set(before.train) <= set(after.train)  # nothing left training
+    moved = set(before.test) - set(after.test)
+    assert moved and moved <= set(after.train) | set(after.val)  # some groups were pulled train-ward
+    assert set(after.val) - set(before.val) <= set(range(600, 800)) | set(before.test)
+
+
+def test_a_class_without_training_items_is_reported(tmp_path: Path) -> None:
+    rows = make_texts(20) + [("unicorn sighting reported", "rare")]
+    ds = clean_texts(write_csv(tmp_path / "t.csv", rows))
+    # with test+validation at 0.98 almost everything hashes out of training
+    split_dataset(ds, DataConfig(val_fraction=0.49, test_fraction=0.49, seed=1))
+    missing = ds.report.details["classes_without_training_items"]
+    assert "rare" in missing
 
 
 def test_planted_near_duplicate_images_never_leak(tmp_path: Path) -> None:
@@ -98,8 +116,8 @@ def test_leakage_check_counts_planted_leaks(tmp_path: Path) -> None:
     ds = clean_texts(write_csv(tmp_path / "t.csv", rows))
     a, b = len(ds) - 2, len(ds) - 1
     assert ds.groups[a] == ds.groups[b]
-    assert leakage(ds.subset([a]), ds.subset([b]), 0) == 1
-    assert leakage(ds.subset([a]), ds.subset([0]), 0) == (ds.groups[0] == ds.groups[a])
+    assert leakage(ds.subset([a]), ds.subset([b]), DataConfig()) == 1
+    assert leakage(ds.subset([a]), ds.subset([0]), DataConfig()) == (ds.groups[0] == ds.groups[a])
 
 
 @pytest.mark.parametrize("fractions", [(0.1, 0.1), (0.2, 0.3)])

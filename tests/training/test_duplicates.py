@@ -1,0 +1,45 @@
+"""The near-duplicate search: exact against brute force, and linear in the shape of the data."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from training.duplicates import image_nodes, near_pairs, resolve_duplicates, text_near_key, text_nodes
+
+
+def test_near_pairs_match_brute_force_on_planted_neighbours() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 2**63, 400, dtype=np.int64).astype(np.uint64)
+    flips = np.array([1 << int(b) for b in rng.integers(0, 64, 400)], dtype=np.uint64)
+    hashes = np.concatenate([base, base ^ flips, base[:50] ^ flips[:50] ^ np.uint64(0b111 << 20)])
+    found = {tuple(p) for p in near_pairs(hashes, 3).tolist()}
+    distance = np.bitwise_count(hashes[:, None] ^ hashes[None, :])
+    expected = {(i, j) for i, j in zip(*np.nonzero(distance <= 3), strict=True) if i < j}
+    assert found == expected and len(found) >= 400
+
+
+def test_many_identical_images_collapse_into_one_node_not_pairs() -> None:
+    n = 20_000  # blank frames: one hash, colours within tolerance
+    hashes = np.zeros(n, dtype=np.uint64)
+    colours = np.full((n, 48), 10, dtype=np.uint8) + np.random.default_rng(1).integers(0, 5, (n, 48), dtype=np.uint8)
+    nodes = image_nodes(hashes, colours, max_distance=4, colour_tolerance=32)
+    assert int(nodes.of_item.max()) == 0 and len(nodes.edges) == 0
+    labels = ["blank"] * n
+    resolution = resolve_duplicates([str(i) for i in range(n)], labels, [str(i) for i in range(n)], lambda s: nodes)
+    assert len(resolution.keep) == n and resolution.near_duplicates == n and len(set(resolution.groups)) == 1
+
+
+def test_same_hash_other_colour_is_another_node() -> None:
+    colours = np.stack([np.full(48, 200), np.full(48, 20), np.full(48, 205)]).astype(np.uint8)
+    nodes = image_nodes(np.zeros(3, dtype=np.uint64), colours, 4, 32)
+    assert nodes.of_item.tolist() == [0, 1, 0]
+
+
+def test_templated_texts_are_one_node_each_and_conflicts_drop_the_whole_node() -> None:
+    texts = [f"Order {i} shipped" for i in range(3000)] + ["order 7 SHIPPED!"]
+    labels = ["info"] * 3000 + ["complaint"]
+    keys = [text_near_key(t) for t in texts]
+    resolution = resolve_duplicates(texts, labels, texts, lambda s: text_nodes([keys[i] for i in s]))
+    assert resolution.keep == [] and len(resolution.dropped) == 3001
+    assert all(counter == "conflicting_labels" for _, counter, _ in resolution.dropped)
+    assert "labelled 'complaint'" in resolution.dropped[0][2] and "labelled 'info'" in resolution.dropped[-1][2]
