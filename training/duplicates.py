@@ -109,21 +109,26 @@ class Nodes:
 
 
 def image_nodes(hashes: np.ndarray, colours: np.ndarray, max_distance: int, colour_tolerance: int) -> Nodes:
-    """Nodes of images with one hash and one colour (within tolerance of the node's first image), and
-    edges between nodes within ``max_distance`` hash bits and the colour tolerance.
-    ``max_distance < 0`` turns near copies off: only identical hashes and colours share a node."""
+    """Nodes of images with one hash whose colours lie within half the tolerance of the node's first
+    image (so any two members are within the tolerance of each other), and edges between nodes within
+    ``max_distance`` hash bits whose first images' colours differ by at most twice the tolerance.
+
+    The edge bound is conservative: two images within the tolerance of each other always end up in one
+    node or in linked nodes, so grouping never misses a pair the leakage check would count.
+    ``max_distance < 0`` turns near copies off: only identical hashes and colours share a node.
+    """
     of_item = np.zeros(len(hashes), dtype=np.int64)
     node_hash: list[int] = []
     node_colour: list[np.ndarray] = []
     values, inverse = np.unique(np.asarray(hashes, dtype=np.uint64), return_inverse=True)
     order = np.argsort(inverse, kind="stable")
     bounds = np.r_[0, np.cumsum(np.bincount(inverse, minlength=len(values)))]
-    tolerance = colour_tolerance if max_distance >= 0 else 0
+    radius = colour_tolerance // 2 if max_distance >= 0 else 0
     for v, value in enumerate(values):
         leaders: list[int] = []  # node indices opened for this hash value
         for item in order[bounds[v] : bounds[v + 1]]:
             colour = colours[item].astype(np.int16)
-            match = next((n for n in leaders if np.abs(node_colour[n] - colour).max() <= tolerance), None)
+            match = next((n for n in leaders if np.abs(node_colour[n] - colour).max() <= radius), None)
             if match is None:
                 match = len(node_hash)
                 leaders.append(match)
@@ -136,23 +141,39 @@ def image_nodes(hashes: np.ndarray, colours: np.ndarray, max_distance: int, colo
         if len(edges):
             palette = np.stack(node_colour)
             differ = np.abs(palette[edges[:, 0]] - palette[edges[:, 1]]).max(axis=1)
-            edges = edges[differ <= colour_tolerance]
+            edges = edges[differ <= 2 * colour_tolerance]
     return Nodes(of_item, edges)
 
 
 def count_near_reference(
     hashes: np.ndarray, colours: np.ndarray, n_reference: int, max_distance: int, colour_tolerance: int
 ) -> int:
-    """How many images after the first ``n_reference`` are a copy or near copy of one of those."""
-    nodes = image_nodes(hashes, colours, max_distance, colour_tolerance)
-    reference = set(nodes.of_item[:n_reference].tolist())
-    touched = set(reference)
-    for a, b in nodes.edges.tolist():
-        if a in reference:
-            touched.add(b)
-        if b in reference:
-            touched.add(a)
-    return sum(1 for node in nodes.of_item[n_reference:].tolist() if node in touched)
+    """How many images after the first ``n_reference`` have a reference image within ``max_distance``
+    hash bits and ``colour_tolerance`` colour: the exact pairwise relation, item by item (no nodes)."""
+    if max_distance < 0:  # near search off: only identical hashes and colours count
+        max_distance, colour_tolerance = 0, 0
+    hashes = np.asarray(hashes, dtype=np.uint64)
+    colours = colours.astype(np.int16)
+    values, inverse = np.unique(hashes, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.r_[0, np.cumsum(np.bincount(inverse, minlength=len(values)))]
+    members = [order[bounds[v] : bounds[v + 1]] for v in range(len(values))]
+    has_reference = np.zeros(len(values), dtype=bool)
+    has_reference[inverse[:n_reference]] = True
+    has_query = np.zeros(len(values), dtype=bool)
+    has_query[inverse[n_reference:]] = True
+    candidates = [(v, v) for v in np.flatnonzero(has_reference & has_query).tolist()]
+    for a, b in near_pairs(values, max_distance).tolist():
+        candidates += [(u, w) for u, w in ((a, b), (b, a)) if has_reference[u] and has_query[w]]
+    hit = np.zeros(len(hashes), dtype=bool)
+    for u, w in candidates:
+        reference = members[u][members[u] < n_reference]
+        query = members[w][members[w] >= n_reference]
+        for start in range(0, len(query), 64):
+            block = query[start : start + 64]
+            gap = np.abs(colours[block][:, None, :] - colours[reference][None, :, :]).max(axis=2)
+            hit[block] |= (gap <= colour_tolerance).any(axis=1)
+    return int(hit[n_reference:].sum())
 
 
 def text_nodes(keys: Sequence[str]) -> Nodes:

@@ -43,3 +43,45 @@ def test_templated_texts_are_one_node_each_and_conflicts_drop_the_whole_node() -
     assert resolution.keep == [] and len(resolution.dropped) == 3001
     assert all(counter == "conflicting_labels" for _, counter, _ in resolution.dropped)
     assert "labelled 'complaint'" in resolution.dropped[0][2] and "labelled 'info'" in resolution.dropped[-1][2]
+
+
+def test_grouping_never_misses_a_pair_the_exact_leakage_check_counts() -> None:
+    """Nodes are an approximation; the split must still leave no evaluation item near a training item."""
+    from training.duplicates import count_near_reference
+    from training.split import stable_split
+
+    rng = np.random.default_rng(3)
+    n = 3000
+    base = rng.integers(0, 2**63, 600, dtype=np.int64).astype(np.uint64)
+    hashes = base[rng.integers(0, 600, n)] ^ np.array([1 << int(b) for b in rng.integers(0, 64, n)], dtype=np.uint64)
+    hashes[rng.random(n) < 0.3] = base[0]  # a crowd on one hash
+    # colour levels 50 apart with noise up to 30: within the tolerance (32) or just beyond it, so the
+    # node approximation is exercised at its edge
+    colours = (rng.integers(0, 5, (n, 1)) * 50 + rng.integers(0, 30, (n, 48))).astype(np.uint8)
+    labels = ["x"] * n
+    names = keys = [str(i) for i in range(n)]
+    resolution = resolve_duplicates(names, labels, keys, lambda s: image_nodes(hashes[s], colours[s], 2, 32))
+    assert len(resolution.keep) == n
+    split = stable_split(labels, resolution.groups, keys, 0.2, 0.2, seed=0)
+    assert split.test and split.val
+    for part in (split.test, split.val):
+        order = split.train + part
+        assert count_near_reference(hashes[order], colours[order], len(split.train), 2, 32) == 0
+
+
+def test_chained_colours_at_the_tolerance_edge_stay_in_one_group() -> None:
+    """a is within tolerance of both L and b, which are not of each other: all three must share a split."""
+    from training.duplicates import count_near_reference
+    from training.split import stable_split
+
+    triples = 400
+    far_apart = np.random.default_rng(5).integers(0, 2**63, triples, dtype=np.int64).astype(np.uint64)
+    hashes = np.repeat(far_apart, 3)
+    colours = np.tile(np.array([0, 30, 60], dtype=np.uint8)[:, None].repeat(48, axis=1), (triples, 1))
+    n = 3 * triples
+    keys = labels_keys = [f"k{i}" for i in range(n)]
+    resolution = resolve_duplicates(keys, ["x"] * n, labels_keys, lambda s: image_nodes(hashes[s], colours[s], 2, 32))
+    split = stable_split(["x"] * n, resolution.groups, keys, 0.2, 0.2, seed=0)
+    for part in (split.test, split.val):
+        order = split.train + part
+        assert count_near_reference(hashes[order], colours[order], len(split.train), 2, 32) == 0
