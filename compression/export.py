@@ -15,10 +15,10 @@ OPSET = 17
 
 
 def input_signature(spec: Spec) -> tuple[tf.TensorSpec, ...]:
-    """The model's ONNX input: float32 images (N, H, W, C) or int32 token ids (N, max_length)."""
+    """The model's ONNX input: float32 images (N, H, W, C) or int32 token ids (N, input_length)."""
     if isinstance(spec, ImageSpec):
         return (tf.TensorSpec((None, spec.height, spec.width, spec.channels), tf.float32, name="image"),)
-    return (tf.TensorSpec((None, spec.max_length), tf.int32, name="tokens"),)
+    return (tf.TensorSpec((None, spec.input_length), tf.int32, name="tokens"),)
 
 
 def to_onnx(model: keras.Model, spec: Spec, path: Path, opset: int = OPSET) -> Path:

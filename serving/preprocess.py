@@ -15,6 +15,7 @@ import io
 import re
 import unicodedata
 import warnings
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -54,7 +55,20 @@ class TextSpec:
     labels: tuple[str, ...]
     vocabulary: tuple[str, ...]
     max_length: int = 64
+    # > 0: after the max_length word ids come max_length hashed word-bigram ids, in
+    # [len(vocabulary), len(vocabulary) + ngram_buckets): bigrams survive words the vocabulary lacks.
+    ngram_buckets: int = 0
     kind: str = field(default="text", init=False)
+
+    @property
+    def input_length(self) -> int:
+        """Ids per text in the model's input: words, then bigrams when ``ngram_buckets`` is set."""
+        return self.max_length * (2 if self.ngram_buckets else 1)
+
+    @property
+    def input_vocabulary(self) -> int:
+        """Distinct ids the model's embedding must hold."""
+        return len(self.vocabulary) + self.ngram_buckets
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -185,11 +199,22 @@ def build_vocabulary(texts: Iterable[str], max_tokens: int, min_count: int = 1) 
     return (PAD, UNK, *ranked[: max(0, max_tokens - 2)])
 
 
+def bigram_id(first: str, second: str, spec: TextSpec) -> int:
+    """A word pair's id: a stable hash (CRC-32, the same in every process) into the bigram buckets."""
+    return len(spec.vocabulary) + zlib.crc32(f"{first} {second}".encode()) % spec.ngram_buckets
+
+
 def encode_texts(texts: Sequence[str], spec: TextSpec) -> np.ndarray:
-    """Strings -> int32 (N, max_length) token ids, truncated or zero-padded at the end."""
+    """Strings -> int32 (N, input_length) ids: word ids truncated or zero-padded at the end, then (with
+    ``ngram_buckets``) the hashed ids of the bigrams among the first max_length + 1 words."""
     index = {token: i for i, token in enumerate(spec.vocabulary)}
-    out = np.zeros((len(texts), spec.max_length), dtype=np.int32)
+    length = spec.max_length
+    out = np.zeros((len(texts), spec.input_length), dtype=np.int32)
     for row, text in enumerate(texts):
-        ids = [index.get(token, 1) for token in tokenize(text)][: spec.max_length]
+        tokens = tokenize(text)
+        ids = [index.get(token, 1) for token in tokens[:length]]
         out[row, : len(ids)] = ids
+        if spec.ngram_buckets:
+            pairs = [bigram_id(a, b, spec) for a, b in zip(tokens[:length], tokens[1 : length + 1], strict=False)]
+            out[row, length : length + len(pairs)] = pairs
     return out

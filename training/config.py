@@ -71,10 +71,18 @@ class AugmentConfig:
     random_swap: float = 0.0
 
 
+IMAGE_ARCHITECTURES = ("cnn", "resnet", "separable")
+TEXT_ARCHITECTURES = ("cnn", "kim", "bigru", "transformer", "ngram")
+
+
 @dataclass(frozen=True)
 class ImageModelConfig:
-    height: int = 32
-    width: int = 32
+    architecture: str = "cnn"
+    # Input size; None follows the data: the median image side, at most max_size (no upscaling of
+    # small images such as 8x8 or 28x28 unless height/width are set).
+    height: int | None = None
+    width: int | None = None
+    max_size: int = 64
     channels: str = "auto"  # "auto" (grey unless the data has colour), "1" or "3"
     filters: tuple[int, ...] = (32, 64)
     dense_units: int = 128
@@ -84,6 +92,7 @@ class ImageModelConfig:
 
 @dataclass(frozen=True)
 class TextModelConfig:
+    architecture: str = "cnn"
     max_tokens: int = 20000
     min_count: int = 1
     # Tokens per text; None follows the data: the length_percentile of training token counts,
@@ -92,9 +101,15 @@ class TextModelConfig:
     length_percentile: float = 95.0
     min_length: int = 16
     max_length_limit: int = 512
+    # Hashed word-bigram features next to the words (0: words only).
+    ngram_buckets: int = 0
     embedding_dim: int = 64
     filters: int = 128
-    kernel_size: int = 3
+    kernel_size: int = 3  # cnn
+    kernel_sizes: tuple[int, ...] = (3, 4, 5)  # kim
+    rnn_units: int = 64  # bigru
+    heads: int = 2  # transformer
+    layers: int = 1  # transformer
     dense_units: int = 64
     dropout: float = 0.3
 
@@ -235,22 +250,27 @@ def load_config(path: Path | str | None, overrides: dict[str, Any] | None = None
     return config
 
 
+def _check_choice(key: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ConfigError(f"{key} {value!r} is unknown; choose one of: {', '.join(valid)}")
+
+
 def _validate(cfg: RunConfig) -> None:
     d = cfg.data
     if not (0 < d.val_fraction < 1 and 0 < d.test_fraction < 1 and d.val_fraction + d.test_fraction < 0.9):
         raise ConfigError("data.val_fraction and data.test_fraction must be in (0, 1) and sum below 0.9")
+    tr = cfg.train
+    _check_choice("image_model.architecture", cfg.image_model.architecture, IMAGE_ARCHITECTURES)
+    _check_choice("text_model.architecture", cfg.text_model.architecture, TEXT_ARCHITECTURES)
+    _check_choice("train.optimizer", tr.optimizer, OPTIMIZERS)
+    _check_choice("train.lr_schedule", tr.lr_schedule, LR_SCHEDULES)
+    _check_choice("train.early_stopping_mode", tr.early_stopping_mode, EARLY_STOPPING_MODES)
+    if cfg.text_model.embedding_dim % max(1, cfg.text_model.heads):
+        raise ConfigError("text_model.embedding_dim must be a multiple of text_model.heads")
     if cfg.image_model.channels not in ("auto", "1", "3"):
         raise ConfigError(f"image_model.channels must be auto, 1 or 3, got {cfg.image_model.channels!r}")
     if cfg.train.epochs < 1 or cfg.train.batch_size < 1:
         raise ConfigError("train.epochs and train.batch_size must be at least 1")
-    tr = cfg.train
-    for key, value, valid in (
-        ("optimizer", tr.optimizer, OPTIMIZERS),
-        ("lr_schedule", tr.lr_schedule, LR_SCHEDULES),
-        ("early_stopping_mode", tr.early_stopping_mode, EARLY_STOPPING_MODES),
-    ):
-        if value not in valid:
-            raise ConfigError(f"train.{key} {value!r} is unknown; choose one of: {', '.join(valid)}")
     if not 0 <= tr.label_smoothing < 1 or tr.weight_decay < 0 or tr.l1 < 0 or tr.l2 < 0:
         raise ConfigError("train.label_smoothing must be in [0, 1); weight_decay, l1 and l2 must be >= 0")
     if tr.learning_rate <= 0 or tr.decay_every_epochs < 1 or tr.restart_epochs < 1 or tr.warmup_epochs < 0:

@@ -32,10 +32,21 @@ def make_spec(train: Dataset, labels: tuple[str, ...], cfg: RunConfig) -> Spec:
     if train.task == "image":
         m = cfg.image_model
         channels = (3 if train.colour else 1) if m.channels == "auto" else int(m.channels)
-        return ImageSpec(labels=labels, height=m.height, width=m.width, channels=channels)
+        side = image_side(train, cfg)
+        return ImageSpec(labels=labels, height=m.height or side, width=m.width or side, channels=channels)
     t = cfg.text_model
     vocabulary = build_vocabulary(train.inputs, t.max_tokens, t.min_count)
-    return TextSpec(labels=labels, vocabulary=vocabulary, max_length=text_length(train.inputs, cfg))
+    length = text_length(train.inputs, cfg)
+    return TextSpec(labels=labels, vocabulary=vocabulary, max_length=length, ngram_buckets=t.ngram_buckets)
+
+
+def image_side(train: Dataset, cfg: RunConfig) -> int:
+    """The model's input side when not configured: the median of the training images' shorter sides,
+    between 8 and image_model.max_size, so small images are not upscaled and large ones are shrunk."""
+    if not train.sizes:
+        return min(32, cfg.image_model.max_size)
+    median = float(np.median([min(w, h) for w, h in train.sizes]))
+    return int(np.clip(round(median), 8, cfg.image_model.max_size))
 
 
 def token_counts(texts: list[str]) -> np.ndarray:

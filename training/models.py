@@ -1,18 +1,26 @@
-"""Model builders: a small CNN for images, embedding + 1-D convolution for texts (tf_keras).
+"""Model families by name (tf_keras), chosen in config: ``image_model.architecture`` and
+``text_model.architecture``.
 
-Inputs are numeric tensors only (float32 images, int32 token ids) so the ONNX export needs no
-string ops; the last layer is named ``probabilities``.
+Images: ``cnn`` (stacked 3x3 convolutions, max pooling, a dense head), ``resnet`` (residual blocks with
+batch normalisation and a global-average-pooling head), ``separable`` (depthwise-separable blocks, the
+MobileNet idea: fewer weights and multiply-adds). Texts: ``cnn`` (one convolution width), ``kim``
+(widths 3/4/5 side by side, Kim 2014), ``bigru`` (bidirectional GRU), ``transformer`` (a small encoder
+with learned positions), ``ngram`` (a bag of word and hashed-bigram embeddings, fastText-style).
+
+Inputs are numeric tensors only (float32 images, int32 ids) so the ONNX export needs no string ops
+and serving stays TensorFlow-free; the last layer is named ``probabilities`` and computes in float32.
 
     >>> model = build_model(ImageSpec(labels=("a", "b")), RunConfig())  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from serving.preprocess import ImageSpec, Spec, TextSpec
 from training.config import ImageModelConfig, RunConfig, TextModelConfig, TrainConfig
-from training.tf_env import keras
+from training.tf_env import keras, tf
 
 layers = keras.layers
 
@@ -27,40 +35,192 @@ def _regularizer(cfg: TrainConfig) -> Any:
 def _head(features: Any, units: int, dropout: float, classes: int, reg: Any) -> Any:
     """Dropout, a hidden Dense layer, dropout, then softmax probabilities (the layer ONNX exports as output)."""
     x = layers.Dropout(dropout)(features)
-    x = layers.Dense(units, activation="relu", kernel_regularizer=reg)(x)
-    x = layers.Dropout(dropout)(x)
+    if units:
+        x = layers.Dense(units, activation="relu", kernel_regularizer=reg)(x)
+        x = layers.Dropout(dropout)(x)
     # float32 probabilities even under mixed precision, so the exported output and the loss stay exact.
     return layers.Dense(classes, activation="softmax", name="probabilities", dtype="float32")(x)
 
 
-def _conv(x: Any, filters: int, cfg: ImageModelConfig, reg: Any) -> Any:
+# ---------------------------------------------------------------- images
+
+
+def _conv(x: Any, filters: int, cfg: ImageModelConfig, reg: Any, kernel: int = 3) -> Any:
     if not cfg.batch_norm:
-        return layers.Conv2D(filters, 3, padding="same", activation="relu", kernel_regularizer=reg)(x)
-    x = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_regularizer=reg)(x)
+        return layers.Conv2D(filters, kernel, padding="same", activation="relu", kernel_regularizer=reg)(x)
+    x = layers.Conv2D(filters, kernel, padding="same", use_bias=False, kernel_regularizer=reg)(x)
     return layers.ReLU()(layers.BatchNormalization()(x))
+
+
+def _can_pool(x: Any) -> bool:
+    """Pool only while the feature map is at least 4 pixels high and wide (8x8 inputs stay usable)."""
+    return int(x.shape[1]) >= 4 and int(x.shape[2]) >= 4
+
+
+def _image_cnn(inputs: Any, cfg: ImageModelConfig, reg: Any) -> Any:
+    x = inputs
+    for filters in cfg.filters:
+        x = _conv(_conv(x, filters, cfg, reg), filters, cfg, reg)
+        if _can_pool(x):
+            x = layers.MaxPooling2D()(x)
+    return layers.Flatten()(x)
+
+
+def _residual_block(x: Any, filters: int, reg: Any) -> Any:
+    shortcut = x
+    if int(x.shape[-1]) != filters:
+        shortcut = layers.Conv2D(filters, 1, use_bias=False, kernel_regularizer=reg)(x)
+    y = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_regularizer=reg)(x)
+    y = layers.ReLU()(layers.BatchNormalization()(y))
+    y = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_regularizer=reg)(y)
+    y = layers.BatchNormalization()(y)
+    return layers.ReLU()(layers.Add()([shortcut, y]))
+
+
+def _image_resnet(inputs: Any, cfg: ImageModelConfig, reg: Any) -> Any:
+    x = _conv(inputs, cfg.filters[0], ImageModelConfig(batch_norm=True), reg)
+    for filters in cfg.filters:
+        x = _residual_block(x, filters, reg)
+        if _can_pool(x):
+            x = layers.MaxPooling2D()(x)
+    return layers.GlobalAveragePooling2D()(x)
+
+
+def _image_separable(inputs: Any, cfg: ImageModelConfig, reg: Any) -> Any:
+    x = _conv(inputs, cfg.filters[0], ImageModelConfig(batch_norm=True), reg)
+    for filters in cfg.filters:
+        for _ in range(2):
+            x = layers.DepthwiseConv2D(3, padding="same", use_bias=False)(x)
+            x = layers.ReLU()(layers.BatchNormalization()(x))
+            x = layers.Conv2D(filters, 1, use_bias=False, kernel_regularizer=reg)(x)
+            x = layers.ReLU()(layers.BatchNormalization()(x))
+        if _can_pool(x):
+            x = layers.MaxPooling2D()(x)
+    return layers.GlobalAveragePooling2D()(x)
+
+
+IMAGE_FAMILIES: dict[str, Callable[[Any, ImageModelConfig, Any], Any]] = {
+    "cnn": _image_cnn,
+    "resnet": _image_resnet,
+    "separable": _image_separable,
+}
 
 
 def build_image_model(spec: ImageSpec, cfg: ImageModelConfig, train: TrainConfig) -> keras.Model:
     reg = _regularizer(train)
     inputs = keras.Input((spec.height, spec.width, spec.channels), name="image")
-    x = inputs
-    for filters in cfg.filters:
-        x = _conv(x, filters, cfg, reg)
-        x = _conv(x, filters, cfg, reg)
-        x = layers.MaxPooling2D()(x)
-    x = layers.Flatten()(x)
-    outputs = _head(x, cfg.dense_units, cfg.dropout, len(spec.labels), reg)
-    return keras.Model(inputs, outputs, name="image_cnn")
+    features = IMAGE_FAMILIES[cfg.architecture](inputs, cfg, reg)
+    outputs = _head(features, cfg.dense_units, cfg.dropout, len(spec.labels), reg)
+    return keras.Model(inputs, outputs, name=f"image_{cfg.architecture}")
+
+
+# ---------------------------------------------------------------- texts
+
+
+@keras.utils.register_keras_serializable(package="kiln")
+class TakeWords(keras.layers.Layer):
+    """The first ``length`` ids of the input: the word ids (the bigram ids, when present, follow them)."""
+
+    def __init__(self, length: int, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.length = length
+
+    def call(self, ids: Any) -> Any:
+        return ids[:, : self.length]
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "length": self.length}
+
+
+def _words(ids: Any, spec: TextSpec) -> Any:
+    return TakeWords(spec.max_length, name="words")(ids) if spec.ngram_buckets else ids
+
+
+def _text_cnn(ids: Any, spec: TextSpec, cfg: TextModelConfig, reg: Any) -> Any:
+    x = layers.Embedding(spec.input_vocabulary, cfg.embedding_dim)(_words(ids, spec))
+    x = layers.Conv1D(cfg.filters, cfg.kernel_size, padding="same", activation="relu", kernel_regularizer=reg)(x)
+    return layers.GlobalMaxPooling1D()(x)
+
+
+def _text_kim(ids: Any, spec: TextSpec, cfg: TextModelConfig, reg: Any) -> Any:
+    x = layers.Embedding(spec.input_vocabulary, cfg.embedding_dim)(_words(ids, spec))
+    branches = [
+        layers.GlobalMaxPooling1D()(
+            layers.Conv1D(cfg.filters, width, padding="same", activation="relu", kernel_regularizer=reg)(x)
+        )
+        for width in cfg.kernel_sizes
+    ]
+    return layers.Concatenate()(branches) if len(branches) > 1 else branches[0]
+
+
+def _text_bigru(ids: Any, spec: TextSpec, cfg: TextModelConfig, reg: Any) -> Any:
+    x = layers.Embedding(spec.input_vocabulary, cfg.embedding_dim)(_words(ids, spec))
+    x = layers.Bidirectional(layers.GRU(cfg.rnn_units, return_sequences=True, kernel_regularizer=reg))(x)
+    return layers.GlobalMaxPooling1D()(x)
+
+
+@keras.utils.register_keras_serializable(package="kiln")
+class PositionEmbedding(keras.layers.Layer):
+    """Learned position vectors added to token embeddings (plain weights: prunes and exports cleanly)."""
+
+    def __init__(self, length: int, dim: int, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.length, self.dim = length, dim
+
+    def build(self, input_shape: Any) -> None:
+        self.positions = self.add_weight(name="positions", shape=(self.length, self.dim), initializer="uniform")
+
+    def call(self, x: Any) -> Any:
+        return x + self.positions
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "length": self.length, "dim": self.dim}
+
+
+def _text_transformer(ids: Any, spec: TextSpec, cfg: TextModelConfig, reg: Any) -> Any:
+    words = _words(ids, spec)
+    x = layers.Embedding(spec.input_vocabulary, cfg.embedding_dim)(words)
+    x = PositionEmbedding(spec.max_length, cfg.embedding_dim)(x)
+    for _ in range(cfg.layers):
+        attended = layers.MultiHeadAttention(cfg.heads, cfg.embedding_dim // cfg.heads, dropout=cfg.dropout)(x, x)
+        x = layers.LayerNormalization()(layers.Add()([x, attended]))
+        forward = layers.Dense(cfg.embedding_dim * 2, activation="relu", kernel_regularizer=reg)(x)
+        forward = layers.Dense(cfg.embedding_dim, kernel_regularizer=reg)(forward)
+        x = layers.LayerNormalization()(layers.Add()([x, forward]))
+    return layers.GlobalAveragePooling1D()(x)
+
+
+@keras.utils.register_keras_serializable(package="kiln")
+class MeanOfIds(keras.layers.Layer):
+    """Mean of the embeddings of the non-padding ids (id 0 is padding), fastText-style."""
+
+    def call(self, inputs: Any) -> Any:
+        embedded, ids = inputs
+        mask = tf.cast(tf.not_equal(ids, 0), embedded.dtype)[:, :, None]
+        total = tf.reduce_sum(embedded * mask, axis=1)
+        return total / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
+
+
+def _text_ngram(ids: Any, spec: TextSpec, cfg: TextModelConfig, reg: Any) -> Any:
+    embedded = layers.Embedding(spec.input_vocabulary, cfg.embedding_dim)(ids)  # words and bigrams alike
+    return MeanOfIds()([embedded, ids])
+
+
+TEXT_FAMILIES: dict[str, Callable[[Any, TextSpec, TextModelConfig, Any], Any]] = {
+    "cnn": _text_cnn,
+    "kim": _text_kim,
+    "bigru": _text_bigru,
+    "transformer": _text_transformer,
+    "ngram": _text_ngram,
+}
 
 
 def build_text_model(spec: TextSpec, cfg: TextModelConfig, train: TrainConfig) -> keras.Model:
     reg = _regularizer(train)
-    inputs = keras.Input((spec.max_length,), dtype="int32", name="tokens")
-    x = layers.Embedding(len(spec.vocabulary), cfg.embedding_dim)(inputs)
-    x = layers.Conv1D(cfg.filters, cfg.kernel_size, padding="same", activation="relu", kernel_regularizer=reg)(x)
-    x = layers.GlobalMaxPooling1D()(x)
-    outputs = _head(x, cfg.dense_units, cfg.dropout, len(spec.labels), reg)
-    return keras.Model(inputs, outputs, name="text_cnn")
+    inputs = keras.Input((spec.input_length,), dtype="int32", name="tokens")
+    features = TEXT_FAMILIES[cfg.architecture](inputs, spec, cfg, reg)
+    outputs = _head(features, cfg.dense_units, cfg.dropout, len(spec.labels), reg)
+    return keras.Model(inputs, outputs, name=f"text_{cfg.architecture}")
 
 
 def build_model(spec: Spec, cfg: RunConfig) -> keras.Model:
