@@ -1,0 +1,84 @@
+"""Every model family trains, prunes with tfmot, exports with tf2onnx matching Keras, and quantizes with ORT."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from compression.export import to_onnx
+from compression.quantize import quantize_dynamic_int8
+from serving.preprocess import ImageSpec, TextSpec, encode_texts
+from training.config import IMAGE_ARCHITECTURES, TEXT_ARCHITECTURES, load_config
+from training.models import build_model
+from training.tf_env import keras, set_seed
+
+pytestmark = pytest.mark.slow
+
+
+def _prunable_clone(model: keras.Model) -> keras.Model:
+    """tfmot magnitude pruning on every layer tfmot supports (others, like attention, stay as they are)."""
+    import tensorflow_model_optimization as tfmot
+    from tensorflow_model_optimization.python.core.sparsity.keras.prune_registry import PruneRegistry
+
+    schedule = tfmot.sparsity.keras.ConstantSparsity(0.5, begin_step=0, frequency=1)
+
+    def wrap(layer: keras.layers.Layer) -> keras.layers.Layer:
+        if PruneRegistry.supports(layer) and layer.trainable_weights:
+            return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule)
+        return layer
+
+    return keras.models.clone_model(model, clone_function=wrap)
+
+
+def _check_family(model: keras.Model, x: np.ndarray, y: np.ndarray, tmp_path: Path, spec) -> None:  # type: ignore[no-untyped-def]
+    import tensorflow_model_optimization as tfmot
+
+    model.compile("adam", "categorical_crossentropy")
+    losses = model.fit(x, y, epochs=4, batch_size=16, verbose=0).history["loss"]
+    assert losses[-1] < losses[0]  # it learns
+
+    pruned = _prunable_clone(model)
+    pruned.compile("adam", "categorical_crossentropy")
+    pruned.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+    stripped = tfmot.sparsity.keras.strip_pruning(pruned)
+    kernels = [w for w in stripped.get_weights() if w.ndim >= 2 and w.size >= 64]
+    assert kernels and max(float(np.mean(w == 0)) for w in kernels) >= 0.45  # half the weights pruned
+
+    fp32 = to_onnx(model, spec, tmp_path / "fp32.onnx")
+    session = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
+    onnx_probs = session.run(None, {session.get_inputs()[0].name: x})[0]
+    assert np.max(np.abs(onnx_probs - model.predict(x, verbose=0))) <= 1e-4
+    int8 = quantize_dynamic_int8(fp32, tmp_path / "int8.onnx")
+    quantized = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"])
+    q_probs = quantized.run(None, {quantized.get_inputs()[0].name: x})[0]
+    assert q_probs.shape == onnx_probs.shape and np.allclose(q_probs.sum(1), 1, atol=1e-3)
+    assert to_onnx(stripped, spec, tmp_path / "pruned.onnx").exists()
+
+
+@pytest.mark.parametrize("architecture", IMAGE_ARCHITECTURES)
+def test_image_family(architecture: str, tmp_path: Path) -> None:
+    set_seed(0)
+    cfg = load_config(None, {"image_model": {"architecture": architecture, "filters": [8, 16], "dense_units": 16}})
+    spec = ImageSpec(labels=("a", "b", "c"), height=12, width=12, channels=3)
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 64)
+    x = (rng.random((64, 12, 12, 3)) * 0.3 + y[:, None, None, None] * 0.3).astype(np.float32)
+    _check_family(build_model(spec, cfg), x, np.eye(3)[y], tmp_path, spec)
+
+
+@pytest.mark.parametrize("architecture", TEXT_ARCHITECTURES)
+def test_text_family(architecture: str, tmp_path: Path) -> None:
+    set_seed(0)
+    overrides = {"architecture": architecture, "embedding_dim": 16, "filters": 8, "rnn_units": 8, "dense_units": 8}
+    cfg = load_config(None, {"text_model": overrides | {"ngram_buckets": 64}})
+    words = ("", "[UNK]", "good", "bad", "film", "plot", "not")
+    spec = TextSpec(labels=("neg", "pos"), vocabulary=words, max_length=6, ngram_buckets=64)
+    rng = np.random.default_rng(0)
+    texts = [" ".join(rng.choice(words[2:], 4)) for _ in range(64)]
+    y = np.array([int(t.count("good") > t.count("bad")) for t in texts])
+    x = encode_texts(texts, spec)
+    assert x.shape == (64, 12) and x[:, 6:].max() >= len(words)  # bigram ids follow the words
+    _check_family(build_model(spec, cfg), x, np.eye(2)[y], tmp_path, spec)
