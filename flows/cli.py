@@ -106,6 +106,9 @@ def run(
         bool,
         typer.Option("--allow-label-change", help="Train even when the labels differ from the production model's."),
     ] = False,
+    trials: Annotated[
+        int | None, typer.Option(min=1, help="Tune with this many Optuna trials first, then train the best config.")
+    ] = None,
     resume: Annotated[
         Path | None,
         typer.Option(
@@ -138,6 +141,7 @@ def run(
             "label_column": label_column,
             "header": not no_header,
             "allow_label_change": allow_label_change,
+            "trials": trials,
         }
     verb = "resuming" if resume is not None else "kiln run:"
     typer.echo(f"{verb} {params['task']} model from {params['data']} -> store {params['store']}, run {params['out']}")
@@ -151,6 +155,78 @@ def run(
     except (DataError, ConfigError, ParityError, StoreError) as exc:
         _fail(str(exc))
     print_run_summary(report, Path(params["out"]))
+
+
+@app.command()
+def tune(
+    task: TaskOption,
+    data: DataOption,
+    trials: Annotated[int, typer.Option(min=1, help="Trials to run in this process.")] = 20,
+    timeout: Annotated[float | None, typer.Option(min=1, help="Stop starting trials after this many seconds.")] = None,
+    sampler: Annotated[str, typer.Option(help="Search strategy: tpe, random or grid.")] = "tpe",
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            help="Optuna storage URL shared by every process of the study (e.g. postgresql://user@host/db). "
+            "Default: a SQLite file in the run directory."
+        ),
+    ] = None,
+    study: Annotated[str | None, typer.Option(help="Study name; processes with one name share trials.")] = None,
+    space: Annotated[
+        Path | None, typer.Option(help="Search space YAML (key: {type, low, high, log, choices}); default per task.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory for trials, plots and best_config.yaml.")] = None,
+    config: ConfigOption = None,
+    text_column: TextColumnOption = None,
+    label_column: LabelColumnOption = None,
+    no_header: NoHeaderOption = False,
+) -> None:
+    """Search hyperparameters with Optuna on the validation split; write best_config.yaml for kiln run --config."""
+    from training.config import ConfigError
+
+    _checked_config(data, config)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    out_dir = out or Path(".kiln") / "tune" / f"{task.value}-{stamp}"
+    typer.echo(f"kiln tune: {task.value} on {data}, {trials} trial(s), {sampler} sampler -> {out_dir}")
+
+    from flows.tune import tune as tune_flow
+    from training.data import DataError
+
+    try:
+        result = tune_flow(
+            task=task.value,
+            data=str(data),
+            out=str(out_dir),
+            trials=trials,
+            timeout=timeout,
+            sampler=sampler,
+            storage=storage,
+            study=study,
+            space=str(space) if space else None,
+            config=str(config) if config else None,
+            text_column=text_column,
+            label_column=label_column,
+            header=not no_header,
+        )
+    except (DataError, ConfigError) as exc:
+        _fail(str(exc))
+    print_tuning_summary(result)
+
+
+def print_tuning_summary(result: dict) -> None:
+    typer.echo(
+        f"\n{result['trials']} trial(s) in study {result['study']} ({result['complete']} complete, "
+        f"{result['pruned']} pruned); best trial {result['best_trial']}: validation loss {result['best_value']:.4f}, "
+        f"accuracy {result['best_val_accuracy']:.4f}"
+    )
+    if "beat_default" in result:
+        verdict = "beat" if result["beat_default"] else "did not beat"
+        typer.echo(
+            f"tuning {verdict} the default configuration (validation loss {result['default_value']:.4f}, "
+            f"accuracy {result['default_val_accuracy']:.4f})"
+        )
+    typer.echo(f"best parameters: {result['best_params']}")
+    typer.echo(f"best config: {result['files']['best_config']} (kiln run --config {result['files']['best_config']})")
 
 
 def _resumable(run_dir: Path) -> dict:

@@ -11,29 +11,22 @@ and schedules all run the same code. Runs on Prefect's temporary local server un
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-# Prefect reads these when imported. Route the stages' loggers through Prefect's handlers; give the
-# temporary server time for its first database migration on 2 cores; no telemetry (offline hosts).
-os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "training,compression,serving,flows")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+from prefect import Task, flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
 
-from prefect import Task, flow, task  # noqa: E402
-from prefect.artifacts import create_markdown_artifact  # noqa: E402
-from prefect.cache_policies import NO_CACHE  # noqa: E402
-
-from compression.compress import compress_model  # noqa: E402
-from serving.store import ModelStore  # noqa: E402
-from training.clean import load_dataset  # noqa: E402
-from training.config import ConfigError, config_to_dict, load_config  # noqa: E402
-from training.data import DataError, check_label_change, check_trainable  # noqa: E402
-from training.inspect import write_data_report  # noqa: E402
-from training.plots import draw_training, inline_images, markdown_with_images  # noqa: E402
-from training.promote import (  # noqa: E402
+from compression.compress import compress_model
+from serving.store import ModelStore
+from training.clean import load_dataset
+from training.config import ConfigError, config_to_dict, load_config
+from training.data import DataError, check_label_change, check_trainable
+from training.inspect import write_data_report
+from training.plots import draw_training, inline_images, markdown_with_images
+from training.promote import (
     build_manifest,
     build_report,
     evaluate_production,
@@ -42,9 +35,9 @@ from training.promote import (  # noqa: E402
     register,
     write_report,
 )
-from training.runs import read_run_file, resumed_config, write_run_file  # noqa: E402
-from training.split import split_dataset  # noqa: E402
-from training.train import train_model  # noqa: E402
+from training.runs import read_run_file, resumed_config, write_run_file
+from training.split import split_dataset
+from training.train import train_model
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -96,6 +89,7 @@ def retrain(
     header: bool = True,
     allow_label_change: bool = False,
     resume: bool = False,
+    trials: int | None = None,
 ) -> dict[str, Any]:
     """Train, compress and register a model for ``task`` from ``data``; returns report.json's content.
 
@@ -109,7 +103,7 @@ def retrain(
         cfg = load_config(config, {"train": {"epochs": epochs}} if epochs else None)
         params = {"task": task, "data": data, "store": store, "config": config, "epochs": epochs}
         params |= {"text_column": text_column, "label_column": label_column, "header": header}
-        write_run_file(out_dir, params | {"allow_label_change": allow_label_change}, cfg)
+        write_run_file(out_dir, params | {"allow_label_change": allow_label_change, "trials": trials}, cfg)
     model_store = ModelStore(store)
 
     dataset = ingest_step(task, Path(data), text_column, label_column, header, cfg.data)
@@ -124,6 +118,12 @@ def retrain(
     check_step(dataset, cfg.data.min_examples_per_class)
     label_change = labels_step(production_labels(model_store, task), dataset.label_names, allow_label_change)
     dataset.report.details["label_change"] = label_change
+    tuning = None
+    if trials and not resume:  # a resumed run already holds the tuned config
+        from flows.tune import tune_on_split
+
+        cfg, tuning = tune_on_split(train, val, cfg, task, out_dir / "tuning", trials)
+        write_run_file(out_dir, read_run_file(out_dir)["params"], cfg)  # --resume continues with the tuned config
     trained = train_step(train, val, cfg, out_dir, resume)
     compressed = compress_step(trained, test, cfg.compress, out_dir / "artifacts")
     production = production_step(model_store, task, test)
@@ -148,6 +148,8 @@ def retrain(
         config=config_to_dict(cfg),
         per_class=compressed.per_class,
     )
+    if tuning is not None:
+        manifest["tuning"] = tuning
     version = register_step(model_store, task, compressed.directory, manifest, decision.passed)
     report = build_report(version)
     write_report(out_dir / "report.json", report)

@@ -72,7 +72,12 @@ def _maximise(monitor: str, mode: str) -> bool:
 
 
 def train_model(
-    train: Dataset, val: Dataset, cfg: RunConfig, run_dir: Path | None = None, resume: bool = False
+    train: Dataset,
+    val: Dataset,
+    cfg: RunConfig,
+    run_dir: Path | None = None,
+    resume: bool = False,
+    extra_callbacks: list[Any] | None = None,
 ) -> TrainedModel:
     """Build the spec from the training split, then fit on tf.data batches. Labels come from the training split.
 
@@ -107,6 +112,7 @@ def train_model(
     )
     has_val = len(val) > 0
     callbacks, early = build_callbacks(t, has_val, run_dir, resume)
+    callbacks += extra_callbacks or []
     started = time.perf_counter()
     fitted = model.fit(
         training_batches(train, spec, cfg),

@@ -1,0 +1,110 @@
+"""The tune flow: ingest -> clean -> split -> N Optuna trials (each a Prefect task run) -> best config.
+
+Wiring only: the search lives in ``training.tune``. Trials train on the training split and are scored
+on the validation split; the test split is not touched. ``tune_on_split`` is shared with
+``kiln run --trials N``, which then trains the final model with the best configuration.
+
+    >>> result = tune(task="text", data="texts.csv", out=".kiln/tune/x", trials=6)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows.retrain import check_step, ingest_step, split_step
+from training.config import RunConfig, config_to_dict, load_config
+from training.data import Dataset
+from training.tune import (
+    TrialOutcome,
+    enqueue_default,
+    load_space,
+    make_study,
+    run_trial,
+    summary,
+    trial_fitter,
+    write_outputs,
+)
+
+
+@task(name="trial", task_run_name="trial-{number}", cache_policy=NO_CACHE)
+def trial_step(number: int, study: Any, space: dict[str, Any], base: dict[str, Any], fit: Any) -> TrialOutcome:
+    """One Optuna trial; ``number`` names the task run in Prefect."""
+    return run_trial(study, space, base, fit)
+
+
+def tune_on_split(
+    train: Dataset,
+    val: Dataset,
+    cfg: RunConfig,
+    task_name: str,
+    out: Path,
+    trials: int,
+    timeout: float | None = None,
+    sampler: str = "tpe",
+    storage: str | None = None,
+    study_name: str | None = None,
+    space_path: Path | None = None,
+) -> tuple[RunConfig, dict[str, Any]]:
+    """Run up to ``trials`` trials (or until ``timeout`` seconds); returns the best config and the summary."""
+    from training.tune import best_config
+
+    space = load_space(space_path, task_name)
+    out.mkdir(parents=True, exist_ok=True)
+    study = make_study(
+        study_name or f"kiln-{task_name}",
+        storage or f"sqlite:///{(out / 'study.db').resolve()}",
+        sampler,
+        space,
+        cfg.train.seed,
+    )
+    enqueue_default(study, space, cfg)
+    base = config_to_dict(cfg)
+    fit = trial_fitter(train, val)
+    started = time.monotonic()
+    for number in range(trials):
+        if timeout is not None and time.monotonic() - started > timeout:
+            break
+        trial_step(number, study, space, base, fit)
+    result = summary(study) | {"files": {k: str(v) for k, v in write_outputs(study, base, out).items()}}
+    create_markdown_artifact(
+        markdown=Path(result["files"]["markdown"]).read_text(encoding="utf-8"),
+        key=f"tuning-{task_name}",
+        description=f"Optuna trials of study {study.study_name}",
+    )
+    return best_config(study, base), result
+
+
+@flow(name="tune", flow_run_name="tune-{task}", log_prints=True)
+def tune(
+    task: str,
+    data: str,
+    out: str,
+    trials: int = 20,
+    timeout: float | None = None,
+    sampler: str = "tpe",
+    storage: str | None = None,
+    study: str | None = None,
+    space: str | None = None,
+    config: str | None = None,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    header: bool = True,
+) -> dict[str, Any]:
+    """Search hyperparameters for ``task`` on ``data``; returns the tuning summary (also tuning.json)."""
+    import json
+
+    cfg = load_config(config)
+    dataset = ingest_step(task, Path(data), text_column, label_column, header, cfg.data)
+    train, val, _ = split_step(dataset, cfg.data)
+    check_step(dataset, cfg.data.min_examples_per_class)
+    _, result = tune_on_split(
+        train, val, cfg, task, Path(out), trials, timeout, sampler, storage, study, Path(space) if space else None
+    )
+    (Path(out) / "tuning.json").write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+    return result

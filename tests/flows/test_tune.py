@@ -1,0 +1,134 @@
+"""`kiln tune`: Optuna trials on the validation split, the best config usable by `kiln run --config`,
+and one study shared by two processes through a real PostgreSQL server started here."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import TINY_CONFIG, make_texts, write_csv
+from training.config import load_config
+
+pytestmark = pytest.mark.slow
+
+FAST = TINY_CONFIG.replace("epochs: 12", "epochs: 4")
+SPACE = {
+    "text_model.architecture": {"type": "categorical", "choices": ["cnn", "ngram"]},
+    "train.learning_rate": {"type": "float", "low": 0.001, "high": 0.05, "log": True},
+    "train.optimizer": {"type": "categorical", "choices": ["adam", "rmsprop"]},
+}
+
+
+def test_six_trial_tune_reports_against_the_default_and_writes_a_usable_config(
+    tmp_path: Path, prefect_server: None
+) -> None:
+    from flows.tune import tune
+    from training.sample_data import write_sample_data
+
+    texts = write_sample_data(tmp_path / "sample")["texts"]
+    (tmp_path / "c.yaml").write_text(FAST)
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(SPACE))
+    out = tmp_path / "tune"
+    result = tune(
+        task="text", data=str(texts), out=str(out), trials=6, config=str(tmp_path / "c.yaml"),
+        space=str(tmp_path / "space.yaml"),
+    )  # fmt: skip
+    assert result["trials"] == 6 and result["complete"] + result["pruned"] == 6
+    assert isinstance(result["beat_default"], bool) and result["default_value"] >= result["best_value"] - 1e-12
+    for name in ("best_config", "csv", "markdown", "optimization_history"):
+        assert Path(result["files"][name]).exists(), name
+    best = load_config(out / "best_config.yaml")  # kiln run --config accepts it
+    params = result["best_params"]
+    assert best.text_model.architecture == params["text_model.architecture"]
+    assert best.train.learning_rate == pytest.approx(params["train.learning_rate"])
+    assert best.train.epochs == 4  # the rest of the base config is kept
+    assert json.loads((out / "tuning.json").read_text())["best_trial"] == result["best_trial"]
+    assert "| number |" in (out / "trials.md").read_text()
+
+
+def test_bad_search_space_names_the_key(tmp_path: Path) -> None:
+    from training.config import ConfigError
+    from training.tune import load_space
+
+    path = tmp_path / "s.yaml"
+    path.write_text("train.learning_rate: {type: float, low: 0.1}\n")
+    with pytest.raises(ConfigError, match="train.learning_rate: a float entry needs low and high"):
+        load_space(path, "text")
+    path.write_text("train.learnin_rate: {type: categorical, choices: [0.1]}\n")
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_space(path, "text")
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: run its binaries as the postgres user when we are root."""
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL 15 server on loopback, started with initdb/pg_ctl, stopped afterwards."""
+    missing = [b for b in ("initdb", "pg_ctl") if shutil.which(b) is None]
+    if missing:
+        if os.environ.get("KILN_REQUIRE_POSTGRES"):
+            pytest.fail(f"KILN_REQUIRE_POSTGRES is set but {missing} are not on PATH")
+        pytest.skip(f"PostgreSQL server binaries {missing} are not installed")
+    root = Path(tempfile.mkdtemp(prefix="kiln-pg-"))
+    data = root / "data"
+    data.mkdir()
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+        shutil.chown(data, "postgres")
+    port = _free_port()
+    run = lambda cmd: subprocess.run(_as_postgres(cmd), check=True, capture_output=True, text=True)  # noqa: E731
+    run(["initdb", "-D", str(data), "-A", "trust", "-U", "postgres"])
+    options = f"-p {port} -c listen_addresses=127.0.0.1 -k {root}"
+    run(["pg_ctl", "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"])
+    try:
+        run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-c", "CREATE DATABASE optuna"])
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/optuna"
+    finally:
+        run(["pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop"])
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_two_processes_share_one_study_in_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    import optuna
+
+    data = write_csv(tmp_path / "t.csv", make_texts(30))
+    (tmp_path / "c.yaml").write_text(FAST)
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(SPACE))
+
+    def kiln_tune(name: str) -> subprocess.Popen[str]:
+        cmd = [sys.executable, "-m", "flows.cli", "tune", "--task", "text", "--data", str(data), "--trials", "2",
+               "--storage", postgres_url, "--study", "shared", "--config", str(tmp_path / "c.yaml"),
+               "--space", str(tmp_path / "space.yaml"), "--out", str(tmp_path / name)]  # fmt: skip
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    workers = [kiln_tune("a"), kiln_tune("b")]
+    outputs = [w.communicate(timeout=600) for w in workers]
+    for worker, (stdout, stderr) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, stderr[-3000:]
+        assert "trial(s) in study shared" in stdout
+    study = optuna.load_study(study_name="shared", storage=postgres_url)
+    finished = [t for t in study.trials if t.state.is_finished()]
+    assert len(finished) >= 4  # both processes' trials (plus a queued default one) in one study
+    assert sum(1 for t in study.trials if t.user_attrs.get("reference") == "default") >= 1

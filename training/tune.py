@@ -1,0 +1,344 @@
+"""Hyperparameter search with Optuna: a search space in YAML, trials scored on the validation split,
+bad trials pruned on per-epoch validation loss, and the best configuration written as YAML that
+``kiln run --config`` accepts.
+
+The first trial of a new study is always the default configuration, so the report can say whether
+tuning beat it. Several processes (on several machines) can work on one study through an RDB
+``storage`` URL (PostgreSQL); the default is a SQLite file in the run directory.
+
+    >>> space = load_space(None, "text")
+    >>> sorted(space)[:2]
+    ['text_model.architecture', 'text_model.dropout']
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from training.config import ConfigError, RunConfig, config_to_dict, load_config
+
+log = logging.getLogger(__name__)
+
+SAMPLERS = ("tpe", "random", "grid")
+OBJECTIVE = "val_loss"  # minimised; also what bad trials are pruned on
+
+# Per task: what tuning may change. Keys are dotted config paths; see load_space for the entry format.
+DEFAULT_SPACES: dict[str, dict[str, dict[str, Any]]] = {
+    "text": {
+        "text_model.architecture": {"type": "categorical", "choices": ["cnn", "kim", "ngram"]},
+        "text_model.embedding_dim": {"type": "categorical", "choices": [32, 64, 128]},
+        "text_model.dropout": {"type": "float", "low": 0.1, "high": 0.5},
+        "text_model.length_percentile": {"type": "categorical", "choices": [90.0, 95.0, 99.0]},
+        "train.optimizer": {"type": "categorical", "choices": ["adam", "adamw", "rmsprop", "nesterov"]},
+        "train.learning_rate": {"type": "float", "low": 3e-4, "high": 1e-2, "log": True},
+        "train.lr_schedule": {"type": "categorical", "choices": ["constant", "cosine", "one_cycle"]},
+        "train.batch_size": {"type": "categorical", "choices": [16, 32, 64]},
+        "train.weight_decay": {"type": "float", "low": 1e-6, "high": 1e-2, "log": True},
+    },
+    "image": {
+        "image_model.architecture": {"type": "categorical", "choices": ["cnn", "resnet", "separable"]},
+        "image_model.dense_units": {"type": "categorical", "choices": [64, 128, 256]},
+        "image_model.dropout": {"type": "float", "low": 0.1, "high": 0.5},
+        "train.optimizer": {"type": "categorical", "choices": ["adam", "adamw", "nesterov"]},
+        "train.learning_rate": {"type": "float", "low": 3e-4, "high": 1e-2, "log": True},
+        "train.lr_schedule": {"type": "categorical", "choices": ["constant", "cosine", "one_cycle"]},
+        "train.batch_size": {"type": "categorical", "choices": [32, 64, 128]},
+        "train.weight_decay": {"type": "float", "low": 1e-6, "high": 1e-2, "log": True},
+    },
+}
+
+
+def load_space(path: Path | None, task: str) -> dict[str, dict[str, Any]]:
+    """The search space from YAML (``key: {type: float|int|categorical, low, high, log, choices}``) or
+    the task's default. Keys must be config paths, checked against the configuration's fields."""
+    if path is None:
+        return DEFAULT_SPACES[task]
+    try:
+        space = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"search space {path} cannot be read: {exc}") from None
+    if not isinstance(space, dict) or not space:
+        raise ConfigError(f"search space {path} must map config keys (like train.learning_rate) to ranges")
+    for key, entry in space.items():
+        kind = entry.get("type") if isinstance(entry, dict) else None
+        if kind not in ("float", "int", "categorical"):
+            raise ConfigError(f"search space {key}: type must be float, int or categorical, got {kind!r}")
+        if kind == "categorical" and not entry.get("choices"):
+            raise ConfigError(f"search space {key}: a categorical entry needs choices: [...]")
+        if kind != "categorical" and not ("low" in entry and "high" in entry):
+            raise ConfigError(f"search space {key}: a {kind} entry needs low and high")
+        load_config(None, overrides_from({key: entry.get("low", (entry.get("choices") or [None])[0])}))
+    return space
+
+
+def overrides_from(params: dict[str, Any]) -> dict[str, Any]:
+    """{"train.learning_rate": 0.01} -> {"train": {"learning_rate": 0.01}} (config overrides)."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        section, _, name = key.partition(".")
+        if not name:
+            raise ConfigError(f"search space key {key!r} must be section.name, like train.learning_rate")
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+def suggest(trial: Any, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for key, entry in space.items():
+        if entry["type"] == "categorical":
+            params[key] = trial.suggest_categorical(key, entry["choices"])
+        elif entry["type"] == "int":
+            params[key] = trial.suggest_int(key, int(entry["low"]), int(entry["high"]), log=entry.get("log", False))
+        else:
+            low, high = float(entry["low"]), float(entry["high"])
+            params[key] = trial.suggest_float(key, low, high, log=entry.get("log", False))
+    return params
+
+
+def default_params(space: dict[str, dict[str, Any]], base: RunConfig) -> dict[str, Any]:
+    """The base configuration's value of every key in the space (the first, reference trial)."""
+    values = config_to_dict(base)
+    params: dict[str, Any] = {}
+    for key, entry in space.items():
+        section, _, name = key.partition(".")
+        value = values[section][name]
+        if entry["type"] == "categorical" and value not in entry["choices"]:
+            return {}  # the default is outside the space: no reference trial
+        if entry["type"] != "categorical" and not entry["low"] <= value <= entry["high"]:
+            return {}
+        params[key] = value
+    return params
+
+
+def _grid(space: dict[str, dict[str, Any]]) -> dict[str, list[Any]]:
+    """Grid values: categorical choices, else low / geometric-or-arithmetic middle / high."""
+    grid: dict[str, list[Any]] = {}
+    for key, entry in space.items():
+        if entry["type"] == "categorical":
+            grid[key] = list(entry["choices"])
+            continue
+        low, high = entry["low"], entry["high"]
+        middle = math.sqrt(low * high) if entry.get("log") else (low + high) / 2
+        values = [low, int(round(middle)) if entry["type"] == "int" else middle, high]
+        grid[key] = list(dict.fromkeys(values))
+    return grid
+
+
+def make_study(name: str, storage: str, sampler: str, space: dict[str, dict[str, Any]], seed: int) -> Any:
+    """Create or join the study ``name`` in ``storage`` (SQLite file or an RDB URL such as PostgreSQL)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if sampler not in SAMPLERS:
+        raise ConfigError(f"--sampler {sampler!r} is unknown; choose one of: {', '.join(SAMPLERS)}")
+    samplers = {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, n_startup_trials=5),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+        "grid": lambda: optuna.samplers.GridSampler(_grid(space), seed=seed),
+    }
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
+    return optuna.create_study(
+        study_name=name,
+        storage=storage,
+        sampler=samplers[sampler](),
+        pruner=pruner,
+        direction="minimize",
+        load_if_exists=True,
+    )
+
+
+def pruning_callback(trial: Any) -> Any:
+    """A Keras callback that reports validation loss each epoch and stops a trial Optuna prunes."""
+    import optuna
+
+    from training.tf_env import keras
+
+    class ReportAndPrune(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            value = (logs or {}).get(OBJECTIVE)
+            if value is None or not math.isfinite(value):
+                return
+            trial.report(float(value), epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"epoch {epoch + 1}: {OBJECTIVE} {value:.4f} is worse than the median")
+
+    return ReportAndPrune()
+
+
+@dataclass
+class TrialOutcome:
+    number: int
+    params: dict[str, Any]
+    value: float | None
+    state: str
+    val_accuracy: float | None = None
+
+
+def run_trial(
+    study: Any,
+    space: dict[str, dict[str, Any]],
+    base: dict[str, Any],
+    fit: Callable[[RunConfig, Any], tuple[float, float]],
+) -> TrialOutcome:
+    """Ask the study for a trial, train it with ``fit(cfg, pruning_callback)`` -> (val_loss, val_accuracy),
+    and tell the study the result (pruned trials are recorded as pruned)."""
+    import optuna
+
+    trial = study.ask()
+    params = suggest(trial, space)
+    cfg = load_config(None, _merge(base, overrides_from(params)))
+    try:
+        loss, accuracy = fit(cfg, pruning_callback(trial))
+    except optuna.TrialPruned:
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        log.info("trial %d pruned: %s", trial.number, params)
+        return TrialOutcome(trial.number, params, None, "PRUNED")
+    trial.set_user_attr("val_accuracy", accuracy)
+    study.tell(trial, loss)
+    log.info("trial %d: %s %.4f, validation accuracy %.4f: %s", trial.number, OBJECTIVE, loss, accuracy, params)
+    return TrialOutcome(trial.number, params, loss, "COMPLETE", accuracy)
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for section, values in extra.items():
+        out.setdefault(section, {}).update(values)
+    return out
+
+
+def best_config(study: Any, base: dict[str, Any]) -> RunConfig:
+    return load_config(None, _merge(base, overrides_from(study.best_trial.params)))
+
+
+def write_outputs(study: Any, base: dict[str, Any], out: Path) -> dict[str, Path]:
+    """best_config.yaml, trials.csv, trials.md and the optimisation-history and importance plots."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"best_config": out / "best_config.yaml", "csv": out / "trials.csv", "markdown": out / "trials.md"}
+    cfg = best_config(study, base)
+    paths["best_config"].write_text(yaml.safe_dump(_plain(config_to_dict(cfg)), sort_keys=False), encoding="utf-8")
+    header, rows = trial_rows(study)
+    with paths["csv"].open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
+    paths["markdown"].write_text(_markdown_table(header, rows), encoding="utf-8")
+    paths.update(_plots(study, out))
+    return paths
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, so the YAML is plain and `kiln run --config` reads it back."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def trial_rows(study: Any) -> tuple[list[str], list[list[Any]]]:
+    """One row per trial: number, state, objective, validation accuracy, seconds, then every parameter."""
+    names = sorted({name for t in study.trials for name in t.params})
+    header = ["number", "state", OBJECTIVE, "val_accuracy", "seconds", "reference", *names]
+    rows = []
+    for t in study.trials:
+        seconds = t.duration.total_seconds() if t.duration else None
+        rows.append(
+            [t.number, t.state.name, t.value, t.user_attrs.get("val_accuracy"), seconds,
+             t.user_attrs.get("reference", ""), *(t.params.get(n) for n in names)]
+        )  # fmt: skip
+    return header, rows
+
+
+def _markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [f"{v:.4g}" if isinstance(v, float) else "" if v is None else str(v) for v in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _plots(study: Any, out: Path) -> dict[str, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna
+    from optuna.visualization import matplotlib as views
+
+    paths: dict[str, Path] = {}
+    complete = [t for t in study.trials if t.value is not None]
+    drawings: dict[str, Callable[[Any], Any]] = {"optimization_history": views.plot_optimization_history}
+    if len(complete) >= 2 and len({str(t.params) for t in complete}) >= 2:
+        drawings["param_importances"] = views.plot_param_importances
+    for name, draw in drawings.items():
+        try:
+            with warnings.catch_warnings():  # the matplotlib views are marked experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                draw(study)
+        except (ValueError, RuntimeError) as exc:  # too few distinct trials for importances
+            log.info("no %s plot: %s", name, exc)
+            continue
+        figure: Any = plt.gcf()
+        figure.set_size_inches(7, 4)
+        figure.tight_layout()
+        figure.savefig(out / f"{name}.png", dpi=80)
+        plt.close(figure)
+        paths[name] = out / f"{name}.png"
+    return paths
+
+
+def enqueue_default(study: Any, space: dict[str, dict[str, Any]], base: RunConfig) -> None:
+    """Make the default configuration the first trial of a new study (the reference to beat)."""
+    params = default_params(space, base)
+    if params and not study.trials:
+        study.enqueue_trial(params, user_attrs={"reference": "default"})
+
+
+def trial_fitter(train: Any, val: Any) -> Callable[[RunConfig, Any], tuple[float, float]]:
+    """fit(cfg, callback) for run_trial: train on ``train``, return the best validation loss and the
+    validation accuracy at that epoch."""
+    from training.train import train_model
+
+    def fit(cfg: RunConfig, callback: Any) -> tuple[float, float]:
+        trained = train_model(train, val, cfg, extra_callbacks=[callback])
+        losses = trained.history.get(OBJECTIVE) or [math.inf]
+        best = min(range(len(losses)), key=losses.__getitem__)
+        accuracy = (trained.history.get("val_accuracy") or [0.0] * len(losses))[best]
+        return float(losses[best]), float(accuracy)
+
+    return fit
+
+
+def summary(study: Any) -> dict[str, Any]:
+    """The ``tuning`` section of report.json: best trial, the default trial, and whether tuning beat it."""
+    best = study.best_trial
+    result: dict[str, Any] = {
+        "study": study.study_name,
+        "objective": f"{OBJECTIVE} (validation split, minimised)",
+        "trials": len(study.trials),
+        "complete": sum(1 for t in study.trials if t.state.name == "COMPLETE"),
+        "pruned": sum(1 for t in study.trials if t.state.name == "PRUNED"),
+        "best_trial": best.number,
+        "best_value": best.value,
+        "best_val_accuracy": best.user_attrs.get("val_accuracy"),
+        "best_params": best.params,
+    }
+    default = next(
+        (t for t in study.trials if t.user_attrs.get("reference") == "default" and t.value is not None), None
+    )
+    if default is not None:
+        result |= {
+            "default_value": default.value,
+            "default_val_accuracy": default.user_attrs.get("val_accuracy"),
+            "beat_default": bool(best.value < default.value),
+        }
+    return result
