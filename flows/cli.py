@@ -60,6 +60,8 @@ def _setup_logging() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     for ours in ("flows", "training", "compression", "serving", "prefect"):
         logging.getLogger(ours).setLevel(logging.INFO)
+    # Prefect's per-task "created / finished" lines would drown Kiln's own; failures still show.
+    logging.getLogger("prefect.task_runs").setLevel(logging.WARNING)
 
 
 TaskOption = Annotated[Task, typer.Option(help="What to train: an image or a text classifier.")]

@@ -145,6 +145,11 @@ class TrainConfig:
     early_stopping_mode: str = "auto"
     early_stopping_patience: int = 6
     early_stopping_min_delta: float = 0.0
+    # Hardware: mixed_float16 (auto = on GPU only), XLA compilation, and the distribution strategy
+    # (auto = MirroredStrategy when more than one GPU is visible; mirrored; none).
+    mixed_precision: str = "auto"
+    jit_compile: bool = False
+    distribute: str = "auto"
     seed: int = 42
     # "auto": balanced class weights when the largest class is over imbalance_ratio times the smallest.
     class_weights: str = "auto"
@@ -265,6 +270,8 @@ def _validate(cfg: RunConfig) -> None:
     _check_choice("train.optimizer", tr.optimizer, OPTIMIZERS)
     _check_choice("train.lr_schedule", tr.lr_schedule, LR_SCHEDULES)
     _check_choice("train.early_stopping_mode", tr.early_stopping_mode, EARLY_STOPPING_MODES)
+    _check_choice("train.mixed_precision", tr.mixed_precision, ("auto", "on", "off"))
+    _check_choice("train.distribute", tr.distribute, ("auto", "mirrored", "none"))
     if cfg.text_model.embedding_dim % max(1, cfg.text_model.heads):
         raise ConfigError("text_model.embedding_dim must be a multiple of text_model.heads")
     if cfg.image_model.channels not in ("auto", "1", "3"):

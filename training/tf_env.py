@@ -20,7 +20,7 @@ import tf_keras as keras  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-__all__ = ["keras", "tf", "configure_devices", "set_seed"]
+__all__ = ["keras", "tf", "configure_devices", "distribution", "set_seed", "use_mixed_precision"]
 
 
 def configure_devices() -> str:
@@ -32,6 +32,28 @@ def configure_devices() -> str:
     device = f"GPU x{len(gpus)}" if gpus else "CPU"
     log.info("training on %s", device)
     return device
+
+
+def distribution(mode: str) -> tuple[tf.distribute.Strategy, str]:
+    """The distribution strategy for ``train.distribute`` and a description.
+
+    ``auto``: MirroredStrategy when more than one GPU is visible, else the default (one device);
+    ``mirrored``: MirroredStrategy over every visible GPU, or every logical CPU device when there is no
+    GPU (how tests exercise the path); ``none``: one device. Across machines, MultiWorkerMirroredStrategy
+    reads TF_CONFIG (README, "Training on several machines").
+    """
+    gpus = tf.config.list_logical_devices("GPU")
+    devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+    if mode == "mirrored" or (mode == "auto" and len(gpus) > 1):
+        if os.environ.get("TF_CONFIG"):
+            return tf.distribute.MultiWorkerMirroredStrategy(), "MultiWorkerMirroredStrategy (TF_CONFIG)"
+        return tf.distribute.MirroredStrategy(devices), f"MirroredStrategy over {len(devices)} device(s)"
+    return tf.distribute.get_strategy(), "one device"
+
+
+def use_mixed_precision(mode: str) -> bool:
+    """``train.mixed_precision``: ``auto`` turns mixed_float16 on only where a GPU is present."""
+    return mode == "on" or (mode == "auto" and bool(tf.config.list_physical_devices("GPU")))
 
 
 def set_seed(seed: int) -> None:

@@ -7,9 +7,12 @@ for imbalanced data and per-epoch progress logs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,7 @@ from training.features import class_weights, make_spec, to_inputs
 from training.models import build_model
 from training.optimizers import build_optimizer
 from training.pipeline import eval_batches, training_batches
-from training.tf_env import configure_devices, keras, set_seed
+from training.tf_env import configure_devices, distribution, keras, set_seed, use_mixed_precision
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +95,17 @@ def train_model(
     val = val.subset(known)
     weights = class_weights(train.labels, spec.labels, t)
     steps = math.ceil(len(train) / t.batch_size)
-    model = build_model(spec, cfg)
-    model.compile(
-        optimizer=build_optimizer(t, steps),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
-        metrics=["accuracy"],
-    )
+    strategy, placement = distribution(t.distribute)
+    mixed = use_mixed_precision(t.mixed_precision)
+    device = ", ".join([device, placement] + ["mixed_float16"] * mixed + ["XLA"] * t.jit_compile)
+    with strategy.scope(), precision("mixed_float16" if mixed else "float32"):
+        model = build_model(spec, cfg)
+        model.compile(
+            optimizer=build_optimizer(t, steps),  # Keras adds loss scaling under mixed_float16
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
+            metrics=["accuracy"],
+            jit_compile=t.jit_compile,
+        )
     log.info(
         "training %s (%s parameters): %d train / %d validation examples, %d classes; %s, lr %g, %s schedule%s",
         model.name,
@@ -120,9 +128,14 @@ def train_model(
         epochs=t.epochs,
         class_weight=weights,
         callbacks=callbacks,
-        verbose=0,
+        # A progress bar per epoch in a terminal; in files and captured logs, ProgressLog's one line.
+        verbose=1 if sys.stdout.isatty() else 0,
     )
     seconds = time.perf_counter() - started
+    if mixed:  # export and serving want float32 weights and math: the same model, rebuilt in float32
+        float32 = build_model(spec, cfg)
+        float32.set_weights(model.get_weights())
+        model = float32
     epochs_now = len(fitted.history.get("loss", []))
     history = read_history(run_dir) if run_dir is not None else {}
     if not history:
@@ -141,6 +154,16 @@ def train_model(
         class_weights={spec.labels[i]: round(w, 4) for i, w in weights.items()} if weights else None,
         examples_per_s=len(train) * epochs_now / seconds if seconds else 0.0,
     )
+
+
+@contextlib.contextmanager
+def precision(policy: str) -> Iterator[None]:
+    """Build models under a Keras dtype policy, then restore float32 for whatever is built next."""
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
 
 
 def calibration_sample(train: Dataset, spec: Spec, n: int, seed: int) -> np.ndarray:

@@ -1,0 +1,61 @@
+"""Hardware paths that run here too: MirroredStrategy over two logical CPU devices, mixed precision
+(returned in float32 for export), and XLA compilation."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import TINY_CONFIG, make_texts, write_csv
+
+pytestmark = pytest.mark.slow
+
+
+def _train(tmp_path: Path, train_overrides: dict, prelude: str = "") -> str:
+    """Train a tiny text model in a fresh process (device setup must precede TensorFlow's first use)."""
+    data = write_csv(tmp_path / "t.csv", make_texts(30))
+    base = yaml.safe_load(TINY_CONFIG)
+    base["train"] |= train_overrides | {"epochs": 4}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(base))
+    script = (
+        "from training.tf_env import tf\n"
+        + prelude
+        + textwrap.dedent(f"""
+        from pathlib import Path
+        from training.clean import clean_texts
+        from training.config import load_config
+        from training.split import split_dataset
+        from training.train import train_model
+        cfg = load_config(Path({str(tmp_path / "c.yaml")!r}))
+        ds = clean_texts(Path({str(data)!r}))
+        train, val, test = split_dataset(ds, cfg.data)
+        trained = train_model(train, val, cfg)
+        losses = trained.history["loss"]
+        assert losses[-1] < losses[0], losses
+        print("DEVICE", trained.device)
+        print("DTYPE", trained.model.layers[-1].dtype_policy.name, trained.model.layers[1].dtype_policy.name)
+    """)
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_mirrored_strategy_trains_on_two_logical_cpu_devices(tmp_path: Path) -> None:
+    prelude = (
+        "cpu = tf.config.list_physical_devices('CPU')[0]\n"
+        "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)"
+    )
+    out = _train(tmp_path, {"distribute": "mirrored"}, prelude)
+    assert "MirroredStrategy over 2 device(s)" in out
+
+
+def test_mixed_precision_trains_and_returns_a_float32_model(tmp_path: Path) -> None:
+    out = _train(tmp_path, {"mixed_precision": "on", "jit_compile": True})
+    assert "mixed_float16" in out and "XLA" in out
+    assert "DTYPE float32 float32" in out  # rebuilt in float32 for export and serving
