@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast lint bench bench-data clean
+.PHONY: install demo test test-fast lint bench bench-data bench-quality clean
 
 # Re-install only when the dependency list changes.
 $(STAMP): pyproject.toml
@@ -32,10 +32,16 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile
 
-# The full benchmark rewrites docs/BENCHMARKS.md; bench-data (50,000 generated JPEGs) adds its section.
+# The full benchmark rewrites docs/BENCHMARKS.md; bench-data (50,000 generated JPEGs) and bench-quality
+# (every data set against a classic peer, default and tuned; hours on 2 cores) add their sections.
+QUALITY_TRIALS ?= 5
 bench: install
 	$(BIN)/python -m flows.bench --out docs/BENCHMARKS.md
 	$(BIN)/python -m flows.bench_data --out docs/BENCHMARKS.md
+	$(BIN)/python -m flows.bench_quality --trials $(QUALITY_TRIALS) --out docs/BENCHMARKS.md
+
+bench-quality: install
+	$(BIN)/python -m flows.bench_quality --trials $(QUALITY_TRIALS) --out docs/BENCHMARKS.md
 
 bench-data: install
 	$(BIN)/python -m flows.bench_data --out docs/BENCHMARKS.md

@@ -170,13 +170,13 @@ def run_data_bench(workdir: Path, count: int, machine: str) -> list[str]:
     ]
 
 
-def splice(path: Path, lines: list[str]) -> None:
-    """Replace the data-bench section of ``path`` (or append it)."""
+def splice(path: Path, lines: list[str], start: str = START, end: str = END) -> None:
+    """Replace the section between the ``start`` and ``end`` markers of ``path`` (or append it)."""
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     section = "\n".join(lines)
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + section + rest.split(END, 1)[1]
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + section + rest.split(end, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     path.write_text(text)

@@ -72,7 +72,7 @@ class AugmentConfig:
 
 
 IMAGE_ARCHITECTURES = ("cnn", "resnet", "separable")
-TEXT_ARCHITECTURES = ("cnn", "kim", "bigru", "transformer", "ngram")
+TEXT_ARCHITECTURES = ("cnn", "kim", "bigru", "transformer", "ngram", "hybrid")
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,8 @@ class ImageModelConfig:
 
 @dataclass(frozen=True)
 class TextModelConfig:
-    architecture: str = "cnn"
+    # hybrid measured best of the families on MR, CR and SST-2 (docs/BENCHMARKS.md); cnn is 6x faster.
+    architecture: str = "hybrid"
     max_tokens: int = 20000
     min_count: int = 1
     # Tokens per text; None follows the data: the length_percentile of training token counts,
@@ -101,8 +102,9 @@ class TextModelConfig:
     length_percentile: float = 95.0
     min_length: int = 16
     max_length_limit: int = 512
-    # Hashed word-bigram features next to the words (0: words only).
-    ngram_buckets: int = 0
+    # Hashed word-bigram features next to the words; None: 65536 for the ngram and hybrid families,
+    # which read them, else 0 (words only).
+    ngram_buckets: int | None = None
     embedding_dim: int = 64
     filters: int = 128
     kernel_size: int = 3  # cnn

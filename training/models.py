@@ -5,7 +5,8 @@ Images: ``cnn`` (stacked 3x3 convolutions, max pooling, a dense head), ``resnet`
 batch normalisation and a global-average-pooling head), ``separable`` (depthwise-separable blocks, the
 MobileNet idea: fewer weights and multiply-adds). Texts: ``cnn`` (one convolution width), ``kim``
 (widths 3/4/5 side by side, Kim 2014), ``bigru`` (bidirectional GRU), ``transformer`` (a small encoder
-with learned positions), ``ngram`` (a bag of word and hashed-bigram embeddings, fastText-style).
+with learned positions), ``ngram`` (a bag of word and hashed-bigram embeddings, fastText-style),
+``hybrid`` (kim and ngram side by side).
 
 Inputs are numeric tensors only (float32 images, int32 ids) so the ONNX export needs no string ops
 and serving stays TensorFlow-free; the last layer is named ``probabilities`` and computes in float32.
@@ -206,12 +207,19 @@ def _text_ngram(ids: Any, spec: TextSpec, cfg: TextModelConfig, reg: Any) -> Any
     return MeanOfIds()([embedded, ids])
 
 
+def _text_hybrid(ids: Any, spec: TextSpec, cfg: TextModelConfig, reg: Any) -> Any:
+    """Kim's convolutions over the words beside a bag of word and bigram embeddings: word order and
+    n-gram evidence in one model."""
+    return layers.Concatenate()([_text_kim(ids, spec, cfg, reg), _text_ngram(ids, spec, cfg, reg)])
+
+
 TEXT_FAMILIES: dict[str, Callable[[Any, TextSpec, TextModelConfig, Any], Any]] = {
     "cnn": _text_cnn,
     "kim": _text_kim,
     "bigru": _text_bigru,
     "transformer": _text_transformer,
     "ngram": _text_ngram,
+    "hybrid": _text_hybrid,
 }
 
 

@@ -1,0 +1,147 @@
+"""The quality benchmark: for every data set in ../shared/datasets and the sample data, default Kiln
+and tuned Kiln (the served variant, from the real retrain flow) beside a classic peer trained on the
+same split: TF-IDF (word 1-2 grams) + linear SVM for texts, an RBF SVM on raw pixels for images.
+
+`make bench` runs it after the speed benchmarks; it replaces its section of docs/BENCHMARKS.md.
+
+    $ .venv/bin/python -m flows.bench_quality --trials 10 --out docs/BENCHMARKS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+START, END = "<!-- quality-bench:start -->", "<!-- quality-bench:end -->"
+# The development data sets sit beside the repository (../shared/datasets); --datasets overrides.
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+def datasets(sample: dict[str, Path], shared: Path = SHARED) -> dict[str, tuple[str, Path]]:
+    """name -> (task, path): the sample data first, then every shared data set that is present."""
+    found = {"sample digits": ("image", sample["images"]), "sample texts": ("text", sample["texts"])}
+    if (shared / "notmnist" / "images").is_dir():
+        found["notmnist"] = ("image", shared / "notmnist" / "images")
+    for name in ("mr", "subj", "cr", "mpqa", "ag_news"):
+        if (shared / name / "data.csv").is_file():
+            found[name] = ("text", shared / name / "data.csv")
+    if (shared / "sst2" / "train.csv").is_file():
+        found["sst2 (train.csv)"] = ("text", shared / "sst2" / "train.csv")
+    return found
+
+
+def classic_peer(task: str, path: Path) -> dict[str, Any]:
+    """Accuracy and seconds of the classic peer on Kiln's own split (train + validation, scored on test)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.svm import SVC, LinearSVC
+
+    from serving.preprocess import ImageSpec
+    from training.clean import load_dataset
+    from training.config import load_config
+    from training.features import make_spec, to_inputs
+    from training.split import split_dataset
+
+    cfg = load_config(None)
+    dataset = load_dataset(task, path, cfg=cfg.data)
+    train, val, test = split_dataset(dataset, cfg.data)
+    started = time.perf_counter()
+    if task == "text":
+        vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
+        model = LinearSVC(C=1.0).fit(vectorizer.fit_transform(train.inputs + val.inputs), train.labels + val.labels)
+        predicted = model.predict(vectorizer.transform(test.inputs))
+        name = "TF-IDF 1-2 gram + linear SVM"
+    else:
+        spec = make_spec(train, train.label_names, cfg)
+        assert isinstance(spec, ImageSpec)
+        flat = lambda d: to_inputs(d, spec).reshape(len(d), -1)  # noqa: E731
+        model = SVC(kernel="rbf", gamma="scale").fit(
+            np.concatenate([flat(train), flat(val)]), train.labels + val.labels
+        )
+        predicted = model.predict(flat(test))
+        name = f"RBF SVM on {spec.height}x{spec.width}x{spec.channels} pixels"
+    seconds = time.perf_counter() - started
+    return {"name": name, "accuracy": float(np.mean(predicted == np.array(test.labels))), "seconds": seconds}
+
+
+def kiln_run(task: str, path: Path, workdir: Path, trials: int | None) -> dict[str, Any]:
+    from flows.retrain import retrain
+
+    tag = f"{task}-{path.parent.name if path.name in ('data.csv', 'train.csv', 'images') else path.stem}"
+    tag += f"-t{trials}" if trials else "-default"
+    started = time.perf_counter()
+    report = retrain(
+        task=task, data=str(path), out=str(workdir / "runs" / tag), store=str(workdir / "store" / tag), trials=trials
+    )
+    served = report["variants"][report["served_variant"]]
+    return {
+        "accuracy": served["accuracy"],
+        "variant": report["served_variant"],
+        "model": report["training"]["model"],
+        "train_seconds": report["training"]["train_seconds"],
+        "wall_seconds": time.perf_counter() - started,
+        "test": served["examples"],
+    }
+
+
+def run_quality_bench(
+    workdir: Path, trials: int, only: list[str] | None, machine: str, shared: Path = SHARED
+) -> list[str]:
+    from training.sample_data import write_sample_data
+
+    sample = write_sample_data(workdir / "sample")
+    rows = []
+    results: dict[str, Any] = {}
+    for name, (task, path) in datasets(sample, shared).items():
+        if only and name not in only:
+            continue
+        peer = classic_peer(task, path)
+        default = kiln_run(task, path, workdir, None)
+        tuned = kiln_run(task, path, workdir, trials) if trials else None
+        results[name] = {"peer": peer, "default": default, "tuned": tuned}
+        tuned_cell = f"{tuned['accuracy']:.4f} ({tuned['model']}, {tuned['wall_seconds']:.0f} s)" if tuned else "—"
+        verdict = "yes" if default["accuracy"] > peer["accuracy"] else "no"
+        peer_cell = f"{peer['accuracy']:.4f} ({peer['seconds']:.1f} s)"
+        rows.append(
+            f"| {name} | {task} | {default['test']} | {peer['name']} | {peer_cell} "
+            f"| {default['accuracy']:.4f} ({default['model']}, {default['variant']}, "
+            f"{default['train_seconds']:.0f} s train) | {tuned_cell} | {verdict} |"
+        )
+    (workdir / "quality.json").write_text(json.dumps(results, indent=2, default=str))
+    return [
+        START,
+        "## Quality against classic peers (CPU)\n",
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on: {machine}. Every row uses Kiln's own cleaning and "
+        "stable split (seed 42); the peer trains on train + validation and every column scores the same test "
+        f"split. Kiln columns are the served variant from the retrain flow; tuned = `kiln run --trials {trials}`.\n",
+        "| data set | task | test items | classic peer | peer accuracy | Kiln default | Kiln tuned "
+        "| default beats peer |",
+        "|---|---|---|---|---|---|---|---|",
+        *rows,
+        END,
+    ]
+
+
+def main() -> None:
+    from flows.bench import machine
+    from flows.bench_data import splice
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=10, help="Optuna trials for the tuned column (0: skip it)")
+    parser.add_argument("--only", nargs="*", help="data set names to run (default: all)")
+    parser.add_argument("--workdir", type=Path, default=Path(".kiln/bench-quality"))
+    parser.add_argument("--out", type=Path, default=Path("docs/BENCHMARKS.md"))
+    parser.add_argument("--datasets", type=Path, default=SHARED, help="folder of the shared data sets")
+    args = parser.parse_args()
+    lines = run_quality_bench(args.workdir, args.trials, args.only, machine(), args.datasets)
+    splice(args.out, lines, START, END)
+    print(f"wrote the quality section of {args.out}")  # noqa: T201
+
+
+if __name__ == "__main__":
+    main()
