@@ -8,3 +8,4 @@ import os
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "training,compression,serving,flows")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")  # stage logs outside a flow run

@@ -34,7 +34,7 @@ OBJECTIVE = "val_loss"  # minimised; also what bad trials are pruned on
 # Per task: what tuning may change. Keys are dotted config paths; see load_space for the entry format.
 DEFAULT_SPACES: dict[str, dict[str, dict[str, Any]]] = {
     "text": {
-        "text_model.architecture": {"type": "categorical", "choices": ["cnn", "kim", "ngram"]},
+        "text_model.architecture": {"type": "categorical", "choices": ["cnn", "kim", "ngram", "hybrid"]},
         "text_model.embedding_dim": {"type": "categorical", "choices": [32, 64, 128]},
         "text_model.dropout": {"type": "float", "low": 0.1, "high": 0.5},
         "text_model.length_percentile": {"type": "categorical", "choices": [90.0, 95.0, 99.0]},
@@ -42,7 +42,7 @@ DEFAULT_SPACES: dict[str, dict[str, dict[str, Any]]] = {
         "train.learning_rate": {"type": "float", "low": 3e-4, "high": 1e-2, "log": True},
         "train.lr_schedule": {"type": "categorical", "choices": ["constant", "cosine", "one_cycle"]},
         "train.batch_size": {"type": "categorical", "choices": [16, 32, 64]},
-        "train.weight_decay": {"type": "float", "low": 1e-6, "high": 1e-2, "log": True},
+        "train.weight_decay": {"type": "categorical", "choices": [0.0, 1e-5, 1e-4, 1e-3]},
     },
     "image": {
         "image_model.architecture": {"type": "categorical", "choices": ["cnn", "resnet", "separable"]},
@@ -52,7 +52,7 @@ DEFAULT_SPACES: dict[str, dict[str, dict[str, Any]]] = {
         "train.learning_rate": {"type": "float", "low": 3e-4, "high": 1e-2, "log": True},
         "train.lr_schedule": {"type": "categorical", "choices": ["constant", "cosine", "one_cycle"]},
         "train.batch_size": {"type": "categorical", "choices": [32, 64, 128]},
-        "train.weight_decay": {"type": "float", "low": 1e-6, "high": 1e-2, "log": True},
+        "train.weight_decay": {"type": "categorical", "choices": [0.0, 1e-5, 1e-4, 1e-3]},
     },
 }
 

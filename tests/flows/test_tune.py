@@ -19,16 +19,15 @@ import yaml
 from tests.conftest import TINY_CONFIG, make_texts, write_csv
 from training.config import load_config
 
-pytestmark = pytest.mark.slow
-
 FAST = TINY_CONFIG.replace("epochs: 12", "epochs: 4")
 SPACE = {
-    "text_model.architecture": {"type": "categorical", "choices": ["cnn", "ngram"]},
+    "text_model.architecture": {"type": "categorical", "choices": ["cnn", "hybrid"]},
     "train.learning_rate": {"type": "float", "low": 0.001, "high": 0.05, "log": True},
     "train.optimizer": {"type": "categorical", "choices": ["adam", "rmsprop"]},
 }
 
 
+@pytest.mark.slow
 def test_six_trial_tune_reports_against_the_default_and_writes_a_usable_config(
     tmp_path: Path, prefect_server: None
 ) -> None:
@@ -110,6 +109,7 @@ def postgres_url() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_study_in_postgresql(tmp_path: Path, postgres_url: str) -> None:
     import optuna
 
@@ -132,3 +132,11 @@ def test_two_processes_share_one_study_in_postgresql(tmp_path: Path, postgres_ur
     finished = [t for t in study.trials if t.state.is_finished()]
     assert len(finished) >= 4  # both processes' trials (plus a queued default one) in one study
     assert sum(1 for t in study.trials if t.user_attrs.get("reference") == "default") >= 1
+
+
+@pytest.mark.parametrize("task", ["image", "text"])
+def test_default_space_holds_the_default_config_as_its_reference_trial(task: str) -> None:
+    from training.tune import DEFAULT_SPACES, default_params
+
+    params = default_params(DEFAULT_SPACES[task], load_config(None))
+    assert set(params) == set(DEFAULT_SPACES[task])  # the default is the first trial to beat
