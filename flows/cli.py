@@ -245,6 +245,9 @@ def _resumable(run_dir: Path) -> dict:
 
 
 def print_run_summary(report: dict, out_dir: Path) -> None:
+    if report.get("role") == "worker":
+        typer.echo(f"worker done: trained {report['training']['epochs_run']} epochs; the chief registers the model")
+        return
     served = report["variants"][report["served_variant"]]
     typer.echo("")
     print_data_summary(report["data"], out_dir)

@@ -10,6 +10,7 @@ and schedules all run the same code. Runs on Prefect's temporary local server un
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +38,7 @@ from training.promote import (
 )
 from training.runs import read_run_file, resumed_config, write_run_file
 from training.split import split_dataset
+from training.tf_env import is_chief
 from training.train import train_model
 
 P = ParamSpec("P")
@@ -97,8 +99,10 @@ def retrain(
     training continues from its last epoch checkpoint.
     """
     out_dir = Path(out)
+    tuned = False
     if resume:
-        cfg = resumed_config(read_run_file(out_dir))
+        saved = read_run_file(out_dir)
+        cfg, tuned = resumed_config(saved), bool(saved["params"].get("tuned"))
     else:
         cfg = load_config(config, {"train": {"epochs": epochs}} if epochs else None)
         params = {"task": task, "data": data, "store": store, "config": config, "epochs": epochs}
@@ -119,12 +123,17 @@ def retrain(
     label_change = labels_step(production_labels(model_store, task), dataset.label_names, allow_label_change)
     dataset.report.details["label_change"] = label_change
     tuning = None
-    if trials and not resume:  # a resumed run already holds the tuned config
+    if trials and not tuned:  # a resumed run killed while tuning continues its study
         from flows.tune import tune_on_split
 
-        cfg, tuning = tune_on_split(train, val, cfg, task, out_dir / "tuning", trials)
-        write_run_file(out_dir, read_run_file(out_dir)["params"], cfg)  # --resume continues with the tuned config
+        cfg, tuning = tune_on_split(train, val, cfg, task, out_dir / "tuning", trials, top_up=resume)
+        # From here on --resume continues with the tuned configuration.
+        write_run_file(out_dir, read_run_file(out_dir)["params"] | {"tuned": True}, cfg)
+    elif tuned and (out_dir / "tuning" / "tuning.json").exists():
+        tuning = json.loads((out_dir / "tuning" / "tuning.json").read_text(encoding="utf-8"))
     trained = train_step(train, val, cfg, out_dir, resume)
+    if not is_chief():  # multi-worker training: the other workers only helped train
+        return {"task": task, "role": "worker", "training": trained.summary()}
     compressed = compress_step(trained, test, cfg.compress, out_dir / "artifacts")
     production = production_step(model_store, task, test)
     decision = gate_step(compressed.variants[compressed.served], production, cfg.gate)

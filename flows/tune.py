@@ -9,6 +9,7 @@ on the validation split; the test split is not touched. ``tune_on_split`` is sha
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from training.config import RunConfig, config_to_dict, load_config
 from training.data import Dataset
 from training.tune import (
     TrialOutcome,
+    best_config,
     enqueue_default,
     load_space,
     make_study,
@@ -50,34 +52,43 @@ def tune_on_split(
     storage: str | None = None,
     study_name: str | None = None,
     space_path: Path | None = None,
+    top_up: bool = False,
 ) -> tuple[RunConfig, dict[str, Any]]:
-    """Run up to ``trials`` trials (or until ``timeout`` seconds); returns the best config and the summary."""
-    from training.tune import best_config
+    """Run up to ``trials`` trials (or until ``timeout`` seconds); returns the best config and the summary.
 
+    The default storage is a SQLite file in ``out``: a new study unless ``top_up``, which continues an
+    interrupted one until it holds ``trials`` finished trials (``kiln run --resume`` during tuning).
+    """
     space = load_space(space_path, task_name)
     out.mkdir(parents=True, exist_ok=True)
+    local = out / "study.db"
+    if storage is None and not top_up:
+        local.unlink(missing_ok=True)
     study = make_study(
         study_name or f"kiln-{task_name}",
-        storage or f"sqlite:///{(out / 'study.db').resolve()}",
+        storage or f"sqlite:///{local.resolve()}",
         sampler,
         space,
-        cfg.train.seed,
+        cfg.train.seed if storage is None else None,  # processes sharing a study must sample differently
     )
     enqueue_default(study, space, cfg)
     base = config_to_dict(cfg)
     fit = trial_fitter(train, val)
     started = time.monotonic()
-    for number in range(trials):
+    done = sum(1 for t in study.trials if t.state.is_finished()) if top_up else 0
+    for number in range(done, trials):
         if timeout is not None and time.monotonic() - started > timeout:
             break
         trial_step(number, study, space, base, fit)
+    best = best_config(study, base)
     result = summary(study) | {"files": {k: str(v) for k, v in write_outputs(study, base, out).items()}}
+    (out / "tuning.json").write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
     create_markdown_artifact(
         markdown=Path(result["files"]["markdown"]).read_text(encoding="utf-8"),
         key=f"tuning-{task_name}",
         description=f"Optuna trials of study {study.study_name}",
     )
-    return best_config(study, base), result
+    return best, result
 
 
 @flow(name="tune", flow_run_name="tune-{task}", log_prints=True)
@@ -97,8 +108,6 @@ def tune(
     header: bool = True,
 ) -> dict[str, Any]:
     """Search hyperparameters for ``task`` on ``data``; returns the tuning summary (also tuning.json)."""
-    import json
-
     cfg = load_config(config)
     dataset = ingest_step(task, Path(data), text_column, label_column, header, cfg.data)
     train, val, _ = split_step(dataset, cfg.data)
@@ -106,5 +115,4 @@ def tune(
     _, result = tune_on_split(
         train, val, cfg, task, Path(out), trials, timeout, sampler, storage, study, Path(space) if space else None
     )
-    (Path(out) / "tuning.json").write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
     return result

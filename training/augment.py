@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from serving.preprocess import TextSpec, bigram_id
 from training.config import AugmentConfig
 from training.tf_env import keras, tf
 
@@ -114,17 +115,38 @@ def perturb_tokens(tokens: np.ndarray, dropout: float, swap: float, rng: np.rand
     return out
 
 
-def text_augmentation(cfg: AugmentConfig, seed: int) -> Callable[[tf.Tensor, tf.Tensor], Batch] | None:
-    """Token dropout and random swap over training batches of token ids, or None when both are off."""
+def text_augmentation(
+    cfg: AugmentConfig, seed: int, spec: TextSpec | None = None
+) -> Callable[[tf.Tensor, tf.Tensor], Batch] | None:
+    """Token dropout and random swap over training batches of ids, or None when both are off.
+
+    Only the word ids are perturbed; with hashed bigrams (``spec.ngram_buckets``) the bigram ids are
+    recomputed from the perturbed words, so the model never sees a combination serving cannot produce.
+    """
     if not cfg.enabled or (cfg.token_dropout <= 0 and cfg.random_swap <= 0):
         return None
     rng = np.random.default_rng(seed)
 
+    def perturb(ids: np.ndarray) -> np.ndarray:
+        if spec is None or not spec.ngram_buckets:
+            return perturb_tokens(ids, cfg.token_dropout, cfg.random_swap, rng)
+        words = perturb_tokens(ids[:, : spec.max_length], cfg.token_dropout, cfg.random_swap, rng)
+        return np.concatenate([words, rehash_bigrams(words, spec)], axis=1)
+
     def apply(x: tf.Tensor, y: tf.Tensor) -> Batch:
-        out = tf.numpy_function(
-            lambda t: perturb_tokens(t, cfg.token_dropout, cfg.random_swap, rng), [x], tf.int32, stateful=True
-        )
+        out = tf.numpy_function(perturb, [x], tf.int32, stateful=True)
         out.set_shape(x.shape)
         return out, y
 
     return apply
+
+
+def rehash_bigrams(words: np.ndarray, spec: TextSpec) -> np.ndarray:
+    """The bigram ids of rows of word ids, as serving.preprocess computes them from the words."""
+    out = np.zeros_like(words)
+    vocabulary = spec.vocabulary
+    for row, ids in enumerate(words):
+        ids = ids[ids != 0]
+        pairs = [bigram_id(vocabulary[a], vocabulary[b], spec) for a, b in zip(ids[:-1], ids[1:], strict=True)]
+        out[row, : len(pairs)] = pairs
+    return out

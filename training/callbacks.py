@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
 HISTORY = "history.csv"
 TENSORBOARD = "tensorboard"
+BEST_WEIGHTS = "best.weights.h5"  # the best epoch's weights, across a resume
+FINISHED = "trained.keras"  # the trained model, saved before compression starts
 
 
 class ProgressLog(keras.callbacks.Callback):
@@ -58,11 +60,15 @@ def build_callbacks(
     new run never continues an old one by accident.
     """
     monitor = monitor_name(cfg, has_validation)
+    # A resumed run carries on from the best value before the kill: an epoch counts as an improvement
+    # (for early stopping and the best-weights file) only if it beats that.
+    best_so_far = _best(read_history(run_dir).get(monitor, []), monitor, cfg) if run_dir and resume else None
     early = keras.callbacks.EarlyStopping(
         monitor=monitor,
         mode=cfg.early_stopping_mode,
         patience=cfg.early_stopping_patience,
         min_delta=cfg.early_stopping_min_delta,
+        baseline=best_so_far,
         restore_best_weights=True,
     )
     callbacks: list[keras.callbacks.Callback] = [early]
@@ -80,15 +86,31 @@ def build_callbacks(
     if run_dir is not None:
         if not resume:
             shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
-            (run_dir / HISTORY).unlink(missing_ok=True)
+            for stale in (HISTORY, BEST_WEIGHTS, FINISHED):
+                (run_dir / stale).unlink(missing_ok=True)
         run_dir.mkdir(parents=True, exist_ok=True)
         callbacks += [
             keras.callbacks.CSVLogger(str(run_dir / HISTORY), append=True),
+            keras.callbacks.ModelCheckpoint(
+                str(run_dir / BEST_WEIGHTS),
+                monitor=monitor,
+                mode=cfg.early_stopping_mode,
+                save_best_only=True,
+                save_weights_only=True,
+                initial_value_threshold=best_so_far,
+            ),
             keras.callbacks.TensorBoard(str(run_dir / TENSORBOARD), write_graph=False, profile_batch=0),
             # After the history (callbacks run in order): a checkpoint never claims an epoch the CSV lacks.
             keras.callbacks.BackupAndRestore(str(run_dir / CHECKPOINTS)),
         ]
     return callbacks, early
+
+
+def _best(values: list[float], monitor: str, cfg: TrainConfig) -> float | None:
+    if not values:
+        return None
+    maximise = cfg.early_stopping_mode == "max" or (cfg.early_stopping_mode == "auto" and "acc" in monitor)
+    return max(values) if maximise else min(values)
 
 
 def read_history(run_dir: Path) -> dict[str, list[float]]:

@@ -115,6 +115,12 @@ class TextModelConfig:
     dense_units: int = 64
     dropout: float = 0.3
 
+    def buckets(self) -> int:
+        """``ngram_buckets``, or its default: 65,536 for the families that read bigrams, else 0."""
+        if self.ngram_buckets is not None:
+            return self.ngram_buckets
+        return 65536 if self.architecture in ("ngram", "hybrid") else 0
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -227,11 +233,12 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     return cls(**kwargs)
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def merge_config(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Nested dictionaries of config values, ``extra`` winning; neither is changed."""
     out = dict(base)
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge_config(out[key], value)
         else:
             out[key] = value
     return out
@@ -251,7 +258,7 @@ def load_config(path: Path | str | None, overrides: dict[str, Any] | None = None
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {p} must hold a mapping of sections, got {type(loaded).__name__}")
         data = loaded
-    data = _merge(data, overrides or {})
+    data = merge_config(data, overrides or {})
     config: RunConfig = _build(RunConfig, data, "")
     _validate(config)
     return config

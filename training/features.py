@@ -26,9 +26,6 @@ from training.data import Dataset
 
 log = logging.getLogger(__name__)
 
-# Hashed bigram buckets for the families that read bigrams, when text_model.ngram_buckets is not set.
-DEFAULT_BUCKETS = {"ngram": 65536, "hybrid": 65536}
-
 
 def make_spec(train: Dataset, labels: tuple[str, ...], cfg: RunConfig) -> Spec:
     """The preprocessing spec for a new model, fitted on the training split only (no test leakage)."""
@@ -40,8 +37,7 @@ def make_spec(train: Dataset, labels: tuple[str, ...], cfg: RunConfig) -> Spec:
     t = cfg.text_model
     vocabulary = build_vocabulary(train.inputs, t.max_tokens, t.min_count)
     length = text_length(train.inputs, cfg)
-    buckets = t.ngram_buckets if t.ngram_buckets is not None else DEFAULT_BUCKETS.get(t.architecture, 0)
-    return TextSpec(labels=labels, vocabulary=vocabulary, max_length=length, ngram_buckets=buckets)
+    return TextSpec(labels=labels, vocabulary=vocabulary, max_length=length, ngram_buckets=t.buckets())
 
 
 def image_side(train: Dataset, cfg: RunConfig) -> int:

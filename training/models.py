@@ -17,6 +17,7 @@ and serving stays TensorFlow-free; the last layer is named ``probabilities`` and
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from serving.preprocess import ImageSpec, Spec, TextSpec
@@ -79,7 +80,7 @@ def _residual_block(x: Any, filters: int, reg: Any) -> Any:
 
 
 def _image_resnet(inputs: Any, cfg: ImageModelConfig, reg: Any) -> Any:
-    x = _conv(inputs, cfg.filters[0], ImageModelConfig(batch_norm=True), reg)
+    x = _conv(inputs, cfg.filters[0], replace(cfg, batch_norm=True), reg)
     for filters in cfg.filters:
         x = _residual_block(x, filters, reg)
         if _can_pool(x):
@@ -88,7 +89,7 @@ def _image_resnet(inputs: Any, cfg: ImageModelConfig, reg: Any) -> Any:
 
 
 def _image_separable(inputs: Any, cfg: ImageModelConfig, reg: Any) -> Any:
-    x = _conv(inputs, cfg.filters[0], ImageModelConfig(batch_norm=True), reg)
+    x = _conv(inputs, cfg.filters[0], replace(cfg, batch_norm=True), reg)
     for filters in cfg.filters:
         for _ in range(2):
             x = layers.DepthwiseConv2D(3, padding="same", use_bias=False)(x)
@@ -120,7 +121,8 @@ def build_image_model(spec: ImageSpec, cfg: ImageModelConfig, train: TrainConfig
 
 @keras.utils.register_keras_serializable(package="kiln")
 class TakeWords(keras.layers.Layer):
-    """The first ``length`` ids of the input: the word ids (the bigram ids, when present, follow them)."""
+    """The first ``length`` positions (ids or their embeddings): the words; bigram ids, when present,
+    follow them."""
 
     def __init__(self, length: int, **kwargs: Any):
         super().__init__(**kwargs)
@@ -137,14 +139,19 @@ def _words(ids: Any, spec: TextSpec) -> Any:
     return TakeWords(spec.max_length, name="words")(ids) if spec.ngram_buckets else ids
 
 
+def _word_embedding(ids: Any, spec: TextSpec, cfg: TextModelConfig) -> Any:
+    """Embedded word ids (the word half of the input): a table as large as the vocabulary only."""
+    return layers.Embedding(len(spec.vocabulary), cfg.embedding_dim)(_words(ids, spec))
+
+
 def _text_cnn(ids: Any, spec: TextSpec, cfg: TextModelConfig, reg: Any) -> Any:
-    x = layers.Embedding(spec.input_vocabulary, cfg.embedding_dim)(_words(ids, spec))
+    x = _word_embedding(ids, spec, cfg)
     x = layers.Conv1D(cfg.filters, cfg.kernel_size, padding="same", activation="relu", kernel_regularizer=reg)(x)
     return layers.GlobalMaxPooling1D()(x)
 
 
-def _text_kim(ids: Any, spec: TextSpec, cfg: TextModelConfig, reg: Any) -> Any:
-    x = layers.Embedding(spec.input_vocabulary, cfg.embedding_dim)(_words(ids, spec))
+def _kim_features(x: Any, cfg: TextModelConfig, reg: Any) -> Any:
+    """Convolutions of widths ``kernel_sizes`` over embedded words, each max-pooled, side by side."""
     branches = [
         layers.GlobalMaxPooling1D()(
             layers.Conv1D(cfg.filters, width, padding="same", activation="relu", kernel_regularizer=reg)(x)
@@ -154,8 +161,12 @@ def _text_kim(ids: Any, spec: TextSpec, cfg: TextModelConfig, reg: Any) -> Any:
     return layers.Concatenate()(branches) if len(branches) > 1 else branches[0]
 
 
+def _text_kim(ids: Any, spec: TextSpec, cfg: TextModelConfig, reg: Any) -> Any:
+    return _kim_features(_word_embedding(ids, spec, cfg), cfg, reg)
+
+
 def _text_bigru(ids: Any, spec: TextSpec, cfg: TextModelConfig, reg: Any) -> Any:
-    x = layers.Embedding(spec.input_vocabulary, cfg.embedding_dim)(_words(ids, spec))
+    x = _word_embedding(ids, spec, cfg)
     x = layers.Bidirectional(layers.GRU(cfg.rnn_units, return_sequences=True, kernel_regularizer=reg))(x)
     return layers.GlobalMaxPooling1D()(x)
 
@@ -179,8 +190,7 @@ class PositionEmbedding(keras.layers.Layer):
 
 
 def _text_transformer(ids: Any, spec: TextSpec, cfg: TextModelConfig, reg: Any) -> Any:
-    words = _words(ids, spec)
-    x = layers.Embedding(spec.input_vocabulary, cfg.embedding_dim)(words)
+    x = _word_embedding(ids, spec, cfg)
     x = PositionEmbedding(spec.max_length, cfg.embedding_dim)(x)
     for _ in range(cfg.layers):
         attended = layers.MultiHeadAttention(cfg.heads, cfg.embedding_dim // cfg.heads, dropout=cfg.dropout)(x, x)
@@ -208,9 +218,11 @@ def _text_ngram(ids: Any, spec: TextSpec, cfg: TextModelConfig, reg: Any) -> Any
 
 
 def _text_hybrid(ids: Any, spec: TextSpec, cfg: TextModelConfig, reg: Any) -> Any:
-    """Kim's convolutions over the words beside a bag of word and bigram embeddings: word order and
-    n-gram evidence in one model."""
-    return layers.Concatenate()([_text_kim(ids, spec, cfg, reg), _text_ngram(ids, spec, cfg, reg)])
+    """Kim's convolutions over the words beside the mean of word and bigram embeddings: word order and
+    n-gram evidence in one model, sharing one embedding table."""
+    embedded = layers.Embedding(spec.input_vocabulary, cfg.embedding_dim)(ids)
+    words = TakeWords(spec.max_length, name="words")(embedded) if spec.ngram_buckets else embedded
+    return layers.Concatenate()([_kim_features(words, cfg, reg), MeanOfIds()([embedded, ids])])
 
 
 TEXT_FAMILIES: dict[str, Callable[[Any, TextSpec, TextModelConfig, Any], Any]] = {

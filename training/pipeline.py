@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.preprocess import ImageSpec, Spec, decode_image, image_to_uint8
+from serving.preprocess import ImageSpec, Spec, TextSpec, decode_image, image_to_uint8
 from training.augment import image_augmentation, text_augmentation
 from training.config import RunConfig
 from training.data import Dataset
@@ -99,7 +99,8 @@ def _text_batches(dataset: Dataset, spec: Spec, cfg: RunConfig, train: bool) -> 
     if train:
         ds = ds.shuffle(len(dataset), seed=cfg.train.seed, reshuffle_each_iteration=True)
     ds = ds.batch(cfg.train.batch_size)
-    augment = text_augmentation(cfg.augment, cfg.train.seed) if train else None
+    augment = text_augmentation(cfg.augment, cfg.train.seed, spec if isinstance(spec, TextSpec) else None)
+    augment = augment if train else None
     if augment is not None:
         ds = ds.map(augment)
     return ds.prefetch(tf.data.AUTOTUNE)

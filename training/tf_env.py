@@ -20,7 +20,7 @@ import tf_keras as keras  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-__all__ = ["keras", "tf", "configure_devices", "distribution", "set_seed", "use_mixed_precision"]
+__all__ = ["keras", "tf", "configure_devices", "distribution", "is_chief", "set_seed", "use_mixed_precision"]
 
 
 def configure_devices() -> str:
@@ -42,13 +42,29 @@ def distribution(mode: str) -> tuple[tf.distribute.Strategy, str]:
     GPU (how tests exercise the path); ``none``: one device. Across machines, MultiWorkerMirroredStrategy
     reads TF_CONFIG (README, "Training on several machines").
     """
-    gpus = tf.config.list_logical_devices("GPU")
-    devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
-    if mode == "mirrored" or (mode == "auto" and len(gpus) > 1):
-        if os.environ.get("TF_CONFIG"):
-            return tf.distribute.MultiWorkerMirroredStrategy(), "MultiWorkerMirroredStrategy (TF_CONFIG)"
-        return tf.distribute.MirroredStrategy(devices), f"MirroredStrategy over {len(devices)} device(s)"
-    return tf.distribute.get_strategy(), "one device"
+    gpus = tf.config.list_physical_devices("GPU")  # does not start the runtime
+    if mode == "none" or (mode == "auto" and len(gpus) < 2):
+        return tf.distribute.get_strategy(), "one device"
+    if os.environ.get("TF_CONFIG"):
+        # Collective ops must be set up before the runtime starts: create this before anything else.
+        return tf.distribute.MultiWorkerMirroredStrategy(), "MultiWorkerMirroredStrategy (TF_CONFIG)"
+    logical = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+    devices = [d.name for d in logical]
+    return tf.distribute.MirroredStrategy(devices), f"MirroredStrategy over {len(devices)} device(s)"
+
+
+def is_chief() -> bool:
+    """True unless TF_CONFIG names this process a worker other than worker 0 (or a non-chief role).
+    Only the chief compresses and registers; the other workers only help train."""
+    import json
+
+    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    role = config.get("task", {})
+    if not role:
+        return True
+    return role.get("type") == "chief" or (
+        role.get("type") == "worker" and int(role.get("index", 0)) == 0 and "chief" not in config.get("cluster", {})
+    )
 
 
 def use_mixed_precision(mode: str) -> bool:

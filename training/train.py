@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from serving.preprocess import Spec
-from training.callbacks import build_callbacks, monitor_name, read_history
+from training.callbacks import BEST_WEIGHTS, FINISHED, build_callbacks, monitor_name, read_history
 from training.config import RunConfig, TrainConfig
 from training.data import Dataset
 from training.features import class_weights, make_spec, to_inputs
@@ -119,27 +119,40 @@ def train_model(
         "; balanced class weights (imbalanced classes)" if weights else "",
     )
     has_val = len(val) > 0
-    callbacks, early = build_callbacks(t, has_val, run_dir, resume)
-    callbacks += extra_callbacks or []
+    finished = run_dir / FINISHED if run_dir is not None else None
     started = time.perf_counter()
-    fitted = model.fit(
-        training_batches(train, spec, cfg),
-        validation_data=eval_batches(val, spec, cfg) if has_val else None,
-        epochs=t.epochs,
-        class_weight=weights,
-        callbacks=callbacks,
-        # A progress bar per epoch in a terminal; in files and captured logs, ProgressLog's one line.
-        verbose=1 if sys.stdout.isatty() else 0,
-    )
+    if resume and finished is not None and finished.exists():
+        # Killed after training (while compressing or registering): the trained model is kept, not retrained.
+        log.info("resuming after training: loading %s", finished)
+        model = keras.models.load_model(finished, compile=False)
+        epochs_now, stopped_early = 0, len(read_history(finished.parent).get("loss", [])) < t.epochs
+        fitted_history: dict[str, list[float]] = {}
+    else:
+        callbacks, early = build_callbacks(t, has_val, run_dir, resume)
+        callbacks += extra_callbacks or []
+        fitted = model.fit(
+            training_batches(train, spec, cfg),
+            validation_data=eval_batches(val, spec, cfg) if has_val else None,
+            epochs=t.epochs,
+            class_weight=weights,
+            callbacks=callbacks,
+            # A progress bar per epoch in a terminal; in files and captured logs, ProgressLog's one line.
+            verbose=1 if sys.stdout.isatty() else 0,
+        )
+        fitted_history = fitted.history
+        epochs_now, stopped_early = len(fitted_history.get("loss", [])), early.stopped_epoch > 0
+        if run_dir is not None and (run_dir / BEST_WEIGHTS).exists():
+            model.load_weights(run_dir / BEST_WEIGHTS)  # the best epoch, also when it came before a kill
+        if mixed:  # export and serving want float32 weights and math: the same model, rebuilt in float32
+            float32 = build_model(spec, cfg)
+            float32.set_weights(model.get_weights())
+            model = float32
+        if finished is not None:
+            model.save(finished)
     seconds = time.perf_counter() - started
-    if mixed:  # export and serving want float32 weights and math: the same model, rebuilt in float32
-        float32 = build_model(spec, cfg)
-        float32.set_weights(model.get_weights())
-        model = float32
-    epochs_now = len(fitted.history.get("loss", []))
     history = read_history(run_dir) if run_dir is not None else {}
     if not history:
-        history = {k: [float(v) for v in vs] for k, vs in fitted.history.items()}
+        history = {k: [float(v) for v in vs] for k, vs in fitted_history.items()}
     log.info("trained in %.1fs (%d epochs in this process, %d in all)", seconds, epochs_now, len(history["loss"]))
     return TrainedModel(
         model=model,
@@ -150,7 +163,7 @@ def train_model(
         calibration=calibration_sample(train, spec, cfg.compress.calibration_samples, t.seed),
         config=t,
         monitor=monitor_name(t, has_val),
-        stopped_early=early.stopped_epoch > 0,
+        stopped_early=stopped_early,
         class_weights={spec.labels[i]: round(w, 4) for i, w in weights.items()} if weights else None,
         examples_per_s=len(train) * epochs_now / seconds if seconds else 0.0,
     )

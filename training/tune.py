@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from training.config import ConfigError, RunConfig, config_to_dict, load_config
+from training.config import ConfigError, RunConfig, config_to_dict, load_config, merge_config
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,8 @@ def load_space(path: Path | None, task: str) -> dict[str, dict[str, Any]]:
             raise ConfigError(f"search space {key}: a categorical entry needs choices: [...]")
         if kind != "categorical" and not ("low" in entry and "high" in entry):
             raise ConfigError(f"search space {key}: a {kind} entry needs low and high")
-        load_config(None, overrides_from({key: entry.get("low", (entry.get("choices") or [None])[0])}))
+        for value in entry.get("choices") or [entry["low"], entry["high"]]:  # every value must make a valid config
+            load_config(None, overrides_from({key: value}))
     return space
 
 
@@ -133,8 +134,10 @@ def _grid(space: dict[str, dict[str, Any]]) -> dict[str, list[Any]]:
     return grid
 
 
-def make_study(name: str, storage: str, sampler: str, space: dict[str, dict[str, Any]], seed: int) -> Any:
-    """Create or join the study ``name`` in ``storage`` (SQLite file or an RDB URL such as PostgreSQL)."""
+def make_study(name: str, storage: str, sampler: str, space: dict[str, dict[str, Any]], seed: int | None) -> Any:
+    """Create or join the study ``name`` in ``storage`` (SQLite file or an RDB URL such as PostgreSQL).
+
+    ``seed`` None: each process samples differently, which processes sharing a study need."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -195,28 +198,27 @@ def run_trial(
 
     trial = study.ask()
     params = suggest(trial, space)
-    cfg = load_config(None, _merge(base, overrides_from(params)))
     try:
+        cfg = load_config(None, merge_config(base, overrides_from(params)))
         loss, accuracy = fit(cfg, pruning_callback(trial))
     except optuna.TrialPruned:
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         log.info("trial %d pruned: %s", trial.number, params)
         return TrialOutcome(trial.number, params, None, "PRUNED")
+    except Exception as exc:  # a configuration that cannot train (memory, numerics): record it, go on
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        log.warning("trial %d failed (%s: %s): %s", trial.number, type(exc).__name__, exc, params)
+        return TrialOutcome(trial.number, params, None, "FAIL")
     trial.set_user_attr("val_accuracy", accuracy)
     study.tell(trial, loss)
     log.info("trial %d: %s %.4f, validation accuracy %.4f: %s", trial.number, OBJECTIVE, loss, accuracy, params)
     return TrialOutcome(trial.number, params, loss, "COMPLETE", accuracy)
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
-    for section, values in extra.items():
-        out.setdefault(section, {}).update(values)
-    return out
-
-
 def best_config(study: Any, base: dict[str, Any]) -> RunConfig:
-    return load_config(None, _merge(base, overrides_from(study.best_trial.params)))
+    if not any(t.value is not None for t in study.trials):
+        raise ConfigError(f"no trial of study {study.study_name} finished (all pruned or failed); see the log")
+    return load_config(None, merge_config(base, overrides_from(study.best_trial.params)))
 
 
 def write_outputs(study: Any, base: dict[str, Any], out: Path) -> dict[str, Path]:
@@ -309,6 +311,9 @@ def trial_fitter(train: Any, val: Any) -> Callable[[RunConfig, Any], tuple[float
     from training.train import train_model
 
     def fit(cfg: RunConfig, callback: Any) -> tuple[float, float]:
+        from training.tf_env import keras
+
+        keras.backend.clear_session()  # each trial builds a new graph; drop the last one's
         trained = train_model(train, val, cfg, extra_callbacks=[callback])
         losses = trained.history.get(OBJECTIVE) or [math.inf]
         best = min(range(len(losses)), key=losses.__getitem__)

@@ -20,7 +20,7 @@ def _train(tmp_path: Path, train_overrides: dict, prelude: str = "") -> str:
     """Train a tiny text model in a fresh process (device setup must precede TensorFlow's first use)."""
     data = write_csv(tmp_path / "t.csv", make_texts(30))
     base = yaml.safe_load(TINY_CONFIG)
-    base["train"] |= train_overrides | {"epochs": 4}
+    base["train"] |= train_overrides | {"epochs": 8}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(base))
     script = (
         "from training.tf_env import tf\n"
@@ -39,6 +39,11 @@ def _train(tmp_path: Path, train_overrides: dict, prelude: str = "") -> str:
         assert losses[-1] < losses[0], losses
         print("DEVICE", trained.device)
         print("DTYPE", trained.model.layers[-1].dtype_policy.name, trained.model.layers[1].dtype_policy.name)
+        from training.features import to_arrays
+        x, y = to_arrays(val, trained.spec)
+        accuracy = float((trained.model.predict(x, verbose=0).argmax(1) == y).mean())
+        print("ACCURACY", accuracy, max(trained.history["val_accuracy"]))
+        assert accuracy > 0.6 and accuracy >= max(trained.history["val_accuracy"]) - 0.15, accuracy
     """)
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
@@ -59,3 +64,19 @@ def test_mixed_precision_trains_and_returns_a_float32_model(tmp_path: Path) -> N
     out = _train(tmp_path, {"mixed_precision": "on", "jit_compile": True})
     assert "mixed_float16" in out and "XLA" in out
     assert "DTYPE float32 float32" in out  # rebuilt in float32 for export and serving
+
+
+def test_only_the_chief_registers_in_multi_worker_training(monkeypatch) -> None:
+    import json
+
+    from training.tf_env import is_chief
+
+    cluster = {"worker": ["w0:1", "w1:1"]}
+    for config, chief in (
+        (None, True),
+        ({"cluster": cluster, "task": {"type": "worker", "index": 0}}, True),
+        ({"cluster": cluster, "task": {"type": "worker", "index": 1}}, False),
+        ({"cluster": {"chief": ["c:1"], **cluster}, "task": {"type": "worker", "index": 0}}, False),
+    ):
+        monkeypatch.setenv("TF_CONFIG", json.dumps(config) if config else "")
+        assert is_chief() is chief, config

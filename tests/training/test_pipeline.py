@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import TINY_CONFIG, make_image_folder, make_texts, write_csv
+from training.augment import rehash_bigrams
 from training.clean import clean_images, clean_texts
 from training.config import load_config
 from training.features import class_weights, make_spec, to_inputs
@@ -89,6 +90,9 @@ def test_text_augmentation_only_in_training(tmp_path: Path) -> None:
     assert np.array_equal(_collect(eval_batches(texts, spec, cfg))[0], expected)
     trained, _ = _collect(training_batches(texts, spec, cfg))
     assert (trained != 0).sum() < (expected != 0).sum()  # tokens dropped
+    length = spec.max_length
+    assert spec.ngram_buckets and np.array_equal(trained[:, length:], rehash_bigrams(trained[:, :length], spec))
+    assert np.array_equal(rehash_bigrams(expected[:, :length], spec), expected[:, length:])  # = serving's ids
 
 
 def test_class_weights_follow_imbalance_and_config() -> None:
