@@ -10,7 +10,6 @@ and schedules all run the same code. Runs on Prefect's temporary local server un
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -123,14 +122,10 @@ def retrain(
     label_change = labels_step(production_labels(model_store, task), dataset.label_names, allow_label_change)
     dataset.report.details["label_change"] = label_change
     tuning = None
-    if trials and not tuned:  # a resumed run killed while tuning continues its study
-        from flows.tune import tune_on_split
+    if trials:
+        from flows.tune import tune_for_run
 
-        cfg, tuning = tune_on_split(train, val, cfg, task, out_dir / "tuning", trials, top_up=resume)
-        # From here on --resume continues with the tuned configuration.
-        write_run_file(out_dir, read_run_file(out_dir)["params"] | {"tuned": True}, cfg)
-    elif tuned and (out_dir / "tuning" / "tuning.json").exists():
-        tuning = json.loads((out_dir / "tuning" / "tuning.json").read_text(encoding="utf-8"))
+        cfg, tuning = tune_for_run(train, val, cfg, task, out_dir, trials, tuned, resume)
     trained = train_step(train, val, cfg, out_dir, resume)
     if not is_chief():  # multi-worker training: the other workers only helped train
         return {"task": task, "role": "worker", "training": trained.summary()}

@@ -91,6 +91,29 @@ def tune_on_split(
     return best, result
 
 
+def tune_for_run(
+    train: Dataset,
+    val: Dataset,
+    cfg: RunConfig,
+    task_name: str,
+    run_dir: Path,
+    trials: int,
+    tuned: bool,
+    resume: bool,
+) -> tuple[RunConfig, dict[str, Any] | None]:
+    """`kiln run --trials N`: tune into RUN/tuning and save the tuned config in the run file, so --resume
+    continues with it. A resumed run that was already tuned keeps its config and summary; one killed
+    while tuning continues its study."""
+    from training.runs import read_run_file, write_run_file
+
+    summary_file = run_dir / "tuning" / "tuning.json"
+    if tuned:
+        return cfg, json.loads(summary_file.read_text(encoding="utf-8")) if summary_file.exists() else None
+    best, result = tune_on_split(train, val, cfg, task_name, run_dir / "tuning", trials, top_up=resume)
+    write_run_file(run_dir, read_run_file(run_dir)["params"] | {"tuned": True}, best)
+    return best, result
+
+
 @flow(name="tune", flow_run_name="tune-{task}", log_prints=True)
 def tune(
     task: str,

@@ -121,3 +121,21 @@ def test_label_change_stops_before_training_and_imbalance_is_weighted(tmp_path: 
     )
     assert allowed["data"]["label_change"] == {"added": ["music"], "removed": []}
     assert ModelStore(store).versions("text") == ["v0001", "v0002"]
+
+
+@pytest.mark.slow
+def test_run_with_trials_tunes_then_trains_the_best_config(tmp_path: Path, prefect_server: None) -> None:
+    from flows.retrain import retrain
+    from training.runs import read_run_file
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY_CONFIG.replace("epochs: 12", "epochs: 3"))
+    data = write_csv(tmp_path / "t.csv", make_texts(30))
+    run = tmp_path / "run"
+    report = retrain(task="text", data=str(data), out=str(run), store=str(tmp_path / "s"), config=str(cfg), trials=2)
+    assert report["tuning"]["trials"] == 2 and "best_params" in report["tuning"]
+    saved = read_run_file(run)
+    assert saved["params"]["tuned"] is True  # --resume would continue with the tuned config
+    best = report["tuning"]["best_params"]
+    assert report["config"]["train"]["learning_rate"] == pytest.approx(best["train.learning_rate"])
+    assert (run / "tuning" / "best_config.yaml").exists() and (run / "tuning" / "trials.csv").exists()
