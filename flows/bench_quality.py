@@ -118,7 +118,8 @@ def run_quality_bench(
         "## Quality against classic peers (CPU)\n",
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on: {machine}. Every row uses Kiln's own cleaning and "
         "stable split (seed 42); the peer trains on train + validation and every column scores the same test "
-        f"split. Kiln columns are the served variant from the retrain flow; tuned = `kiln run --trials {trials}`.\n",
+        "split. Kiln columns are the served variant from the retrain flow; "
+        + (f"tuned = `kiln run --trials {trials}`.\n" if trials else "the tuned column was not run this time.\n"),
         "| data set | task | test items | classic peer | peer accuracy | Kiln default | Kiln tuned "
         "| default beats peer |",
         "|---|---|---|---|---|---|---|---|",
