@@ -140,8 +140,19 @@ def main() -> None:
         ),
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
+    args.out.write_text("\n".join(lines + kept_sections(args.out)) + "\n")
     print(f"wrote {args.out}")  # noqa: T201
+
+
+def kept_sections(path: Path) -> list[str]:
+    """The sections other benchmarks own (between <!-- NAME-bench:start/end --> markers), kept as they are
+    so this benchmark can be rerun alone."""
+    import re
+
+    if not path.exists():
+        return []
+    found = re.findall(r"<!-- [\w-]+-bench:start -->.*?<!-- [\w-]+-bench:end -->", path.read_text(), re.S)
+    return ["", *("\n".join([section, ""]) for section in found)]
 
 
 def _probe_input(model: Any) -> np.ndarray:
