@@ -102,8 +102,8 @@ class TextModelConfig:
     length_percentile: float = 95.0
     min_length: int = 16
     max_length_limit: int = 512
-    # Hashed word-bigram features next to the words; None: 65536 for the ngram and hybrid families,
-    # which read them, else 0 (words only).
+    # Hashed word-bigram features next to the words; None: for the ngram and hybrid families, which read
+    # them, twice the training bigrams (1,024 to 65,536 buckets), else 0 (words only).
     ngram_buckets: int | None = None
     embedding_dim: int = 64
     filters: int = 128
@@ -116,7 +116,7 @@ class TextModelConfig:
     dropout: float = 0.3
 
     def buckets(self) -> int:
-        """``ngram_buckets``, or its default: 65,536 for the families that read bigrams, else 0."""
+        """``ngram_buckets``, or its ceiling: 65,536 for the families that read bigrams, else 0."""
         if self.ngram_buckets is not None:
             return self.ngram_buckets
         return 65536 if self.architecture in ("ngram", "hybrid") else 0

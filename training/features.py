@@ -7,8 +7,10 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
 
 import numpy as np
 
@@ -37,7 +39,19 @@ def make_spec(train: Dataset, labels: tuple[str, ...], cfg: RunConfig) -> Spec:
     t = cfg.text_model
     vocabulary = build_vocabulary(train.inputs, t.max_tokens, t.min_count)
     length = text_length(train.inputs, cfg)
-    return TextSpec(labels=labels, vocabulary=vocabulary, max_length=length, ngram_buckets=t.buckets())
+    return TextSpec(labels=labels, vocabulary=vocabulary, max_length=length, ngram_buckets=bigram_buckets(train, cfg))
+
+
+def bigram_buckets(train: Dataset, cfg: RunConfig) -> int:
+    """Hashed-bigram buckets: as configured, else (for the families that read bigrams) room for twice the
+    training set's distinct bigrams, a power of two between 1,024 and 65,536, so a small corpus keeps a
+    small model."""
+    t = cfg.text_model
+    ceiling = t.buckets()
+    if t.ngram_buckets is not None or not ceiling:
+        return ceiling
+    distinct = {pair for text in train.inputs for pair in pairwise(tokenize(text))}
+    return int(min(ceiling, max(1024, 2 ** math.ceil(math.log2(2 * len(distinct) + 1)))))
 
 
 def image_side(train: Dataset, cfg: RunConfig) -> int:
