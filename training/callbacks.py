@@ -106,11 +106,15 @@ def build_callbacks(
     return callbacks, early
 
 
+def maximises(monitor: str, mode: str) -> bool:
+    """Whether a larger ``monitor`` is better under early-stopping ``mode`` ("auto" as Keras reads it)."""
+    return mode == "max" or (mode == "auto" and ("acc" in monitor or monitor.endswith("auc")))
+
+
 def _best(values: list[float], monitor: str, cfg: TrainConfig) -> float | None:
     if not values:
         return None
-    maximise = cfg.early_stopping_mode == "max" or (cfg.early_stopping_mode == "auto" and "acc" in monitor)
-    return max(values) if maximise else min(values)
+    return max(values) if maximises(monitor, cfg.early_stopping_mode) else min(values)
 
 
 def read_history(run_dir: Path) -> dict[str, list[float]]:

@@ -61,7 +61,8 @@ def _cache(ds: tf.data.Dataset, dataset: Dataset, spec: ImageSpec, cfg: RunConfi
     if mode == "disk":
         # One cache per (files, spec): a new data set or image size never reads a stale cache.
         # Size and modification time too, so an image edited in place is not served stale from the cache.
-        files = sorted((str(p), os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in dataset.inputs)
+        stats = ((str(p), os.stat(p)) for p in dataset.inputs)
+        files = sorted((name, st.st_size, st.st_mtime_ns) for name, st in stats)
         key = hashlib.sha256(repr((files, spec.height, spec.width, spec.channels)).encode())
         directory = Path(str(cfg.data.cache_dir))
         directory.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from serving.preprocess import Spec
-from training.callbacks import BEST_WEIGHTS, FINISHED, build_callbacks, monitor_name, read_history
+from training.callbacks import BEST_WEIGHTS, FINISHED, build_callbacks, maximises, monitor_name, read_history
 from training.config import RunConfig, TrainConfig
 from training.data import Dataset
 from training.features import class_weights, make_spec, to_inputs
@@ -49,7 +49,7 @@ class TrainedModel:
     def summary(self) -> dict[str, Any]:
         """The ``training`` section of report.json."""
         values = self.history.get(self.monitor) or self.history.get("loss", [float("nan")])
-        pick = np.argmax if _maximise(self.monitor, self.config.early_stopping_mode) else np.argmin
+        pick = np.argmax if maximises(self.monitor, self.config.early_stopping_mode) else np.argmin
         best = int(pick(values))
         return {
             "epochs_run": len(values),
@@ -68,10 +68,6 @@ class TrainedModel:
             "parameters": int(self.model.count_params()),
             "class_weights": self.class_weights,
         }
-
-
-def _maximise(monitor: str, mode: str) -> bool:
-    return mode == "max" or (mode == "auto" and ("acc" in monitor or monitor.endswith("auc")))
 
 
 def train_model(
