@@ -34,14 +34,21 @@ def _regularizer(cfg: TrainConfig) -> Any:
     return keras.regularizers.L1L2(l1=cfg.l1, l2=cfg.l2)
 
 
-def _head(features: Any, units: int, dropout: float, classes: int, reg: Any) -> Any:
-    """Dropout, a hidden Dense layer, dropout, then softmax probabilities (the layer ONNX exports as output)."""
+def _head(features: Any, units: int, dropout: float, classes: int, reg: Any, wide: Any = None) -> Any:
+    """Dropout, a hidden Dense layer, dropout, then softmax probabilities (the layer ONNX exports as output).
+
+    ``wide``: per-class logits of a linear model, added to the network's before the softmax."""
     x = layers.Dropout(dropout)(features)
     if units:
         x = layers.Dense(units, activation="relu", kernel_regularizer=reg)(x)
         x = layers.Dropout(dropout)(x)
     # float32 probabilities even under mixed precision, so the exported output and the loss stay exact.
-    return layers.Dense(classes, activation="softmax", name="probabilities", dtype="float32")(x)
+    if wide is None:
+        return layers.Dense(classes, activation="softmax", name="probabilities", dtype="float32")(x)
+    # Zero weights: training starts from the wide model's predictions exactly, and the network adds to them.
+    logits = layers.Dense(classes, dtype="float32", kernel_initializer="zeros", name="deep_logits")(x)
+    logits = layers.Add(dtype="float32", name="logits")([logits, wide])
+    return layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
 
 
 # ---------------------------------------------------------------- images
@@ -212,6 +219,34 @@ class MeanOfIds(keras.layers.Layer):
         return total / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
 
 
+@keras.utils.register_keras_serializable(package="kiln")
+class WeightedBag(keras.layers.Layer):
+    """sum_i w_i * e_i / sqrt(sum_i w_i^2) over the non-padding ids: with per-id weights w = IDF and
+    embeddings e as wide as the classes, the logits of a linear model over an L2-normalised TF-IDF bag of
+    words and bigrams (what a TF-IDF + linear SVM sees), in numeric ops that export to ONNX."""
+
+    def call(self, inputs: Any) -> Any:
+        embedded, weights, ids = inputs
+        w = weights * tf.cast(tf.not_equal(ids, 0), weights.dtype)[:, :, None]
+        norm = tf.sqrt(tf.maximum(tf.reduce_sum(w * w, axis=1), 1e-12))
+        return tf.reduce_sum(embedded * w, axis=1) / norm
+
+
+def _wide(ids: Any, spec: TextSpec, cfg: TextModelConfig) -> Any:
+    """The wide half of wide & deep (Cheng et al. 2016): a linear model over the TF-IDF bag whose logits
+    join the network's. Its IDF and weights are set from the training split before training
+    (training.wide); the network then learns what the linear model misses."""
+    idf = layers.Embedding(spec.input_vocabulary, 1, embeddings_initializer="ones", trainable=False, name="wide_idf")
+    table = layers.Embedding(
+        spec.input_vocabulary,
+        len(spec.labels),
+        embeddings_initializer="zeros",
+        trainable=cfg.wide_trainable,
+        name="wide_weights",
+    )
+    return WeightedBag(name="wide_logits", dtype="float32")([table(ids), idf(ids), ids])
+
+
 def _text_ngram(ids: Any, spec: TextSpec, cfg: TextModelConfig, reg: Any) -> Any:
     embedded = layers.Embedding(spec.input_vocabulary, cfg.embedding_dim)(ids)  # words and bigrams alike
     return MeanOfIds()([embedded, ids])
@@ -239,7 +274,8 @@ def build_text_model(spec: TextSpec, cfg: TextModelConfig, train: TrainConfig) -
     reg = _regularizer(train)
     inputs = keras.Input((spec.input_length,), dtype="int32", name="tokens")
     features = TEXT_FAMILIES[cfg.architecture](inputs, spec, cfg, reg)
-    outputs = _head(features, cfg.dense_units, cfg.dropout, len(spec.labels), reg)
+    wide = _wide(inputs, spec, cfg) if cfg.wide else None
+    outputs = _head(features, cfg.dense_units, cfg.dropout, len(spec.labels), reg, wide)
     return keras.Model(inputs, outputs, name=f"text_{cfg.architecture}")
 
 

@@ -50,7 +50,8 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
 def build_schedule(cfg: TrainConfig, steps_per_epoch: int) -> Any:
     """The learning rate (a float for ``constant``) or a LearningRateSchedule named by ``cfg.lr_schedule``."""
     assert cfg.lr_schedule in LR_SCHEDULES, cfg.lr_schedule
-    lr, steps = cfg.learning_rate, max(1, steps_per_epoch)
+    # Unset (None) only before train_config_for fills in the task's default; 1e-3 is the image one.
+    lr, steps = cfg.learning_rate or 1e-3, max(1, steps_per_epoch)
     total = steps * cfg.epochs
     schedules = keras.optimizers.schedules
     if cfg.lr_schedule == "step":

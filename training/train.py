@@ -21,13 +21,14 @@ import numpy as np
 
 from serving.preprocess import Spec
 from training.callbacks import BEST_WEIGHTS, FINISHED, build_callbacks, maximises, monitor_name, read_history
-from training.config import RunConfig, TrainConfig
+from training.config import RunConfig, TrainConfig, train_config_for
 from training.data import Dataset
-from training.features import class_weights, make_spec, to_inputs
+from training.features import class_weights, encode_labels, make_spec, to_inputs
 from training.models import build_model
 from training.optimizers import build_optimizer
 from training.pipeline import eval_batches, training_batches
 from training.tf_env import configure_devices, distribution, keras, set_seed, use_mixed_precision
+from training.wide import warm_start
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class TrainedModel:
     stopped_early: bool = False
     class_weights: dict[str, float] | None = None
     examples_per_s: float = 0.0
+    wide: dict[str, float] | None = None  # the wide half's warm start (text models), for the report
 
     def summary(self) -> dict[str, Any]:
         """The ``training`` section of report.json."""
@@ -67,6 +69,7 @@ class TrainedModel:
             "model": self.model.name,
             "parameters": int(self.model.count_params()),
             "class_weights": self.class_weights,
+            "wide": self.wide,
         }
 
 
@@ -83,7 +86,7 @@ def train_model(
     With ``run_dir``, every epoch is checkpointed there; ``resume`` continues from the last checkpoint of
     an interrupted run in that directory, the epoch count carrying on.
     """
-    t = cfg.train
+    t = train_config_for(cfg, train.task)
     set_seed(t.seed)
     device = configure_devices()
     spec = make_spec(train, train.label_names, cfg)
@@ -102,6 +105,7 @@ def train_model(
             metrics=["accuracy"],
             jit_compile=t.jit_compile,
         )
+        wide = fit_wide(model, train, val, spec, bool(weights))
     log.info(
         "training %s (%s parameters): %d train / %d validation examples, %d classes; %s, lr %g, %s schedule%s",
         model.name,
@@ -162,6 +166,21 @@ def train_model(
         stopped_early=stopped_early,
         class_weights={spec.labels[i]: round(w, 4) for i, w in weights.items()} if weights else None,
         examples_per_s=len(train) * epochs_now / seconds if seconds else 0.0,
+        wide=wide,
+    )
+
+
+def fit_wide(model: keras.Model, train: Dataset, val: Dataset, spec: Spec, balanced: bool) -> dict[str, float] | None:
+    """Warm-start a wide & deep text model's linear half on the training split (training.wide)."""
+    if train.task != "text":
+        return None
+    return warm_start(
+        model,
+        to_inputs(train, spec),
+        encode_labels(train.labels, spec.labels),
+        to_inputs(val, spec),
+        encode_labels(val.labels, spec.labels),
+        balanced,
     )
 
 

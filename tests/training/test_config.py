@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from training.config import ConfigError, load_config
+from training.config import ConfigError, load_config, train_config_for
 
 
 def test_defaults_file_and_overrides_layer(tmp_path: Path) -> None:
@@ -15,7 +15,11 @@ def test_defaults_file_and_overrides_layer(tmp_path: Path) -> None:
     cfg = load_config(path, {"train": {"epochs": 2}})
     assert cfg.train.epochs == 2 and cfg.train.optimizer == "rmsprop"
     assert cfg.image_model.filters == (4, 8)
-    assert cfg.train.learning_rate == 1e-3  # default kept
+    assert cfg.train.learning_rate is None  # default kept: filled in per task
+    assert train_config_for(cfg, "image").learning_rate == 1e-3
+    assert train_config_for(cfg, "text").learning_rate == 3e-4
+    set_lr = load_config(None, {"train": {"learning_rate": 0.01}})
+    assert train_config_for(set_lr, "text").learning_rate == 0.01  # a configured rate wins
 
 
 @pytest.mark.parametrize(

@@ -69,10 +69,12 @@ def test_image_family(architecture: str, tmp_path: Path) -> None:
     _check_family(build_model(spec, cfg), x, np.eye(3)[y], tmp_path, spec)
 
 
-@pytest.mark.parametrize("architecture", TEXT_ARCHITECTURES)
+@pytest.mark.parametrize("architecture", [*TEXT_ARCHITECTURES, "hybrid+wide"])
 def test_text_family(architecture: str, tmp_path: Path) -> None:
     set_seed(0)
-    overrides = {"architecture": architecture, "embedding_dim": 16, "filters": 8, "rnn_units": 8, "dense_units": 8}
+    family, _, wide = architecture.partition("+")
+    overrides = {"architecture": family, "embedding_dim": 16, "filters": 8, "rnn_units": 8, "dense_units": 8}
+    overrides |= {"wide": bool(wide), "wide_trainable": bool(wide)}
     cfg = load_config(None, {"text_model": overrides | {"ngram_buckets": 64}})
     words = ("", "[UNK]", "good", "bad", "film", "plot", "not")
     spec = TextSpec(labels=("neg", "pos"), vocabulary=words, max_length=6, ngram_buckets=64)
