@@ -1,8 +1,10 @@
-"""The compression stage: export fp32 ONNX, check parity, quantize to INT8, evaluate every variant.
+"""The compression stage: export fp32 ONNX, check parity, quantize to INT8, prune with tfmot (and quantize
+the pruned model), evaluate every variant.
 
-The served variant is the smallest one whose test accuracy is within ``max_accuracy_drop`` of fp32.
+The served variant is the smallest one whose validation accuracy is within ``max_accuracy_drop`` of fp32;
+the test split scores only that one, once.
 
-    >>> result = compress_model(trained, test, cfg.compress, Path("out/artifacts"))  # doctest: +SKIP
+    >>> result = compress_model(trained, train, val, test, cfg, Path("out/artifacts"))  # doctest: +SKIP
     >>> result.served, result.variants["int8"]["bytes"]  # doctest: +SKIP
 """
 
@@ -19,9 +21,10 @@ from typing import Any
 import numpy as np
 
 from compression.export import to_onnx
+from compression.prune import prune_model
 from compression.quantize import quantize_dynamic_int8, quantize_static_qdq
 from serving.runtime import Classifier, make_session, measure_latency
-from training.config import CompressConfig
+from training.config import RunConfig
 from training.data import Dataset
 from training.evaluate import agreement, confusion, metrics, per_class
 from training.features import to_arrays
@@ -44,12 +47,17 @@ class Compressed:
     parity: dict[str, Any]
     per_class: dict[str, dict[str, Any]]  # the served variant's test metrics per class
     confusion: np.ndarray  # the served variant's test confusion matrix
+    test_metrics: dict[str, Any]  # the served variant scored once on the test split
+
+    def served_stats(self) -> dict[str, Any]:
+        """The served variant's size and latency with its test metrics: what the gate compares."""
+        return self.variants[self.served] | self.test_metrics
 
 
 def evaluate_variant(
     path: Path, trained: TrainedModel, x: np.ndarray, y: np.ndarray, runs: int
 ) -> tuple[dict, np.ndarray]:
-    """Size, metrics and latency of one ONNX file, plus its test probabilities."""
+    """Size, metrics on (x, y) and latency of one ONNX file, plus its probabilities for x."""
     data = path.read_bytes()
     classifier = Classifier(make_session(data, device="cpu"), trained.spec)
     probs = classifier.predict(x)
@@ -81,52 +89,120 @@ def select_served(variants: dict[str, dict[str, Any]], max_drop: float) -> str:
     return min(eligible, key=lambda name: variants[name]["bytes"])
 
 
-def compress_model(trained: TrainedModel, test: Dataset, cfg: CompressConfig, directory: Path) -> Compressed:
+def _quantize(source: Path, out: Path, trained: TrainedModel) -> str:
+    """INT8 by the method that suits the model: static QDQ for images, dynamic for texts; returns it."""
+    if trained.spec.kind == "image":
+        log.info("quantizing %s to INT8 (static QDQ, %d calibration images)", source.name, len(trained.calibration))
+        quantize_static_qdq(source, out, trained.calibration)
+        return "static_qdq"
+    log.info("quantizing %s to INT8 (dynamic)", source.name)
+    quantize_dynamic_int8(source, out)
+    return "dynamic"
+
+
+def _quantized_parity(fp32_probs: np.ndarray, probs: np.ndarray, stats: dict[str, Any], fp32: dict) -> dict:
+    """Quantized and pruned variants are judged at task level: top-1 agreement with fp32 and metric change."""
+    return {
+        "top1_agreement": agreement(fp32_probs, probs),
+        "accuracy_change": round(stats["accuracy"] - fp32["accuracy"], 6),
+    }
+
+
+def _pruned_variants(
+    trained: TrainedModel, train: Dataset, cfg: RunConfig, directory: Path, x: np.ndarray, y: np.ndarray
+) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray], dict[str, str]]:
+    """The ``pruned`` and ``pruned_int8`` variants asked for in ``compress.variants``: their stats, test
+    probabilities, and the reason for each one that could not be made."""
+    wanted = [v for v in cfg.compress.variants if v in ("pruned", "pruned_int8")]
+    if not wanted:
+        return {}, {}, {}
+    try:
+        pruned = prune_model(trained, train, cfg)
+    except ValueError as exc:
+        return {}, {}, dict.fromkeys(wanted, str(exc))
+    onnx_path = to_onnx(pruned.model, trained.spec, directory / "pruned.onnx")
+    stats, probs = evaluate_variant(onnx_path, trained, x, y, cfg.compress.latency_runs)
+    diff = float(np.max(np.abs(pruned.model.predict(x, verbose=0, batch_size=256) - probs))) if len(x) else 0.0
+    if diff > cfg.compress.parity_tolerance:
+        onnx_path.unlink()
+        return {}, {}, dict.fromkeys(wanted, f"pruned ONNX differs from its Keras model by {diff:.2e}")
+    common = {"sparsity": round(pruned.sparsity, 4), "pruned_layers": len(pruned.layers)}
+    stats_by, probs_by = {"pruned": stats | common | {"method": "tfmot_magnitude"}}, {"pruned": probs}
+    if "pruned_int8" in wanted:
+        quantized = directory / "pruned_int8.onnx"
+        method = _quantize(onnx_path, quantized, trained)
+        q_stats, q_probs = evaluate_variant(quantized, trained, x, y, cfg.compress.latency_runs)
+        stats_by["pruned_int8"], probs_by["pruned_int8"] = (
+            q_stats | common | {"method": f"tfmot_magnitude+{method}"},
+            q_probs,
+        )
+    if "pruned" not in wanted:
+        onnx_path.unlink()  # only its INT8 form was asked for; the version keeps only what it lists
+        del stats_by["pruned"], probs_by["pruned"]
+    return stats_by, probs_by, {}
+
+
+def compress_model(
+    trained: TrainedModel, train: Dataset, val: Dataset, test: Dataset, cfg: RunConfig, directory: Path
+) -> Compressed:
     """Write the variants, spec and Keras model under ``directory`` (emptied first: everything in it
-    becomes part of the stored version) and evaluate each variant on ``test``."""
+    becomes part of the stored version). Every variant is measured on the validation split, which picks
+    the served one; the test split then scores that variant once, for the report and the gate. Pruned
+    variants fine-tune on ``train``."""
     shutil.rmtree(directory, ignore_errors=True)
     variants_dir = directory / "variants"
     variants_dir.mkdir(parents=True, exist_ok=True)
-    x_test, y_test = to_arrays(test, trained.spec)
+    # A split too small to hold validation items falls back to the test split (and says so in the report).
+    split = "validation" if len(val) else "test"
+    x, y = to_arrays(val if len(val) else test, trained.spec)
+    c = cfg.compress
 
     log.info("exporting fp32 ONNX")
     fp32 = to_onnx(trained.model, trained.spec, variants_dir / "fp32.onnx")
-    keras_probs = trained.model.predict(x_test, verbose=0, batch_size=256)
-    stats, fp32_probs = evaluate_variant(fp32, trained, x_test, y_test, cfg.latency_runs)
-    parity = {"fp32": check_parity(keras_probs, fp32_probs, cfg.parity_tolerance)}
-    variants = {"fp32": stats}
+    keras_probs = trained.model.predict(x, verbose=0, batch_size=256)
+    stats, fp32_probs = evaluate_variant(fp32, trained, x, y, c.latency_runs)
+    parity: dict[str, Any] = {"fp32": check_parity(keras_probs, fp32_probs, c.parity_tolerance)}
+    variants = {"fp32": stats | {"method": "tf2onnx", "sparsity": 0.0}}
+    probs = {"fp32": fp32_probs}
 
     int8 = variants_dir / "int8.onnx"
-    if trained.spec.kind == "image":
-        calibration = trained.calibration
-        log.info("quantizing to INT8 (static QDQ, %d calibration images)", len(calibration))
-        quantize_static_qdq(fp32, int8, calibration)
-        variants["int8"] = {"method": "static_qdq"}
-    else:
-        log.info("quantizing to INT8 (dynamic)")
-        quantize_dynamic_int8(fp32, int8)
-        variants["int8"] = {"method": "dynamic"}
-    stats, int8_probs = evaluate_variant(int8, trained, x_test, y_test, cfg.latency_runs)
-    variants["int8"].update(stats)
-    variants["fp32"]["method"] = "tf2onnx"
-    # Quantized variants are judged at task level: top-1 agreement with fp32 and metric change.
-    parity["int8"] = {
-        "top1_agreement": agreement(fp32_probs, int8_probs),
-        "accuracy_change": round(variants["int8"]["accuracy"] - variants["fp32"]["accuracy"], 6),
-    }
-    served = select_served(variants, cfg.max_accuracy_drop)
+    method = _quantize(fp32, int8, trained)
+    stats, probs["int8"] = evaluate_variant(int8, trained, x, y, c.latency_runs)
+    variants["int8"] = stats | {"method": method, "sparsity": 0.0}
+
+    pruned_stats, pruned_probs, skipped = _pruned_variants(trained, train, cfg, variants_dir, x, y)
+    variants |= pruned_stats
+    probs |= pruned_probs
+    for name in variants:
+        variants[name]["split"] = split
+        if name != "fp32":
+            parity[name] = _quantized_parity(fp32_probs, probs[name], variants[name], variants["fp32"])
+    for name, reason in skipped.items():
+        log.warning("variant %s skipped: %s", name, reason)
+        parity[name] = {"skipped": reason}
+    served = select_served(variants, c.max_accuracy_drop)
     for name, v in variants.items():
         log.info(
-            "variant %s: %d bytes (%d gzipped), accuracy %.4f, macro-F1 %.4f, p50 %.3f ms",
+            "variant %s: %d bytes (%d gzipped), sparsity %.2f, %s accuracy %.4f, macro-F1 %.4f, p50 %.3f ms",
             name,
             v["bytes"],
             v["gzip_bytes"],
+            v["sparsity"],
+            split,
             v["accuracy"],
             v["macro_f1"],
             v["latency_ms_p50"],
         )
-    log.info("serving variant %s", served)
-    served_probs = {"fp32": fp32_probs, "int8": int8_probs}[served]
+    x_test, y_test = to_arrays(test, trained.spec)
+    served_path = directory / variants[served]["file"]
+    test_probs = Classifier(make_session(served_path.read_bytes(), device="cpu"), trained.spec).predict(x_test)
+    test_metrics = metrics(test_probs, y_test)
+    log.info(
+        "serving variant %s: test accuracy %.4f, macro-F1 %.4f",
+        served,
+        test_metrics["accuracy"],
+        test_metrics["macro_f1"],
+    )
     (directory / "spec.json").write_text(json.dumps(trained.spec.to_dict(), indent=2), encoding="utf-8")
     (directory / "keras").mkdir(exist_ok=True)
     trained.model.save(directory / "keras" / "model.keras")
@@ -135,6 +211,7 @@ def compress_model(trained: TrainedModel, test: Dataset, cfg: CompressConfig, di
         variants=variants,
         served=served,
         parity=parity,
-        per_class=per_class(served_probs, y_test, trained.spec.labels),
-        confusion=confusion(served_probs, y_test, len(trained.spec.labels)),
+        per_class=per_class(test_probs, y_test, trained.spec.labels),
+        confusion=confusion(test_probs, y_test, len(trained.spec.labels)),
+        test_metrics=test_metrics,
     )

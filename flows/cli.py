@@ -248,19 +248,20 @@ def print_run_summary(report: dict, out_dir: Path) -> None:
     if report.get("role") == "worker":
         typer.echo(f"worker done: trained {report['training']['epochs_run']} epochs; the chief registers the model")
         return
-    served = report["variants"][report["served_variant"]]
+    test = report["metrics"]
     typer.echo("")
     print_data_summary(report["data"], out_dir)
     for name, v in report["variants"].items():
         typer.echo(
-            f"variant {name:5s} {v['bytes']:>10,d} bytes  gzip {v['gzip_bytes']:>10,d}  accuracy {v['accuracy']:.4f}  "
+            f"variant {name:11s} {v['bytes']:>10,d} bytes  gzip {v['gzip_bytes']:>10,d}  "
+            f"sparsity {v.get('sparsity', 0.0):.2f}  {v.get('split', 'test')} accuracy {v['accuracy']:.4f}  "
             f"macro-F1 {v['macro_f1']:.4f}  p50 {v['latency_ms_p50']:.3f} ms"
         )
     model = report["model"]
     verdict = "PROMOTED" if report["promoted"] else "NOT PROMOTED"
     typer.echo(
         f"{model['name']} {model['version']}: serves {report['served_variant']} "
-        f"(accuracy {served['accuracy']:.4f}); {verdict} — {report['gate']}"
+        f"(test accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f}); {verdict} — {report['gate']}"
     )
     typer.echo(f"report: {out_dir / 'report.json'}")
 

@@ -129,9 +129,9 @@ def retrain(
     trained = train_step(train, val, cfg, out_dir, resume)
     if not is_chief():  # multi-worker training: the other workers only helped train
         return {"task": task, "role": "worker", "training": trained.summary()}
-    compressed = compress_step(trained, test, cfg.compress, out_dir / "artifacts")
+    compressed = compress_step(trained, train, val, test, cfg, out_dir / "artifacts")
     production = production_step(model_store, task, test)
-    decision = gate_step(compressed.variants[compressed.served], production, cfg.gate)
+    decision = gate_step(compressed.served_stats(), production, cfg.gate)
     figures = figures_step(trained.history, compressed.confusion, trained.spec.labels, out_dir / "plots")
     create_markdown_artifact(
         markdown=markdown_with_images(f"Training: {task} model", figures),
@@ -151,6 +151,7 @@ def retrain(
         decision=decision,
         config=config_to_dict(cfg),
         per_class=compressed.per_class,
+        test_metrics=compressed.test_metrics,
     )
     if tuning is not None:
         manifest["tuning"] = tuning

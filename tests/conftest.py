@@ -22,7 +22,7 @@ image_model: {height: 16, width: 16, filters: [8], dense_units: 16, dropout: 0.1
 text_model: {embedding_dim: 16, filters: 16, dense_units: 16, max_length: 16, dropout: 0.1}
 train: {epochs: 12, batch_size: 16, learning_rate: 0.01, early_stopping_patience: 4}
 augment: {enabled: false}
-compress: {latency_runs: 5, calibration_samples: 32}
+compress: {latency_runs: 5, calibration_samples: 32, prune_epochs: 1}
 """
 
 

@@ -172,6 +172,9 @@ class TrainConfig:
     imbalance_ratio: float = 3.0
 
 
+COMPRESSION_VARIANTS = ("pruned", "pruned_int8")
+
+
 @dataclass(frozen=True)
 class CompressConfig:
     # fp32 ONNX must reproduce Keras probabilities to this max absolute difference.
@@ -180,6 +183,12 @@ class CompressConfig:
     max_accuracy_drop: float = 0.01
     calibration_samples: int = 256
     latency_runs: int = 50
+    # Variants made besides fp32 and int8: "pruned" (tfmot magnitude pruning, fine-tuned) and "pruned_int8".
+    variants: tuple[str, ...] = ("pruned", "pruned_int8")
+    sparsity: float = 0.75
+    sparsity_overrides: dict[str, float] = field(default_factory=dict)  # layer name -> target sparsity
+    prune_epochs: int = 3
+    prune_learning_rate_factor: float = 0.5  # fine-tuning learning rate, relative to training's
 
 
 @dataclass(frozen=True)
@@ -228,6 +237,11 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         item = typing.get_args(annotation)[0]
         return tuple(_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        item = typing.get_args(annotation)[1]
+        return {str(k): _coerce(v, item, f"{where}.{k}") for k, v in value.items()}
     if annotation is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true or false, got {value!r}")
@@ -314,6 +328,13 @@ def _validate(cfg: RunConfig) -> None:
         or tr.warmup_epochs < 0
     ):
         raise ConfigError("train.learning_rate must be > 0, decay_every_epochs and restart_epochs >= 1, warmup >= 0")
+    cc = cfg.compress
+    for variant in cc.variants:
+        _check_choice("compress.variants", variant, COMPRESSION_VARIANTS)
+    if not 0 <= cc.sparsity < 1 or any(not 0 <= v < 1 for v in cc.sparsity_overrides.values()):
+        raise ConfigError("compress.sparsity and compress.sparsity_overrides values must be in [0, 1)")
+    if cc.prune_epochs < 1 or cc.prune_learning_rate_factor <= 0:
+        raise ConfigError("compress.prune_epochs must be at least 1 and prune_learning_rate_factor > 0")
     if d.image_cache not in IMAGE_CACHES:
         raise ConfigError(f"data.image_cache must be one of {', '.join(IMAGE_CACHES)}, got {d.image_cache!r}")
     if d.image_cache == "disk" and not d.cache_dir:

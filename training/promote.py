@@ -139,6 +139,7 @@ def build_manifest(
     decision: GateResult,
     config: dict[str, Any],
     per_class: dict[str, dict[str, Any]] | None = None,
+    test_metrics: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything a later stage needs about a version; report.json is this plus the version name."""
     return {
@@ -148,7 +149,10 @@ def build_manifest(
         "gate": decision.reason,
         "gate_checks": decision.checks,
         "served_variant": served,
-        "metrics": {k: variants[served][k] for k in ("accuracy", "macro_f1")} | {"per_class": per_class or {}},
+        # The served variant on the test split (variants hold the validation numbers that chose it).
+        "metrics": {k: (test_metrics or variants[served])[k] for k in ("accuracy", "macro_f1")}
+        | {"examples": (test_metrics or variants[served]).get("examples"), "split": "test" if test_metrics else None}
+        | {"per_class": per_class or {}},
         "variants": variants,
         "parity": parity,
         "data": data,

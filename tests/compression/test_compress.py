@@ -25,7 +25,11 @@ def _train_and_compress(task: str, data: Path, tmp: Path):
     stale.write_bytes(b"old")
     train, val, test = split_dataset(load_dataset(task, data), cfg.data)
     trained = train_model(train, val, cfg)
-    return trained, compress_model(trained, test, cfg.compress, tmp / "artifacts"), cfg
+    before = [w.copy() for w in trained.model.get_weights()]
+    compressed = compress_model(trained, train, val, test, cfg, tmp / "artifacts")
+    # pruning fine-tunes a copy: the trained (fp32 baseline) model keeps every weight it had
+    assert all(np.array_equal(a, b) for a, b in zip(before, trained.model.get_weights(), strict=True))
+    return trained, compressed, cfg
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +54,10 @@ def test_training_learns_and_onnx_matches_keras(run: str, request: pytest.Fixtur
     assert fp32["accuracy"] >= 0.8  # chance is 1/3
     assert compressed.parity["fp32"]["max_abs_diff"] <= cfg.compress.parity_tolerance
     assert compressed.parity["fp32"]["top1_agreement"] == 1.0
+    # every variant was measured on validation; only the served one on test, once
+    assert {v["split"] for v in compressed.variants.values()} == {"validation"}
+    assert compressed.test_metrics["examples"] > 0 and compressed.test_metrics["accuracy"] >= 0.7
+    assert compressed.served_stats()["accuracy"] == compressed.test_metrics["accuracy"]
 
 
 @pytest.mark.slow
@@ -65,7 +73,40 @@ def test_int8_variant_is_smaller_and_agrees(run: str, method: str, request: pyte
         assert v["latency_ms_p50"] > 0
     assert (compressed.directory / "keras" / "model.keras").is_file()  # kept for later compression runs
     # only this run's files: the directory becomes an immutable store version as it is
-    assert sorted(p.name for p in (compressed.directory / "variants").iterdir()) == ["fp32.onnx", "int8.onnx"]
+    names = sorted(p.name for p in (compressed.directory / "variants").iterdir())
+    assert names == ["fp32.onnx", "int8.onnx", "pruned.onnx", "pruned_int8.onnx"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", ["image_run", "text_run"])
+def test_pruned_variants_are_sparse_and_compress_better(run: str, request: pytest.FixtureRequest) -> None:
+    _, compressed, cfg = request.getfixturevalue(run)
+    v = compressed.variants
+    assert v["pruned"]["method"] == "tfmot_magnitude" and v["pruned"]["pruned_layers"] >= 1
+    assert v["pruned"]["sparsity"] >= cfg.compress.sparsity - 0.05  # the schedule reached its target
+    assert v["pruned"]["gzip_bytes"] < v["fp32"]["gzip_bytes"] * 0.6  # zeros compress
+    assert v["pruned_int8"]["gzip_bytes"] < v["int8"]["gzip_bytes"]
+    assert v["pruned_int8"]["method"].startswith("tfmot_magnitude+")
+    for name in ("pruned", "pruned_int8"):
+        assert compressed.parity[name]["top1_agreement"] >= 0.8
+        assert v[name]["accuracy"] >= 0.7  # chance is 1/3
+
+
+@pytest.mark.slow
+def test_pruned_variants_can_be_turned_off(tmp_path: Path) -> None:
+    from compression.compress import compress_model
+    from training.config import load_config
+    from training.train import train_model
+
+    cfg = load_config(None, {"train": {"epochs": 1}, "compress": {"variants": ["pruned_int8"], "latency_runs": 2}})
+    data = make_image_folder(tmp_path / "images", per_class=10)
+    from training.clean import load_dataset
+    from training.split import split_dataset
+
+    train, val, test = split_dataset(load_dataset("image", data), cfg.data)
+    compressed = compress_model(train_model(train, val, cfg), train, val, test, cfg, tmp_path / "artifacts")
+    assert set(compressed.variants) == {"fp32", "int8", "pruned_int8"}  # pruned was made, used, not kept
+    assert not (tmp_path / "artifacts" / "variants" / "pruned.onnx").exists()
 
 
 @pytest.mark.slow

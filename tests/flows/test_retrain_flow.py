@@ -12,7 +12,7 @@ from tests.conftest import TINY_CONFIG, add_dirt, make_image_folder, make_texts,
 
 REPORT_KEYS = {"task", "model", "promoted", "gate", "data", "variants", "served_variant"}
 DATA_KEYS = {"rows_read", "rows_kept", "duplicates_removed", "unreadable_skipped", "empty_skipped", "classes"}
-VARIANT_KEYS = {"bytes", "gzip_bytes", "accuracy", "macro_f1", "latency_ms_p50"}
+VARIANT_KEYS = {"bytes", "gzip_bytes", "accuracy", "macro_f1", "latency_ms_p50", "sparsity", "method", "split"}
 TRAINING_KEYS = {
     "epochs_run", "best_epoch", "stopped_early", "optimizer", "lr_schedule", "train_seconds",
     "examples_per_second", "device", "model", "parameters", "class_weights",
@@ -28,6 +28,7 @@ def check_report_contract(report: dict) -> None:
     for v in report["variants"].values():
         assert set(v) >= VARIANT_KEYS
     assert set(report["training"]) >= TRAINING_KEYS
+    assert report["metrics"]["split"] == "test" and report["metrics"]["examples"] > 0
     per_class = report["metrics"]["per_class"]
     assert set(per_class) == set(report["data"]["classes"])
     assert all(set(m) == {"precision", "recall", "f1", "support"} for m in per_class.values())
