@@ -113,8 +113,18 @@ def kiln_run(task: str, path: Path, workdir: Path, trials: int | None) -> dict[s
     }
 
 
+def previous_rows(path: Path) -> dict[str, str]:
+    """Rows of the quality table already in ``path``, by data set name (``--only`` keeps the others)."""
+    text = path.read_text() if path.exists() else ""
+    if START not in text or END not in text:
+        return {}
+    section = text.split(START, 1)[1].split(END, 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| data set")]
+    return {row.split("|")[1].strip(): row for row in rows}
+
+
 def run_quality_bench(
-    workdir: Path, trials: int, only: list[str] | None, machine: str, shared: Path = SHARED
+    workdir: Path, trials: int, only: list[str] | None, machine: str, shared: Path = SHARED, keep: dict | None = None
 ) -> list[str]:
     from training.sample_data import write_sample_data
 
@@ -123,6 +133,8 @@ def run_quality_bench(
     results: dict[str, Any] = {}
     for name, (task, path) in datasets(sample, shared).items():
         if only and name not in only:
+            if keep and name in keep:  # not rerun: the earlier measurement stays in the table
+                rows.append(keep[name])
             continue
         peer = classic_peer(task, path)
         default = kiln_run(task, path, workdir, None)
@@ -147,7 +159,8 @@ def run_quality_bench(
         "there), so both learn from the same examples; the next column refits the peer on train + validation "
         "(about 20% more data than either was given) for reference. Kiln columns are the served variant from "
         "the retrain flow; "
-        + (f"tuned = `kiln run --trials {trials}`.\n" if trials else "the tuned column was not run this time.\n"),
+        + (f"tuned = `kiln run --trials {trials}`." if trials else "the tuned column was not run this time.")
+        + (f" This run measured {', '.join(only)}; the other rows are from the previous run.\n" if only else "\n"),
         "| data set | task | test items | classic peer | peer accuracy | peer on train + val | Kiln default "
         "| Kiln tuned | default beats peer |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -162,12 +175,15 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=10, help="Optuna trials for the tuned column (0: skip it)")
-    parser.add_argument("--only", nargs="*", help="data set names to run (default: all)")
+    parser.add_argument(
+        "--only", nargs="*", help="data set names to run (default: all); the other rows already in --out stay"
+    )
     parser.add_argument("--workdir", type=Path, default=Path(".kiln/bench-quality"))
     parser.add_argument("--out", type=Path, default=Path("docs/BENCHMARKS.md"))
     parser.add_argument("--datasets", type=Path, default=SHARED, help="folder of the shared data sets")
     args = parser.parse_args()
-    lines = run_quality_bench(args.workdir, args.trials, args.only, machine(), args.datasets)
+    keep = previous_rows(args.out) if args.only else None
+    lines = run_quality_bench(args.workdir, args.trials, args.only, machine(), args.datasets, keep)
     splice(args.out, lines, START, END)
     print(f"wrote the quality section of {args.out}")  # noqa: T201
 

