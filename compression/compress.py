@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,19 +55,29 @@ class Compressed:
         return self.variants[self.served] | self.test_metrics
 
 
+def _batch32(x: np.ndarray) -> np.ndarray:
+    """32 rows for the batch-32 timing (repeated when the split holds fewer)."""
+    return np.resize(x, (32, *x.shape[1:])) if len(x) else x
+
+
 def evaluate_variant(
-    path: Path, trained: TrainedModel, x: np.ndarray, y: np.ndarray, runs: int
+    path: Path, trained: TrainedModel, x: np.ndarray, y: np.ndarray, runs: int, threads: int = 0
 ) -> tuple[dict, np.ndarray]:
-    """Size, metrics on (x, y) and latency of one ONNX file, plus its probabilities for x."""
+    """Size, metrics on (x, y) and latency (batch 1 and 32, ``threads`` ORT threads, 0 = all cores) of one
+    ONNX file, plus its probabilities for x."""
     data = path.read_bytes()
-    classifier = Classifier(make_session(data, device="cpu"), trained.spec)
+    classifier = Classifier(make_session(data, device="cpu", threads=threads), trained.spec)
     probs = classifier.predict(x)
+    b32 = measure_latency(classifier, _batch32(x), max(5, runs // 5)) if len(x) else {"p50": 0.0, "p95": 0.0}
     stats: dict[str, Any] = {
         "file": str(path.relative_to(path.parent.parent)),
         "bytes": len(data),
         "gzip_bytes": len(gzip.compress(data, compresslevel=9)),
         **metrics(probs, y),
         **{f"latency_ms_{k}": v for k, v in measure_latency(classifier, x[:1], runs).items()},
+        **{f"latency_ms_b32_{k}": v for k, v in b32.items()},
+        "throughput_per_s": round(32_000 / b32["p50"], 1) if b32["p50"] else 0.0,
+        "threads": threads or os.cpu_count() or 1,
     }
     return stats, probs
 
@@ -82,11 +93,35 @@ def check_parity(keras_probs: np.ndarray, onnx_probs: np.ndarray, tolerance: flo
     return result
 
 
-def select_served(variants: dict[str, dict[str, Any]], max_drop: float) -> str:
-    """Smallest variant within ``max_drop`` accuracy of fp32 (fp32 itself always qualifies)."""
-    floor = variants["fp32"]["accuracy"] - max_drop - 1e-9
+def select_served(
+    variants: dict[str, dict[str, Any]],
+    max_drop: float,
+    objective: str = "balanced",
+    latency_batch: int = 1,
+    slack: float = 0.05,
+) -> str:
+    """The served variant among those within ``max_drop`` accuracy of fp32 (fp32 always qualifies).
+
+    ``smallest``: fewest gzip bytes (what pruning buys, and what a download costs). ``fastest``: lowest
+    p50 latency at ``latency_batch`` (1 or 32). ``balanced``: the smallest variant that is not slower than
+    fp32 at batch 1 or 32 (within ``slack``, timing noise) - a smaller model that serves slower is no gain.
+    """
+    fp32 = variants["fp32"]
+    floor = fp32["accuracy"] - max_drop - 1e-9
     eligible = [name for name, v in variants.items() if v["accuracy"] >= floor]
-    return min(eligible, key=lambda name: variants[name]["bytes"])
+    if objective == "fastest":
+        key = "latency_ms_p50" if latency_batch == 1 else "latency_ms_b32_p50"
+        return min(eligible, key=lambda name: variants[name].get(key, 0.0))
+    if objective == "balanced":
+        eligible = [
+            name
+            for name in eligible
+            if all(
+                variants[name].get(k, 0.0) <= fp32.get(k, 0.0) * (1 + slack)
+                for k in ("latency_ms_p50", "latency_ms_b32_p50")
+            )
+        ] or ["fp32"]
+    return min(eligible, key=lambda name: (variants[name]["gzip_bytes"], variants[name]["bytes"]))
 
 
 def _quantize(source: Path, out: Path, trained: TrainedModel) -> str:
@@ -121,7 +156,7 @@ def _pruned_variants(
     except ValueError as exc:
         return {}, {}, dict.fromkeys(wanted, str(exc))
     onnx_path = to_onnx(pruned.model, trained.spec, directory / "pruned.onnx")
-    stats, probs = evaluate_variant(onnx_path, trained, x, y, cfg.compress.latency_runs)
+    stats, probs = evaluate_variant(onnx_path, trained, x, y, cfg.compress.latency_runs, cfg.compress.threads)
     diff = float(np.max(np.abs(pruned.model.predict(x, verbose=0, batch_size=256) - probs))) if len(x) else 0.0
     if diff > cfg.compress.parity_tolerance:
         onnx_path.unlink()
@@ -131,7 +166,7 @@ def _pruned_variants(
     if "pruned_int8" in wanted:
         quantized = directory / "pruned_int8.onnx"
         method = _quantize(onnx_path, quantized, trained)
-        q_stats, q_probs = evaluate_variant(quantized, trained, x, y, cfg.compress.latency_runs)
+        q_stats, q_probs = evaluate_variant(quantized, trained, x, y, cfg.compress.latency_runs, cfg.compress.threads)
         stats_by["pruned_int8"], probs_by["pruned_int8"] = (
             q_stats | common | {"method": f"tfmot_magnitude+{method}"},
             q_probs,
@@ -160,14 +195,14 @@ def compress_model(
     log.info("exporting fp32 ONNX")
     fp32 = to_onnx(trained.model, trained.spec, variants_dir / "fp32.onnx")
     keras_probs = trained.model.predict(x, verbose=0, batch_size=256)
-    stats, fp32_probs = evaluate_variant(fp32, trained, x, y, c.latency_runs)
+    stats, fp32_probs = evaluate_variant(fp32, trained, x, y, c.latency_runs, c.threads)
     parity: dict[str, Any] = {"fp32": check_parity(keras_probs, fp32_probs, c.parity_tolerance)}
     variants = {"fp32": stats | {"method": "tf2onnx", "sparsity": 0.0}}
     probs = {"fp32": fp32_probs}
 
     int8 = variants_dir / "int8.onnx"
     method = _quantize(fp32, int8, trained)
-    stats, probs["int8"] = evaluate_variant(int8, trained, x, y, c.latency_runs)
+    stats, probs["int8"] = evaluate_variant(int8, trained, x, y, c.latency_runs, c.threads)
     variants["int8"] = stats | {"method": method, "sparsity": 0.0}
 
     pruned_stats, pruned_probs, skipped = _pruned_variants(trained, train, cfg, variants_dir, x, y)
@@ -180,7 +215,7 @@ def compress_model(
     for name, reason in skipped.items():
         log.warning("variant %s skipped: %s", name, reason)
         parity[name] = {"skipped": reason}
-    served = select_served(variants, c.max_accuracy_drop)
+    served = select_served(variants, c.max_accuracy_drop, c.objective, c.latency_batch, c.latency_slack)
     for name, v in variants.items():
         log.info(
             "variant %s: %d bytes (%d gzipped), sparsity %.2f, %s accuracy %.4f, macro-F1 %.4f, p50 %.3f ms",

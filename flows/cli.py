@@ -255,7 +255,8 @@ def print_run_summary(report: dict, out_dir: Path) -> None:
         typer.echo(
             f"variant {name:11s} {v['bytes']:>10,d} bytes  gzip {v['gzip_bytes']:>10,d}  "
             f"sparsity {v.get('sparsity', 0.0):.2f}  {v.get('split', 'test')} accuracy {v['accuracy']:.4f}  "
-            f"macro-F1 {v['macro_f1']:.4f}  p50 {v['latency_ms_p50']:.3f} ms"
+            f"macro-F1 {v['macro_f1']:.4f}  p50 {v['latency_ms_p50']:.3f} ms  "
+            f"b32 {v.get('latency_ms_b32_p50', 0):.3f} ms"
         )
     model = report["model"]
     verdict = "PROMOTED" if report["promoted"] else "NOT PROMOTED"

@@ -175,14 +175,21 @@ class TrainConfig:
 
 
 COMPRESSION_VARIANTS = ("pruned", "pruned_int8")
+SELECTION_OBJECTIVES = ("balanced", "smallest", "fastest")
 
 
 @dataclass(frozen=True)
 class CompressConfig:
     # fp32 ONNX must reproduce Keras probabilities to this max absolute difference.
     parity_tolerance: float = 1e-4
-    # A quantized variant may be served only within this accuracy drop from fp32 (1 point).
+    # A variant may be served only within this validation accuracy drop from fp32 (1 point); among those,
+    # the objective picks: smallest (gzip bytes), fastest (p50 at latency_batch 1 or 32), or balanced (the
+    # smallest that is not slower than fp32 at batch 1 or 32, within latency_slack of timing noise).
     max_accuracy_drop: float = 0.01
+    objective: str = "balanced"
+    latency_batch: int = 1
+    latency_slack: float = 0.05
+    threads: int = 0  # ONNX Runtime intra-op threads for the timings; 0: all cores (recorded per variant)
     calibration_samples: int = 256
     latency_runs: int = 50
     # Variants made besides fp32 and int8: "pruned" (tfmot magnitude pruning, fine-tuned) and "pruned_int8".
@@ -331,6 +338,9 @@ def _validate(cfg: RunConfig) -> None:
     ):
         raise ConfigError("train.learning_rate must be > 0, decay_every_epochs and restart_epochs >= 1, warmup >= 0")
     cc = cfg.compress
+    _check_choice("compress.objective", cc.objective, SELECTION_OBJECTIVES)
+    if cc.latency_batch not in (1, 32) or cc.latency_slack < 0 or cc.threads < 0:
+        raise ConfigError("compress.latency_batch must be 1 or 32; latency_slack and threads must be >= 0")
     for variant in cc.variants:
         _check_choice("compress.variants", variant, COMPRESSION_VARIANTS)
     if not 0 <= cc.sparsity < 1 or any(not 0 <= v < 1 for v in cc.sparsity_overrides.values()):

@@ -70,7 +70,8 @@ def test_int8_variant_is_smaller_and_agrees(run: str, method: str, request: pyte
     assert compressed.parity["int8"]["top1_agreement"] >= 0.9
     for v in (fp32, int8):
         assert (compressed.directory / v["file"]).is_file()
-        assert v["latency_ms_p50"] > 0
+        assert v["latency_ms_p50"] > 0 and v["latency_ms_b32_p50"] > 0 and v["throughput_per_s"] > 0
+        assert v["threads"] >= 1
     assert (compressed.directory / "keras" / "model.keras").is_file()  # kept for later compression runs
     # only this run's files: the directory becomes an immutable store version as it is
     names = sorted(p.name for p in (compressed.directory / "variants").iterdir())
@@ -123,13 +124,31 @@ def test_static_qdq_graph_holds_int8_weights(image_run) -> None:
     assert producer[model.graph.output[0].name].op_type == "Softmax"
 
 
-def test_served_variant_is_smallest_within_budget() -> None:
+def _variant(accuracy: float, gzip_bytes: int, b1: float, b32: float) -> dict:
+    return {
+        "accuracy": accuracy,
+        "bytes": gzip_bytes,
+        "gzip_bytes": gzip_bytes,
+        "latency_ms_p50": b1,
+        "latency_ms_b32_p50": b32,
+    }
+
+
+def test_selection_objectives_within_the_accuracy_budget() -> None:
     from compression.compress import select_served
 
-    v = {"fp32": {"accuracy": 0.95, "bytes": 100}, "int8": {"accuracy": 0.945, "bytes": 30}}
-    assert select_served(v, 0.01) == "int8"
-    v["int8"]["accuracy"] = 0.93
-    assert select_served(v, 0.01) == "fp32"
+    v = {
+        "fp32": _variant(0.95, 100, 1.0, 10.0),
+        "int8": _variant(0.945, 30, 1.8, 25.0),  # smaller but slower (dynamic INT8 text models do this)
+        "pruned": _variant(0.95, 40, 1.0, 10.0),
+        "pruned_int8": _variant(0.93, 10, 0.5, 5.0),  # smallest and fastest, but 2 points worse
+    }
+    assert select_served(v, 0.01, "smallest") == "int8"
+    assert select_served(v, 0.01, "balanced") == "pruned"  # int8 is slower than fp32
+    assert select_served(v, 0.01, "fastest", latency_batch=32) in ("fp32", "pruned")
+    assert select_served(v, 0.03, "fastest") == "pruned_int8"
+    v["int8"]["accuracy"] = v["pruned"]["accuracy"] = 0.9
+    assert select_served(v, 0.01, "balanced") == "fp32"  # fp32 always qualifies
 
 
 def test_parity_failure_stops_registration() -> None:
