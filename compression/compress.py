@@ -1,8 +1,8 @@
 """The compression stage: export fp32 ONNX, check parity, quantize to INT8, prune with tfmot (and quantize
 the pruned model), evaluate every variant.
 
-The served variant is the smallest one whose validation accuracy is within ``max_accuracy_drop`` of fp32;
-the test split scores only that one, once.
+Every variant is measured on the validation split; ``compress.objective`` picks the served one among those
+within ``max_accuracy_drop`` of fp32 there (select_served), and the test split scores only that one, once.
 
     >>> result = compress_model(trained, train, val, test, cfg, Path("out/artifacts"))  # doctest: +SKIP
     >>> result.served, result.variants["int8"]["bytes"]  # doctest: +SKIP
@@ -146,8 +146,8 @@ def _quantized_parity(fp32_probs: np.ndarray, probs: np.ndarray, stats: dict[str
 def _pruned_variants(
     trained: TrainedModel, train: Dataset, cfg: RunConfig, directory: Path, x: np.ndarray, y: np.ndarray
 ) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray], dict[str, str]]:
-    """The ``pruned`` and ``pruned_int8`` variants asked for in ``compress.variants``: their stats, test
-    probabilities, and the reason for each one that could not be made."""
+    """The ``pruned`` and ``pruned_int8`` variants asked for in ``compress.variants``: their stats and
+    probabilities on (x, y), and the reason for each one that could not be made."""
     wanted = [v for v in cfg.compress.variants if v in ("pruned", "pruned_int8")]
     if not wanted:
         return {}, {}, {}
