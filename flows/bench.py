@@ -70,15 +70,18 @@ def main() -> None:
         f"# Benchmarks\n\nMeasured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `make bench` on: {machine()}.",
         "Sample data: scikit-learn digits (1,797 8x8 PNGs) and the generated 660-text corpus.\n",
         "## Training and compression (CPU)\n",
-        "| task | wall s (flow) | train s | epochs | variant | bytes | gzip bytes | x smaller | accuracy | "
-        "macro-F1 | b1 p50 ms | b1 p95 ms | b32 p50 ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "Accuracy and macro-F1 are on the validation split, where the served variant is chosen (the default "
+        "`balanced` objective: the smallest gzip size within 1 point of fp32 that is not slower than fp32 at "
+        "batch 1 or 32); the served variant's test score follows each task. Latencies are re-timed here.\n",
+        "| task | wall s (flow) | train s | epochs | variant | bytes | gzip bytes | gzip x smaller | sparsity "
+        "| val accuracy | val macro-F1 | b1 p50 ms | b1 p95 ms | b32 p50 ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     notes = []
     for task, report in reports.items():
         model = store.get(task, report["model"]["version"])
         x = _probe_input(model)
-        fp32_bytes = report["variants"]["fp32"]["bytes"]
+        fp32_gzip = report["variants"]["fp32"]["gzip_bytes"]
         latencies = {name: batch_latency(model, name, x) for name in report["variants"]}
         for name, v in report["variants"].items():
             lat = latencies[name]
@@ -86,19 +89,16 @@ def main() -> None:
             lines.append(
                 f"| {task} | {report['wall_seconds']:.0f} | {report['training']['train_seconds']:.0f} | "
                 f"{report['training']['epochs_run']} | {shown} | "
-                f"{v['bytes']:,} | {v['gzip_bytes']:,} | {fp32_bytes / v['bytes']:.2f} | {v['accuracy']:.4f} | "
+                f"{v['bytes']:,} | {v['gzip_bytes']:,} | {fp32_gzip / v['gzip_bytes']:.2f} | "
+                f"{v.get('sparsity', 0.0):.2f} | {v['accuracy']:.4f} | "
                 f"{v['macro_f1']:.4f} | {lat['b1_p50']:.3f} | {lat['b1_p95']:.3f} | {lat['b32_p50']:.3f} |"
             )
 
-        served = report["served_variant"]
-        slowdown = latencies[served]["b1_p50"] / latencies["fp32"]["b1_p50"]
-        if slowdown > 1:
-            notes.append(
-                f"\nNote: the served {task} variant ({served}) is "
-                f"{fp32_bytes / report['variants'][served]['bytes']:.1f}x smaller but {slowdown:.1f}x slower than "
-                "fp32 at batch 1 (table above): the served-variant rule picks the smallest variant within 1 "
-                "accuracy point."
-            )
+        test = report["metrics"]
+        notes.append(
+            f"\n{task}: serves {report['served_variant']}, test accuracy {test['accuracy']:.4f}, "
+            f"macro-F1 {test['macro_f1']:.4f} ({test['examples']} items)."
+        )
     lines += notes
 
     image_file = sorted((sample["images"] / "7").glob("*.png"))[0].read_bytes()
