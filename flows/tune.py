@@ -71,7 +71,7 @@ def tune_on_split(
         space,
         cfg.train.seed if storage is None else None,  # processes sharing a study must sample differently
     )
-    enqueue_default(study, space, cfg)
+    enqueue_default(study, space, cfg, task_name)
     base = config_to_dict(cfg)
     fit = trial_fitter(train, val)
     started = time.monotonic()

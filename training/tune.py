@@ -14,6 +14,7 @@ tuning beat it. Several processes (on several machines) can work on one study th
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import math
 import warnings
@@ -24,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from training.config import ConfigError, RunConfig, config_to_dict, load_config, merge_config
+from training.config import ConfigError, RunConfig, config_to_dict, load_config, merge_config, train_config_for
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +106,10 @@ def suggest(trial: Any, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return params
 
 
-def default_params(space: dict[str, dict[str, Any]], base: RunConfig) -> dict[str, Any]:
-    """The base configuration's value of every key in the space (the first, reference trial)."""
-    values = config_to_dict(base)
+def default_params(space: dict[str, dict[str, Any]], base: RunConfig, task: str) -> dict[str, Any]:
+    """The base configuration's value of every key in the space (the first, reference trial), with the
+    task's default learning rate filled in when the config leaves it unset."""
+    values = config_to_dict(dataclasses.replace(base, train=train_config_for(base, task)))
     params: dict[str, Any] = {}
     for key, entry in space.items():
         section, _, name = key.partition(".")
@@ -298,9 +300,9 @@ def _plots(study: Any, out: Path) -> dict[str, Path]:
     return paths
 
 
-def enqueue_default(study: Any, space: dict[str, dict[str, Any]], base: RunConfig) -> None:
+def enqueue_default(study: Any, space: dict[str, dict[str, Any]], base: RunConfig, task: str) -> None:
     """Make the default configuration the first trial of a new study (the reference to beat)."""
-    params = default_params(space, base)
+    params = default_params(space, base, task)
     if params and not study.trials:
         study.enqueue_trial(params, user_attrs={"reference": "default"})
 

@@ -141,8 +141,9 @@ def test_two_processes_share_one_study_in_postgresql(tmp_path: Path, postgres_ur
 def test_default_space_holds_the_default_config_as_its_reference_trial(task: str) -> None:
     from training.tune import DEFAULT_SPACES, default_params
 
-    params = default_params(DEFAULT_SPACES[task], load_config(None))
+    params = default_params(DEFAULT_SPACES[task], load_config(None), task)
     assert set(params) == set(DEFAULT_SPACES[task])  # the default is the first trial to beat
+    assert params["train.learning_rate"] == {"image": 1e-3, "text": 3e-4}[task]  # the task's default rate
 
 
 def test_a_failing_trial_is_recorded_as_failed_and_tuning_goes_on(tmp_path: Path) -> None:
