@@ -17,6 +17,8 @@ import csv
 import dataclasses
 import logging
 import math
+import random
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from training.config import ConfigError, RunConfig, config_to_dict, load_config,
 log = logging.getLogger(__name__)
 
 SAMPLERS = ("tpe", "random", "grid")
+STORAGE_ATTEMPTS = 5
 OBJECTIVE = "val_loss"  # minimised; also what bad trials are pruned on
 
 # Per task: what tuning may change. Keys are dotted config paths; see load_space for the entry format.
@@ -151,14 +154,24 @@ def make_study(name: str, storage: str, sampler: str, space: dict[str, dict[str,
         "grid": lambda: optuna.samplers.GridSampler(_grid(space), seed=seed),
     }
     pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
-    return optuna.create_study(
-        study_name=name,
-        storage=storage,
-        sampler=samplers[sampler](),
-        pruner=pruner,
-        direction="minimize",
-        load_if_exists=True,
-    )
+    for attempt in range(STORAGE_ATTEMPTS):
+        try:
+            return optuna.create_study(
+                study_name=name,
+                storage=storage,
+                sampler=samplers[sampler](),
+                pruner=pruner,
+                direction="minimize",
+                load_if_exists=True,
+            )
+        except Exception as exc:  # noqa: BLE001 - SQLAlchemy's errors, without importing it here
+            # Processes that start together on an empty database race to create Optuna's tables and
+            # types (PostgreSQL: a unique violation on pg_type); the loser retries and joins the winner's.
+            if attempt == STORAGE_ATTEMPTS - 1 or type(exc).__name__ not in ("IntegrityError", "ProgrammingError"):
+                raise
+            log.info("study storage busy (%s); retrying", type(exc).__name__)
+            time.sleep(0.5 * (attempt + 1) + random.random())
+    raise AssertionError("unreachable")
 
 
 def pruning_callback(trial: Any) -> Any:
