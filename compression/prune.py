@@ -39,10 +39,6 @@ def _prunable(layer: keras.layers.Layer) -> bool:
     return bool(layer.trainable_weights) and PruneRegistry.supports(layer)
 
 
-def _target(layer: keras.layers.Layer, default: float, overrides: dict[str, float]) -> float:
-    return overrides.get(layer.name, default)
-
-
 def sparsity_of(model: keras.Model, names: set[str]) -> float:
     """Fraction of zeros among the kernels and embeddings of the named layers."""
     weights = [w for layer in model.layers if layer.name in names for w in layer.get_weights() if w.ndim >= 2]
@@ -66,7 +62,7 @@ def prune_model(trained: Any, train: Dataset, cfg: RunConfig) -> Pruned:
     targets: dict[str, float] = {}
 
     def wrap(layer: keras.layers.Layer) -> keras.layers.Layer:
-        target = _target(layer, c.sparsity, dict(c.sparsity_overrides))
+        target = c.sparsity_overrides.get(layer.name, c.sparsity)
         if target <= 0 or not _prunable(layer):
             return layer
         targets[layer.name] = target

@@ -66,16 +66,15 @@ def classic_peer(task: str, path: Path) -> dict[str, Any]:
     started = time.perf_counter()
     if task == "text":
         vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit(train.inputs)
-        features = vectorizer.transform
+        inputs: Any = lambda d: vectorizer.transform(d.inputs)  # noqa: E731
         make: Any = lambda c: LinearSVC(C=c)  # noqa: E731
         name = "TF-IDF 1-2 gram + linear SVM"
     else:
         spec = make_spec(train, train.label_names, cfg)
         assert isinstance(spec, ImageSpec)
-        features = lambda d: to_inputs(d, spec).reshape(len(d), -1)  # noqa: E731
+        inputs = lambda d: to_inputs(d, spec).reshape(len(d), -1)  # noqa: E731
         make = lambda c: SVC(C=c, kernel="rbf", gamma="scale")  # noqa: E731
         name = f"RBF SVM on {spec.height}x{spec.width}x{spec.channels} pixels"
-    inputs = features if task == "image" else (lambda d: features(d.inputs))  # noqa: E731
     model, c = _select_c(make, inputs(train), train.labels, inputs(val), val.labels)
     accuracy = float(model.score(inputs(test), test.labels))
     seconds = time.perf_counter() - started

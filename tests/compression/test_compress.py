@@ -96,14 +96,13 @@ def test_pruned_variants_are_sparse_and_compress_better(run: str, request: pytes
 @pytest.mark.slow
 def test_pruned_variants_can_be_turned_off(tmp_path: Path) -> None:
     from compression.compress import compress_model
+    from training.clean import load_dataset
     from training.config import load_config
+    from training.split import split_dataset
     from training.train import train_model
 
     cfg = load_config(None, {"train": {"epochs": 1}, "compress": {"variants": ["pruned_int8"], "latency_runs": 2}})
     data = make_image_folder(tmp_path / "images", per_class=10)
-    from training.clean import load_dataset
-    from training.split import split_dataset
-
     train, val, test = split_dataset(load_dataset("image", data), cfg.data)
     compressed = compress_model(train_model(train, val, cfg), train, val, test, cfg, tmp_path / "artifacts")
     assert set(compressed.variants) == {"fp32", "int8", "pruned_int8"}  # pruned was made, used, not kept
