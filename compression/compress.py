@@ -1,8 +1,10 @@
-"""The compression stage: export fp32 ONNX, check parity, quantize to INT8, prune with tfmot (and quantize
-the pruned model), evaluate every variant.
+"""The compression stage: export fp32 ONNX and check its parity, then make the other variants asked for in
+``compress.variants`` (ORT INT8, tfmot pruning, pruning + INT8, tfmot QAT, prune-preserving QAT, FP16),
+check and optimise every file, and measure each on the validation split.
 
-Every variant is measured on the validation split; ``compress.objective`` picks the served one among those
-within ``max_accuracy_drop`` of fp32 there (select_served), and the test split scores only that one, once.
+``compress.objective`` picks the served variant among those within ``max_accuracy_drop`` of fp32 there
+(select_served); the test split scores only that one, once. A variant that cannot be made for a model is
+reported as skipped with the reason; only a broken fp32 export stops the run.
 
     >>> result = compress_model(trained, train, val, test, cfg, Path("out/artifacts"))  # doctest: +SKIP
     >>> result.served, result.variants["int8"]["bytes"]  # doctest: +SKIP
@@ -15,7 +17,7 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +25,20 @@ import numpy as np
 
 from compression.export import to_onnx
 from compression.prune import prune_model
-from compression.quantize import quantize_dynamic_int8, quantize_static_qdq
+from compression.qat import NotApplicable, quantize_aware
+from compression.quantize import (
+    check_and_optimize,
+    quantize_dynamic_int8,
+    quantize_static_qdq,
+    store_weights_int8,
+    to_fp16,
+)
 from serving.runtime import Classifier, make_session, measure_latency
 from training.config import RunConfig
 from training.data import Dataset
 from training.evaluate import agreement, confusion, metrics, per_class
 from training.features import to_arrays
+from training.tf_env import keras
 from training.train import TrainedModel
 
 log = logging.getLogger(__name__)
@@ -61,12 +71,18 @@ def _batch32(x: np.ndarray) -> np.ndarray:
 
 
 def evaluate_variant(
-    path: Path, trained: TrainedModel, x: np.ndarray, y: np.ndarray, runs: int, threads: int = 0
+    path: Path,
+    trained: TrainedModel,
+    x: np.ndarray,
+    y: np.ndarray,
+    runs: int,
+    threads: int = 0,
+    device: str = "cpu",
 ) -> tuple[dict, np.ndarray]:
     """Size, metrics on (x, y) and latency (batch 1 and 32, ``threads`` ORT threads, 0 = all cores) of one
     ONNX file, plus its probabilities for x."""
     data = path.read_bytes()
-    classifier = Classifier(make_session(data, device="cpu", threads=threads), trained.spec)
+    classifier = Classifier(make_session(data, device=device, threads=threads), trained.spec)
     probs = classifier.predict(x)
     b32 = measure_latency(classifier, _batch32(x), max(5, runs // 5)) if len(x) else {"p50": 0.0, "p95": 0.0}
     stats: dict[str, Any] = {
@@ -78,6 +94,7 @@ def evaluate_variant(
         **{f"latency_ms_b32_{k}": v for k, v in b32.items()},
         "throughput_per_s": round(32_000 / b32["p50"], 1) if b32["p50"] else 0.0,
         "threads": threads or os.cpu_count() or 1,
+        "graph_optimization": "basic",
     }
     return stats, probs
 
@@ -93,88 +110,183 @@ def check_parity(keras_probs: np.ndarray, onnx_probs: np.ndarray, tolerance: flo
     return result
 
 
+def _not_slower(v: dict[str, Any], fp32: dict[str, Any], slack: float, floor_ms: float) -> bool:
+    return all(
+        v.get(k, 0.0) <= fp32.get(k, 0.0) * (1 + slack) + floor_ms for k in ("latency_ms_p50", "latency_ms_b32_p50")
+    )
+
+
 def select_served(
     variants: dict[str, dict[str, Any]],
     max_drop: float,
     objective: str = "balanced",
     latency_batch: int = 1,
     slack: float = 0.05,
+    floor_ms: float = 0.0,
+    device: str = "cpu",
 ) -> str:
-    """The served variant among those within ``max_drop`` accuracy of fp32 (fp32 always qualifies).
+    """The served variant among those within ``max_drop`` accuracy of fp32 (fp32 always qualifies) that run on
+    ``device`` (fp16 is for cuda only).
 
     ``smallest``: fewest gzip bytes (what pruning buys, and what a download costs). ``fastest``: lowest
     p50 latency at ``latency_batch`` (1 or 32). ``balanced``: the smallest variant that is not slower than
-    fp32 at batch 1 or 32 (within ``slack``, timing noise) - a smaller model that serves slower is no gain.
+    fp32 at batch 1 or 32 (within ``slack`` plus ``floor_ms``: timing noise) - a smaller model that serves
+    slower is no gain.
     """
     fp32 = variants["fp32"]
     floor = fp32["accuracy"] - max_drop - 1e-9
-    eligible = [name for name, v in variants.items() if v["accuracy"] >= floor]
+    eligible = [
+        name for name, v in variants.items() if v["accuracy"] >= floor and v.get("device", "any") in ("any", device)
+    ]
     if objective == "fastest":
         key = "latency_ms_p50" if latency_batch == 1 else "latency_ms_b32_p50"
         return min(eligible, key=lambda name: variants[name].get(key, 0.0))
     if objective == "balanced":
-        eligible = [
-            name
-            for name in eligible
-            if all(
-                variants[name].get(k, 0.0) <= fp32.get(k, 0.0) * (1 + slack)
-                for k in ("latency_ms_p50", "latency_ms_b32_p50")
-            )
-        ] or ["fp32"]
+        eligible = [name for name in eligible if _not_slower(variants[name], fp32, slack, floor_ms)] or ["fp32"]
     return min(eligible, key=lambda name: (variants[name]["gzip_bytes"], variants[name]["bytes"]))
 
 
-def _quantize(source: Path, out: Path, trained: TrainedModel) -> str:
-    """INT8 by the method that suits the model: static QDQ for images, dynamic for texts; returns it."""
-    if trained.spec.kind == "image":
-        log.info("quantizing %s to INT8 (static QDQ, %d calibration images)", source.name, len(trained.calibration))
-        quantize_static_qdq(source, out, trained.calibration)
-        return "static_qdq"
-    log.info("quantizing %s to INT8 (dynamic)", source.name)
-    quantize_dynamic_int8(source, out)
-    return "dynamic"
+@dataclass
+class _Made:
+    """One variant file, what made it, and (float variants) the Keras model it must reproduce."""
+
+    path: Path
+    info: dict[str, Any]
+    reference: keras.Model | None = None
+    measured: tuple[dict[str, Any], np.ndarray] | None = None  # already checked and evaluated
 
 
-def _quantized_parity(fp32_probs: np.ndarray, probs: np.ndarray, stats: dict[str, Any], fp32: dict) -> dict:
-    """Quantized and pruned variants are judged at task level: top-1 agreement with fp32 and metric change."""
-    return {
-        "top1_agreement": agreement(fp32_probs, probs),
-        "accuracy_change": round(stats["accuracy"] - fp32["accuracy"], 6),
+@dataclass
+class _Builder:
+    """Makes the variants of one trained model under ``directory``; x, y is the validation split."""
+
+    trained: TrainedModel
+    train: Dataset
+    cfg: RunConfig
+    directory: Path
+    x: np.ndarray
+    y: np.ndarray
+    _pruned: Any = field(default=None, init=False)  # compression.prune.Pruned, made once when first needed
+
+    def measure(self, path: Path) -> tuple[dict[str, Any], np.ndarray]:
+        c = self.cfg.compress
+        check_and_optimize(path)
+        return evaluate_variant(path, self.trained, self.x, self.y, c.latency_runs, c.threads, c.serving_device)
+
+    def quantize(self, source: Path, out: Path) -> _Made:
+        """INT8 of ``source``: static QDQ for images; for texts static QDQ and dynamic, keeping the faster at
+        equal accuracy (``compress.int8_equal_accuracy``), else the more accurate."""
+        calibration = self.cfg.compress.calibration
+        if self.trained.spec.kind == "image":
+            log.info("quantizing %s to INT8 (static QDQ, %s calibration)", source.name, calibration)
+            quantize_static_qdq(source, out, self.trained.calibration, calibration)
+            return _Made(out, {"method": f"static_qdq_{calibration}"})
+        static, dynamic = out.with_name(out.stem + ".static.onnx"), out.with_name(out.stem + ".dynamic.onnx")
+        log.info("quantizing %s to INT8 (static QDQ and dynamic; keeping the faster)", source.name)
+        quantize_static_qdq(source, static, self.trained.calibration, calibration)
+        quantize_dynamic_int8(source, dynamic)
+        candidates = {f"static_qdq_{calibration}": (static, self.measure(static))}
+        candidates["dynamic"] = (dynamic, self.measure(dynamic))
+        chosen = _pick_int8({name: stats for name, (_, (stats, _)) in candidates.items()}, self.cfg)
+        for name, (path, _) in candidates.items():
+            if name != chosen:
+                path.unlink()
+        path, measured = candidates[chosen]
+        path.replace(out)
+        measured[0]["file"] = str(out.relative_to(out.parent.parent))
+        summary = {
+            name: {k: stats[k] for k in ("accuracy", "latency_ms_p50", "latency_ms_b32_p50")}
+            for name, (_, (stats, _)) in candidates.items()
+        }
+        return _Made(out, {"method": chosen, "int8_candidates": summary}, measured=measured)
+
+    def pruned(self) -> Any:
+        if self._pruned is None:
+            self._pruned = prune_model(self.trained, self.train, self.cfg)
+        return self._pruned
+
+    def pruned_info(self) -> dict[str, Any]:
+        p = self.pruned()
+        return {"sparsity": round(p.sparsity, 4), "pruned_layers": len(p.layers)}
+
+    def make(self, name: str, fp32: Path) -> _Made:
+        d = self.directory
+        if name == "int8":
+            return self.quantize(fp32, d / "int8.onnx")
+        if name == "pruned":
+            path = to_onnx(self.pruned().model, self.trained.spec, d / "pruned.onnx")
+            return _Made(path, {"method": "tfmot_magnitude"} | self.pruned_info(), reference=self.pruned().model)
+        if name == "pruned_int8":
+            source = d / "pruned.onnx"
+            made_here = not source.exists()
+            if made_here:  # only the INT8 form was asked for: export the pruned model just for it
+                to_onnx(self.pruned().model, self.trained.spec, source)
+            made = self.quantize(source, d / "pruned_int8.onnx")
+            if made_here:
+                source.unlink()
+            made.info = made.info | {"method": f"tfmot_magnitude+{made.info['method']}"} | self.pruned_info()
+            return made
+        if name in ("qat", "pruned_qat"):
+            base = self.pruned().model if name == "pruned_qat" else self.trained.model
+            result = quantize_aware(base, self.train, self.trained.spec, self.cfg, prune_preserve=name == "pruned_qat")
+            path = to_onnx(result.model, self.trained.spec, d / f"{name}.onnx")
+            rewritten = store_weights_int8(path)
+            info = {"method": "tfmot_qat" + ("_prune_preserve" if name == "pruned_qat" else "")}
+            info |= {"qat_layers": len(result.layers), "qat_coverage": round(result.coverage, 4)}
+            info |= {"int8_weights": rewritten, "keras_reference": result.model}
+            return _Made(path, info | (self.pruned_info() if name == "pruned_qat" else {}))
+        if name == "fp16":
+            return _Made(to_fp16(fp32, d / "fp16.onnx"), {"method": "fp16", "device": "cuda"})
+        raise ValueError(f"unknown variant {name!r}")
+
+
+def _pick_int8(candidates: dict[str, dict[str, Any]], cfg: RunConfig) -> str:
+    best = max(stats["accuracy"] for stats in candidates.values())
+    equal = [name for name, s in candidates.items() if s["accuracy"] >= best - cfg.compress.int8_equal_accuracy]
+    return min(equal, key=lambda n: (candidates[n]["latency_ms_b32_p50"], candidates[n]["latency_ms_p50"]))
+
+
+def _variant_parity(
+    name: str, made: _Made, stats: dict, probs: np.ndarray, fp32: tuple[dict, np.ndarray], b: _Builder
+) -> dict:
+    """Float variants must reproduce their Keras model; quantized ones are judged at task level (top-1
+    agreement with fp32 and metric change), QAT also against its own fake-quantized Keras model."""
+    result = {
+        "top1_agreement": agreement(fp32[1], probs),
+        "accuracy_change": round(stats["accuracy"] - fp32[0]["accuracy"], 6),
     }
+    reference = made.reference or made.info.get("keras_reference")
+    if reference is not None and len(b.x):
+        keras_probs = reference.predict(b.x, verbose=0, batch_size=256)
+        result["keras_max_abs_diff"] = float(np.max(np.abs(keras_probs - probs)))
+        result["keras_top1_agreement"] = agreement(keras_probs, probs)
+        if made.reference is not None and result["keras_max_abs_diff"] > b.cfg.compress.parity_tolerance:
+            raise ValueError(f"{name} ONNX differs from its Keras model by {result['keras_max_abs_diff']:.2e}")
+    return result
 
 
-def _pruned_variants(
-    trained: TrainedModel, train: Dataset, cfg: RunConfig, directory: Path, x: np.ndarray, y: np.ndarray
-) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray], dict[str, str]]:
-    """The ``pruned`` and ``pruned_int8`` variants asked for in ``compress.variants``: their stats and
-    probabilities on (x, y), and the reason for each one that could not be made."""
-    wanted = [v for v in cfg.compress.variants if v in ("pruned", "pruned_int8")]
-    if not wanted:
-        return {}, {}, {}
-    try:
-        pruned = prune_model(trained, train, cfg)
-    except ValueError as exc:
-        return {}, {}, dict.fromkeys(wanted, str(exc))
-    onnx_path = to_onnx(pruned.model, trained.spec, directory / "pruned.onnx")
-    stats, probs = evaluate_variant(onnx_path, trained, x, y, cfg.compress.latency_runs, cfg.compress.threads)
-    diff = float(np.max(np.abs(pruned.model.predict(x, verbose=0, batch_size=256) - probs))) if len(x) else 0.0
-    if diff > cfg.compress.parity_tolerance:
-        onnx_path.unlink()
-        return {}, {}, dict.fromkeys(wanted, f"pruned ONNX differs from its Keras model by {diff:.2e}")
-    common = {"sparsity": round(pruned.sparsity, 4), "pruned_layers": len(pruned.layers)}
-    stats_by, probs_by = {"pruned": stats | common | {"method": "tfmot_magnitude"}}, {"pruned": probs}
-    if "pruned_int8" in wanted:
-        quantized = directory / "pruned_int8.onnx"
-        method = _quantize(onnx_path, quantized, trained)
-        q_stats, q_probs = evaluate_variant(quantized, trained, x, y, cfg.compress.latency_runs, cfg.compress.threads)
-        stats_by["pruned_int8"], probs_by["pruned_int8"] = (
-            q_stats | common | {"method": f"tfmot_magnitude+{method}"},
-            q_probs,
-        )
-    if "pruned" not in wanted:
-        onnx_path.unlink()  # only its INT8 form was asked for; the version keeps only what it lists
-        del stats_by["pruned"], probs_by["pruned"]
-    return stats_by, probs_by, {}
+def _build_variants(b: _Builder, fp32_path: Path, fp32: tuple[dict, np.ndarray]) -> tuple[dict, dict, dict]:
+    """Every variant in ``compress.variants``: stats, parity, and the reason for each that was skipped."""
+    stats_by: dict[str, dict] = {}
+    parity: dict[str, Any] = {}
+    for name in b.cfg.compress.variants:
+        try:
+            made = b.make(name, fp32_path)
+            stats, probs = made.measured or b.measure(made.path)
+            parity[name] = _variant_parity(name, made, stats, probs, fp32, b)
+        except NotApplicable as exc:
+            parity[name] = {"skipped": str(exc)}
+        except Exception as exc:  # one variant failing must not cost the run its other variants
+            log.warning("variant %s could not be made", name, exc_info=True)
+            parity[name] = {"skipped": f"{type(exc).__name__}: {exc}"}
+        else:
+            info = {k: v for k, v in made.info.items() if k != "keras_reference"}
+            stats_by[name] = stats | {"sparsity": 0.0} | info
+            continue
+        log.warning("variant %s skipped: %s", name, parity[name]["skipped"])
+        for leftover in b.directory.glob(f"{name}.*onnx"):  # its file and candidates, not pruned_int8's
+            leftover.unlink()
+    return stats_by, parity
 
 
 def compress_model(
@@ -183,7 +295,7 @@ def compress_model(
     """Write the variants, spec and Keras model under ``directory`` (emptied first: everything in it
     becomes part of the stored version). Every variant is measured on the validation split, which picks
     the served one; the test split then scores that variant once, for the report and the gate. Pruned
-    variants fine-tune on ``train``."""
+    and QAT variants fine-tune on ``train``."""
     shutil.rmtree(directory, ignore_errors=True)
     variants_dir = directory / "variants"
     variants_dir.mkdir(parents=True, exist_ok=True)
@@ -191,31 +303,28 @@ def compress_model(
     split = "validation" if len(val) else "test"
     x, y = to_arrays(val if len(val) else test, trained.spec)
     c = cfg.compress
+    builder = _Builder(trained, train, cfg, variants_dir, x, y)
 
     log.info("exporting fp32 ONNX")
-    fp32 = to_onnx(trained.model, trained.spec, variants_dir / "fp32.onnx")
+    fp32_path = to_onnx(trained.model, trained.spec, variants_dir / "fp32.onnx")
+    stats, fp32_probs = builder.measure(fp32_path)
     keras_probs = trained.model.predict(x, verbose=0, batch_size=256)
-    stats, fp32_probs = evaluate_variant(fp32, trained, x, y, c.latency_runs, c.threads)
     parity: dict[str, Any] = {"fp32": check_parity(keras_probs, fp32_probs, c.parity_tolerance)}
     variants = {"fp32": stats | {"method": "tf2onnx", "sparsity": 0.0}}
-    probs = {"fp32": fp32_probs}
-
-    int8 = variants_dir / "int8.onnx"
-    method = _quantize(fp32, int8, trained)
-    stats, probs["int8"] = evaluate_variant(int8, trained, x, y, c.latency_runs, c.threads)
-    variants["int8"] = stats | {"method": method, "sparsity": 0.0}
-
-    pruned_stats, pruned_probs, skipped = _pruned_variants(trained, train, cfg, variants_dir, x, y)
-    variants |= pruned_stats
-    probs |= pruned_probs
-    for name in variants:
-        variants[name]["split"] = split
-        if name != "fp32":
-            parity[name] = _quantized_parity(fp32_probs, probs[name], variants[name], variants["fp32"])
-    for name, reason in skipped.items():
-        log.warning("variant %s skipped: %s", name, reason)
-        parity[name] = {"skipped": reason}
-    served = select_served(variants, c.max_accuracy_drop, c.objective, c.latency_batch, c.latency_slack)
+    made, made_parity = _build_variants(builder, fp32_path, (variants["fp32"], fp32_probs))
+    variants |= made
+    parity |= made_parity
+    for v in variants.values():
+        v["split"] = split
+    served = select_served(
+        variants,
+        c.max_accuracy_drop,
+        c.objective,
+        c.latency_batch,
+        c.latency_slack,
+        c.latency_floor_ms,
+        c.serving_device,
+    )
     for name, v in variants.items():
         log.info(
             "variant %s: %d bytes (%d gzipped), sparsity %.2f, %s accuracy %.4f, macro-F1 %.4f, p50 %.3f ms",
@@ -230,7 +339,8 @@ def compress_model(
         )
     x_test, y_test = to_arrays(test, trained.spec)
     served_path = directory / variants[served]["file"]
-    test_probs = Classifier(make_session(served_path.read_bytes(), device="cpu"), trained.spec).predict(x_test)
+    session = make_session(served_path.read_bytes(), device=c.serving_device)
+    test_probs = Classifier(session, trained.spec).predict(x_test)
     test_metrics = metrics(test_probs, y_test)
     log.info(
         "serving variant %s: test accuracy %.4f, macro-F1 %.4f",

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from training.config import RunConfig, train_config_for
+from compression.finetune import fine_tune
+from training.config import RunConfig
 from training.data import Dataset
-from training.pipeline import training_batches
 from training.tf_env import keras
 
 log = logging.getLogger(__name__)
@@ -77,23 +77,13 @@ def prune_model(trained: Any, train: Dataset, cfg: RunConfig) -> Pruned:
     clone = keras.models.clone_model(copy, clone_function=wrap)
     if not targets:
         raise ValueError("no layer of this model can be pruned by tfmot")
-    t = train_config_for(cfg, train.task)
-    clone.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=(t.learning_rate or 1e-3) * c.prune_learning_rate_factor),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
-    )
     log.info(
         "pruning %d layers to %.0f%% sparsity over %d fine-tuning epochs",
         len(targets),
         100 * c.sparsity,
         c.prune_epochs,
     )
-    clone.fit(
-        training_batches(train, trained.spec, cfg),
-        epochs=c.prune_epochs,
-        callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
-        verbose=0,
-    )
+    fine_tune(clone, train, trained.spec, cfg, c.prune_epochs, [tfmot.sparsity.keras.UpdatePruningStep()])
     stripped = tfmot.sparsity.keras.strip_pruning(clone)
     sparsity = sparsity_of(stripped, set(targets))
     log.info("pruned: %.1f%% of the pruned layers' weights are zero", 100 * sparsity)

@@ -1,9 +1,10 @@
-"""INT8 quantization with ONNX Runtime.
+"""INT8 and FP16 ONNX variants with ONNX Runtime, and the checks and offline optimisation every variant gets.
 
-Static QDQ with calibration data for convolutional models: dynamic INT8 makes small CNNs several
-times slower (ConvInteger). Dynamic for embedding/dense-heavy text models, which need no calibration.
+Static QDQ with calibration for convolutional models (dynamic INT8 makes small CNNs several times slower:
+ConvInteger). Text models are quantized both ways and the caller keeps the faster at equal accuracy:
+static QDQ fuses into QLinear kernels, dynamic quantizes activations on every call.
 
-    >>> quantize_static_qdq(Path("fp32.onnx"), Path("int8.onnx"), calibration)  # doctest: +SKIP
+    >>> quantize_static_qdq(Path("fp32.onnx"), Path("int8.onnx"), calibration, "minmax")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
+from onnx import numpy_helper
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
@@ -25,6 +28,12 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 log = logging.getLogger(__name__)
+
+CALIBRATION_METHODS = {
+    "minmax": CalibrationMethod.MinMax,
+    "entropy": CalibrationMethod.Entropy,
+    "percentile": CalibrationMethod.Percentile,
+}
 
 
 class ArrayReader(CalibrationDataReader):
@@ -42,13 +51,12 @@ def _input_name(path: Path) -> str:
 
 
 def _softmax_nodes(path: Path) -> list[str]:
-    import onnx
-
     return [node.name for node in onnx.load(str(path)).graph.node if node.op_type == "Softmax"]
 
 
-def quantize_static_qdq(fp32: Path, out: Path, calibration: np.ndarray) -> Path:
-    """Per-channel INT8 weights, UINT8 activations, QDQ format, MinMax calibration.
+def quantize_static_qdq(fp32: Path, out: Path, calibration: np.ndarray, method: str = "minmax") -> Path:
+    """Per-channel INT8 weights, UINT8 activations, QDQ format; activation ranges from ``calibration``
+    by ``method`` (minmax, entropy or percentile: 99.999th, which ignores rare outliers).
 
     Softmax stays in float: a quantized output would round every served probability to 1/255 steps.
     """
@@ -63,7 +71,7 @@ def quantize_static_qdq(fp32: Path, out: Path, calibration: np.ndarray) -> Path:
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
+            calibrate_method=CALIBRATION_METHODS[method],
             nodes_to_exclude=_softmax_nodes(prepared),
         )
     return out
@@ -75,3 +83,88 @@ def quantize_dynamic_int8(fp32: Path, out: Path) -> Path:
         str(fp32), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gather", "Conv"]
     )
     return out
+
+
+def to_fp16(fp32: Path, out: Path) -> Path:
+    """FP16 weights and compute with float32 inputs and outputs (for GPU serving: half the bytes, tensor
+    cores). Softmax stays float32, so served probabilities keep their precision."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    model = OnnxModel(convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True, op_block_list=["Softmax"]))
+    model.topological_sort()  # the converter appends the input casts after the nodes that read them
+    onnx.save(model.model, str(out))
+    return out
+
+
+def _grid_scale(weights: np.ndarray, levels: int = 127, tolerance: float = 1e-3) -> float | None:
+    """The step of the symmetric INT8 grid that ``weights`` already lie on (QAT's fake-quantized
+    kernels), or None. The largest magnitude is usually the 127th step; a weight that moved after the
+    last range update can sit a few steps lower, so those are tried too."""
+    top = float(np.max(np.abs(weights)))
+    if top == 0.0:
+        return None
+    for steps in range(levels, levels - 8, -1):
+        scale = top / steps
+        q = weights / scale
+        if np.max(np.abs(q - np.round(q))) <= tolerance:
+            return scale
+    return None
+
+
+def store_weights_int8(path: Path) -> int:
+    """Rewrite the float Conv/MatMul weights of a QAT export that lie on an INT8 grid (per output channel for
+    Conv, per tensor for MatMul, as tfmot quantizes them) as INT8 initialisers behind DequantizeLinear.
+    tf2onnx folds the weight fake-quantization into float constants: the file stays fp32-sized and ORT
+    cannot fuse the QDQ pattern into integer kernels. Values are unchanged. Returns the weights rewritten."""
+    model = onnx.load(str(path))
+    graph = model.graph
+    consumers = {(node.input[1], node.op_type) for node in graph.node if node.op_type in ("Conv", "MatMul")}
+    by_name = {init.name: init for init in graph.initializer}
+    rewritten, nodes = 0, []
+    for name, op in sorted(consumers):
+        if name not in by_name:
+            continue
+        w = numpy_helper.to_array(by_name[name])
+        if op == "Conv":
+            scales = [_grid_scale(w[c]) for c in range(w.shape[0])]
+            if any(s is None for s in scales):
+                continue
+            scale = np.asarray(scales, dtype=np.float32)
+            q = np.round(w / scale.reshape(-1, *([1] * (w.ndim - 1))))
+        else:
+            s = _grid_scale(w)
+            if s is None:
+                continue
+            scale = np.asarray(s, dtype=np.float32)
+            q = np.round(w / scale)
+        q_name, s_name, z_name = f"{name}_int8", f"{name}_scale", f"{name}_zero_point"
+        graph.initializer.remove(by_name[name])
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(np.clip(q, -127, 127).astype(np.int8), q_name),
+                numpy_helper.from_array(scale, s_name),
+                numpy_helper.from_array(np.zeros(scale.shape, dtype=np.int8), z_name),
+            ]
+        )
+        attrs = {"axis": 0} if op == "Conv" else {}
+        nodes.append(onnx.helper.make_node("DequantizeLinear", [q_name, s_name, z_name], [name], **attrs))
+        rewritten += 1
+    # Dequantized weights must exist before the nodes that read them: prepend.
+    for node in reversed(nodes):
+        graph.node.insert(0, node)
+    onnx.save(model, str(path))
+    return rewritten
+
+
+def check_and_optimize(path: Path) -> None:
+    """onnx.checker, then ORT's basic graph optimisations (constant folding, redundant nodes, portable
+    fusions) saved into the file. Basic only: the extended level writes CPU-specific fused kernels that
+    a CUDA session could not run; sessions still apply the full level when they load."""
+    onnx.checker.check_model(str(path))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    optimized = path.with_name(path.stem + ".optimized.onnx")
+    options.optimized_model_filepath = str(optimized)
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    optimized.replace(path)

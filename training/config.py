@@ -174,8 +174,11 @@ class TrainConfig:
     imbalance_ratio: float = 3.0
 
 
-COMPRESSION_VARIANTS = ("pruned", "pruned_int8")
+# fp32 is always made: it is the reference every other variant is measured against.
+COMPRESSION_VARIANTS = ("int8", "pruned", "pruned_int8", "qat", "pruned_qat", "fp16")
 SELECTION_OBJECTIVES = ("balanced", "smallest", "fastest")
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+SERVING_DEVICES = ("cpu", "cuda")
 
 
 @dataclass(frozen=True)
@@ -189,15 +192,29 @@ class CompressConfig:
     objective: str = "balanced"
     latency_batch: int = 1
     latency_slack: float = 0.05
+    # ...plus this much absolute (ms): sub-0.1 ms timings jitter by more than 5% between runs.
+    latency_floor_ms: float = 0.01
+    # Where the served model runs: fp16 is only eligible for cuda, and the timings run there when it exists.
+    serving_device: str = "cpu"
     threads: int = 0  # ONNX Runtime intra-op threads for the timings; 0: all cores (recorded per variant)
     calibration_samples: int = 256
+    # Activation ranges for static INT8: minmax, entropy (KL) or percentile (99.999th).
+    calibration: str = "minmax"
+    # Text models: static QDQ and dynamic INT8 within this accuracy of each other count as equal, and the
+    # faster is kept; otherwise the more accurate.
+    int8_equal_accuracy: float = 0.002
     latency_runs: int = 50
-    # Variants made besides fp32 and int8: "pruned" (tfmot magnitude pruning, fine-tuned) and "pruned_int8".
-    variants: tuple[str, ...] = ("pruned", "pruned_int8")
+    # Variants made besides fp32: int8 (ORT post-training), pruned (tfmot magnitude pruning, fine-tuned),
+    # pruned_int8, qat (tfmot quantization-aware training), pruned_qat (prune-preserving QAT), fp16 (GPU).
+    variants: tuple[str, ...] = COMPRESSION_VARIANTS
     sparsity: float = 0.75
     sparsity_overrides: dict[str, float] = field(default_factory=dict)  # layer name -> target sparsity
     prune_epochs: int = 3
-    prune_learning_rate_factor: float = 0.5  # fine-tuning learning rate, relative to training's
+    prune_learning_rate_factor: float = 0.5  # fine-tuning learning rate (pruning and QAT), relative to training's
+    qat_epochs: int = 2
+    # QAT only where tfmot's supported layers hold at least this share of the weights (not text models,
+    # whose embeddings and Conv1D tfmot cannot quantize).
+    qat_min_coverage: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -343,6 +360,10 @@ def _validate(cfg: RunConfig) -> None:
         raise ConfigError("compress.latency_batch must be 1 or 32; latency_slack and threads must be >= 0")
     for variant in cc.variants:
         _check_choice("compress.variants", variant, COMPRESSION_VARIANTS)
+    _check_choice("compress.calibration", cc.calibration, CALIBRATION_METHODS)
+    _check_choice("compress.serving_device", cc.serving_device, SERVING_DEVICES)
+    if cc.qat_epochs < 1 or not 0 <= cc.qat_min_coverage <= 1 or cc.latency_floor_ms < 0:
+        raise ConfigError("compress.qat_epochs must be >= 1, qat_min_coverage in [0, 1], latency_floor_ms >= 0")
     if not 0 <= cc.sparsity < 1 or any(not 0 <= v < 1 for v in cc.sparsity_overrides.values()):
         raise ConfigError("compress.sparsity and compress.sparsity_overrides values must be in [0, 1)")
     if cc.prune_epochs < 1 or cc.prune_learning_rate_factor <= 0:

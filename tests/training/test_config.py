@@ -19,7 +19,7 @@ def test_defaults_file_and_overrides_layer(tmp_path: Path) -> None:
     assert train_config_for(cfg, "image").learning_rate == 1e-3
     assert train_config_for(cfg, "text").learning_rate == 3e-4
     pruning = load_config(None, {"compress": {"sparsity_overrides": {"probabilities": 0.5}}}).compress
-    assert pruning.sparsity_overrides == {"probabilities": 0.5} and pruning.variants == ("pruned", "pruned_int8")
+    assert pruning.sparsity_overrides == {"probabilities": 0.5} and "qat" in pruning.variants
     set_lr = load_config(None, {"train": {"learning_rate": 0.01}})
     assert train_config_for(set_lr, "text").learning_rate == 0.01  # a configured rate wins
 
@@ -38,7 +38,8 @@ def test_defaults_file_and_overrides_layer(tmp_path: Path) -> None:
         ("train: {class_weights: inverse}", "auto, balanced, none"),
         ("train: {label_smoothing: 1.5}", "label_smoothing must be in [0, 1)"),
         ("data: {image_cache: disk}", "needs data.cache_dir"),
-        ("compress: {variants: [qat4]}", "compress.variants 'qat4' is unknown; choose one of: pruned, pruned_int8"),
+        ("compress: {variants: [qat4]}", "compress.variants 'qat4' is unknown; choose one of: int8, pruned, pruned_int8"),
+        ("compress: {calibration: kl}", "compress.calibration 'kl' is unknown; choose one of: minmax, entropy"),
         ("compress: {sparsity: 1.0}", "must be in [0, 1)"),
         ("compress: {sparsity_overrides: {dense: 2}}", "must be in [0, 1)"),
         ("compress: {sparsity_overrides: [dense]}", "compress.sparsity_overrides: expected a mapping"),
