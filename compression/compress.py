@@ -231,7 +231,7 @@ class _Builder:
             result = quantize_aware(base, self.train, self.trained.spec, self.cfg, prune_preserve=name == "pruned_qat")
             path = to_onnx(result.model, self.trained.spec, d / f"{name}.onnx")
             rewritten = store_weights_int8(path)
-            info = {"method": "tfmot_qat" + ("_prune_preserve" if name == "pruned_qat" else "")}
+            info: dict[str, Any] = {"method": "tfmot_qat" + ("_prune_preserve" if name == "pruned_qat" else "")}
             info |= {"qat_layers": len(result.layers), "qat_coverage": round(result.coverage, 4)}
             info |= {"int8_weights": rewritten, "keras_reference": result.model}
             return _Made(path, info | (self.pruned_info() if name == "pruned_qat" else {}))
@@ -265,7 +265,7 @@ def _variant_parity(
     return result
 
 
-def _build_variants(b: _Builder, fp32_path: Path, fp32: tuple[dict, np.ndarray]) -> tuple[dict, dict, dict]:
+def _build_variants(b: _Builder, fp32_path: Path, fp32: tuple[dict, np.ndarray]) -> tuple[dict, dict]:
     """Every variant in ``compress.variants``: stats, parity, and the reason for each that was skipped."""
     stats_by: dict[str, dict] = {}
     parity: dict[str, Any] = {}

@@ -147,8 +147,10 @@ def store_weights_int8(path: Path) -> int:
                 numpy_helper.from_array(np.zeros(scale.shape, dtype=np.int8), z_name),
             ]
         )
-        attrs = {"axis": 0} if op == "Conv" else {}
-        nodes.append(onnx.helper.make_node("DequantizeLinear", [q_name, s_name, z_name], [name], **attrs))
+        dequantize = onnx.helper.make_node("DequantizeLinear", [q_name, s_name, z_name], [name])
+        if op == "Conv":
+            dequantize.attribute.append(onnx.helper.make_attribute("axis", 0))
+        nodes.append(dequantize)
         rewritten += 1
     # Dequantized weights must exist before the nodes that read them: prepend.
     for node in reversed(nodes):

@@ -38,7 +38,7 @@ def test_defaults_file_and_overrides_layer(tmp_path: Path) -> None:
         ("train: {class_weights: inverse}", "auto, balanced, none"),
         ("train: {label_smoothing: 1.5}", "label_smoothing must be in [0, 1)"),
         ("data: {image_cache: disk}", "needs data.cache_dir"),
-        ("compress: {variants: [qat4]}", "compress.variants 'qat4' is unknown; choose one of: int8, pruned, pruned_int8"),
+        ("compress: {variants: [qat4]}", "compress.variants 'qat4' is unknown; choose one of: int8, pruned"),
         ("compress: {calibration: kl}", "compress.calibration 'kl' is unknown; choose one of: minmax, entropy"),
         ("compress: {sparsity: 1.0}", "must be in [0, 1)"),
         ("compress: {sparsity_overrides: {dense: 2}}", "must be in [0, 1)"),
