@@ -59,6 +59,7 @@ class Compressed:
     per_class: dict[str, dict[str, Any]]  # the served variant's test metrics per class
     confusion: np.ndarray  # the served variant's test confusion matrix
     test_metrics: dict[str, Any]  # the served variant scored once on the test split
+    spec: dict[str, Any] = field(default_factory=dict)  # the preprocessing spec, as stored with the version
 
     def served_stats(self) -> dict[str, Any]:
         """The served variant's size and latency with its test metrics: what the gate compares."""
@@ -84,7 +85,7 @@ def evaluate_variant(
     data = path.read_bytes()
     classifier = Classifier(make_session(data, device=device, threads=threads), trained.spec)
     probs = classifier.predict(x)
-    b32 = measure_latency(classifier, _batch32(x), max(5, runs // 5)) if len(x) else {"p50": 0.0, "p95": 0.0}
+    b32 = measure_latency(classifier, _batch32(x), max(5, runs // 2)) if len(x) else {"p50": 0.0, "p95": 0.0}
     stats: dict[str, Any] = {
         "file": str(path.relative_to(path.parent.parent)),
         "bytes": len(data),
@@ -359,4 +360,5 @@ def compress_model(
         per_class=per_class(test_probs, y_test, trained.spec.labels),
         confusion=confusion(test_probs, y_test, len(trained.spec.labels)),
         test_metrics=test_metrics,
+        spec=trained.spec.to_dict(),
     )

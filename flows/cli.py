@@ -251,13 +251,7 @@ def print_run_summary(report: dict, out_dir: Path) -> None:
     test = report["metrics"]
     typer.echo("")
     print_data_summary(report["data"], out_dir)
-    for name, v in report["variants"].items():
-        typer.echo(
-            f"variant {name:11s} {v['bytes']:>10,d} bytes  gzip {v['gzip_bytes']:>10,d}  "
-            f"sparsity {v.get('sparsity', 0.0):.2f}  {v.get('split', 'test')} accuracy {v['accuracy']:.4f}  "
-            f"macro-F1 {v['macro_f1']:.4f}  p50 {v['latency_ms_p50']:.3f} ms  "
-            f"b32 {v.get('latency_ms_b32_p50', 0):.3f} ms"
-        )
+    print_variant_table(report)
     model = report["model"]
     verdict = "PROMOTED" if report["promoted"] else "NOT PROMOTED"
     typer.echo(
@@ -265,6 +259,25 @@ def print_run_summary(report: dict, out_dir: Path) -> None:
         f"(test accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f}); {verdict} — {report['gate']}"
     )
     typer.echo(f"report: {out_dir / 'report.json'}")
+
+
+def print_variant_table(report: dict) -> None:
+    """The compression report's table (compression_report.md) as aligned text, skipped variants below it."""
+    from compression.report import COLUMNS, skipped, variant_rows
+
+    rows = [list(COLUMNS)] + variant_rows(report["variants"], report["served_variant"])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    split = next(iter(report["variants"].values())).get("split", "test")
+    typer.echo(f"variants ({split} split; ratios against fp32):")
+    for row in rows:
+        typer.echo(
+            "  "
+            + "  ".join(
+                cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+    for name, reason in skipped(report.get("parity", {})).items():
+        typer.echo(f"  {name} skipped: {reason}")
 
 
 def print_data_summary(data: dict, out_dir: Path) -> None:
@@ -350,6 +363,46 @@ def serve(
     ]
     sys.stdout.flush()
     os.execv(sys.executable, args)  # hand signals straight to BentoML
+
+
+@app.command()
+def compress(
+    task: Annotated[Task, typer.Option(help="The task of the stored version.")],
+    version: Annotated[str, typer.Option(help="The stored version to compress again, e.g. v0003.")],
+    store: StoreOption = None,
+    config: ConfigOption = None,
+    data: Annotated[
+        Path | None, typer.Option(help="The version's training data, if it moved (default: the recorded path).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory for report.json and artefacts.")] = None,
+) -> None:
+    """Re-run compression on a stored version's trained model (no training): every variant in the config's
+    compress section, laid over the version's own config, is made and measured; the result goes through the
+    gate and is registered as a new version that records derived_from."""
+    model_store = _store(store)
+    try:
+        model_store.get(task.value, version)  # a typo fails here, before Prefect and TensorFlow start
+    except StoreError as exc:
+        _fail(str(exc))
+    from compression.compress import ParityError
+    from flows.compress import compress_version
+    from training.config import ConfigError
+    from training.data import DataError
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    out_dir = out or Path(".kiln") / "runs" / f"compress-{task.value}-{version}-{stamp}"
+    typer.echo(f"kiln compress: {task.value} {version} in store {model_store.root} -> run {out_dir}")
+    try:
+        report = compress_version(
+            task.value,
+            version,
+            str(model_store.root),
+            str(out_dir),
+            str(config) if config else None,
+            str(data) if data else None,
+        )
+    except (DataError, ConfigError, ParityError, StoreError) as exc:
+        _fail(str(exc))
+    print_run_summary(report, out_dir)
 
 
 @app.command()

@@ -19,11 +19,12 @@ from prefect import Task, flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from compression.compress import compress_model
+from compression.compress import Compressed, compress_model
+from compression.report import write_compression_report
 from serving.store import ModelStore
 from training.clean import load_dataset
-from training.config import ConfigError, config_to_dict, load_config
-from training.data import DataError, check_label_change, check_trainable
+from training.config import ConfigError, RunConfig, config_to_dict, load_config
+from training.data import DataError, Dataset, check_label_change, check_trainable
 from training.inspect import write_data_report
 from training.plots import draw_training, inline_images, markdown_with_images
 from training.promote import (
@@ -58,23 +59,24 @@ for _name in ("prefect.task_runs", "prefect.flow_runs"):
     logging.getLogger(_name).addFilter(_NoTracebackForUserErrors())
 
 
-def _step(fn: Callable[P, R], name: str) -> Task[P, R]:
+def as_step(fn: Callable[P, R], name: str) -> Task[P, R]:
     """A stage function as a Prefect task. Inputs are arrays and models, which Prefect cannot hash
     for caching, so every step re-runs."""
     return task(name=name, cache_policy=NO_CACHE)(fn)
 
 
-ingest_step = _step(load_dataset, "ingest-and-clean")
-check_step = _step(check_trainable, "check-trainable")
-labels_step = _step(check_label_change, "check-label-change")
-split_step = _step(split_dataset, "split")
-report_step = _step(write_data_report, "data-report")
-figures_step = _step(draw_training, "training-figures")
-train_step = _step(train_model, "train")
-compress_step = _step(compress_model, "compress")
-production_step = _step(evaluate_production, "evaluate-production")
-gate_step = _step(gate, "gate")
-register_step = _step(register, "register")
+ingest_step = as_step(load_dataset, "ingest-and-clean")
+check_step = as_step(check_trainable, "check-trainable")
+labels_step = as_step(check_label_change, "check-label-change")
+split_step = as_step(split_dataset, "split")
+report_step = as_step(write_data_report, "data-report")
+figures_step = as_step(draw_training, "training-figures")
+train_step = as_step(train_model, "train")
+compress_step = as_step(compress_model, "compress")
+compression_report_step = as_step(write_compression_report, "compression-report")
+production_step = as_step(evaluate_production, "evaluate-production")
+gate_step = as_step(gate, "gate")
+register_step = as_step(register, "register")
 
 
 @flow(name="retrain", flow_run_name="retrain-{task}", log_prints=True)
@@ -130,21 +132,44 @@ def retrain(
     if not is_chief():  # multi-worker training: the other workers only helped train
         return {"task": task, "role": "worker", "training": trained.summary()}
     compressed = compress_step(trained, train, val, test, cfg, out_dir / "artifacts")
-    production = production_step(model_store, task, test)
-    decision = gate_step(compressed.served_stats(), production, cfg.gate)
     figures = figures_step(trained.history, compressed.confusion, trained.spec.labels, out_dir / "plots")
     create_markdown_artifact(
         markdown=markdown_with_images(f"Training: {task} model", figures),
         key=f"training-{task}",
         description="Learning curves and test confusion matrix",
     )
+    source = {"data": data, "text_column": text_column, "label_column": label_column, "header": header}
+    extra = {"source": source} | ({"tuning": tuning} if tuning is not None else {})
+    return gate_and_register(task, cfg, model_store, dataset, test, trained.summary(), compressed, out_dir, extra)
 
+
+def gate_and_register(
+    task: str,
+    cfg: RunConfig,
+    model_store: ModelStore,
+    dataset: Dataset,
+    test: Dataset,
+    training: dict[str, Any],
+    compressed: Compressed,
+    out_dir: Path,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """The end every flow that makes a version shares: compression report (file and artifact), gate against
+    production on the test split, manifest, register (and promote if it passed), report.json."""
+    report_path = compression_report_step(compressed.variants, compressed.served, compressed.parity, out_dir)
+    create_markdown_artifact(
+        markdown=inline_images(report_path.read_text(encoding="utf-8"), out_dir),
+        key=f"compression-{task}",
+        description="Every variant: size, sparsity, validation metrics, latency; the served one marked",
+    )
+    production = production_step(model_store, task, test)
+    decision = gate_step(compressed.served_stats(), production, cfg.gate)
     manifest = build_manifest(
         task=task,
         name=cfg.model_name or f"kiln-{task}",
         data=dataset.report.to_dict(),
-        training=trained.summary(),
-        spec=trained.spec.to_dict(),
+        training=training,
+        spec=compressed.spec,
         variants=compressed.variants,
         served=compressed.served,
         parity=compressed.parity,
@@ -153,9 +178,7 @@ def retrain(
         per_class=compressed.per_class,
         test_metrics=compressed.test_metrics,
     )
-    if tuning is not None:
-        manifest["tuning"] = tuning
-    version = register_step(model_store, task, compressed.directory, manifest, decision.passed)
+    version = register_step(model_store, task, compressed.directory, manifest | extra, decision.passed)
     report = build_report(version)
     write_report(out_dir / "report.json", report)
     return report

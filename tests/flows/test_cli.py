@@ -83,3 +83,8 @@ def test_sample_data_writes_digits_and_texts(tmp_path: Path) -> None:
     assert r.exit_code == 0
     digits = list((tmp_path / "s" / "images").rglob("*.png"))
     assert len(digits) == 1797 and len(list((tmp_path / "s" / "images").iterdir())) == 10
+
+
+def test_compress_names_a_missing_version_before_starting_anything(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["compress", "--task", "image", "--version", "v0042", "--store", str(tmp_path)])
+    assert r.exit_code == 2 and "no image version 'v0042'" in r.output

@@ -12,7 +12,10 @@ from tests.conftest import TINY_CONFIG, add_dirt, make_image_folder, make_texts,
 
 REPORT_KEYS = {"task", "model", "promoted", "gate", "data", "variants", "served_variant"}
 DATA_KEYS = {"rows_read", "rows_kept", "duplicates_removed", "unreadable_skipped", "empty_skipped", "classes"}
-VARIANT_KEYS = {"bytes", "gzip_bytes", "accuracy", "macro_f1", "latency_ms_p50", "sparsity", "method", "split"}
+VARIANT_KEYS = {
+    "bytes", "gzip_bytes", "sparsity", "accuracy", "macro_f1", "latency_ms_p50", "latency_ms_p95",
+    "latency_ms_b32_p50", "latency_ms_b32_p95", "throughput_per_s", "threads", "method", "split",
+}  # fmt: skip
 TRAINING_KEYS = {
     "epochs_run", "best_epoch", "stopped_early", "optimizer", "lr_schedule", "train_seconds",
     "examples_per_second", "device", "model", "parameters", "class_weights",
@@ -76,6 +79,26 @@ def test_image_flow_counts_dirt_in_mixed_sizes_and_modes(tmp_path: Path, prefect
     assert report["data"]["rows_kept"] == 75
     assert report["variants"]["fp32"]["accuracy"] >= 0.8
     assert report["spec"]["channels"] == 3  # the data has colour images
+    text = (tmp_path / "run" / "compression_report.md").read_text()
+    assert all(f"| {name}" in text for name in report["variants"])
+    assert (tmp_path / "run" / "plots" / "variants_size.png").stat().st_size > 1000
+
+    # kiln compress: the stored model compressed again under other settings becomes a derived version
+    from flows.compress import compress_version
+
+    override = tmp_path / "compress.yaml"
+    override.write_text("compress: {sparsity: 0.5, variants: [int8, pruned_int8], latency_runs: 3}")
+    derived = compress_version("image", "v0001", str(tmp_path / "store"), str(tmp_path / "c"), str(override))
+    check_report_contract(derived)
+    assert derived["model"]["version"] == "v0002" and derived["derived_from"] == {"task": "image", "version": "v0001"}
+    assert set(derived["variants"]) == {"fp32", "int8", "pruned_int8"}
+    assert abs(derived["variants"]["pruned_int8"]["sparsity"] - 0.5) < 0.05
+    assert derived["config"]["compress"]["sparsity"] == 0.5
+    assert derived["config"]["image_model"] == report["config"]["image_model"]  # the rest is the version's own
+    assert derived["training"] == report["training"]
+    # the same model on the same validation split: fp32 scores exactly as it did
+    assert derived["variants"]["fp32"]["accuracy"] == report["variants"]["fp32"]["accuracy"]
+    assert (tmp_path / "c" / "compression_report.md").is_file()
 
 
 @pytest.mark.slow
