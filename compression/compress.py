@@ -229,7 +229,9 @@ class _Builder:
             return made
         if name in ("qat", "pruned_qat"):
             base = self.pruned().model if name == "pruned_qat" else self.trained.model
-            result = quantize_aware(base, self.train, self.trained.spec, self.cfg, prune_preserve=name == "pruned_qat")
+            result = quantize_aware(
+                base, self.train, self.trained.spec, self.cfg, self.trained.calibration, name == "pruned_qat"
+            )
             path = to_onnx(result.model, self.trained.spec, d / f"{name}.onnx")
             rewritten = store_weights_int8(path)
             info: dict[str, Any] = {"method": "tfmot_qat" + ("_prune_preserve" if name == "pruned_qat" else "")}

@@ -99,6 +99,14 @@ def test_qat_variants_train_quantized_and_store_int8_weights(image_run) -> None:
         # the ONNX file reproduces the fake-quantized Keras model it was exported from
         assert compressed.parity[name]["keras_top1_agreement"] >= 0.9
         onnx.checker.check_model(str(compressed.directory / v[name]["file"]))
+    # activation ranges started from calibration, not tfmot's [-6, 6]: a ReLU output quantizes from zero
+    # (which also lets ONNX Runtime fuse the ReLU into its integer kernels)
+    qat = onnx.load(str(compressed.directory / v["qat"]["file"]))
+    inits = {i.name: numpy_helper.to_array(i) for i in qat.graph.initializer}
+    producer = {out: node for node in qat.graph.node for out in node.output}
+    quantizers = [n for n in qat.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in producer]
+    after_relu = [n for n in quantizers if producer[n.input[0]].op_type == "Relu"]
+    assert after_relu and all(int(inits[n.input[2]]) == 0 for n in after_relu)
     model = onnx.load(str(compressed.directory / v["pruned_qat"]["file"]))
     weights = [numpy_helper.to_array(i) for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT8]
     weights = [w for w in weights if w.ndim >= 2]
