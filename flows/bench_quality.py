@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 START, END = "<!-- quality-bench:start -->", "<!-- quality-bench:end -->"
+VARIANTS_START, VARIANTS_END = "<!-- variants-bench:start -->", "<!-- variants-bench:end -->"
 # The development data sets sit beside the repository (../shared/datasets); --datasets overrides.
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
@@ -109,36 +110,87 @@ def kiln_run(task: str, path: Path, workdir: Path, trials: int | None) -> dict[s
         "train_seconds": report["training"]["train_seconds"],
         "wall_seconds": time.perf_counter() - started,
         "test": report["metrics"]["examples"],
+        "variants": report["variants"],
+        "skipped": {name: p["skipped"] for name, p in report.get("parity", {}).items() if "skipped" in p},
     }
 
 
-def previous_rows(path: Path) -> dict[str, str]:
-    """Rows of the quality table already in ``path``, by data set name (``--only`` keeps the others)."""
+def variant_rows(name: str, run: dict[str, Any]) -> list[str]:
+    """One row per variant of a default run, ratios against fp32, and the issue's targets checked."""
+    from compression.report import variant_rows as table_rows
+
+    v = run["variants"]
+    fp32 = v["fp32"]
+    rows = []
+    for cells in table_rows(v, run["variant"]):
+        variant = v[cells[0].split(" ")[0]]
+        drop = 100 * (fp32["accuracy"] - variant["accuracy"])
+        picked = [cells[0], cells[1], cells[3], cells[4], cells[5], cells[6], f"{drop:+.2f}"]
+        rows.append(f"| {name} | " + " | ".join(picked + [cells[8], cells[10], cells[11]]) + " |")
+    for variant, reason in run["skipped"].items():
+        rows.append(f"| {name} | {variant} | skipped: {reason[:140]} |" + " |" * 8)
+    return rows
+
+
+def targets(run: dict[str, Any]) -> str:
+    """The compression targets for one data set: pruned_int8 >= 10x smaller (gzip) within 1 point; the served
+    variant >= 1.5x faster than fp32 at batch 32 and not slower at batch 1."""
+    v, served = run["variants"], run["variant"]
+    fp32 = v["fp32"]
+    notes = []
+    if "pruned_int8" in v:
+        p = v["pruned_int8"]
+        ratio, drop = fp32["gzip_bytes"] / p["gzip_bytes"], 100 * (fp32["accuracy"] - p["accuracy"])
+        notes.append(
+            f"pruned_int8 {ratio:.1f}x smaller, {drop:+.2f} points: {'met' if ratio >= 10 and drop <= 1 else 'missed'}"
+        )
+    s = v[served]
+    speed = fp32["latency_ms_b32_p50"] / s["latency_ms_b32_p50"] if s["latency_ms_b32_p50"] else 0.0
+    b1 = s["latency_ms_p50"] / fp32["latency_ms_p50"] if fp32["latency_ms_p50"] else 1.0
+    notes.append(f"served {served} {speed:.2f}x faster at b32, b1 {b1:.2f}x fp32's time")
+    return "; ".join(notes)
+
+
+def previous_rows(path: Path, start: str = START, end: str = END) -> dict[str, list[str]]:
+    """Rows of a table already in ``path``, by data set name (``--only`` keeps the others)."""
     text = path.read_text() if path.exists() else ""
-    if START not in text or END not in text:
+    if start not in text or end not in text:
         return {}
-    section = text.split(START, 1)[1].split(END, 1)[0]
+    section = text.split(start, 1)[1].split(end, 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| data set")]
-    return {row.split("|")[1].strip(): row for row in rows}
+    by_name: dict[str, list[str]] = {}
+    for row in rows:
+        by_name.setdefault(row.split("|")[1].strip(), []).append(row)
+    return by_name
 
 
 def run_quality_bench(
-    workdir: Path, trials: int, only: list[str] | None, machine: str, shared: Path = SHARED, keep: dict | None = None
-) -> list[str]:
+    workdir: Path,
+    trials: int,
+    only: list[str] | None,
+    machine: str,
+    shared: Path = SHARED,
+    keep: tuple[dict, dict] | None = None,
+) -> tuple[list[str], list[str]]:
+    """The quality table and the per-data-set variant table; ``keep`` holds the rows of both tables from
+    the last run, by data set, for the data sets ``only`` leaves out."""
     from training.sample_data import write_sample_data
 
     sample = write_sample_data(workdir / "sample")
-    rows = []
+    rows, compression = [], []
     results: dict[str, Any] = {}
+    kept_rows, kept_variants = keep or ({}, {})
     for name, (task, path) in datasets(sample, shared).items():
         if only and name not in only:
-            if keep and name in keep:  # not rerun: the earlier measurement stays in the table
-                rows.append(keep[name])
+            # not rerun: the earlier measurements stay in the tables
+            rows += kept_rows.get(name, [])
+            compression += kept_variants.get(name, [])
             continue
         peer = classic_peer(task, path)
         default = kiln_run(task, path, workdir, None)
         tuned = kiln_run(task, path, workdir, trials) if trials else None
         results[name] = {"peer": peer, "default": default, "tuned": tuned}
+        compression += variant_rows(name, default) + [f"| {name} | targets: {targets(default)} |" + " |" * 8]
         tuned_cell = f"{tuned['accuracy']:.4f} ({tuned['model']}, {tuned['wall_seconds']:.0f} s)" if tuned else "—"
         verdict = "yes" if default["accuracy"] > peer["accuracy"] else "no"
         peer_cell = f"{peer['accuracy']:.4f} ({peer['seconds']:.1f} s)"
@@ -165,6 +217,18 @@ def run_quality_bench(
         "|---|---|---|---|---|---|---|---|---|",
         *rows,
         END,
+    ], [
+        VARIANTS_START,
+        "## Compression variants per data set (CPU)\n",
+        "Every variant of the default run above, measured on the validation split (where the served one is "
+        "chosen) with ONNX Runtime on all cores; ratios and the accuracy drop (points) are against fp32. "
+        "Targets: pruned_int8 at least 10x smaller (gzip) within 1 point; the served variant at least 1.5x "
+        "faster than fp32 at batch 32 and not slower at batch 1.\n",
+        "| data set | variant | method | gzip bytes | gzip x smaller | sparsity | accuracy | drop vs fp32 "
+        "| b1 p50 ms | b32 p50 ms | b32 x faster |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *compression,
+        VARIANTS_END,
     ]
 
 
@@ -181,9 +245,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/BENCHMARKS.md"))
     parser.add_argument("--datasets", type=Path, default=SHARED, help="folder of the shared data sets")
     args = parser.parse_args()
-    keep = previous_rows(args.out) if args.only else None
-    lines = run_quality_bench(args.workdir, args.trials, args.only, machine(), args.datasets, keep)
-    splice(args.out, lines, START, END)
+    keep = (previous_rows(args.out), previous_rows(args.out, VARIANTS_START, VARIANTS_END)) if args.only else None
+    quality, variants = run_quality_bench(args.workdir, args.trials, args.only, machine(), args.datasets, keep)
+    splice(args.out, quality, START, END)
+    splice(args.out, variants, VARIANTS_START, VARIANTS_END)
     print(f"wrote the quality section of {args.out}")  # noqa: T201
 
 

@@ -388,6 +388,7 @@ def compress(
     from flows.compress import compress_version
     from training.config import ConfigError
     from training.data import DataError
+
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     out_dir = out or Path(".kiln") / "runs" / f"compress-{task.value}-{version}-{stamp}"
     typer.echo(f"kiln compress: {task.value} {version} in store {model_store.root} -> run {out_dir}")

@@ -21,7 +21,7 @@ import scipy.sparse as sp
 log = logging.getLogger(__name__)
 
 # Inverse regularisation strengths tried; the one with the best validation accuracy wins.
-C_GRID = (1.0, 3.0, 10.0, 30.0)
+C_GRID = (1.0, 3.0, 10.0, 30.0, 100.0)  # weakly regularised ends win on short texts (30 chosen on 3 of 7 sets)
 
 
 def counts(ids: np.ndarray, vocabulary: int) -> sp.csr_matrix:
