@@ -346,9 +346,10 @@ def serve(
     model_store = _store(store)
     live = {t: model_store.production(t) for t in TASKS}
     if not any(live.values()):
-        _fail(f"no production model in store {model_store.root}; train one first: kiln run --task image --data DIR")
+        # A first deploy must not crash-loop: serve 503s until a model is promoted, then pick it up.
+        typer.echo(f"no production model in store {model_store.root} yet; serving 503 until one is promoted")
     for t, version in live.items():
-        typer.echo(f"{t}: {version or 'none (requests get 503)'}")
+        typer.echo(f"{t}: {version or 'none (requests get 503 until a version is promoted)'}")
     os.environ["KILN_STORE"] = str(model_store.root.resolve())
     args = [
         sys.executable,
@@ -445,6 +446,23 @@ def models(
                 f" {mark} {r['version']}  {r['created_at']}  {r['served_variant']:5s} {r['bytes']:>10,d} B  "
                 f"accuracy {r['accuracy']:.4f}  macro-F1 {r['macro_f1']:.4f}"
             )
+
+
+@app.command()
+def promote(
+    task: Annotated[Task, typer.Option(help="The task whose production pointer to move.")],
+    version: Annotated[str, typer.Option(help="The stored version to serve, e.g. v0003 (see `kiln models`).")],
+    store: StoreOption = None,
+) -> None:
+    """Make any stored version production (checked to exist and match its recorded hashes). Running servers
+    switch to it within their reload interval; `kiln rollback` undoes it."""
+    model_store = _store(store)
+    previous = model_store.production(task.value)
+    try:
+        model_store.promote(task.value, version)
+    except StoreError as exc:
+        _fail(str(exc))
+    typer.echo(f"{task.value}: production {previous or 'none'} -> {version}")
 
 
 @app.command()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import struct
 import unicodedata
 import warnings
 import zlib
@@ -90,25 +91,42 @@ def spec_from_dict(data: dict[str, Any]) -> Spec:
 # ---------------------------------------------------------------- images
 
 
-def decode_image(data: bytes) -> Image.Image:
+# Formats served and trained on; Pillow's other plugins (PSD, DDS, FITS, ...) are never opened on upload.
+KNOWN_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "PPM", "ICO", "TGA")
+
+
+def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS, draft: tuple[int, int] | None = None) -> Image.Image:
     """Decode bytes fully (so truncated files fail here, not later) and apply EXIF orientation.
 
-    Animated images (GIF/WebP) keep their first frame. Raises InvalidImage with a reason.
+    The pixel count is checked from the header before any pixel is decoded. ``draft``: a JPEG larger than
+    4x this (width, height) is decoded at a reduced DCT scale that still keeps 4x it - a 24-megapixel
+    photo for a 32x32 model costs a fraction of the memory and time. Animated images (GIF/WebP) keep their
+    first frame. Raises InvalidImage with a reason.
     """
     if not data:
         raise InvalidImage("the file is empty (0 bytes)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            opened = Image.open(io.BytesIO(data))
+            opened = Image.open(io.BytesIO(data), formats=KNOWN_FORMATS)
+            width, height = opened.size
+            if width * height > max_pixels:
+                raise InvalidImage(
+                    f"the image is {width}x{height} ({width * height:,} pixels); the limit is {max_pixels:,} "
+                    "pixels (server setting KILN_MAX_IMAGE_PIXELS); send a smaller image"
+                )
+            if draft and opened.format == "JPEG" and width > 4 * draft[0] and height > 4 * draft[1]:
+                opened.draft(opened.mode, (4 * draft[0], 4 * draft[1]))
             opened.seek(0)
             opened.load()
             image: Image.Image = ImageOps.exif_transpose(opened) or opened
+    except InvalidImage:
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InvalidImage(f"the image has more than {MAX_IMAGE_PIXELS:,} pixels") from None
+        raise InvalidImage(f"the image has more than {max_pixels:,} pixels") from None
     except UnidentifiedImageError:
-        raise InvalidImage("not a recognised image format (PNG, JPEG, BMP, GIF, WebP, TIFF, ...)") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise InvalidImage(f"not a recognised image format (one of {', '.join(KNOWN_FORMATS)})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
         # Pillow reports truncated and corrupt data as OSError/SyntaxError subclasses.
         raise InvalidImage(f"truncated or corrupt image data ({exc})") from None
     return image
@@ -141,11 +159,20 @@ def flatten_alpha(image: Image.Image) -> Image.Image:
 
 
 def image_to_uint8(image: Image.Image, spec: ImageSpec) -> np.ndarray:
-    """Resize one decoded image to uint8 (height, width, channels): the compact form training caches."""
+    """Resize one decoded image to uint8 (height, width, channels): the compact form training caches.
+    Raises InvalidImage for a mode Pillow opens but cannot convert (some LAB, CMYK or float TIFFs)."""
     mode = "L" if spec.channels == 1 else "RGB"
-    converted = flatten_alpha(image).convert(mode)
-    resized = converted.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
-    return np.asarray(resized, dtype=np.uint8).reshape(spec.height, spec.width, spec.channels)
+    try:
+        converted = flatten_alpha(image).convert(mode)
+        resized = converted.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
+        return np.asarray(resized, dtype=np.uint8).reshape(spec.height, spec.width, spec.channels)
+    except (OSError, ValueError, TypeError) as exc:
+        raise InvalidImage(f"cannot convert a {image.mode} image to {mode} ({exc}); send PNG or JPEG") from None
+
+
+def model_pixels(data: bytes, spec: ImageSpec, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Bytes of one image file -> uint8 (height, width, channels), as training and serving both read them."""
+    return image_to_uint8(decode_image(data, max_pixels, draft=(spec.width, spec.height)), spec)
 
 
 def scale_pixels(pixels: np.ndarray) -> np.ndarray:
@@ -158,9 +185,9 @@ def image_to_array(image: Image.Image, spec: ImageSpec) -> np.ndarray:
     return scale_pixels(image_to_uint8(image, spec))
 
 
-def preprocess_image_bytes(data: bytes, spec: ImageSpec) -> np.ndarray:
+def preprocess_image_bytes(data: bytes, spec: ImageSpec, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """Bytes of one image file -> float32 (height, width, channels). Raises InvalidImage."""
-    return image_to_array(decode_image(data), spec)
+    return scale_pixels(model_pixels(data, spec, max_pixels))
 
 
 def pixel_digest(image: Image.Image) -> str:
@@ -204,10 +231,15 @@ def bigram_id(first: str, second: str, spec: TextSpec) -> int:
     return len(spec.vocabulary) + zlib.crc32(f"{first} {second}".encode()) % spec.ngram_buckets
 
 
-def encode_texts(texts: Sequence[str], spec: TextSpec) -> np.ndarray:
+def token_index(spec: TextSpec) -> dict[str, int]:
+    return {token: i for i, token in enumerate(spec.vocabulary)}
+
+
+def encode_texts(texts: Sequence[str], spec: TextSpec, index: dict[str, int] | None = None) -> np.ndarray:
     """Strings -> int32 (N, input_length) ids: word ids truncated or zero-padded at the end, then (with
-    ``ngram_buckets``) the hashed ids of the bigrams among the first max_length + 1 words."""
-    index = {token: i for i, token in enumerate(spec.vocabulary)}
+    ``ngram_buckets``) the hashed ids of the bigrams among the first max_length + 1 words. ``index``:
+    token_index(spec), which a server builds once instead of per request."""
+    index = index if index is not None else token_index(spec)
     length = spec.max_length
     out = np.zeros((len(texts), spec.input_length), dtype=np.int32)
     for row, text in enumerate(texts):

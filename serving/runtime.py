@@ -18,7 +18,16 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from serving.preprocess import ImageSpec, Spec, TextSpec, encode_texts, preprocess_image_bytes, spec_from_dict
+from serving.preprocess import (
+    MAX_IMAGE_PIXELS,
+    ImageSpec,
+    Spec,
+    TextSpec,
+    encode_texts,
+    preprocess_image_bytes,
+    spec_from_dict,
+    token_index,
+)
 from serving.store import ModelVersion
 
 log = logging.getLogger(__name__)
@@ -70,6 +79,8 @@ class Classifier:
         self.labels = list(spec.labels)
         self.info = info or {}
         self.input_name = session.get_inputs()[0].name
+        # Built once per model, not per request: a 20,000-word vocabulary costs milliseconds to index.
+        self.index = token_index(spec) if isinstance(spec, TextSpec) else None
 
     @classmethod
     def from_version(
@@ -80,14 +91,14 @@ class Classifier:
         info = {"name": model.name, "version": model.version}
         return cls(session, spec, info)
 
-    def prepare_images(self, images: Sequence[bytes]) -> np.ndarray:
+    def prepare_images(self, images: Sequence[bytes], max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
         """Image file bytes -> model input batch. Raises preprocess.InvalidImage."""
         assert isinstance(self.spec, ImageSpec), "prepare_images needs an image model"
-        return np.stack([preprocess_image_bytes(data, self.spec) for data in images])
+        return np.stack([preprocess_image_bytes(data, self.spec, max_pixels) for data in images])
 
     def prepare_texts(self, texts: Sequence[str]) -> np.ndarray:
         assert isinstance(self.spec, TextSpec), "prepare_texts needs a text model"
-        return encode_texts(texts, self.spec)
+        return encode_texts(texts, self.spec, self.index)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Model input batch -> probabilities (N, classes)."""
@@ -95,7 +106,11 @@ class Classifier:
 
     def classify(self, batch: np.ndarray) -> list[dict[str, Any]]:
         """Model input batch -> [{"label", "score", "scores": {label: prob}}] per row."""
-        return [self._decode(row) for row in self.predict(batch)]
+        return self.decode(self.predict(batch))
+
+    def decode(self, probs: np.ndarray) -> list[dict[str, Any]]:
+        """Probabilities (N, classes) -> one {"label", "score", "scores"} per row."""
+        return [self._decode(row) for row in probs]
 
     def _decode(self, probs: np.ndarray) -> dict[str, Any]:
         best = int(np.argmax(probs))

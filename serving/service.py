@@ -11,6 +11,7 @@ violations (wrong JSON types, missing fields) get BentoML's 400 with pydantic's 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,10 +20,12 @@ from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse
 
-from serving.preprocess import InvalidImage
+from serving import metrics
+from serving.live import LiveModels, describe
+from serving.preprocess import InvalidImage, standardize
 from serving.runtime import Classifier
 from serving.settings import Settings
-from serving.store import TASKS, ModelStore
+from serving.store import ModelStore
 
 log = logging.getLogger("serving")
 
@@ -39,13 +42,19 @@ class RequestGuard:
     - bodies over the limit get 413: at once when Content-Length says so, else while streaming, so no
       client can make the server spool an unbounded upload;
     - /classify_image must be multipart/form-data (415) with a *file* in field ``image`` (400);
-      BentoML itself would answer a missing or misnamed binary field with a 500.
-    - GET /docs redirects to BentoML's API documentation page.
+      BentoML itself would answer a missing or misnamed binary field with a 500;
+    - /classify_text must be JSON (415): BentoML would try a multipart parse of anything else, and a
+      multipart type without a boundary is a 500 there.
+    - GET /docs redirects to BentoML's API documentation page;
+    - more than ``max_concurrency`` requests in flight get 503 with Retry-After, so an overload sheds load
+      instead of queueing without bound.
     """
 
-    def __init__(self, app: Any, max_bytes: int):
+    def __init__(self, app: Any, max_bytes: int, max_concurrency: int = 64):
         self.app = app
         self.max_bytes = max_bytes
+        self.max_concurrency = max_concurrency
+        self.in_flight = 0
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == "/docs":
@@ -54,11 +63,20 @@ class RequestGuard:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        problem = await self._check(scope, receive)
-        if isinstance(problem, JSONResponse):
-            await problem(scope, receive, send)
+        if self.in_flight >= self.max_concurrency:
+            busy = error(503, f"the server is at its limit of {self.max_concurrency} requests in flight; retry")
+            busy.headers["Retry-After"] = "1"
+            await busy(scope, receive, send)
             return
-        await self.app(scope, _replay(problem), send)
+        self.in_flight += 1  # one event loop per worker: no lock needed
+        try:
+            problem = await self._check(scope, receive)
+            if isinstance(problem, JSONResponse):
+                await problem(scope, receive, send)
+                return
+            await self.app(scope, _replay(problem), send)
+        finally:
+            self.in_flight -= 1
 
     async def _check(self, scope: dict, receive: Any) -> JSONResponse | bytes:
         """The buffered body when the request is acceptable, else the error response."""
@@ -72,7 +90,10 @@ class RequestGuard:
         if declared.isdigit() and int(declared) > self.max_bytes:
             return too_big
         is_image = scope["path"] == "/classify_image"
-        if is_image and not headers.get("content-type", "").startswith("multipart/form-data"):
+        content_type = headers.get("content-type", "")
+        if scope["path"] == "/classify_text" and content_type and not content_type.startswith("application/json"):
+            return error(415, 'send the texts as JSON: content-type application/json, body {"texts": ["..."]}')
+        if is_image and not content_type.startswith("multipart/form-data"):
             return error(
                 415,
                 "send the image as multipart/form-data with the file in field 'image' (curl -F image=@photo.png ...)",
@@ -133,42 +154,44 @@ class Kiln:
     def __init__(self) -> None:
         self.settings = Settings()
         self.store = ModelStore(self.settings.store)
-        self.models: dict[str, Classifier] = {}
-        self.reload()
-
-    def reload(self) -> None:
-        """Load the production version of every task. A later reload loop calls this on pointer changes."""
-        for task in TASKS:
-            try:
-                model = self.store.production_version(task)
-                if model is None:
-                    log.warning("no production %s model in %s; /classify_%s answers 503", task, self.store.root, task)
-                    continue
-                served = model.manifest["variants"][model.manifest["served_variant"]]["file"]
-                self.store.verify(model, served)
-                self.models[task] = Classifier.from_version(
-                    model, device=self.settings.device, threads=self.settings.ort_threads
-                )
-                log.info("serving %s %s %s (%s)", task, model.name, model.version, served)
-            except Exception as exc:  # noqa: BLE001 - one bad model must not stop the other task serving
-                log.error("cannot load production %s model, not serving it: %s", task, exc)
+        # Loads what is in production now (none is fine: a first deploy must not crash-loop), then follows
+        # the production pointers: promotions and rollbacks reach this server without a restart.
+        self.live = LiveModels(self.store, self.settings)
+        self.live.start()
 
     def __is_ready__(self) -> bool:
-        return bool(self.models)
+        ready, why = self.live.ready()
+        if not ready:
+            log.info("not ready: %s", why)
+        return ready
 
     def _model(self, task: str) -> Classifier | JSONResponse:
-        model = self.models.get(task)
+        model = self.live.get(task)
         if model is None:
             return error(
                 503,
-                f"no {task} model is in production in this server's store; "
-                f"train one with `kiln run --task {task}` and restart the service",
+                f"no {task} model is in production in this server's store yet; train one with "
+                f"`kiln run --task {task}` - this server picks it up within {self.settings.reload_interval:g} s",
             )
         return model
 
+    @staticmethod
+    def _answer(model: Classifier, task: str, batch: Any, payload_bytes: int) -> list[dict[str, Any]]:
+        """Run the model on a prepared batch and count it (metrics are per version)."""
+        started = time.perf_counter()
+        probs = model.predict(batch)
+        metrics.INFERENCE_SECONDS.labels(task=task).observe(time.perf_counter() - started)
+        metrics.REQUEST_BYTES.labels(task=task).observe(payload_bytes)
+        predictions = model.decode(probs)
+        version = model.info["version"]
+        for p in predictions:
+            metrics.PREDICTIONS.labels(task=task, label=p["label"], version=version).inc()
+        return predictions
+
     @bentoml.api(route="/classify_image")
     def classify_image(self, image: Path) -> dict[str, Any]:
-        """Classify one image file (multipart field ``image``): label, score, scores per label, model."""
+        """Classify one image file (multipart field ``image``): label, score, scores per label, and the
+        model (name, version, variant) that answered."""
         model = self._model("image")
         if isinstance(model, JSONResponse):
             return model  # type: ignore[return-value]
@@ -176,22 +199,38 @@ class Kiln:
         if not data:
             return error(400, "the uploaded file in field 'image' is empty (0 bytes)")  # type: ignore[return-value]
         try:
-            batch = model.prepare_images([data])
+            batch = model.prepare_images([data], self.settings.max_image_pixels)
         except InvalidImage as exc:
             return error(400, f"field 'image' is not a usable image: {exc}")  # type: ignore[return-value]
-        return {**model.classify(batch)[0], "model": model.info}
+        return {**self._answer(model, "image", batch, len(data))[0], "model": describe(model)}
 
     @bentoml.api(route="/classify_text")
     def classify_text(self, texts: Annotated[list[str], Field(min_length=1, max_length=MAX_TEXTS)]) -> dict[str, Any]:
-        """Classify 1 to 256 texts: one prediction (label, score, scores) per text, in order."""
+        """Classify 1 to 256 texts: one prediction (label, score, scores) per text, in order, and the model
+        (name, version, variant) that answered."""
         model = self._model("text")
         if isinstance(model, JSONResponse):
             return model  # type: ignore[return-value]
-        blank = [i for i, text in enumerate(texts) if not text.strip()]
+        limit = self.settings.max_text_chars
+        too_long = [i for i, text in enumerate(texts) if len(text) > limit]
+        if too_long:
+            return error(  # type: ignore[return-value]
+                413,
+                f"texts{too_long[:10]} are longer than {limit:,} characters (server setting KILN_MAX_TEXT_CHARS); "
+                "send the first part of each document",
+            )
+        # Blank as training judges it: nothing left after standardisation (punctuation, symbols, spaces).
+        blank = [i for i, text in enumerate(texts) if not standardize(text)]
         if blank:
-            return error(400, f"texts{blank[:10]} are empty or whitespace; every text needs content")  # type: ignore[return-value]
-        return {"predictions": model.classify(model.prepare_texts(texts)), "model": model.info}
+            return error(400, f"texts{blank[:10]} have no words (empty, whitespace or punctuation only)")  # type: ignore[return-value]
+        payload = sum(len(text.encode("utf-8", "replace")) for text in texts)
+        return {
+            "predictions": self._answer(model, "text", model.prepare_texts(texts), payload),
+            "model": describe(model),
+        }
 
 
 # The decorator returns a bentoml Service, which mypy still sees as the plain class.
-Kiln.add_asgi_middleware(RequestGuard, max_bytes=_settings.max_upload_bytes)  # type: ignore[attr-defined]
+Kiln.add_asgi_middleware(  # type: ignore[attr-defined]
+    RequestGuard, max_bytes=_settings.max_upload_bytes, max_concurrency=_settings.max_concurrency
+)

@@ -23,6 +23,14 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1, description="largest request body accepted")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="ONNX Runtime execution device")
     ort_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0: its default)")
+    reload_interval: float = Field(2.0, gt=0, description="seconds between checks of the production pointers")
+    tasks: str = Field("", description="comma-separated tasks this server must serve before /readyz is 200")
+    max_image_pixels: int = Field(16_000_000, ge=1, description="largest image (width x height) decoded")
+    max_text_chars: int = Field(20_000, ge=1, description="longest text accepted, in characters")
+    max_concurrency: int = Field(64, ge=1, description="requests in flight per worker before 503 + Retry-After")
+
+    def required_tasks(self) -> list[str]:
+        return [t.strip() for t in self.tasks.split(",") if t.strip()]
 
 
 def get_settings() -> Settings:

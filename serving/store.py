@@ -84,6 +84,16 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _fsync_tree(root: Path) -> None:
+    """fsync every file and directory under ``root`` (the data, then the names that point at it)."""
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as fh:
+                os.fsync(fh.fileno())
+    for directory in sorted({p.parent for p in root.rglob("*")} | {root}, reverse=True):
+        _fsync_dir(directory)
+
+
 def _check_task(task: str) -> str:
     if task not in TASKS:
         raise StoreError(f"unknown task {task!r}; expected one of: {', '.join(TASKS)}")
@@ -144,10 +154,22 @@ class ModelStore:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def register(self, task: str, files: Path, manifest: dict[str, Any]) -> ModelVersion:
+    def register(
+        self,
+        task: str,
+        files: Path,
+        manifest: dict[str, Any],
+        promote: bool = False,
+        expected_production: str | None = None,
+    ) -> ModelVersion:
         """Copy a directory of artefacts in as a new immutable version and return it.
 
-        ``manifest`` gets ``task``, ``version``, ``created_at`` and the sha256 of every file added.
+        ``manifest`` gets ``task``, ``version``, ``created_at`` and the sha256 of every file added. Every file
+        is fsynced before the version is renamed into place, so a crash never leaves a half-written version.
+        With ``promote``, the version becomes production in the same locked step - only if production is
+        still ``expected_production`` (the version the gate compared against; None: there was none).
+        Otherwise another run promoted meanwhile: the version is registered, not promoted, and its
+        manifest (``promoted``, ``gate``) says why.
         """
         with self._lock(task):
             vdir = self._task_dir(task) / "versions"
@@ -157,6 +179,15 @@ class ModelStore:
             staging = vdir / f".staging-{version}-{uuid.uuid4().hex[:8]}"
             shutil.copytree(files, staging)
             hashes = {str(p.relative_to(staging)): sha256_file(p) for p in sorted(staging.rglob("*")) if p.is_file()}
+            current = self.production(task)
+            if promote and current != expected_production:
+                promote = False
+                manifest = manifest | {
+                    "promoted": False,
+                    "gate": f"{manifest.get('gate', '')} — but not promoted: production moved from "
+                    f"{expected_production or 'none'} to {current} while this run was gated; "
+                    f"`kiln promote --task {task} --version {version}` if it should serve",
+                }
             full = {
                 **manifest,
                 "task": task,
@@ -165,16 +196,24 @@ class ModelStore:
                 "files": hashes,
             }
             write_json_atomic(staging / "manifest.json", full)
+            _fsync_tree(staging)
             os.rename(staging, vdir / version)
             _fsync_dir(vdir)
+            if promote:
+                self._set_production(task, version)
         return self.get(task, version)
 
     def promote(self, task: str, version: str) -> None:
-        """Make ``version`` production (atomic pointer swap); the old one stays in history for rollback."""
-        self.get(task, version)  # must exist
+        """Make ``version`` production (atomic pointer swap) after checking it exists and its served file
+        matches its recorded hash; the old one stays in history for rollback."""
+        model = self.get(task, version)  # must exist
+        self.verify(model, model.manifest["variants"][model.manifest["served_variant"]]["file"])
         with self._lock(task):
-            history = [v for v in self.history(task) if v != version] + [version]
-            write_json_atomic(self._task_dir(task) / POINTER, self._pointer(version, history))
+            self._set_production(task, version)
+
+    def _set_production(self, task: str, version: str) -> None:
+        history = [v for v in self.history(task) if v != version] + [version]
+        write_json_atomic(self._task_dir(task) / POINTER, self._pointer(version, history))
 
     def rollback(self, task: str) -> tuple[str, str]:
         """Restore the previous production version; returns (replaced, restored)."""

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.preprocess import ImageSpec, Spec, TextSpec, decode_image, image_to_uint8
+from serving.preprocess import ImageSpec, Spec, TextSpec, model_pixels
 from training.augment import image_augmentation, text_augmentation
 from training.config import RunConfig
 from training.data import Dataset
@@ -39,7 +39,7 @@ def _one_hot(dataset: Dataset, spec: Spec) -> np.ndarray:
 def _image_loader(spec: ImageSpec):  # type: ignore[no-untyped-def]
     def load(path: bytes) -> np.ndarray:
         with open(path.decode(), "rb") as fh:
-            return image_to_uint8(decode_image(fh.read()), spec)
+            return model_pixels(fh.read(), spec)
 
     def graph_load(path: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         pixels = tf.numpy_function(load, [path], tf.uint8, stateful=False)

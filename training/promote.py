@@ -112,10 +112,13 @@ def gate(new: dict[str, Any], production: Production | None, cfg: GateConfig) ->
 
 def register(store: ModelStore, task: str, artifacts: Path, manifest: dict[str, Any], promote: bool) -> ModelVersion:
     """Store the artefacts as a new immutable version and move the production pointer if ``promote``."""
-    version = store.register(task, artifacts, manifest)
-    if promote:
-        store.promote(task, version.version)
+    # Compare-and-swap: promote only over the production version the gate compared against.
+    expected = manifest.get("gate_checks", {}).get("production", {}).get("version")
+    version = store.register(task, artifacts, manifest, promote=promote, expected_production=expected)
+    if version.manifest.get("promoted"):
         log.info("registered %s %s and promoted it to production", task, version.version)
+    elif promote:
+        log.warning("registered %s %s: %s", task, version.version, version.manifest["gate"])
     else:
         log.info("registered %s %s; production stays %s", task, version.version, store.production(task))
     return version

@@ -73,11 +73,6 @@ def test_store_defaults_to_kiln_store_env(tmp_path: Path, monkeypatch) -> None:
     assert r.exit_code == 0 and "from-env" in r.output
 
 
-def test_serve_refuses_an_empty_store(tmp_path: Path) -> None:
-    r = runner.invoke(app, ["serve", "--store", str(tmp_path / "empty")])
-    assert r.exit_code == 2 and "no production model" in r.output
-
-
 def test_sample_data_writes_digits_and_texts(tmp_path: Path) -> None:
     r = runner.invoke(app, ["sample-data", str(tmp_path / "s")])
     assert r.exit_code == 0

@@ -41,7 +41,7 @@ def test_classify_image_returns_label_scores_and_model(client: TestClient) -> No
     assert set(body["scores"]) == set(IMAGE_LABELS)
     assert body["score"] == max(body["scores"].values())
     assert abs(sum(body["scores"].values()) - 1) < 1e-4
-    assert body["model"] == {"name": "kiln-image", "version": "v0001"}
+    assert body["model"] == {"name": "kiln-image", "version": "v0001", "variant": "fp32"}
 
 
 @pytest.mark.parametrize("mode,size", [("L", (5, 300)), ("RGBA", (64, 64)), ("P", (9, 9)), ("CMYK", (30, 20))])
@@ -111,7 +111,8 @@ def test_classify_text_predicts_in_order(client: TestClient) -> None:
         (b'{"texts": "good film"}', "valid array"),
         (b'{"text": ["good"]}', "Field required"),
         (b"this is not json", "Invalid JSON"),
-        (b'{"texts": ["good", "   "]}', "empty"),
+        (b'{"texts": ["good", "   "]}', "have no words"),
+        (b'{"texts": ["good", "?!  ..."]}', "texts[1] have no words"),  # blank once standardised, as in training
     ],
 )
 def test_classify_text_bad_input_gets_400_with_message(client: TestClient, body: bytes, fragment: str) -> None:
@@ -133,17 +134,137 @@ def test_task_without_production_model_gets_503(tmp_path: Path, monkeypatch: pyt
         assert c.post("/classify_text", json={"texts": ["good"]}).status_code == 200
 
 
-def test_empty_store_is_live_but_not_ready(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with _client(tmp_path / "empty", monkeypatch) as c:
+def test_empty_store_starts_and_picks_up_a_first_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from serving.preprocess import TextSpec
+    from tests.conftest import onnx_text_model, register_onnx
+
+    monkeypatch.setenv("KILN_RELOAD_INTERVAL", "0.2")
+    monkeypatch.setenv("KILN_TASKS", "text")  # this server must serve texts before it is ready
+    with _client(tmp_path / "store", monkeypatch) as c:
         assert c.get("/livez").status_code == 200
         assert c.get("/readyz").status_code == 503
+        assert c.post("/classify_text", json={"texts": ["good"]}).status_code == 503
+        spec = TextSpec(labels=TEXT_LABELS, vocabulary=("", "[UNK]", "good"), max_length=4)
+        register_onnx(tmp_path / "store", "text", onnx_text_model(TEXT_LABELS, 3, 4), spec.to_dict())
+        _wait_for(lambda: c.get("/readyz").status_code == 200)
+        r = c.post("/classify_text", json={"texts": ["good"]})
+        assert r.status_code == 200 and r.json()["model"]["version"] == "v0001"
 
 
-def test_tampered_model_file_is_not_served(onnx_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _wait_for(condition, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
+def test_promotion_and_rollback_reach_a_running_server(onnx_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from serving.preprocess import TextSpec
+    from serving.store import ModelStore
+    from tests.conftest import onnx_text_model, register_onnx
+
+    monkeypatch.setenv("KILN_RELOAD_INTERVAL", "0.2")
+    store = ModelStore(onnx_store)
+    spec = TextSpec(labels=TEXT_LABELS, vocabulary=("", "[UNK]", "good", "bad", "film"), max_length=6)
+    register_onnx(onnx_store, "text", onnx_text_model(TEXT_LABELS, 5, 6), spec.to_dict(), promote=False)
+
+    def served() -> str:
+        r = c.post("/classify_text", json={"texts": ["good film"]})
+        assert r.status_code == 200, r.text
+        return str(r.json()["model"]["version"])
+
+    with _client(onnx_store, monkeypatch) as c:
+        assert served() == "v0001"
+        store.promote("text", "v0002")
+        _wait_for(lambda: served() == "v0002")
+        store.rollback("text")
+        _wait_for(lambda: served() == "v0001")
+        # a version whose file changed after registration is refused; v0001 keeps serving
+        v2 = store.get("text", "v0002")
+        v2.variant_path().write_bytes(v2.variant_path().read_bytes() + b"tampered")
+        store._set_production("text", "v0002")  # the pointer moved behind the CLI's checks
+        import time
+
+        time.sleep(1.0)
+        assert served() == "v0001"
+
+
+def test_broken_production_at_start_serves_the_previous_version(
+    onnx_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from serving.preprocess import ImageSpec
+    from tests.conftest import onnx_image_model, register_onnx
+
+    spec = ImageSpec(labels=IMAGE_LABELS, height=8, width=8, channels=1)
+    register_onnx(onnx_store, "image", onnx_image_model(IMAGE_LABELS), spec.to_dict())  # v0002, production
+    onnx_file = onnx_store / "image" / "versions" / "v0002" / "variants" / "fp32.onnx"
+    onnx_file.write_bytes(onnx_file.read_bytes() + b"tampered")
+    with _client(onnx_store, monkeypatch) as c:
+        r = c.post("/classify_image", files={"image": ("a.png", png_bytes(), "image/png")})
+        assert r.status_code == 200 and r.json()["model"]["version"] == "v0001"
+
+
+def test_tampered_only_version_is_not_served(onnx_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     onnx_file = next((onnx_store / "image" / "versions" / "v0001" / "variants").glob("*.onnx"))
     onnx_file.write_bytes(onnx_file.read_bytes() + b"tampered")
     with _client(onnx_store, monkeypatch) as c:
         assert c.post("/classify_image", files={"image": ("a.png", png_bytes(), "image/png")}).status_code == 503
+        assert c.get("/readyz").status_code == 503  # it has a production pointer and nothing loaded
+
+
+def test_limits_answer_4xx_before_decoding_or_tokenising(onnx_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KILN_MAX_IMAGE_PIXELS", "10000")
+    monkeypatch.setenv("KILN_MAX_TEXT_CHARS", "50")
+    with _client(onnx_store, monkeypatch) as c:
+        big = png_bytes((200, 200))
+        r = c.post("/classify_image", files={"image": ("big.png", big, "image/png")})
+        assert r.status_code == 400 and "(40,000 pixels); the limit is 10,000" in r.text
+        r = c.post("/classify_text", json={"texts": ["good", "film " * 20]})
+        assert r.status_code == 413 and "texts[1]" in r.text and "KILN_MAX_TEXT_CHARS" in r.text
+        psd = b"8BPS" + b"\x00" * 40  # Photoshop header: Pillow has a plugin, the server never opens it
+        r = c.post("/classify_image", files={"image": ("x.psd", psd, "image/vnd.adobe.photoshop")})
+        assert r.status_code == 400 and "not a recognised image format" in r.text
+
+
+def test_overload_gets_503_with_retry_after() -> None:
+    import asyncio
+
+    from serving.service import RequestGuard
+
+    release = asyncio.Event()
+
+    async def slow_app(scope, receive, send):  # type: ignore[no-untyped-def]
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    guard = RequestGuard(slow_app, max_bytes=1000, max_concurrency=1)
+    scope = {"type": "http", "method": "POST", "path": "/classify_text", "headers": []}
+
+    async def call() -> list[dict]:
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": b"{}", "more_body": False}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        await guard(scope, receive, send)
+        return sent
+
+    async def main() -> tuple[list[dict], list[dict]]:
+        first = asyncio.create_task(call())
+        await asyncio.sleep(0.05)
+        second = await call()  # the first is still in flight
+        release.set()
+        return await first, second
+
+    first, second = asyncio.run(main())
+    assert first[0]["status"] == 200
+    assert second[0]["status"] == 503 and (b"retry-after", b"1") in second[0]["headers"]
 
 
 def test_health_and_docs_routes(client: TestClient) -> None:
@@ -153,3 +274,8 @@ def test_health_and_docs_routes(client: TestClient) -> None:
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
     spec = client.get("/docs.json").json()
     assert "/classify_image" in spec["paths"] and "/classify_text" in spec["paths"]
+
+
+def test_classify_text_non_json_body_gets_415(client: TestClient) -> None:
+    r = client.post("/classify_text", content=b"good film", headers={"content-type": "text/plain"})
+    assert r.status_code == 415 and "application/json" in r.json()["error"]

@@ -82,3 +82,27 @@ def test_unknown_task_and_version_errors(tmp_path: Path) -> None:
         store.versions("audio")
     with pytest.raises(StoreError, match="no text version 'v0009'"):
         store.get("text", "v0009")
+
+
+def test_promotion_is_compare_and_swap(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store")
+    gated = MANIFEST | {"promoted": True, "gate": "promoted: better than v0001"}
+    first = store.register("text", _artefacts(tmp_path), gated, promote=True, expected_production=None)
+    assert first.manifest["promoted"] and store.production("text") == "v0001"
+    # another run promoted v0002 while a third run was being gated against v0001
+    store.register("text", _artefacts(tmp_path, b"2"), gated, promote=True, expected_production="v0001")
+    late = store.register("text", _artefacts(tmp_path, b"3"), gated, promote=True, expected_production="v0001")
+    assert store.production("text") == "v0002"
+    assert late.manifest["promoted"] is False
+    assert "production moved from v0001 to v0002" in late.manifest["gate"]
+
+
+def test_promote_checks_the_version_exists_and_verifies(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store")
+    v1 = store.register("text", _artefacts(tmp_path), MANIFEST)
+    with pytest.raises(StoreError, match="no text version 'v0009'"):
+        store.promote("text", "v0009")
+    v1.variant_path().write_bytes(b"tampered")
+    with pytest.raises(StoreError, match="does not match its recorded sha256"):
+        store.promote("text", "v0001")
+    assert store.production("text") is None

@@ -1,0 +1,42 @@
+"""Kiln's Prometheus metrics, exported on BentoML's /metrics next to its own (bentoml.metrics wraps
+prometheus_client per worker process).
+
+- kiln_predictions_total{task,label,version}: one per item classified, by predicted label.
+- kiln_model_info{task,version,variant}: 1 for the version each task serves now, 0 for one it replaced.
+- kiln_model_reloads_total{task,result}: hot reloads, result "success" or "failure".
+- kiln_inference_seconds{task}: the ONNX Runtime call alone (no HTTP, no decoding).
+- kiln_request_bytes{task}: the payload classified (image file bytes; UTF-8 bytes of the texts).
+"""
+
+from __future__ import annotations
+
+import bentoml
+
+PREDICTIONS = bentoml.metrics.Counter(
+    name="kiln_predictions",
+    documentation="Items classified, by task, predicted label and model version",
+    labelnames=["task", "label", "version"],
+)
+MODEL_INFO = bentoml.metrics.Gauge(
+    name="kiln_model_info",
+    documentation="1 for the model version and variant each task serves now",
+    labelnames=["task", "version", "variant"],
+    multiprocess_mode="livemax",  # one series per version across workers, no pid label
+)
+RELOADS = bentoml.metrics.Counter(
+    name="kiln_model_reloads",
+    documentation="Hot reloads of a task's production model, by result (success or failure)",
+    labelnames=["task", "result"],
+)
+INFERENCE_SECONDS = bentoml.metrics.Histogram(
+    name="kiln_inference_seconds",
+    documentation="ONNX Runtime inference time per request (model only)",
+    labelnames=["task"],
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+REQUEST_BYTES = bentoml.metrics.Histogram(
+    name="kiln_request_bytes",
+    documentation="Bytes of payload classified per request",
+    labelnames=["task"],
+    buckets=(256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216),
+)

@@ -1,0 +1,76 @@
+"""Hot reload under load through the real `kiln serve`: promotions and a rollback while 8 clients keep it busy."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from serving.client import KilnServer
+from serving.preprocess import TextSpec
+from serving.store import ModelStore
+from tests.conftest import TEXT_LABELS, onnx_text_model, register_onnx
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+CLIENTS, SECONDS, SETTLE = 8, 15.0, 2.5
+
+
+def test_promote_and_rollback_under_load_without_a_failed_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "store"
+    spec = TextSpec(labels=TEXT_LABELS, vocabulary=("", "[UNK]", "good", "bad", "film"), max_length=6)
+    for promote in (True, False, False):  # v0001 in production; v0002 and v0003 waiting
+        register_onnx(root, "text", onnx_text_model(TEXT_LABELS, 5, 6), spec.to_dict(), promote=promote)
+    store = ModelStore(root)
+    monkeypatch.setenv("KILN_RELOAD_INTERVAL", "0.5")
+    seen: list[tuple[float, int, str]] = []
+    lock = threading.Lock()
+    with KilnServer(root) as server:
+        started = time.monotonic()
+
+        def client() -> None:
+            with httpx.Client(base_url=server.url, timeout=10) as http:
+                while (now := time.monotonic() - started) < SECONDS:
+                    r = http.post("/classify_text", json={"texts": ["good film", "bad"]})
+                    version = r.json().get("model", {}).get("version", "?") if r.status_code == 200 else r.text
+                    with lock:
+                        seen.append((now, r.status_code, version))
+
+        threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
+        for t in threads:
+            t.start()
+        changes = []
+        for at, action in ((3.0, "v0002"), (7.0, "v0003"), (11.0, "rollback")):
+            time.sleep(max(0.0, at - (time.monotonic() - started)))
+            if action == "rollback":
+                store.rollback("text")
+            else:
+                store.promote("text", action)
+            changes.append((time.monotonic() - started, store.production("text")))
+        for t in threads:
+            t.join()
+        metrics = httpx.get(server.url + "/metrics").text
+
+    failed = [s for s in seen if s[1] != 200]
+    assert not failed, f"{len(failed)} of {len(seen)} requests failed, first: {failed[:3]}"
+    assert len(seen) > 100
+    # after each pointer move (plus the reload interval and a margin), only the new version answers
+    phases = [(0.0, "v0001"), *changes, (SECONDS, None)]
+    for (begin, version), (end, _) in zip(phases, phases[1:], strict=False):
+        window = {v for t, _, v in seen if begin + (SETTLE if begin else 0) <= t < end}
+        assert window == {version}, f"{begin:.1f}-{end:.1f} s: expected {version}, saw {window}"
+    assert [v for _, v in changes] == ["v0002", "v0003", "v0002"]
+    for name in (
+        'kiln_model_info{task="text",variant="fp32",version="v0002"} 1.0',
+        'kiln_model_reloads_total{result="success",task="text"} 4.0',
+        'kiln_predictions_total{label="',
+        'kiln_inference_seconds_bucket{le="0.001",task="text"}',
+        'kiln_request_bytes_count{task="text"}',
+    ):
+        assert name in metrics, name
+    assert 'kiln_model_info{task="text",variant="fp32",version="v0003"} 0.0' in metrics  # replaced
