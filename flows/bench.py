@@ -51,7 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("docs/BENCHMARKS.md"))
     parser.add_argument("--workdir", type=Path, default=Path(".kiln/bench"))
-    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--seconds", type=float, default=6.0, help="load per server, route and concurrency")
     args = parser.parse_args()
 
     from flows.retrain import retrain
@@ -102,33 +102,7 @@ def main() -> None:
     lines += notes
 
     image_file = sorted((sample["images"] / "7").glob("*.png"))[0].read_bytes()
-    lines += [
-        "\n## HTTP service (`kiln serve`, 1 worker, CPU)\n",
-        f"{args.requests} requests per row from a client on the same machine (it shares the CPU).\n",
-        "| route | payload | concurrency | req/s | p50 ms | p95 ms | errors |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    with KilnServer(store.root, log_path=args.workdir / "server.log") as server:
-        cases = [
-            (
-                "/classify_image",
-                "one 8x8 PNG",
-                lambda c: c.post(server.url + "/classify_image", files={"image": ("d.png", image_file)}),
-            ),
-            ("/classify_text", "1 text", lambda c: c.post(server.url + "/classify_text", json={"texts": [TEXT]})),
-            (
-                "/classify_text",
-                "32 texts",
-                lambda c: c.post(server.url + "/classify_text", json={"texts": [TEXT] * 32}),
-            ),
-        ]
-        for route, payload, send in cases:
-            for concurrency in (1, 16):
-                s = run_load(send, concurrency, args.requests)
-                lines.append(
-                    f"| {route} | {payload} | {concurrency} | {s['requests_per_s']} | {s['latency_ms_p50']} | "
-                    f"{s['latency_ms_p95']} | {s['errors']} |"
-                )
+    lines += http_section(store.root, image_file, args.workdir, args.seconds)
     lines += [
         "\n## GPU\n",
         "Not measured in this run: "
@@ -142,6 +116,62 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines + kept_sections(args.out)) + "\n")
     print(f"wrote {args.out}")  # noqa: T201
+
+
+CONCURRENCY = (1, 16, 64)
+SERVERS = ("kiln", "bare", "keras")
+
+
+def http_section(store: Path, image_file: bytes, workdir: Path, seconds: float) -> list[str]:
+    """`kiln serve` beside a bare Starlette + ONNX Runtime app (the ceiling) and a FastAPI + Keras app (where users
+    start), one at a time on the same store, routes, payloads and closed-loop client."""
+    from flows.bench_peers import PeerServer
+
+    cases: list[tuple[str, str, dict[str, Any]]] = [
+        ("/classify_image", "one 8x8 PNG", {"files": {"image": ("d.png", image_file, "image/png")}}),
+        ("/classify_text", "1 text", {"json": {"texts": [TEXT]}}),
+        ("/classify_text", "32 texts", {"json": {"texts": [TEXT] * 32}}),
+    ]
+    results: dict[tuple[str, str, int], dict[str, dict]] = {}
+    servers: dict[str, Any] = {
+        "kiln": lambda: KilnServer(store, log_path=workdir / "server.log"),
+        "bare": lambda: PeerServer("onnx_app", store, workdir / "peer-bare.log"),
+        "keras": lambda: PeerServer("keras_app", store, workdir / "peer-keras.log"),
+    }
+    for name, start in servers.items():
+        with start() as server:
+            for route, payload, body in cases:
+                for concurrency in CONCURRENCY:
+
+                    def send(c: Any, url: str = server.url + route, body: dict = body) -> Any:
+                        return c.post(url, **body)
+
+                    stats = run_load(send, concurrency, 0, duration=seconds)
+                    results.setdefault((route, payload, concurrency), {})[name] = stats
+                    print(f"{name} {route} {payload} c{concurrency}: {stats['requests_per_s']} req/s")  # noqa: T201
+    lines = [
+        "\n## HTTP service against its peers (CPU)\n",
+        f"One closed-loop client on the same machine (it shares the 2 cores), {seconds:g} s per row and server. "
+        "**kiln**: `kiln serve` (BentoML, default settings); **bare**: Starlette + ONNX Runtime in one uvicorn "
+        "process, same model file and preprocessing, no input checks (`flows/bench_peers.py`); **keras**: "
+        "FastAPI calling the trained Keras model's `predict`. Latencies p50/p95/p99 in ms.\n",
+        "| route | payload | concurrency | kiln req/s | bare req/s | keras req/s | kiln / bare | kiln / keras "
+        "| kiln p50/p95/p99 | bare p50/p95/p99 | keras p50/p95/p99 | errors (kiln/bare/keras) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (route, payload, concurrency), by in results.items():
+        k, b, f = (by[n] for n in SERVERS)
+
+        def lat(x: dict) -> str:
+            return f"{x['latency_ms_p50']}/{x['latency_ms_p95']}/{x['latency_ms_p99']}"
+
+        lines.append(
+            f"| {route} | {payload} | {concurrency} | {k['requests_per_s']} | {b['requests_per_s']} | "
+            f"{f['requests_per_s']} | {k['requests_per_s'] / b['requests_per_s']:.2f} | "
+            f"{k['requests_per_s'] / f['requests_per_s']:.1f} | {lat(k)} | {lat(b)} | {lat(f)} | "
+            f"{k['errors']}/{b['errors']}/{f['errors']} |"
+        )
+    return lines
 
 
 def kept_sections(path: Path) -> list[str]:

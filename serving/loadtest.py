@@ -17,15 +17,22 @@ import numpy as np
 
 
 def run_load(
-    send: Callable[[httpx.Client], httpx.Response], concurrency: int, requests: int, timeout: float = 30.0
+    send: Callable[[httpx.Client], httpx.Response],
+    concurrency: int,
+    requests: int,
+    timeout: float = 30.0,
+    duration: float | None = None,
 ) -> dict[str, Any]:
-    """Send ``requests`` requests from ``concurrency`` threads; report throughput and latency."""
+    """Send ``requests`` requests from ``concurrency`` threads (closed loop: each sends its next request when
+    the last one answered), or keep sending for ``duration`` seconds; report throughput and latency."""
     per_worker = [requests // concurrency + (i < requests % concurrency) for i in range(concurrency)]
+    deadline = time.perf_counter() + duration if duration else None
 
     def worker(n: int) -> tuple[list[float], int]:
-        times, errors = [], 0
+        times: list[float] = []
+        errors = 0
         with httpx.Client(timeout=timeout) as client:
-            for _ in range(n):
+            while (len(times) < n) if deadline is None else (time.perf_counter() < deadline):
                 started = time.perf_counter()
                 response = send(client)
                 times.append((time.perf_counter() - started) * 1000)
@@ -44,4 +51,5 @@ def run_load(
         "requests_per_s": round(len(times) / elapsed, 1),
         "latency_ms_p50": round(float(np.percentile(times, 50)), 2),
         "latency_ms_p95": round(float(np.percentile(times, 95)), 2),
+        "latency_ms_p99": round(float(np.percentile(times, 99)), 2),
     }
