@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast lint bench bench-data bench-quality clean
+.PHONY: install demo test test-fast lint bench bench-data bench-quality k8s-check clean
 
 # Re-install only when the dependency list changes.
 $(STAMP): pyproject.toml
@@ -45,6 +45,28 @@ bench-quality: install
 
 bench-data: install
 	$(BIN)/python -m flows.bench_data --out docs/BENCHMARKS.md
+
+# Render each Kubernetes overlay, validate every object against the Kubernetes schema offline, and run checkov
+# (zero failures; each waiver is an annotation with its reason next to the resource). Run by .ci/run after the tests.
+K8S_VENV := .venv-k8s
+K8S_STAMP := $(K8S_VENV)/.installed
+K8S_VERSION ?= 1.31.0
+OVERLAYS := cpu gpu
+$(K8S_STAMP): deploy/k8s/check-requirements.txt
+	$(PYTHON) -m venv $(K8S_VENV)
+	$(K8S_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(K8S_VENV)/bin/python -m pip install --quiet -r deploy/k8s/check-requirements.txt
+	touch $(K8S_STAMP)
+
+k8s-check: $(K8S_STAMP)
+	@mkdir -p .kiln/k8s
+	@for overlay in $(OVERLAYS); do \
+		echo "== overlay $$overlay"; \
+		kubectl kustomize deploy/k8s/overlays/$$overlay > .kiln/k8s/$$overlay.yaml || exit 1; \
+		$(K8S_VENV)/bin/kubernetes-validate --strict --quiet -k $(K8S_VERSION) .kiln/k8s/$$overlay.yaml || exit 1; \
+		BC_SKIP_MAPPING=TRUE $(K8S_VENV)/bin/checkov -f .kiln/k8s/$$overlay.yaml --framework kubernetes \
+			--compact --quiet --skip-download || exit 1; \
+	done
 
 clean:
 	rm -rf .kiln .pytest_cache .mypy_cache .ruff_cache

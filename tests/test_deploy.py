@@ -26,55 +26,102 @@ def test_dockerfile_passes_hadolint() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_dockerfile_has_serving_and_training_targets_non_root_and_healthcheck() -> None:
-    text = (ROOT / "Dockerfile").read_text()
+def _stage(text: str, name: str) -> str:
     code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
-    serving = code.split("AS serving")[1].split("FROM ")[0]
-    assert "AS training" in text
-    assert "USER 10001" in serving and "/livez" in serving and "HEALTHCHECK" in serving
-    assert '".[train]"' not in serving and "tensorflow" not in serving.lower()
+    return code.split(f"AS {name}\n")[1].split("\nFROM ")[0]
 
 
-def _docs() -> dict[str, dict]:
-    docs = {}
-    for path in sorted(K8S.glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            docs[doc["kind"]] = doc
-    return docs
+def test_dockerfile_has_cpu_gpu_and_training_targets_non_root_and_healthcheck() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    for target in ("serving-cpu", "serving-gpu"):
+        stage = _stage(text, target)
+        assert "USER 10001" in stage and "/livez" in stage and "HEALTHCHECK" in stage, target
+        assert "train" not in stage and "tensorflow" not in stage.lower(), target
+    assert "ARG CUDA_IMAGE=nvidia/cuda:13." in text and "FROM ${CUDA_IMAGE} AS serving-gpu" in text
+    assert "KILN_DEVICE=cuda" in _stage(text, "serving-gpu") and "KILN_DEVICE=cpu" in _stage(text, "serving-cpu")
+    gpu_build = _stage(text, "serving-gpu-build")
+    assert '".[gpu]"' in gpu_build and "uninstall -y onnxruntime" in gpu_build  # one ONNX Runtime, the CUDA one
+    assert '".[train,k8s]"' in _stage(text, "training")
 
 
-def test_kustomization_lists_existing_resources() -> None:
-    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    for resource in kustomization["resources"]:
-        assert (K8S / resource).is_file(), resource
-    kinds = {yaml.safe_load((K8S / r).read_text())["kind"] for r in kustomization["resources"]}
-    assert kinds == {"Deployment", "Service", "PersistentVolumeClaim"}
+def _render(overlay: str) -> dict[tuple[str, str], dict]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.fail("kubectl is needed to render the overlays (it is on the development and CI machines)")
+    out = subprocess.run(
+        [kubectl, "kustomize", str(K8S / "overlays" / overlay)], capture_output=True, text=True, check=True
+    ).stdout
+    return {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(out) if d}
 
 
-def test_deployment_has_probes_limits_and_mounts_the_store() -> None:
-    docs = _docs()
-    pod = docs["Deployment"]["spec"]["template"]["spec"]
+def _serving(objects: dict) -> tuple[dict, dict]:
+    pod = objects[("Deployment", "kiln-serving")]["spec"]["template"]["spec"]
     (container,) = pod["containers"]
+    return pod, container
+
+
+@pytest.mark.parametrize("overlay", ["cpu", "gpu"])
+def test_overlays_render_a_hardened_autoscaled_serving_tier(overlay: str) -> None:
+    objects = _render(overlay)
+    assert all(d["metadata"].get("namespace") == "kiln" for (kind, _), d in objects.items() if kind != "Namespace")
+    pod, container = _serving(objects)
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
     for kind in ("requests", "limits"):
         assert {"cpu", "memory"} <= set(container["resources"][kind])
-    assert pod["securityContext"]["runAsNonRoot"] is True
-    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    security = container["securityContext"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and security["runAsNonRoot"] is True
+    assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"] and security["seccompProfile"]["type"] == "RuntimeDefault"
+    # the model store: ReadWriteMany (training writes, replicas read), mounted read-only where KILN_STORE says
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
     claim = {v["name"]: v for v in pod["volumes"]}["model-store"]["persistentVolumeClaim"]["claimName"]
-    assert claim == docs["PersistentVolumeClaim"]["metadata"]["name"]
-    env = {e["name"]: e["value"] for e in container["env"]}
-    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
-    assert env["KILN_STORE"] == mounts["model-store"]
-
-
-def test_service_selects_the_pods_and_targets_the_container_port() -> None:
-    docs = _docs()
-    labels = docs["Deployment"]["spec"]["template"]["metadata"]["labels"]
-    service = docs["Service"]["spec"]
+    assert objects[("PersistentVolumeClaim", claim)]["spec"]["accessModes"] == ["ReadWriteMany"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert mounts["model-store"]["readOnly"] is True and env["KILN_STORE"] == mounts["model-store"]["mountPath"]
+    labels = objects[("Deployment", "kiln-serving")]["spec"]["template"]["metadata"]["labels"]
+    hpa = objects[("HorizontalPodAutoscaler", "kiln-serving")]["spec"]
+    assert hpa["scaleTargetRef"]["name"] == "kiln-serving" and hpa["minReplicas"] >= 2
+    for kind in ("PodDisruptionBudget", "NetworkPolicy"):
+        selector = (
+            objects[(kind, "kiln-serving")]["spec"].get("selector")
+            or objects[(kind, "kiln-serving")]["spec"]["podSelector"]
+        )
+        assert selector["matchLabels"].items() <= labels.items(), kind
+    service = objects[("Service", "kiln-serving")]["spec"]
     assert service["selector"].items() <= labels.items()
-    ports = {
-        p["name"]: p["containerPort"] for p in docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]["ports"]
-    }
+    ports = {p["name"] for p in container["ports"]}
     assert all(p["targetPort"] in ports for p in service["ports"])
-    assert docs["Deployment"]["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    if overlay == "gpu":
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == 1 and env["KILN_DEVICE"] == "cuda"
+        assert pod["nodeSelector"] and pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+        assert container["image"].startswith("kiln-serving-gpu:")
+    else:
+        assert "nvidia.com/gpu" not in container["resources"]["limits"] and env["KILN_DEVICE"] == "cpu"
+        assert container["image"].startswith("kiln-serving-cpu:")
+
+
+def test_retraining_runs_as_kubernetes_jobs_writing_to_the_same_store() -> None:
+    import json
+
+    objects = _render("cpu")
+    worker = objects[("Deployment", "kiln-prefect-worker")]["spec"]["template"]["spec"]
+    assert worker["containers"][0]["command"][:5] == ["prefect", "worker", "start", "--pool", "kiln-k8s"]
+    assert worker["serviceAccountName"] == "kiln-prefect-worker"
+    rules = objects[("Role", "kiln-prefect-worker")]["rules"]
+    assert {r for rule in rules for r in rule["resources"]} == {"jobs", "pods", "pods/log", "events"}
+    server = objects[("Deployment", "kiln-prefect-server")]["spec"]["template"]["spec"]["containers"][0]
+    db_url = {e["name"]: e.get("value") for e in server["env"]}["PREFECT_API_DATABASE_CONNECTION_URL"]
+    assert db_url.startswith("postgresql+asyncpg://") and "@kiln-prefect-db:5432/" in db_url
+    assert ("StatefulSet", "kiln-prefect-db") in objects and ("Service", "kiln-prefect-db") in objects
+    template = json.loads(objects[("ConfigMap", "kiln-work-pool-job-template")]["data"]["work-pool-job-template.json"])
+    job = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
+    claims = {
+        v["name"]: v["persistentVolumeClaim"]["claimName"] for v in job["volumes"] if "persistentVolumeClaim" in v
+    }
+    serving_pod, _ = _serving(objects)
+    serving_claim = {v["name"]: v for v in serving_pod["volumes"]}["model-store"]["persistentVolumeClaim"]["claimName"]
+    assert claims["model-store"] == serving_claim  # the Jobs write where the serving pods read
+    mounts = {m["name"]: m for m in job["containers"][0]["volumeMounts"]}
+    assert mounts["model-store"]["mountPath"] == template["variables"]["properties"]["env"]["default"]["KILN_STORE"]
+    assert template["variables"]["properties"]["image"]["default"].startswith("kiln-training:")
