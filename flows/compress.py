@@ -14,13 +14,14 @@ from typing import Any
 from prefect import flow
 
 from compression.stored import stored_config, stored_model, stored_source
-from flows.retrain import as_step, compress_step, gate_and_register, ingest_step, split_step
+from flows.retrain import as_step, compress_step, gate_and_register, ingest_step, one_run_per_task, split_step
 from serving.store import ModelStore
 
 load_model_step = as_step(stored_model, "load-stored-model")
 
 
 @flow(name="compress", flow_run_name="compress-{task}-{version}", log_prints=True)
+@one_run_per_task
 def compress_version(
     task: str, version: str, store: str, out: str, config: str | None = None, data: str | None = None
 ) -> dict[str, Any]:

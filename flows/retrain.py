@@ -10,6 +10,8 @@ and schedules all run the same code. Runs on Prefect's temporary local server un
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +23,7 @@ from prefect.cache_policies import NO_CACHE
 
 from compression.compress import Compressed, compress_model
 from compression.report import write_compression_report
-from serving.store import ModelStore
+from serving.store import ModelStore, StoreError
 from training.clean import load_dataset
 from training.config import ConfigError, RunConfig, config_to_dict, load_config
 from training.data import DataError, Dataset, check_label_change, check_trainable
@@ -59,13 +61,43 @@ for _name in ("prefect.task_runs", "prefect.flow_runs"):
     logging.getLogger(_name).addFilter(_NoTracebackForUserErrors())
 
 
-def as_step(fn: Callable[P, R], name: str) -> Task[P, R]:
+def _retry_unless_users_fault(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry storage hiccups (a network file system, a locked file), not the user's data or config errors."""
+    exc = state.result(raise_on_failure=False)
+    return not isinstance(exc, DataError | ConfigError | StoreError)
+
+
+def as_step(fn: Callable[P, R], name: str, retries: int = 0) -> Task[P, R]:
     """A stage function as a Prefect task. Inputs are arrays and models, which Prefect cannot hash
-    for caching, so every step re-runs."""
-    return task(name=name, cache_policy=NO_CACHE)(fn)
+    for caching, so every step re-runs. ``retries``: with backoff (2, 10, 30 s), for steps touching storage."""
+    if not retries:
+        return task(name=name, cache_policy=NO_CACHE)(fn)
+    delays: list[float] = [2.0, 10.0, 30.0][:retries]
+    return task(
+        name=name,
+        cache_policy=NO_CACHE,
+        retries=retries,
+        retry_delay_seconds=delays,
+        retry_condition_fn=_retry_unless_users_fault,
+    )(fn)
 
 
-ingest_step = as_step(load_dataset, "ingest-and-clean")
+def one_run_per_task(fn: Callable[P, R]) -> Callable[P, R]:
+    """Hold the store's run lock for the task during the whole flow: a second retrain of the same task in the
+    same store stops at once with a message (ModelStore.exclusive_run) instead of racing the first."""
+
+    @functools.wraps(fn)
+    def locked(*args: P.args, **kwargs: P.kwargs) -> R:
+        bound = inspect.signature(fn).bind(*args, **kwargs)
+        bound.apply_defaults()
+        store = ModelStore(bound.arguments["store"])
+        with store.exclusive_run(bound.arguments["task"], fn.__name__):
+            return fn(*args, **kwargs)
+
+    return locked
+
+
+ingest_step = as_step(load_dataset, "ingest-and-clean", retries=2)
 check_step = as_step(check_trainable, "check-trainable")
 labels_step = as_step(check_label_change, "check-label-change")
 split_step = as_step(split_dataset, "split")
@@ -74,12 +106,13 @@ figures_step = as_step(draw_training, "training-figures")
 train_step = as_step(train_model, "train")
 compress_step = as_step(compress_model, "compress")
 compression_report_step = as_step(write_compression_report, "compression-report")
-production_step = as_step(evaluate_production, "evaluate-production")
+production_step = as_step(evaluate_production, "evaluate-production", retries=2)
 gate_step = as_step(gate, "gate")
-register_step = as_step(register, "register")
+register_step = as_step(register, "register", retries=2)
 
 
 @flow(name="retrain", flow_run_name="retrain-{task}", log_prints=True)
+@one_run_per_task
 def retrain(
     task: str,
     data: str,

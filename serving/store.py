@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -152,6 +153,34 @@ class ModelStore:
             try:
                 yield
             finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def exclusive_run(self, task: str, what: str = "retrain") -> Iterator[None]:
+        """Hold the task's run lock for a whole run: at most one retrain (or recompression) per task and store at
+        a time. A second run stops at once with a StoreError naming the one that holds it."""
+        tdir = self._task_dir(task)
+        tdir.mkdir(parents=True, exist_ok=True)
+        with open(tdir / ".run.lock", "a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                holder = fh.read().strip() or "another process"
+                raise StoreError(
+                    f"another run is already training or compressing the {task} model in store {self.root} "
+                    f"({holder}); this {what} stops - wait for that one to finish"
+                ) from None
+            fh.seek(0)
+            fh.truncate()
+            fh.write(
+                f"{what} pid {os.getpid()} on {socket.gethostname()} since {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC"
+            )
+            fh.flush()
+            try:
+                yield
+            finally:
+                fh.truncate(0)
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     def register(

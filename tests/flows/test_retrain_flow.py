@@ -163,3 +163,38 @@ def test_run_with_trials_tunes_then_trains_the_best_config(tmp_path: Path, prefe
     best = report["tuning"]["best_params"]
     assert report["config"]["train"]["learning_rate"] == pytest.approx(best["train.learning_rate"])
     assert (run / "tuning" / "best_config.yaml").exists() and (run / "tuning" / "trials.csv").exists()
+
+
+@pytest.mark.slow
+def test_a_failure_after_training_never_changes_production(
+    tmp_path: Path, prefect_server: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import flows.retrain as retrain_module
+    from serving.runtime import Classifier
+    from serving.store import StoreError
+
+    data = write_csv(tmp_path / "t.csv", make_texts(40))
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY_CONFIG)
+    store = ModelStore(tmp_path / "store")
+    args = {"task": "text", "data": str(data), "store": str(store.root), "config": str(cfg)}
+    retrain_module.retrain(out=str(tmp_path / "run1"), **args)
+    served = Classifier.from_version(store.production_version("text"), device="cpu")
+    probe = served.prepare_texts(["the soup was great", "the storm is back"])
+    before = served.predict(probe)
+
+    def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("injected: the disk filled up during compression")
+
+    monkeypatch.setattr(retrain_module, "compress_step", retrain_module.as_step(broken, "compress"))
+    with pytest.raises(RuntimeError, match="injected"):
+        retrain_module.retrain(out=str(tmp_path / "run2"), **args)
+    assert store.production("text") == "v0001" and store.versions("text") == ["v0001"]
+    again = Classifier.from_version(store.production_version("text"), device="cpu")
+    assert (again.predict(probe) == before).all()  # the served model is the one it was
+
+    # one run per task and store: a second one stops at once, naming the first
+    busy = pytest.raises(StoreError, match="another run is already training or compressing the text model")
+    with store.exclusive_run("text"), busy:
+        retrain_module.retrain(out=str(tmp_path / "run3"), **args)
+    assert store.versions("text") == ["v0001"]
