@@ -22,6 +22,7 @@ import typer
 from serving.settings import Settings
 from serving.store import TASKS, ModelStore, StoreError
 from training.data import SKIP_COUNTERS
+from training.runs import new_run_dir
 
 if TYPE_CHECKING:
     from training.config import RunConfig
@@ -131,11 +132,10 @@ def run(
             _fail("--task and --data are required (or --resume RUN_DIR to continue an interrupted run)")
             raise AssertionError  # unreachable: _fail exits
         _checked_config(data, config)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         params = {
             "task": task.value,
             "data": str(data),
-            "out": str(out or Path(".kiln") / "runs" / f"{task.value}-{stamp}"),
+            "out": str(out or new_run_dir(task.value)),
             "store": str(_store(store).root),
             "config": str(config) if config else None,
             "epochs": epochs,
@@ -390,8 +390,7 @@ def compress(
     from training.config import ConfigError
     from training.data import DataError
 
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    out_dir = out or Path(".kiln") / "runs" / f"compress-{task.value}-{version}-{stamp}"
+    out_dir = out or new_run_dir(f"compress-{task.value}-{version}")
     typer.echo(f"kiln compress: {task.value} {version} in store {model_store.root} -> run {out_dir}")
     try:
         report = compress_version(
@@ -446,6 +445,88 @@ def models(
                 f" {mark} {r['version']}  {r['created_at']}  {r['served_variant']:5s} {r['bytes']:>10,d} B  "
                 f"accuracy {r['accuracy']:.4f}  macro-F1 {r['macro_f1']:.4f}"
             )
+
+
+@app.command()
+def schedule(
+    task: Annotated[Task | None, typer.Option(help="What to retrain on the schedule.")] = None,
+    data: Annotated[Path | None, typer.Option(help="The data each retrain reads (it may change between runs).")] = None,
+    cron: Annotated[
+        str | None, typer.Option(help='When to retrain, as cron in UTC, e.g. "0 3 * * *" (03:00 daily).')
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Schedule name (default: retrain-TASK).")] = None,
+    store: StoreOption = None,
+    config: ConfigOption = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Maximum training epochs (overrides config).")] = None,
+    text_column: TextColumnOption = None,
+    label_column: LabelColumnOption = None,
+    no_header: NoHeaderOption = False,
+    trials: Annotated[int | None, typer.Option(min=1, help="Tune with this many Optuna trials in each run.")] = None,
+    pool: Annotated[
+        str | None, typer.Option(help="Register for this Prefect work pool (its worker runs the retrains) and exit.")
+    ] = None,
+    image: Annotated[
+        str | None, typer.Option(help="Training image for --pool runs (default kiln-training:0.1.0).")
+    ] = None,
+    list_: Annotated[bool, typer.Option("--list", help="List the retrain schedules on the server.")] = False,
+    pause: Annotated[str | None, typer.Option(help="Pause the named schedule (no new runs until --resume).")] = None,
+    resume: Annotated[str | None, typer.Option(help="Resume the named schedule.")] = None,
+    delete: Annotated[str | None, typer.Option(help="Delete the named schedule.")] = None,
+    run_now: Annotated[str | None, typer.Option(help="Start a run of the named schedule now.")] = None,
+) -> None:
+    """Retrain on a schedule on the Prefect server at PREFECT_API_URL. With --task, --data and --cron: register
+    the retrain flow as a deployment and serve its runs in this process (it keeps running; use a service manager),
+    or with --pool, register it for a work pool's worker and exit. --list, --pause, --resume, --delete and
+    --run-now manage schedules already registered."""
+    from flows import schedule as schedules
+
+    try:
+        if list_:
+            rows = schedules.list_schedules()
+            for r in rows:
+                state = "paused" if r["paused"] else "active"
+                typer.echo(
+                    f"{r['name']:24s} {r['cron']:16s} {state:7s} {r['task']}  {r['data']}  pool={r['pool'] or '-'}"
+                )
+            if not rows:
+                typer.echo("no retrain schedules on this server")
+            return
+        for flag, value in (("pause", pause), ("resume", resume), ("delete", delete), ("run-now", run_now)):
+            if value is None:
+                continue
+            if flag == "delete":
+                schedules.delete_schedule(value)
+            elif flag == "run-now":
+                typer.echo(f"{value}: started flow run {schedules.run_now(value)}")
+                return
+            else:
+                schedules.set_paused(value, paused=flag == "pause")
+            typer.echo(f"{value}: {flag}d" if flag != "delete" else f"{value}: deleted")
+            return
+        if task is None or data is None or cron is None:
+            _fail(
+                "give --task, --data and --cron to register a schedule (or --list/--pause/--resume/--delete/--run-now)"
+            )
+            raise AssertionError  # unreachable: _fail exits
+        _checked_config(data, config)
+        params = {
+            "task": task.value,
+            "data": str(data.resolve()),
+            "out": None,
+            "store": str(_store(store).root.resolve()),
+            "config": str(config.resolve()) if config else None,
+            "epochs": epochs,
+            "text_column": text_column,
+            "label_column": label_column,
+            "header": not no_header,
+            "trials": trials,
+        }
+        schedule_name = name or f"retrain-{task.value}"
+        where = f"work pool {pool}" if pool else "this process (keep it running)"
+        typer.echo(f"schedule {schedule_name}: {cron} (UTC) on {os.environ.get('PREFECT_API_URL')}; runs in {where}")
+        schedules.register_schedule(schedule_name, cron, params, pool, image)
+    except (schedules.ScheduleError, StoreError) as exc:
+        _fail(str(exc))
 
 
 @app.command()

@@ -38,7 +38,7 @@ from training.promote import (
     register,
     write_report,
 )
-from training.runs import read_run_file, resumed_config, write_run_file
+from training.runs import new_run_dir, read_run_file, resumed_config, write_run_file
 from training.split import split_dataset
 from training.tf_env import is_chief
 from training.train import train_model
@@ -116,7 +116,7 @@ register_step = as_step(register, "register", retries=2)
 def retrain(
     task: str,
     data: str,
-    out: str,
+    out: str | None,
     store: str,
     config: str | None = None,
     epochs: int | None = None,
@@ -132,7 +132,7 @@ def retrain(
     With ``resume``, ``out`` is an interrupted run's directory: its saved configuration is used and
     training continues from its last epoch checkpoint.
     """
-    out_dir = Path(out)
+    out_dir = Path(out) if out else new_run_dir(task)  # scheduled runs get a new directory each time
     tuned = False
     if resume:
         saved = read_run_file(out_dir)

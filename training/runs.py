@@ -8,12 +8,20 @@
 from __future__ import annotations
 
 import json
+import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from training.config import ConfigError, RunConfig, config_to_dict, load_config
 
 RUN_FILE = "run.json"
+
+
+def new_run_dir(name: str) -> Path:
+    """A fresh run directory: $KILN_RUNS (default .kiln/runs) / NAME-<UTC timestamp>."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    return Path(os.environ.get("KILN_RUNS", Path(".kiln") / "runs")) / f"{name}-{stamp}"
 
 
 def write_run_file(run_dir: Path, params: dict[str, Any], cfg: RunConfig) -> Path:

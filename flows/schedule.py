@@ -1,0 +1,136 @@
+"""Scheduled retraining on a Prefect server (``kiln schedule``).
+
+Two ways to run the scheduled retrains, both a Prefect deployment of the retrain flow with a cron schedule on the
+server at PREFECT_API_URL:
+
+- **served** (default): ``flow.serve`` registers the deployment and keeps this process polling for its runs and
+  running them here. One process, no work pool or worker to set up: the right choice on one machine (a VM, a
+  systemd unit, a container that holds the data and the store).
+- **work pool** (``--pool``): the deployment is registered for a work pool and this process exits; the pool's
+  worker runs each retrain wherever the pool says. With deploy/k8s, that is the Kubernetes pool whose worker
+  starts each run as a Job from the training image (``--image``).
+
+Either way a deployment runs at most one retrain at a time (a deployment concurrency limit of 1), and the store's
+run lock stops a second retrain of the same task from any other source.
+
+    >>> register_schedule("nightly", "0 3 * * *", {"task": "image", "data": "/data/images"})  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.schedules import CronSchedule
+from prefect.flows import EntrypointType
+
+from flows.retrain import retrain
+
+FLOW = "retrain"
+
+
+class ScheduleError(ValueError):
+    """A schedule cannot be registered or changed; the message says what to fix."""
+
+
+def check_server() -> str:
+    """The Prefect server's API URL; schedules need a server that outlives this process."""
+    url = os.environ.get("PREFECT_API_URL", "")
+    if not url:
+        raise ScheduleError(
+            "PREFECT_API_URL is not set: schedules live on a Prefect server that keeps running - start one "
+            "(`prefect server start`) and export PREFECT_API_URL=http://127.0.0.1:4200/api"
+        )
+    return url
+
+
+def check_cron(cron: str) -> str:
+    try:
+        CronSchedule(cron=cron)
+    except ValueError as exc:
+        raise ScheduleError(f"--cron {cron!r} is not a valid cron expression ({exc}); e.g. '0 3 * * *'") from None
+    return cron
+
+
+def register_schedule(
+    name: str, cron: str, parameters: dict[str, Any], pool: str | None = None, image: str | None = None
+) -> None:
+    """Register ``retrain/NAME`` with a cron schedule; without ``pool``, serve its runs in this process (blocks)."""
+    check_server()
+    check_cron(cron)
+    common: dict[str, Any] = {
+        "name": name,
+        "cron": cron,
+        "parameters": parameters,
+        "description": f"kiln retrain of the {parameters['task']} model from {parameters['data']}",
+        "tags": ["kiln", parameters["task"]],
+    }
+    if pool:
+        retrain.deploy(
+            work_pool_name=pool,
+            image=image or "kiln-training:0.1.0",
+            build=False,
+            push=False,
+            concurrency_limit=1,
+            entrypoint_type=EntrypointType.MODULE_PATH,
+            print_next_steps=False,
+            **common,
+        )
+        return
+    retrain.serve(global_limit=1, print_starting_message=True, **common)
+
+
+def _deployment(client: Any, name: str) -> Any:
+    try:
+        return client.read_deployment_by_name(f"{FLOW}/{name}")
+    except Exception:  # noqa: BLE001 - Prefect raises ObjectNotFound, or an HTTP error for odd names
+        known = ", ".join(d["name"] for d in list_schedules()) or "none"
+        raise ScheduleError(f"no schedule named {name!r} on {check_server()} (schedules: {known})") from None
+
+
+def list_schedules() -> list[dict[str, Any]]:
+    """Every retrain deployment: name, cron, paused, parameters."""
+    check_server()
+    with get_client(sync_client=True) as client:
+        flows = {f.id: f.name for f in client.read_flows()}
+        rows = []
+        for d in client.read_deployments():
+            if flows.get(d.flow_id) != FLOW:
+                continue
+            crons = [getattr(s.schedule, "cron", None) for s in d.schedules]
+            rows.append(
+                {
+                    "name": d.name,
+                    "cron": ", ".join(c for c in crons if c) or "-",
+                    "paused": bool(d.paused),
+                    "task": d.parameters.get("task"),
+                    "data": d.parameters.get("data"),
+                    "pool": d.work_pool_name,
+                }
+            )
+        return rows
+
+
+def set_paused(name: str, paused: bool) -> None:
+    check_server()
+    with get_client(sync_client=True) as client:
+        deployment = _deployment(client, name)
+        (client.pause_deployment if paused else client.resume_deployment)(deployment.id)
+
+
+def delete_schedule(name: str) -> None:
+    check_server()
+    with get_client(sync_client=True) as client:
+        client.delete_deployment(_deployment(client, name).id)
+
+
+def run_now(name: str) -> str:
+    """Start a run of the schedule now (its served process or pool worker runs it); returns the run's id."""
+    check_server()
+    with get_client(sync_client=True) as client:
+        deployment = _deployment(client, name)
+        if deployment.paused:
+            raise ScheduleError(f"schedule {name!r} is paused; `kiln schedule --resume {name}` first")
+        run = client.create_flow_run_from_deployment(deployment.id)
+        return str(run.id)
