@@ -149,7 +149,15 @@ def _replay(body: bytes) -> Any:
 _settings = Settings()
 
 
-@bentoml.service(name="kiln", workers=_settings.workers, traffic={"timeout": 60})
+# Per-request access logging costs a worker about as much as the model does on small inputs: off unless asked
+# for (KILN_ACCESS_LOG=true). Tracing stays available, but the hot routes skip its middleware unless sampled.
+@bentoml.service(
+    name="kiln",
+    workers=_settings.workers,
+    traffic={"timeout": 60},
+    logging={"access": {"enabled": _settings.access_log}},
+    tracing={"excluded_urls": [] if _settings.trace_requests else ["/classify_image", "/classify_text"]},
+)
 class Kiln:
     def __init__(self) -> None:
         self.settings = Settings()

@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     tasks: str = Field("", description="comma-separated tasks this server must serve before /readyz is 200")
     max_image_pixels: int = Field(16_000_000, ge=1, description="largest image (width x height) decoded")
     max_text_chars: int = Field(20_000, ge=1, description="longest text accepted, in characters")
+    access_log: bool = Field(False, description="log every request (BentoML's access log)")
+    trace_requests: bool = Field(False, description="let OpenTelemetry trace the classify routes too")
     max_concurrency: int = Field(64, ge=1, description="requests in flight per worker before 503 + Retry-After")
 
     def required_tasks(self) -> list[str]:
