@@ -10,13 +10,14 @@ violations (wrong JSON types, missing fields) get BentoML's 400 with pydantic's 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
-from pydantic import Field
+from pydantic import BaseModel, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse
 
@@ -48,7 +49,13 @@ class RequestGuard:
     - GET /docs redirects to BentoML's API documentation page;
     - more than ``max_concurrency`` requests in flight get 503 with Retry-After, so an overload sheds load
       instead of queueing without bound.
+
+    Having read and checked the body, it answers the two classify routes itself with the service's Handlers
+    (the fast path): BentoML would parse the body a second time and spool the upload to a temporary file,
+    which costs more than the model. Everything else (docs, health, metrics) goes on to BentoML.
     """
+
+    handlers: Handlers | None = None  # set by the service instance of this worker process
 
     def __init__(self, app: Any, max_bytes: int, max_concurrency: int = 64):
         self.app = app
@@ -70,16 +77,19 @@ class RequestGuard:
             return
         self.in_flight += 1  # one event loop per worker: no lock needed
         try:
-            problem = await self._check(scope, receive)
-            if isinstance(problem, JSONResponse):
-                await problem(scope, receive, send)
-                return
-            await self.app(scope, _replay(problem), send)
+            checked = await self._check(scope, receive)
+            if isinstance(checked, JSONResponse):
+                await checked(scope, receive, send)
+            elif self.handlers is not None and isinstance(checked, tuple):
+                await self.handlers.answer(*checked)(scope, receive, send)
+            else:
+                await self.app(scope, _replay(checked[1] if isinstance(checked, tuple) else checked), send)
         finally:
             self.in_flight -= 1
 
-    async def _check(self, scope: dict, receive: Any) -> JSONResponse | bytes:
-        """The buffered body when the request is acceptable, else the error response."""
+    async def _check(self, scope: dict, receive: Any) -> JSONResponse | bytes | tuple[str, bytes]:
+        """The error response; or, for the classify routes, (route, image file bytes or JSON body); else the
+        buffered body."""
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         too_big = error(
             413,
@@ -107,13 +117,15 @@ class RequestGuard:
             if not message.get("more_body", False):
                 break
         if is_image:
-            problem = await _image_field_problem(scope, bytes(body))
-            if problem:
-                return error(400, problem)
+            upload = await _image_upload(scope, bytes(body))
+            return error(400, upload) if isinstance(upload, str) else ("image", upload)
+        if scope["path"] == "/classify_text":
+            return ("text", bytes(body))
         return bytes(body)
 
 
-async def _image_field_problem(scope: dict, body: bytes) -> str | None:
+async def _image_upload(scope: dict, body: bytes) -> bytes | str:
+    """The bytes of the file in field ``image``, or what is wrong with the form."""
     try:
         form = await Request(scope, _replay(body)).form(max_files=8, max_fields=32)
     except Exception as exc:  # noqa: BLE001 - any parse failure is the client's malformed body
@@ -127,9 +139,88 @@ async def _image_field_problem(scope: dict, body: bytes) -> str | None:
             )
         if isinstance(value, str):
             return "field 'image' must be a file upload, not a text value (curl -F image=@photo.png ...)"
-        return None
+        return await value.read()
     finally:
         await form.close()
+
+
+class TextInput(BaseModel):
+    texts: Annotated[list[str], Field(min_length=1, max_length=MAX_TEXTS)]
+
+
+class Handlers:
+    """The work of both classify routes, shared by the guard's fast path and the BentoML API methods: limits
+    that need the model's task, the model call (timed), metrics, the response body."""
+
+    def __init__(self, live: LiveModels, settings: Settings):
+        self.live = live
+        self.settings = settings
+
+    def answer(self, route: str, payload: bytes) -> JSONResponse:
+        if route == "image":
+            result = self.image(payload)
+        else:
+            try:
+                texts = TextInput.model_validate_json(payload).texts
+            except ValidationError as exc:
+                detail = json.loads(exc.json(include_url=False, include_context=False, include_input=False))
+                return JSONResponse({"error": str(exc).splitlines()[0], "detail": detail}, status_code=400)
+            result = self.text(texts)
+        return result if isinstance(result, JSONResponse) else JSONResponse(result)
+
+    def model(self, task: str) -> Classifier | JSONResponse:
+        model = self.live.get(task)
+        if model is None:
+            return error(
+                503,
+                f"no {task} model is in production in this server's store yet; train one with "
+                f"`kiln run --task {task}` - this server picks it up within {self.settings.reload_interval:g} s",
+            )
+        return model
+
+    def image(self, data: bytes) -> dict[str, Any] | JSONResponse:
+        model = self.model("image")
+        if isinstance(model, JSONResponse):
+            return model
+        if not data:
+            return error(400, "the uploaded file in field 'image' is empty (0 bytes)")
+        try:
+            batch = model.prepare_images([data], self.settings.max_image_pixels)
+        except InvalidImage as exc:
+            return error(400, f"field 'image' is not a usable image: {exc}")
+        return {**_predict(model, "image", batch, len(data))[0], "model": describe(model)}
+
+    def text(self, texts: list[str]) -> dict[str, Any] | JSONResponse:
+        model = self.model("text")
+        if isinstance(model, JSONResponse):
+            return model
+        limit = self.settings.max_text_chars
+        too_long = [i for i, text in enumerate(texts) if len(text) > limit]
+        if too_long:
+            return error(
+                413,
+                f"texts{too_long[:10]} are longer than {limit:,} characters (server setting KILN_MAX_TEXT_CHARS); "
+                "send the first part of each document",
+            )
+        # Blank as training judges it: nothing left after standardisation (punctuation, symbols, spaces).
+        blank = [i for i, text in enumerate(texts) if not standardize(text)]
+        if blank:
+            return error(400, f"texts{blank[:10]} have no words (empty, whitespace or punctuation only)")
+        payload = sum(len(text.encode("utf-8", "replace")) for text in texts)
+        return {"predictions": _predict(model, "text", model.prepare_texts(texts), payload), "model": describe(model)}
+
+
+def _predict(model: Classifier, task: str, batch: Any, payload_bytes: int) -> list[dict[str, Any]]:
+    """Run the model on a prepared batch and count it (metrics are per version)."""
+    started = time.perf_counter()
+    probs = model.predict(batch)
+    metrics.INFERENCE_SECONDS.labels(task=task).observe(time.perf_counter() - started)
+    metrics.REQUEST_BYTES.labels(task=task).observe(payload_bytes)
+    predictions = model.decode(probs)
+    version = model.info["version"]
+    for p in predictions:
+        metrics.PREDICTIONS.labels(task=task, label=p["label"], version=version).inc()
+    return predictions
 
 
 def _replay(body: bytes) -> Any:
@@ -166,6 +257,8 @@ class Kiln:
         # the production pointers: promotions and rollbacks reach this server without a restart.
         self.live = LiveModels(self.store, self.settings)
         self.live.start()
+        self.handlers = Handlers(self.live, self.settings)
+        RequestGuard.handlers = self.handlers  # this worker's guard answers the classify routes with them
 
     def __is_ready__(self) -> bool:
         ready, why = self.live.ready()
@@ -173,69 +266,19 @@ class Kiln:
             log.info("not ready: %s", why)
         return ready
 
-    def _model(self, task: str) -> Classifier | JSONResponse:
-        model = self.live.get(task)
-        if model is None:
-            return error(
-                503,
-                f"no {task} model is in production in this server's store yet; train one with "
-                f"`kiln run --task {task}` - this server picks it up within {self.settings.reload_interval:g} s",
-            )
-        return model
-
-    @staticmethod
-    def _answer(model: Classifier, task: str, batch: Any, payload_bytes: int) -> list[dict[str, Any]]:
-        """Run the model on a prepared batch and count it (metrics are per version)."""
-        started = time.perf_counter()
-        probs = model.predict(batch)
-        metrics.INFERENCE_SECONDS.labels(task=task).observe(time.perf_counter() - started)
-        metrics.REQUEST_BYTES.labels(task=task).observe(payload_bytes)
-        predictions = model.decode(probs)
-        version = model.info["version"]
-        for p in predictions:
-            metrics.PREDICTIONS.labels(task=task, label=p["label"], version=version).inc()
-        return predictions
-
+    # What BentoML's own clients and the OpenAPI page see. HTTP requests to these routes are answered by
+    # RequestGuard's fast path with the same Handlers, before BentoML parses them.
     @bentoml.api(route="/classify_image")
     def classify_image(self, image: Path) -> dict[str, Any]:
         """Classify one image file (multipart field ``image``): label, score, scores per label, and the
         model (name, version, variant) that answered."""
-        model = self._model("image")
-        if isinstance(model, JSONResponse):
-            return model  # type: ignore[return-value]
-        data = image.read_bytes()
-        if not data:
-            return error(400, "the uploaded file in field 'image' is empty (0 bytes)")  # type: ignore[return-value]
-        try:
-            batch = model.prepare_images([data], self.settings.max_image_pixels)
-        except InvalidImage as exc:
-            return error(400, f"field 'image' is not a usable image: {exc}")  # type: ignore[return-value]
-        return {**self._answer(model, "image", batch, len(data))[0], "model": describe(model)}
+        return self.handlers.image(image.read_bytes())  # type: ignore[return-value]
 
     @bentoml.api(route="/classify_text")
     def classify_text(self, texts: Annotated[list[str], Field(min_length=1, max_length=MAX_TEXTS)]) -> dict[str, Any]:
         """Classify 1 to 256 texts: one prediction (label, score, scores) per text, in order, and the model
         (name, version, variant) that answered."""
-        model = self._model("text")
-        if isinstance(model, JSONResponse):
-            return model  # type: ignore[return-value]
-        limit = self.settings.max_text_chars
-        too_long = [i for i, text in enumerate(texts) if len(text) > limit]
-        if too_long:
-            return error(  # type: ignore[return-value]
-                413,
-                f"texts{too_long[:10]} are longer than {limit:,} characters (server setting KILN_MAX_TEXT_CHARS); "
-                "send the first part of each document",
-            )
-        # Blank as training judges it: nothing left after standardisation (punctuation, symbols, spaces).
-        blank = [i for i, text in enumerate(texts) if not standardize(text)]
-        if blank:
-            return error(400, f"texts{blank[:10]} have no words (empty, whitespace or punctuation only)")  # type: ignore[return-value]
-        payload = sum(len(text.encode("utf-8", "replace")) for text in texts)
-        return {
-            "predictions": self._answer(model, "text", model.prepare_texts(texts), payload),
-            "model": describe(model),
-        }
+        return self.handlers.text(texts)  # type: ignore[return-value]
 
 
 # The decorator returns a bentoml Service, which mypy still sees as the plain class.

@@ -241,7 +241,7 @@ def test_overload_gets_503_with_retry_after() -> None:
         await send({"type": "http.response.body", "body": b"ok"})
 
     guard = RequestGuard(slow_app, max_bytes=1000, max_concurrency=1)
-    scope = {"type": "http", "method": "POST", "path": "/classify_text", "headers": []}
+    scope = {"type": "http", "method": "POST", "path": "/some_slow_route", "headers": []}
 
     async def call() -> list[dict]:
         sent: list[dict] = []
