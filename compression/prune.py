@@ -46,8 +46,15 @@ def sparsity_of(model: keras.Model, names: set[str]) -> float:
     return float(sum(int(np.sum(w == 0)) for w in weights) / total) if total else 0.0
 
 
+def prune_epochs_for(cfg: RunConfig, task: str) -> int:
+    """``compress.prune_epochs``, or by task when unset: 3 for images; 2 for texts, whose models stop early after a
+    few epochs and overfit when fine-tuned longer (SUBJ, MR, AG News: 2 epochs kept 0.4-0.5 more validation
+    points than 3)."""
+    return cfg.compress.prune_epochs or (3 if task == "image" else 2)
+
+
 def prune_model(trained: Any, train: Dataset, cfg: RunConfig) -> Pruned:
-    """Prune a clone of ``trained.model`` and fine-tune it for ``compress.prune_epochs`` on ``train``.
+    """Prune a clone of ``trained.model`` and fine-tune it for prune_epochs_for(cfg, task) epochs on ``train``.
 
     Raises ValueError when no layer of the model can be pruned."""
     import tensorflow_model_optimization as tfmot
@@ -56,13 +63,17 @@ def prune_model(trained: Any, train: Dataset, cfg: RunConfig) -> Pruned:
     steps_per_epoch = max(1, math.ceil(len(train) / cfg.train.batch_size))
     # Reach the target after 70% of the fine-tuning steps and hold it for the rest. tfmot prunes only on steps
     # that are multiples of the frequency, so the end step is one: the final sparsity is really applied.
-    ramp = max(1, int(steps_per_epoch * c.prune_epochs * 0.7))
+    epochs = prune_epochs_for(cfg, train.task)
+    ramp = max(1, int(steps_per_epoch * epochs * 0.7))
     frequency = max(1, min(100, ramp // 10))
     end_step = frequency * max(1, ramp // frequency)
     targets: dict[str, float] = {}
 
     def wrap(layer: keras.layers.Layer) -> keras.layers.Layer:
-        target = c.sparsity_overrides.get(layer.name, c.sparsity)
+        # The wide (linear) half of a text model keeps its weights unless an override names it: it is what the
+        # deep half builds on, pruning it cost 0.7 validation points on MR, and it holds few of the weights.
+        default = 0.0 if layer.name.startswith("wide_") else c.sparsity
+        target = c.sparsity_overrides.get(layer.name, default)
         if target <= 0 or not _prunable(layer):
             return layer
         targets[layer.name] = target
@@ -81,9 +92,9 @@ def prune_model(trained: Any, train: Dataset, cfg: RunConfig) -> Pruned:
         "pruning %d layers to %.0f%% sparsity over %d fine-tuning epochs",
         len(targets),
         100 * c.sparsity,
-        c.prune_epochs,
+        epochs,
     )
-    fine_tune(clone, train, trained.spec, cfg, c.prune_epochs, [tfmot.sparsity.keras.UpdatePruningStep()])
+    fine_tune(clone, train, trained.spec, cfg, epochs, [tfmot.sparsity.keras.UpdatePruningStep()])
     stripped = tfmot.sparsity.keras.strip_pruning(clone)
     sparsity = sparsity_of(stripped, set(targets))
     log.info("pruned: %.1f%% of the pruned layers' weights are zero", 100 * sparsity)

@@ -209,7 +209,7 @@ class CompressConfig:
     variants: tuple[str, ...] = COMPRESSION_VARIANTS
     sparsity: float = 0.75
     sparsity_overrides: dict[str, float] = field(default_factory=dict)  # layer name -> target sparsity
-    prune_epochs: int = 3
+    prune_epochs: int | None = None  # None: 3 for images, 2 for texts (compression.prune.prune_epochs_for)
     prune_learning_rate_factor: float = 0.5  # fine-tuning learning rate (pruning and QAT), relative to training's
     qat_epochs: int = 2
     # QAT only where tfmot's supported layers hold at least this share of the weights (not text models,
@@ -366,7 +366,7 @@ def _validate(cfg: RunConfig) -> None:
         raise ConfigError("compress.qat_epochs must be >= 1, qat_min_coverage in [0, 1], latency_floor_ms >= 0")
     if not 0 <= cc.sparsity < 1 or any(not 0 <= v < 1 for v in cc.sparsity_overrides.values()):
         raise ConfigError("compress.sparsity and compress.sparsity_overrides values must be in [0, 1)")
-    if cc.prune_epochs < 1 or cc.prune_learning_rate_factor <= 0:
+    if (cc.prune_epochs is not None and cc.prune_epochs < 1) or cc.prune_learning_rate_factor <= 0:
         raise ConfigError("compress.prune_epochs must be at least 1 and prune_learning_rate_factor > 0")
     if d.image_cache not in IMAGE_CACHES:
         raise ConfigError(f"data.image_cache must be one of {', '.join(IMAGE_CACHES)}, got {d.image_cache!r}")

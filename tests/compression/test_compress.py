@@ -269,3 +269,17 @@ def test_parity_failure_stops_registration() -> None:
     assert check_parity(a, a + 1e-6, 1e-4)["max_abs_diff"] < 1e-4
     with pytest.raises(ParityError, match="differ from Keras"):
         check_parity(a, a[:, ::-1], 1e-4)
+
+
+@pytest.mark.slow
+def test_the_wide_half_of_a_text_model_stays_dense(text_run, tmp_path: Path) -> None:
+    from compression.prune import prune_model
+    from training.clean import load_dataset
+
+    trained, _, cfg = text_run
+    train = load_dataset("text", write_csv(tmp_path / "t.csv", make_texts(20)))
+    pruned = prune_model(trained, train, cfg)
+    assert "wide_weights" not in pruned.layers and pruned.layers  # the deep half was pruned
+    before = trained.model.get_layer("wide_weights").get_weights()[0]
+    after = pruned.model.get_layer("wide_weights").get_weights()[0]
+    assert int((after == 0).sum()) <= int((before == 0).sum()) + before.size // 100
