@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from fastapi import FastAPI, File, UploadFile
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -103,8 +104,6 @@ def onnx_app() -> Starlette:
 
 
 def keras_app() -> Any:
-    from fastapi import FastAPI, File, UploadFile
-
     import training.models  # noqa: F401 - registers Kiln's custom layers for loading
     from serving.preprocess import encode_texts, spec_from_dict
     from training.tf_env import keras

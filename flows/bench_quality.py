@@ -151,6 +151,12 @@ def targets(run: dict[str, Any]) -> str:
     return "; ".join(notes)
 
 
+def beats(kiln: float, peer: float) -> str:
+    """yes / tie / no. Reports round accuracy to 6 digits, so equal item counts must compare equal."""
+    kiln, peer = round(kiln, 6), round(peer, 6)
+    return "yes" if kiln > peer else "tie" if kiln == peer else "no"
+
+
 def previous_rows(path: Path, start: str = START, end: str = END) -> dict[str, list[str]]:
     """Rows of a table already in ``path``, by data set name (``--only`` keeps the others)."""
     text = path.read_text() if path.exists() else ""
@@ -192,7 +198,7 @@ def run_quality_bench(
         results[name] = {"peer": peer, "default": default, "tuned": tuned}
         compression += variant_rows(name, default) + [f"| {name} | targets: {targets(default)} |" + " |" * 8]
         tuned_cell = f"{tuned['accuracy']:.4f} ({tuned['model']}, {tuned['wall_seconds']:.0f} s)" if tuned else "—"
-        verdict = "yes" if default["accuracy"] > peer["accuracy"] else "no"
+        verdict = beats(default["accuracy"], peer["accuracy"])
         peer_cell = f"{peer['accuracy']:.4f} ({peer['seconds']:.1f} s)"
         rows.append(
             f"| {name} | {task} | {default['test']} | {peer['name']} | {peer_cell} "
