@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
+import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse
 
 from serving import metrics
 from serving.live import LiveModels, describe
-from serving.preprocess import InvalidImage, standardize
+from serving.preprocess import InvalidImage, TextSpec
 from serving.runtime import Classifier
 from serving.settings import Settings
 from serving.store import ModelStore
@@ -202,12 +203,16 @@ class Handlers:
                 f"texts{too_long[:10]} are longer than {limit:,} characters (server setting KILN_MAX_TEXT_CHARS); "
                 "send the first part of each document",
             )
-        # Blank as training judges it: nothing left after standardisation (punctuation, symbols, spaces).
-        blank = [i for i, text in enumerate(texts) if not standardize(text)]
+        batch = model.prepare_texts(texts)
+        # Blank as training judges it: no token left after standardisation (punctuation, symbols, spaces). An
+        # unknown word still encodes as [UNK] (1), so an all-padding row is exactly a text with no words.
+        assert isinstance(model.spec, TextSpec)
+        words = batch[:, : model.spec.max_length]
+        blank = np.flatnonzero(~words.any(axis=1)).tolist()
         if blank:
             return error(400, f"texts{blank[:10]} have no words (empty, whitespace or punctuation only)")
         payload = sum(len(text.encode("utf-8", "replace")) for text in texts)
-        return {"predictions": _predict(model, "text", model.prepare_texts(texts), payload), "model": describe(model)}
+        return {"predictions": _predict(model, "text", batch, payload), "model": describe(model)}
 
 
 def _predict(model: Classifier, task: str, batch: Any, payload_bytes: int) -> list[dict[str, Any]]:
