@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from serving.client import KilnClient, KilnServer
+from serving.store import ModelStore
 from tests.conftest import TINY_CONFIG, add_dirt, make_image_folder, make_texts, write_csv
 from tests.flows.test_retrain_flow import check_report_contract
 
@@ -134,4 +135,5 @@ def test_untrainable_data_exits_2_naming_the_fix(tmp_path: Path) -> None:
     result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
     assert "error: " in result.stderr and "only one class ('spam', 20 examples)" in result.stderr
-    assert not (tmp_path / "s" / "text").exists()  # nothing registered
+    store = ModelStore(tmp_path / "s")
+    assert store.versions("text") == [] and store.production("text") is None  # nothing registered
