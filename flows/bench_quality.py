@@ -20,6 +20,16 @@ from typing import Any
 import numpy as np
 
 START, END = "<!-- quality-bench:start -->", "<!-- quality-bench:end -->"
+# Kept true to the latest measurements in docs/BENCHMARKS.md; rewrite it when the numbers move.
+WHY_TARGETS_MISSED = (
+    "Where a target is missed, why: the image models are small (0.1-0.4 M weights), so the graph's own bytes and "
+    "the unpruned first and last layers weigh more than in the text models, and 0.8 sparsity, which would pass "
+    "10x, cost digits 3-4 points; text models spend most of their time outside the quantized convolutions "
+    "(embedding gathers, the bag of n-grams, float glue between QDQ pairs), so INT8 speeds batch 32 up by "
+    "1.0-1.25x only; image INT8 reaches 1.56x (notMNIST) but a smaller variant within budget is served. "
+    "Timings on this shared machine move by up to 2x between minutes, so `balanced` picks among near-equal "
+    "variants differently from run to run.\n"
+)
 VARIANTS_START, VARIANTS_END = "<!-- variants-bench:start -->", "<!-- variants-bench:end -->"
 # The development data sets sit beside the repository (../shared/datasets); --datasets overrides.
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
@@ -230,6 +240,7 @@ def run_quality_bench(
         "chosen) with ONNX Runtime on all cores; ratios and the accuracy drop (points) are against fp32. "
         "Targets: pruned_int8 at least 10x smaller (gzip) within 1 point; the served variant at least 1.5x "
         "faster than fp32 at batch 32 and not slower at batch 1.\n",
+        WHY_TARGETS_MISSED,
         "| data set | variant | method | gzip bytes | gzip x smaller | sparsity | accuracy | drop vs fp32 "
         "| b1 p50 ms | b32 p50 ms | b32 x faster |",
         "|---|---|---|---|---|---|---|---|---|---|---|",

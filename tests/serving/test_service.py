@@ -279,3 +279,19 @@ def test_health_and_docs_routes(client: TestClient) -> None:
 def test_classify_text_non_json_body_gets_415(client: TestClient) -> None:
     r = client.post("/classify_text", content=b"good film", headers={"content-type": "text/plain"})
     assert r.status_code == 415 and "application/json" in r.json()["error"]
+
+
+def test_large_jpeg_is_decoded_at_reduced_size_and_odd_modes_never_fail(client: TestClient) -> None:
+    from serving.preprocess import decode_image
+
+    buf = io.BytesIO()
+    Image.new("L", (4000, 3000), 128).save(buf, format="JPEG")
+    # draft mode: DCT scaling keeps at least 4x the model's 8x8 input, far less than 12 megapixels
+    decoded = decode_image(buf.getvalue(), draft=(8, 8))
+    assert decoded.size[0] < 4000 and decoded.size[0] >= 32 and decoded.size[1] >= 32
+    assert client.post("/classify_image", files={"image": ("big.jpg", buf.getvalue(), "image/jpeg")}).status_code == 200
+    for mode, fmt in (("LAB", "TIFF"), ("CMYK", "TIFF"), ("I;16", "PNG"), ("F", "TIFF"), ("1", "BMP")):
+        odd = io.BytesIO()
+        Image.new(mode, (12, 12)).save(odd, format=fmt)
+        r = client.post("/classify_image", files={"image": (f"x.{fmt.lower()}", odd.getvalue(), "image/tiff")})
+        assert r.status_code in (200, 400), (mode, r.text)  # served when convertible, else a clear 400
