@@ -233,15 +233,16 @@ class WeightedBag(keras.layers.Layer):
 
 
 def _wide(ids: Any, spec: TextSpec, cfg: TextModelConfig) -> Any:
-    """The wide half of wide & deep (Cheng et al. 2016): a linear model over the TF-IDF bag whose logits
-    join the network's. Its IDF and weights are set from the training split before training
-    (training.wide); the network then learns what the linear model misses."""
+    """The wide half of wide & deep (Cheng et al. 2016): a linear model over the (TF-IDF or count) bag whose
+    logits join the network's. Its per-id weights and class weights are fitted on the training split in
+    closed form and loaded before (joint) or after (blend) the network trains (training.wide)."""
     idf = layers.Embedding(spec.input_vocabulary, 1, embeddings_initializer="ones", trainable=False, name="wide_idf")
     table = layers.Embedding(
         spec.input_vocabulary,
         len(spec.labels),
         embeddings_initializer="zeros",
-        trainable=cfg.wide_trainable,
+        # blend trains the network alone and sets these afterwards (training.wide)
+        trainable=cfg.wide_trainable and cfg.wide_mode == "joint",
         name="wide_weights",
     )
     return WeightedBag(name="wide_logits", dtype="float32")([table(ids), idf(ids), ids])

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.preprocess import Spec
+from serving.preprocess import Spec, TextSpec
 from training.callbacks import BEST_WEIGHTS, FINISHED, build_callbacks, maximises, monitor_name, read_history
 from training.config import RunConfig, TrainConfig, train_config_for
 from training.data import Dataset
@@ -28,7 +28,7 @@ from training.models import build_model
 from training.optimizers import build_optimizer
 from training.pipeline import eval_batches, training_batches
 from training.tf_env import configure_devices, distribution, keras, set_seed, use_mixed_precision
-from training.wide import warm_start
+from training.wide import LinearFit, blend, fit_linear_models, has_wide_half, warm_start
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class TrainedModel:
     stopped_early: bool = False
     class_weights: dict[str, float] | None = None
     examples_per_s: float = 0.0
-    wide: dict[str, float] | None = None  # the wide half's warm start (text models), for the report
+    wide: dict[str, Any] | None = None  # the wide half's fit and blend (text models), for the report
 
     def summary(self) -> dict[str, Any]:
         """The ``training`` section of report.json."""
@@ -105,7 +105,7 @@ def train_model(
             metrics=["accuracy"],
             jit_compile=t.jit_compile,
         )
-        wide = fit_wide(model, train, val, spec, bool(weights))
+        linear = fit_wide(model, train, val, spec, bool(weights), cfg.text_model.wide_mode)
     log.info(
         "training %s (%s parameters): %d train / %d validation examples, %d classes; %s, lr %g, %s schedule%s",
         model.name,
@@ -118,6 +118,7 @@ def train_model(
         t.lr_schedule,
         "; balanced class weights (imbalanced classes)" if weights else "",
     )
+    linear_summary = {"mode": cfg.text_model.wide_mode, **linear.summary()} if linear is not None else None
     has_val = len(val) > 0
     finished = run_dir / FINISHED if run_dir is not None else None
     started = time.perf_counter()
@@ -147,6 +148,8 @@ def train_model(
             float32 = build_model(spec, cfg)
             float32.set_weights(model.get_weights())
             model = float32
+        if linear is not None and linear_summary is not None and cfg.text_model.wide_mode == "blend":
+            linear_summary |= blend(model, linear, to_inputs(val, spec), encode_labels(val.labels, spec.labels))
         if finished is not None:
             model.save(finished)
     seconds = time.perf_counter() - started
@@ -166,22 +169,29 @@ def train_model(
         stopped_early=stopped_early,
         class_weights={spec.labels[i]: round(w, 4) for i, w in weights.items()} if weights else None,
         examples_per_s=len(train) * epochs_now / seconds if seconds else 0.0,
-        wide=wide,
+        wide=linear_summary,
     )
 
 
-def fit_wide(model: keras.Model, train: Dataset, val: Dataset, spec: Spec, balanced: bool) -> dict[str, float] | None:
-    """Warm-start a wide & deep text model's linear half on the training split (training.wide)."""
-    if train.task != "text":
+def fit_wide(
+    model: keras.Model, train: Dataset, val: Dataset, spec: Spec, balanced: bool, mode: str
+) -> LinearFit | None:
+    """Fit a wide & deep text model's linear half on the training split (training.wide); ``joint`` loads it
+    into the model now, ``blend`` after the network has trained."""
+    if not isinstance(spec, TextSpec) or not has_wide_half(model):
         return None
-    return warm_start(
-        model,
+    fit = fit_linear_models(
         to_inputs(train, spec),
         encode_labels(train.labels, spec.labels),
         to_inputs(val, spec),
         encode_labels(val.labels, spec.labels),
+        spec.input_vocabulary,
+        len(spec.labels),
         balanced,
     )
+    if mode == "joint":
+        warm_start(model, fit)
+    return fit
 
 
 @contextlib.contextmanager

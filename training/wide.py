@@ -1,27 +1,57 @@
-"""The wide half of a wide & deep text model, fitted before the network trains: IDF weights from the
-training split and a multinomial logistic regression over the L2-normalised TF-IDF bag of the model's own
-word and bigram ids, with its strength chosen on the validation split.
+"""The wide half of a wide & deep text model: a linear classifier over the model's own word and bigram ids,
+fitted in closed form on the training split, then joined to the network in one of two ways.
 
-Warm-starting the wide weights at the convex optimum means the text model begins as a strong linear
-classifier (the TF-IDF + linear SVM family) and gradient descent only has to add what word order and
-embeddings know; training the two halves jointly from zero leaves the linear half underfitted when early
-stopping ends the run after a few epochs.
+Two linear models are fitted and the better on the validation split is kept: multinomial logistic
+regression on the L2-normalised TF-IDF bag (the TF-IDF + linear SVM family), strength chosen on validation,
+and multinomial naive Bayes on the counts (which wins on subjectivity-style data, Wang & Manning 2012).
+Both are exactly what ``models.WeightedBag`` computes with the right per-id weights, so serving still sends
+only ids.
 
-    >>> warm_start(model, train_ids, train_y, val_ids, val_y, class_weight)  # doctest: +SKIP
+- ``joint`` (the default): the wide half is warm-started before training, so the model starts as the
+  linear classifier and the network learns what it misses.
+- ``blend``: the network trains alone with the wide half at zero; afterwards both halves' logits are
+  temperature-scaled and added with a weight chosen on validation, by editing weights only (an ensemble).
+
+    >>> fit = fit_linear_models(train_ids, train_y, val_ids, val_y, vocabulary, 2, False)  # doctest: +SKIP
+    >>> warm_start(model, fit)  # joint  # doctest: +SKIP
+    >>> blend(model, fit, val_ids, val_y)  # blend, after training  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.optimize import minimize_scalar
 
 log = logging.getLogger(__name__)
 
 # Inverse regularisation strengths tried; the one with the best validation accuracy wins.
 C_GRID = (1.0, 3.0, 10.0, 30.0, 100.0)  # weakly regularised ends win on short texts (30 chosen on 3 of 7 sets)
+NB_ALPHAS = (0.1, 0.3, 1.0)  # naive Bayes smoothing; hashed bigrams want little
+BLEND_WEIGHTS = np.linspace(0.0, 1.0, 21)  # the linear half's share of the blended logits
+
+
+@dataclass
+class LinearFit:
+    """One fitted linear model as the wide layers hold it: logits = bag(ids, id_weights) @ weights + bias."""
+
+    name: str  # logistic_regression | naive_bayes
+    id_weights: np.ndarray  # per id: IDF for logistic regression, ones for naive Bayes
+    weights: np.ndarray  # (vocabulary, classes)
+    bias: np.ndarray  # (classes,)
+    params: dict[str, float]
+    val_accuracy: float
+    tried: dict[str, float] = field(default_factory=dict)  # validation accuracy of each model fitted
+
+    def logits(self, ids: np.ndarray) -> np.ndarray:
+        return np.asarray(bag(ids, self.id_weights) @ self.weights) + self.bias
+
+    def summary(self) -> dict[str, Any]:
+        return {"linear_model": self.name, **self.params, "val_accuracy": round(self.val_accuracy, 4)}
 
 
 def counts(ids: np.ndarray, vocabulary: int) -> sp.csr_matrix:
@@ -48,10 +78,24 @@ def bag(ids: np.ndarray, idf: np.ndarray) -> sp.csr_matrix:
     return sp.csr_matrix(sp.diags(1 / norm) @ weighted)
 
 
+def accuracy(logits: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(logits.argmax(axis=1) == y)) if len(y) else 0.0
+
+
+def _widen(coef: np.ndarray, intercept: np.ndarray, seen: np.ndarray, classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(features, seen classes) weights into (features, classes): a class absent from training keeps zeros."""
+    full = np.zeros((coef.shape[0], classes))
+    full[:, seen] = coef
+    bias = np.zeros(classes)
+    bias[seen] = intercept
+    return full, bias
+
+
 def fit_linear(
     x: sp.csr_matrix, y: np.ndarray, xv: sp.csr_matrix, yv: np.ndarray, classes: int, balanced: bool
 ) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """Weights (features, classes), intercepts (classes), the chosen C and its validation accuracy."""
+    """Logistic regression: weights (features, classes), intercepts (classes), the chosen C and its
+    validation accuracy."""
     from sklearn.linear_model import LogisticRegression
 
     best: tuple[float, Any, float] | None = None
@@ -67,36 +111,148 @@ def fit_linear(
     if coef.shape[1] == 1:  # two classes seen: one weight vector; softmax wants one per class
         coef = np.concatenate([-coef / 2, coef / 2], axis=1)
         intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
-    full = np.zeros((x.shape[1], classes))
-    full[:, model.classes_] = coef  # a class absent from training keeps zero weight
-    bias = np.zeros(classes)
-    bias[model.classes_] = intercept
+    full, bias = _widen(coef, intercept, model.classes_, classes)
     return full, bias, c, score
 
 
-def warm_start(
-    model: Any,
+def fit_naive_bayes(
+    x: sp.csr_matrix, y: np.ndarray, xv: sp.csr_matrix, yv: np.ndarray, classes: int, balanced: bool
+) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Multinomial naive Bayes on counts ``x``; its log-probabilities are scored, as the model computes
+    them, on the count bag divided by sqrt(tokens) (``xv``), where the prior is not divided. Each feature's
+    row is centred over the classes: a per-id constant cancels in the softmax, and small values quantize
+    well. Returns weights, bias, the chosen smoothing alpha and its validation accuracy."""
+    from sklearn.naive_bayes import MultinomialNB
+
+    best: tuple[float, np.ndarray, np.ndarray, float] | None = None
+    for alpha in NB_ALPHAS:
+        model = MultinomialNB(alpha=alpha, fit_prior=not balanced).fit(x, y)
+        log_prob = model.feature_log_prob_.T
+        coef = log_prob - log_prob.mean(axis=1, keepdims=True)
+        weights, bias = _widen(coef, model.class_log_prior_, model.classes_, classes)
+        if len(model.classes_) < classes:  # an unseen class must never win: far below the others' prior
+            bias[np.setdiff1d(np.arange(classes), model.classes_)] = model.class_log_prior_.min() - 30.0
+        score = accuracy(np.asarray(xv @ weights) + bias, yv) if len(yv) else -alpha
+        if best is None or score > best[0]:
+            best = (score, weights, bias, alpha)
+    assert best is not None
+    score, weights, bias, alpha = best
+    return weights, bias, alpha, score
+
+
+def fit_linear_models(
     train_ids: np.ndarray,
     train_y: np.ndarray,
     val_ids: np.ndarray,
     val_y: np.ndarray,
+    vocabulary: int,
+    classes: int,
     balanced: bool,
-) -> dict[str, float] | None:
-    """Set a wide & deep model's IDF, wide weights and output bias from the training split; None if the
-    model has no wide half. Returns what was fitted, for the log and report."""
-    names = {layer.name for layer in model.layers}
-    if "wide_weights" not in names:
-        return None
-    table = model.get_layer("wide_weights")
-    vocabulary, classes = table.input_dim, table.output_dim
+) -> LinearFit:
+    """Fit logistic regression (TF-IDF bag) and naive Bayes (count bag); keep the better on validation
+    (logistic regression on a tie or without a validation split)."""
     idf = inverse_document_frequency(train_ids, vocabulary)
-    x, xv = bag(train_ids, idf), bag(val_ids, idf)
-    weights, bias, c, score = fit_linear(x, train_y, xv, val_y, classes, balanced)
-    model.get_layer("wide_idf").set_weights([idf[:, None].astype("float32")])
-    table.set_weights([weights.astype("float32")])
-    kernel, _ = model.get_layer("deep_logits").get_weights()
-    model.get_layer("deep_logits").set_weights([kernel, bias.astype("float32")])
-    log.info(
-        "wide half: logistic regression on %d TF-IDF features, C=%g, validation accuracy %.4f", vocabulary, c, score
+    weights, bias, c, score = fit_linear(bag(train_ids, idf), train_y, bag(val_ids, idf), val_y, classes, balanced)
+    lr = LinearFit("logistic_regression", idf, weights, bias, {"C": c}, score)
+    ones = np.ones(vocabulary)
+    weights, bias, alpha, score = fit_naive_bayes(
+        counts(train_ids, vocabulary), train_y, bag(val_ids, ones), val_y, classes, balanced
     )
-    return {"C": c, "val_accuracy": round(score, 4)}
+    nb = LinearFit("naive_bayes", ones, weights, bias, {"alpha": alpha}, score)
+    best = nb if len(val_y) and nb.val_accuracy > lr.val_accuracy else lr
+    best.tried = {lr.name: round(lr.val_accuracy, 4), nb.name: round(nb.val_accuracy, 4)}
+    log.info(
+        "wide half: %s (%s), validation accuracy %.4f (logistic regression %.4f, naive Bayes %.4f; %d features)",
+        best.name,
+        ", ".join(f"{k}={v:g}" for k, v in best.params.items()),
+        best.val_accuracy,
+        lr.val_accuracy,
+        nb.val_accuracy,
+        vocabulary,
+    )
+    return best
+
+
+def has_wide_half(model: Any) -> bool:
+    return "wide_weights" in {layer.name for layer in model.layers}
+
+
+def _set_wide(model: Any, fit: LinearFit, scale: float = 1.0) -> None:
+    model.get_layer("wide_idf").set_weights([fit.id_weights[:, None].astype("float32")])
+    model.get_layer("wide_weights").set_weights([(fit.weights * scale).astype("float32")])
+
+
+def warm_start(model: Any, fit: LinearFit) -> None:
+    """joint: load the linear model into the wide half and its intercepts into the output bias, so the
+    untrained model (its network's output layer at zero) predicts exactly what the linear model does."""
+    _set_wide(model, fit)
+    kernel, _ = model.get_layer("deep_logits").get_weights()
+    model.get_layer("deep_logits").set_weights([kernel, fit.bias.astype("float32")])
+
+
+def _log_loss(logits: np.ndarray, y: np.ndarray) -> float:
+    z = logits - logits.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-log_p[np.arange(len(y)), y].mean())
+
+
+def temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """The scale of ``logits`` that minimises the validation log-loss (Guo et al. 2017), in [e^-6, e^4]."""
+    found = minimize_scalar(lambda t: _log_loss(logits * np.exp(t), y), bounds=(-6.0, 4.0), method="bounded")
+    return float(np.exp(found.x))
+
+
+def choose_blend(deep: np.ndarray, linear: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
+    """Scales (network, linear) for ``scale_d * deep + scale_l * linear``, chosen on validation: each half
+    is calibrated by temperature, the linear share w is the best validation accuracy on a grid (ties: the
+    lower log-loss), and the sum is calibrated again. Returns (scale_d, scale_l, w, validation accuracy)."""
+    if not len(y):  # nothing to choose on: an even, uncalibrated blend
+        return 0.5, 0.5, 0.5, 0.0
+    deep_t, linear_t = deep * temperature(deep, y), linear * temperature(linear, y)
+    scored = [
+        (accuracy((1 - w) * deep_t + w * linear_t, y), -_log_loss((1 - w) * deep_t + w * linear_t, y), w)
+        for w in BLEND_WEIGHTS
+    ]
+    score, _, share = max(scored)
+    mixed = (1 - share) * deep_t + share * linear_t
+    t = temperature(mixed, y)
+    return (
+        t * (1 - share) * temperature(deep, y),
+        t * share * temperature(linear, y),
+        float(share),
+        score,
+    )
+
+
+def deep_logits(model: Any, ids: np.ndarray) -> np.ndarray:
+    """The network half's logits (the wide half excluded), as the model's ``deep_logits`` layer computes them."""
+    from training.tf_env import keras
+
+    network = keras.Model(model.input, model.get_layer("deep_logits").output)
+    return np.asarray(network.predict(ids, batch_size=256, verbose=0), dtype=np.float64)
+
+
+def blend(model: Any, fit: LinearFit, val_ids: np.ndarray, val_y: np.ndarray) -> dict[str, float]:
+    """blend, after the network trained with the wide half at zero: scale the network's output layer and
+    load the scaled linear model so the model's logits are the validation-chosen blend of both."""
+    deep = deep_logits(model, val_ids)
+    scale_d, scale_l, share, score = choose_blend(deep, fit.logits(val_ids), val_y)
+    kernel, bias = model.get_layer("deep_logits").get_weights()
+    model.get_layer("deep_logits").set_weights(
+        [(kernel * scale_d).astype("float32"), (bias * scale_d + fit.bias * scale_l).astype("float32")]
+    )
+    _set_wide(model, fit, scale_l)
+    summary = {
+        "network_val_accuracy": round(accuracy(deep, val_y), 4),
+        "linear_share": round(share, 2),
+        "blend_val_accuracy": round(score, 4),
+    }
+    log.info(
+        "blend: network %.4f, %s %.4f, blended %.4f on validation (linear share %.2f)",
+        summary["network_val_accuracy"],
+        fit.name,
+        fit.val_accuracy,
+        score,
+        share,
+    )
+    return summary

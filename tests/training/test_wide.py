@@ -1,5 +1,6 @@
-"""The wide half of wide & deep: the Keras layer computes exactly the TF-IDF bag the warm start fits,
-and a warm-started model predicts what the fitted logistic regression predicts before any training."""
+"""The wide half of wide & deep: the Keras layer computes exactly the bag the linear models are fitted on,
+a warm-started model predicts what the fitted linear model predicts, and a blended model what the chosen
+mix of network and linear logits predicts."""
 
 from __future__ import annotations
 
@@ -10,7 +11,19 @@ from serving.preprocess import TextSpec, encode_texts
 from training.config import load_config
 from training.models import build_model
 from training.tf_env import keras, set_seed
-from training.wide import bag, fit_linear, inverse_document_frequency, warm_start
+from training.wide import (
+    bag,
+    blend,
+    choose_blend,
+    counts,
+    deep_logits,
+    fit_linear,
+    fit_linear_models,
+    fit_naive_bayes,
+    has_wide_half,
+    inverse_document_frequency,
+    warm_start,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -45,20 +58,62 @@ def test_layer_matches_the_bag_features() -> None:
     assert np.all(wide.predict(np.zeros((1, x.shape[1]), "int32"), verbose=0) == 0)
 
 
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
 def test_warm_start_reproduces_the_linear_model() -> None:
     set_seed(0)
     spec, x, y = _data(200, 0)
     _, xv, yv = _data(60, 1)
     model = _model(spec)
-    fitted = warm_start(model, x, y, xv, yv, balanced=False)
-    assert fitted is not None and fitted["val_accuracy"] > 0.6  # the sentiment rule is learnable
+    fit = fit_linear_models(x, y, xv, yv, spec.input_vocabulary, 3, balanced=False)
+    assert fit.val_accuracy > 0.6  # the sentiment rule is learnable
+    warm_start(model, fit)
+    np.testing.assert_allclose(model.predict(xv, verbose=0), _softmax(fit.logits(xv)), atol=1e-4)
+
+
+def test_the_better_linear_model_on_validation_is_kept() -> None:
+    spec, x, y = _data(200, 0)
+    _, xv, yv = _data(60, 1)
+    fit = fit_linear_models(x, y, xv, yv, spec.input_vocabulary, 3, balanced=False)
+    assert set(fit.tried) == {"logistic_regression", "naive_bayes"}
+    assert round(fit.val_accuracy, 4) == max(fit.tried.values())
+    assert fit.tried[fit.name] == round(fit.val_accuracy, 4)
+    # naive Bayes is scored as the model computes it: the count bag over sqrt(tokens), ones as id weights
     idf = inverse_document_frequency(x, spec.input_vocabulary)
-    weights, bias, c, _ = fit_linear(bag(x, idf), y, bag(xv, idf), yv, 3, balanced=False)
-    assert c == fitted["C"]
-    logits = bag(xv, idf) @ weights + bias
-    expected = np.exp(logits - logits.max(1, keepdims=True))
-    expected /= expected.sum(1, keepdims=True)
-    np.testing.assert_allclose(model.predict(xv, verbose=0), expected, atol=1e-4)
+    lr_weights, lr_bias, _, lr_score = fit_linear(bag(x, idf), y, bag(xv, idf), yv, 3, balanced=False)
+    ones = np.ones(spec.input_vocabulary)
+    nb_weights, nb_bias, _, nb_score = fit_naive_bayes(counts(x, len(ones)), y, bag(xv, ones), yv, 3, balanced=False)
+    assert fit.tried == {"logistic_regression": round(lr_score, 4), "naive_bayes": round(nb_score, 4)}
+    np.testing.assert_allclose(nb_weights.mean(axis=1), 0, atol=1e-9)  # centred rows: same softmax, small values
+    # with no validation split there is nothing to choose on: logistic regression
+    empty = fit_linear_models(x, y, xv[:0], yv[:0], spec.input_vocabulary, 3, balanced=False)
+    assert empty.name == "logistic_regression"
+
+
+def test_blend_reproduces_the_chosen_mix_and_is_no_worse_than_either_half() -> None:
+    set_seed(0)
+    spec, x, y = _data(200, 0)
+    _, xv, yv = _data(80, 1)
+    model = _model(spec)  # an untrained network: random hidden layers, its output layer at zero...
+    kernel, bias = model.get_layer("deep_logits").get_weights()
+    rng = np.random.default_rng(2)
+    model.get_layer("deep_logits").set_weights(
+        [rng.normal(size=kernel.shape).astype("float32"), bias]
+    )  # ...made random
+    fit = fit_linear_models(x, y, xv, yv, spec.input_vocabulary, 3, balanced=False)
+    network = deep_logits(model, xv)
+    scale_d, scale_l, share, score = choose_blend(network, fit.logits(xv), yv)
+    summary = blend(model, fit, xv, yv)
+    assert summary["linear_share"] == round(share, 2) and summary["blend_val_accuracy"] == round(score, 4)
+    # the grid holds both halves alone (share 0 and 1), so the blend is at least as good as either
+    assert score >= max(summary["network_val_accuracy"], round(fit.val_accuracy, 4)) - 1e-9
+    expected = _softmax(scale_d * network + scale_l * fit.logits(xv))
+    probabilities = model.predict(xv, verbose=0)
+    np.testing.assert_allclose(probabilities, expected, atol=1e-4)
+    assert np.mean(probabilities.argmax(1) == yv) == pytest.approx(score)
 
 
 def test_binary_and_missing_classes_fill_every_column() -> None:
@@ -68,11 +123,15 @@ def test_binary_and_missing_classes_fill_every_column() -> None:
     weights, bias, _, _ = fit_linear(bag(x, idf), y, bag(x, idf), y, 3, balanced=True)
     assert weights.shape == (spec.input_vocabulary, 3) and not weights[:, 2].any() and bias[2] == 0
     np.testing.assert_allclose(weights[:, 0], -weights[:, 1])  # the binary model split across two logits
+    ones = np.ones(spec.input_vocabulary)
+    weights, bias, _, _ = fit_naive_bayes(counts(x, len(ones)), y, bag(x, ones), y, 3, balanced=False)
+    logits = np.asarray(bag(x, ones) @ weights) + bias
+    assert weights.shape == (spec.input_vocabulary, 3) and not weights[:, 2].any()
+    assert not (logits.argmax(1) == 2).any()  # a class never seen in training is never predicted
 
 
 def test_models_without_a_wide_half_are_left_alone() -> None:
-    spec, x, y = _data(20, 0)
+    spec, _, _ = _data(20, 0)
     model = build_model(spec, load_config(None, {"text_model": {"architecture": "cnn", "filters": 4, "wide": False}}))
-    before = [w.copy() for w in model.get_weights()]
-    assert warm_start(model, x, y, x, y, balanced=False) is None
-    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
+    assert not has_wide_half(model)
+    assert has_wide_half(_model(spec))
