@@ -10,6 +10,7 @@ inputs it was trained on. The spec that drives them is saved with every model ve
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import re
@@ -59,17 +60,35 @@ class TextSpec:
     # > 0: after the max_length word ids come max_length hashed word-bigram ids, in
     # [len(vocabulary), len(vocabulary) + ngram_buckets): bigrams survive words the vocabulary lacks.
     ngram_buckets: int = 0
+    # > 0: then come up to char_length hashed ids of the character n-grams (char_min_n to char_max_n, each
+    # word padded with a space on both sides, as scikit-learn's char_wb) of the first max_length words, in
+    # [deep_vocabulary, input_vocabulary): spelling variants, typos and inflections share evidence. Only the
+    # model's linear (wide) half reads them.
+    char_buckets: int = 0
+    char_length: int = 0
+    char_min_n: int = 2
+    char_max_n: int = 5
     kind: str = field(default="text", init=False)
 
     @property
-    def input_length(self) -> int:
-        """Ids per text in the model's input: words, then bigrams when ``ngram_buckets`` is set."""
+    def deep_length(self) -> int:
+        """Word ids, then bigram ids when ``ngram_buckets`` is set: what the network half reads."""
         return self.max_length * (2 if self.ngram_buckets else 1)
 
     @property
-    def input_vocabulary(self) -> int:
-        """Distinct ids the model's embedding must hold."""
+    def input_length(self) -> int:
+        """Ids per text in the model's input: words, bigrams, then character n-grams."""
+        return self.deep_length + (self.char_length if self.char_buckets else 0)
+
+    @property
+    def deep_vocabulary(self) -> int:
+        """Distinct word and bigram ids: the network half's embedding."""
         return len(self.vocabulary) + self.ngram_buckets
+
+    @property
+    def input_vocabulary(self) -> int:
+        """Distinct ids in the model's input: the linear half's table."""
+        return self.deep_vocabulary + self.char_buckets
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -231,13 +250,33 @@ def bigram_id(first: str, second: str, spec: TextSpec) -> int:
     return len(spec.vocabulary) + zlib.crc32(f"{first} {second}".encode()) % spec.ngram_buckets
 
 
+@functools.lru_cache(maxsize=262_144)  # words repeat (Zipf): most requests hash nothing new
+def word_char_hashes(word: str, min_n: int, max_n: int) -> tuple[int, ...]:
+    """CRC-32 of every character n-gram of `` word `` (stable across processes)."""
+    padded = f" {word} "
+    grams = [padded[i : i + n] for n in range(min_n, max_n + 1) for i in range(len(padded) - n + 1)]
+    return tuple(zlib.crc32(g.encode()) for g in grams) or (zlib.crc32(padded.encode()),)
+
+
+def char_ngram_ids(tokens: Sequence[str], spec: TextSpec) -> list[int]:
+    """The first char_length character n-gram ids of the first max_length tokens, word by word."""
+    offset, buckets = spec.deep_vocabulary, spec.char_buckets
+    out: list[int] = []
+    for token in tokens[: spec.max_length]:
+        out.extend(offset + h % buckets for h in word_char_hashes(token, spec.char_min_n, spec.char_max_n))
+        if len(out) >= spec.char_length:
+            break
+    return out[: spec.char_length]
+
+
 def token_index(spec: TextSpec) -> dict[str, int]:
     return {token: i for i, token in enumerate(spec.vocabulary)}
 
 
 def encode_texts(texts: Sequence[str], spec: TextSpec, index: dict[str, int] | None = None) -> np.ndarray:
     """Strings -> int32 (N, input_length) ids: word ids truncated or zero-padded at the end, then (with
-    ``ngram_buckets``) the hashed ids of the bigrams among the first max_length + 1 words. ``index``:
+    ``ngram_buckets``) the hashed ids of the bigrams among the first max_length + 1 words, then (with
+    ``char_buckets``) their character n-gram ids (``char_ngram_ids``). ``index``:
     token_index(spec), which a server builds once instead of per request."""
     index = index if index is not None else token_index(spec)
     length = spec.max_length
@@ -249,4 +288,7 @@ def encode_texts(texts: Sequence[str], spec: TextSpec, index: dict[str, int] | N
         if spec.ngram_buckets:
             pairs = [bigram_id(a, b, spec) for a, b in zip(tokens[:length], tokens[1 : length + 1], strict=False)]
             out[row, length : length + len(pairs)] = pairs
+        if spec.char_buckets:
+            grams = char_ngram_ids(tokens, spec)
+            out[row, spec.deep_length : spec.deep_length + len(grams)] = grams
     return out

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections import Counter
@@ -22,6 +23,7 @@ from serving.preprocess import (
     encode_texts,
     preprocess_image_bytes,
     tokenize,
+    word_char_hashes,
 )
 from training.config import RunConfig, TrainConfig
 from training.data import Dataset
@@ -39,7 +41,8 @@ def make_spec(train: Dataset, labels: tuple[str, ...], cfg: RunConfig) -> Spec:
     t = cfg.text_model
     vocabulary = build_vocabulary(train.inputs, t.max_tokens, t.min_count)
     length = text_length(train.inputs, cfg)
-    return TextSpec(labels=labels, vocabulary=vocabulary, max_length=length, ngram_buckets=bigram_buckets(train, cfg))
+    spec = TextSpec(labels=labels, vocabulary=vocabulary, max_length=length, ngram_buckets=bigram_buckets(train, cfg))
+    return with_char_ngrams(spec, train, cfg)
 
 
 def bigram_buckets(train: Dataset, cfg: RunConfig) -> int:
@@ -52,6 +55,31 @@ def bigram_buckets(train: Dataset, cfg: RunConfig) -> int:
         return ceiling
     distinct = {pair for text in train.inputs for pair in pairwise(tokenize(text))}
     return int(min(ceiling, max(1024, 2 ** math.ceil(math.log2(2 * len(distinct) + 1)))))
+
+
+def with_char_ngrams(spec: TextSpec, train: Dataset, cfg: RunConfig) -> TextSpec:
+    """``spec`` with character n-gram ids for the linear half (off without one): buckets for twice the
+    training set's distinct n-grams (a power of two, 4,096 to 262,144) and room for the
+    length_percentile of the training texts' n-gram counts."""
+    t = cfg.text_model
+    if not (t.wide and t.char_ngrams):
+        return spec
+    words = [tokenize(text)[: spec.max_length] for text in train.inputs]
+    sizes = {w: len(word_char_hashes(w, spec.char_min_n, spec.char_max_n)) for ws in words for w in ws}
+    if t.char_buckets is None:
+        distinct = {h for w in sizes for h in word_char_hashes(w, spec.char_min_n, spec.char_max_n)}
+        buckets = int(min(262_144, max(4096, 2 ** math.ceil(math.log2(2 * len(distinct) + 1)))))
+    else:
+        buckets = t.char_buckets
+    if t.char_length is None:
+        per_text = [sum(sizes[w] for w in ws) for ws in words] or [16]
+        length = int(np.clip(np.ceil(np.percentile(per_text, t.length_percentile)), 16, t.max_char_length))
+    else:
+        length = t.char_length
+    if not buckets or not length:
+        return spec
+    log.info("character n-grams: %d ids per text, %d buckets", length, buckets)
+    return dataclasses.replace(spec, char_buckets=buckets, char_length=length)
 
 
 def image_side(train: Dataset, cfg: RunConfig) -> int:

@@ -143,7 +143,7 @@ class TakeWords(keras.layers.Layer):
 
 
 def _words(ids: Any, spec: TextSpec) -> Any:
-    return TakeWords(spec.max_length, name="words")(ids) if spec.ngram_buckets else ids
+    return TakeWords(spec.max_length, name="words")(ids) if spec.input_length > spec.max_length else ids
 
 
 def _word_embedding(ids: Any, spec: TextSpec, cfg: TextModelConfig) -> Any:
@@ -248,15 +248,22 @@ def _wide(ids: Any, spec: TextSpec, cfg: TextModelConfig) -> Any:
     return WeightedBag(name="wide_logits", dtype="float32")([table(ids), idf(ids), ids])
 
 
+def _deep_ids(ids: Any, spec: TextSpec) -> Any:
+    """Word and bigram ids: the character n-gram ids that follow them are the linear half's only."""
+    return TakeWords(spec.deep_length, name="word_and_bigram_ids")(ids) if spec.char_buckets else ids
+
+
 def _text_ngram(ids: Any, spec: TextSpec, cfg: TextModelConfig, reg: Any) -> Any:
-    embedded = layers.Embedding(spec.input_vocabulary, cfg.embedding_dim)(ids)  # words and bigrams alike
+    ids = _deep_ids(ids, spec)
+    embedded = layers.Embedding(spec.deep_vocabulary, cfg.embedding_dim)(ids)  # words and bigrams alike
     return MeanOfIds()([embedded, ids])
 
 
 def _text_hybrid(ids: Any, spec: TextSpec, cfg: TextModelConfig, reg: Any) -> Any:
     """Kim's convolutions over the words beside the mean of word and bigram embeddings: word order and
     n-gram evidence in one model, sharing one embedding table."""
-    embedded = layers.Embedding(spec.input_vocabulary, cfg.embedding_dim)(ids)
+    ids = _deep_ids(ids, spec)
+    embedded = layers.Embedding(spec.deep_vocabulary, cfg.embedding_dim)(ids)
     words = TakeWords(spec.max_length, name="words")(embedded) if spec.ngram_buckets else embedded
     return layers.Concatenate()([_kim_features(words, cfg, reg), MeanOfIds()([embedded, ids])])
 

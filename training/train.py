@@ -188,6 +188,7 @@ def fit_wide(
         spec.input_vocabulary,
         len(spec.labels),
         balanced,
+        spec.deep_vocabulary if spec.char_buckets else None,
     )
     if mode == "joint":
         warm_start(model, fit)

@@ -103,6 +103,29 @@ def test_encode_texts_pads_truncates_and_maps_unknown() -> None:
     assert ids.tolist() == [[2, 3, 0], [2, 2, 2], [1, 0, 0], [0, 0, 0]]
 
 
+def test_character_ngrams_follow_words_and_bigrams_in_their_own_id_range() -> None:
+    spec = TextSpec(
+        labels=("a", "b"),
+        vocabulary=("", "[UNK]", "good", "film"),
+        max_length=3,
+        ngram_buckets=8,
+        char_buckets=16,
+        char_length=20,
+    )
+    assert (spec.deep_length, spec.input_length) == (6, 26)
+    assert (spec.deep_vocabulary, spec.input_vocabulary) == (12, 28)
+    ids = encode_texts(["Good film!", "goood", "", "good " * 50], spec)
+    chars = ids[:, spec.deep_length :]
+    assert ((chars == 0) | ((chars >= 12) & (chars < 28))).all()
+    # " good " and " film " have 5 + 4 + 3 + 2 n-grams of 2 to 5 characters each: 28, cut at 20
+    assert (chars[0] > 0).sum() == 20 and (chars[1] > 0).sum() == 18 and not chars[2].any()
+    # a misspelling shares n-grams with the word (unlike its word id, which is [UNK])
+    assert ids[1, 0] == 1 and set(chars[1][chars[1] > 0]) & set(chars[0][:14])
+    assert (chars[3] > 0).sum() == 20  # long texts stop at char_length
+    assert np.array_equal(encode_texts(["Good film!"], spec), ids[:1])  # stable: CRC-32, no per-process salt
+    assert spec_from_dict(spec.to_dict()) == spec
+
+
 def test_spec_round_trips_through_dict() -> None:
     text = TextSpec(labels=("a", "b"), vocabulary=("", "[UNK]", "x"), max_length=5)
     image = ImageSpec(labels=("a", "b"), height=8, width=9, channels=3)

@@ -69,18 +69,22 @@ def test_image_family(architecture: str, tmp_path: Path) -> None:
     _check_family(build_model(spec, cfg), x, np.eye(3)[y], tmp_path, spec)
 
 
-@pytest.mark.parametrize("architecture", [*TEXT_ARCHITECTURES, "hybrid+wide"])
+@pytest.mark.parametrize("architecture", [*TEXT_ARCHITECTURES, "hybrid+wide", "hybrid+wide+chars", "cnn+wide+chars"])
 def test_text_family(architecture: str, tmp_path: Path) -> None:
     set_seed(0)
-    family, _, wide = architecture.partition("+")
+    family, *extras = architecture.split("+")
+    wide, chars = "wide" in extras, "chars" in extras
     overrides = {"architecture": family, "embedding_dim": 16, "filters": 8, "rnn_units": 8, "dense_units": 8}
-    overrides |= {"wide": bool(wide), "wide_trainable": bool(wide)}
+    overrides |= {"wide": wide, "wide_trainable": wide}
     cfg = load_config(None, {"text_model": overrides | {"ngram_buckets": 64}})
     words = ("", "[UNK]", "good", "bad", "film", "plot", "not")
-    spec = TextSpec(labels=("neg", "pos"), vocabulary=words, max_length=6, ngram_buckets=64)
+    char_ids = {"char_buckets": 32, "char_length": 40} if chars else {}
+    spec = TextSpec(labels=("neg", "pos"), vocabulary=words, max_length=6, ngram_buckets=64, **char_ids)
     rng = np.random.default_rng(0)
     texts = [" ".join(rng.choice(words[2:], 4)) for _ in range(64)]
     y = np.array([int(t.count("good") > t.count("bad")) for t in texts])
     x = encode_texts(texts, spec)
-    assert x.shape == (64, 12) and x[:, 6:].max() >= len(words)  # bigram ids follow the words
+    assert x.shape == (64, 12 + 40 * chars) and x[:, 6:12].max() >= len(words)  # bigram ids follow the words
+    if chars:  # then character n-gram ids, which only the linear half reads
+        assert x[:, 12:].min() >= spec.deep_vocabulary and x[:, 12:].max() < spec.input_vocabulary
     _check_family(build_model(spec, cfg), x, np.eye(2)[y], tmp_path, spec)

@@ -9,11 +9,15 @@ import pytest
 
 from serving.preprocess import TextSpec, encode_texts
 from training.config import load_config
+from training.data import DataReport, Dataset
+from training.features import encode_labels, to_inputs
 from training.models import build_model
 from training.tf_env import keras, set_seed
+from training.train import train_model
 from training.wide import (
     bag,
     blend,
+    char_weight,
     choose_blend,
     counts,
     deep_logits,
@@ -135,3 +139,62 @@ def test_models_without_a_wide_half_are_left_alone() -> None:
     model = build_model(spec, load_config(None, {"text_model": {"architecture": "cnn", "filters": 4, "wide": False}}))
     assert not has_wide_half(model)
     assert has_wide_half(_model(spec))
+
+
+def _texts(n: int, seed: int) -> Dataset:
+    rng = np.random.default_rng(seed)
+    texts = [" ".join(rng.choice(WORDS[2:], int(rng.integers(2, 7)))) + f" item{seed}x{i}" for i in range(n)]
+    labels = ["pos" if t.count("good") + t.count("great") > t.count("bad") + t.count("dull") else "neg" for t in texts]
+    return Dataset("text", texts, labels, texts, DataReport(source="generated"))
+
+
+@pytest.mark.parametrize("mode", ["joint", "blend"])
+def test_training_reports_the_wide_half_and_the_model_predicts_the_blend(mode: str) -> None:
+    train, val = _texts(160, 0), _texts(60, 1)
+    small = {"embedding_dim": 8, "filters": 4, "dense_units": 8, "max_length": 8, "wide_mode": mode}
+    cfg = load_config(None, {"text_model": small, "train": {"epochs": 3, "batch_size": 32}})
+    trained = train_model(train, val, cfg)
+    wide = trained.wide
+    assert wide is not None and wide["mode"] == mode
+    assert wide["linear_model"] in ("logistic_regression", "naive_bayes", "logistic_regression_chars")
+    assert trained.spec.char_buckets and trained.spec.char_length  # on by default for the linear half
+    assert trained.summary()["wide"] == wide
+    assert trained.model.get_layer("wide_weights").get_weights()[0].any()  # the linear half is in the model
+    if mode == "blend":
+        ids, y = to_inputs(val, trained.spec), encode_labels(val.labels, trained.spec.labels)
+        predicted = trained.model.predict(ids, verbose=0).argmax(1)
+        assert np.mean(predicted == y) == pytest.approx(wide["blend_val_accuracy"], abs=1e-4)
+        assert wide["blend_val_accuracy"] >= max(wide["network_val_accuracy"], wide["val_accuracy"])
+
+
+def test_character_ngrams_carry_misspellings_and_are_chosen_when_they_score_better() -> None:
+    rng = np.random.default_rng(0)
+    filler = ["film", "plot", "actor", "scene"]
+
+    def texts(n: int, good: str, bad: str) -> tuple[list[str], np.ndarray]:
+        y = rng.integers(0, 2, n)
+        return [f"{rng.choice(filler)} {good if label else bad} {rng.choice(filler)}" for label in y], y
+
+    train, y = texts(120, "wonderful", "terrible")
+    val, yv = texts(60, "wonderfull", "terribble")  # misspelt: unknown words, shared character n-grams
+    spec = TextSpec(
+        labels=("neg", "pos"),
+        vocabulary=("", "[UNK]", *filler, "wonderful", "terrible"),
+        max_length=4,
+        char_buckets=4096,
+        char_length=64,
+    )
+    x, xv = encode_texts(train, spec), encode_texts(val, spec)
+    fit = fit_linear_models(x, y, xv, yv, spec.input_vocabulary, 2, False, char_start=spec.deep_vocabulary)
+    assert set(fit.tried) == {"logistic_regression", "naive_bayes", "logistic_regression_chars"}
+    assert fit.tried["logistic_regression"] <= 0.75  # the words alone cannot read the misspellings
+    assert fit.name == "logistic_regression_chars" and fit.val_accuracy == 1.0
+    # the n-gram block is weighted to carry about as much of the norm as the words
+    idf = inverse_document_frequency(x, spec.input_vocabulary)
+    weight = char_weight(x, idf, spec.deep_vocabulary)
+    occurrence = np.where(x != 0, (fit.id_weights[x]) ** 2, 0.0)
+    words, chars = occurrence[:, : spec.deep_length].sum(1), occurrence[:, spec.deep_length :].sum(1)
+    assert 0 < weight < 1 and np.median(words / chars) == pytest.approx(1.0, rel=1e-6)
+    # without them chosen, a model gives the n-gram ids no weight: the layer ignores them
+    words_only = fit_linear_models(x, y, x, y, spec.input_vocabulary, 2, False, char_start=spec.deep_vocabulary)
+    assert words_only.name != "logistic_regression_chars" and not words_only.id_weights[spec.deep_vocabulary :].any()
