@@ -121,17 +121,20 @@ def text_augmentation(
     """Token dropout and random swap over training batches of ids, or None when both are off.
 
     Only the word ids are perturbed; with hashed bigrams (``spec.ngram_buckets``) the bigram ids are
-    recomputed from the perturbed words, so the model never sees a combination serving cannot produce.
+    recomputed from the perturbed words, so the network never sees a combination serving cannot produce.
     """
     if not cfg.enabled or (cfg.token_dropout <= 0 and cfg.random_swap <= 0):
         return None
     rng = np.random.default_rng(seed)
 
     def perturb(ids: np.ndarray) -> np.ndarray:
-        if spec is None or not spec.ngram_buckets:
+        if spec is None or spec.input_length == spec.max_length:
             return perturb_tokens(ids, cfg.token_dropout, cfg.random_swap, rng)
         words = perturb_tokens(ids[:, : spec.max_length], cfg.token_dropout, cfg.random_swap, rng)
-        return np.concatenate([words, rehash_bigrams(words, spec)], axis=1)
+        bigrams = [rehash_bigrams(words, spec)] if spec.ngram_buckets else []
+        # Character n-gram ids stay as they were: only the linear half reads them, fitted on unperturbed
+        # texts, and a word outside the vocabulary has no string left here to hash.
+        return np.concatenate([words, *bigrams, ids[:, spec.deep_length :]], axis=1)
 
     def apply(x: tf.Tensor, y: tf.Tensor) -> Batch:
         out = tf.numpy_function(perturb, [x], tf.int32, stateful=True)

@@ -90,9 +90,11 @@ def test_text_augmentation_only_in_training(tmp_path: Path) -> None:
     assert np.array_equal(_collect(eval_batches(texts, spec, cfg))[0], expected)
     trained, _ = _collect(training_batches(texts, spec, cfg))
     assert (trained != 0).sum() < (expected != 0).sum()  # tokens dropped
-    length = spec.max_length
-    assert spec.ngram_buckets and np.array_equal(trained[:, length:], rehash_bigrams(trained[:, :length], spec))
-    assert np.array_equal(rehash_bigrams(expected[:, :length], spec), expected[:, length:])  # = serving's ids
+    length, deep = spec.max_length, spec.deep_length
+    assert spec.ngram_buckets and np.array_equal(trained[:, length:deep], rehash_bigrams(trained[:, :length], spec))
+    assert np.array_equal(rehash_bigrams(expected[:, :length], spec), expected[:, length:deep])  # = serving's ids
+    # character n-gram ids (the linear half's) are left as they were
+    assert spec.char_buckets and np.array_equal(np.sort(trained[:, deep:], 0), np.sort(expected[:, deep:], 0))
 
 
 def test_class_weights_follow_imbalance_and_config() -> None:
