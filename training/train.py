@@ -8,6 +8,7 @@ for imbalanced data and per-epoch progress logs.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import sys
@@ -28,7 +29,7 @@ from training.models import build_model
 from training.optimizers import build_optimizer
 from training.pipeline import eval_batches, training_batches
 from training.tf_env import configure_devices, distribution, keras, set_seed, use_mixed_precision
-from training.wide import LinearFit, blend, fit_linear_models, has_wide_half, warm_start
+from training.wide import LinearFit, blend, fit_linear_models, warm_start
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ def train_model(
     strategy, placement = distribution(t.distribute)
     mixed = use_mixed_precision(t.mixed_precision)
     device = ", ".join([device, placement] + ["mixed_float16"] * mixed + ["XLA"] * t.jit_compile)
+    spec, linear = fit_wide(train, val, spec, cfg, bool(weights))
     with strategy.scope(), precision("mixed_float16" if mixed else "float32"):
         model = build_model(spec, cfg)
         model.compile(
@@ -105,7 +107,8 @@ def train_model(
             metrics=["accuracy"],
             jit_compile=t.jit_compile,
         )
-        linear = fit_wide(model, train, val, spec, bool(weights), cfg.text_model.wide_mode)
+        if linear is not None and cfg.text_model.wide_mode == "joint":
+            warm_start(model, linear)
     log.info(
         "training %s (%s parameters): %d train / %d validation examples, %d classes; %s, lr %g, %s schedule%s",
         model.name,
@@ -173,13 +176,12 @@ def train_model(
     )
 
 
-def fit_wide(
-    model: keras.Model, train: Dataset, val: Dataset, spec: Spec, balanced: bool, mode: str
-) -> LinearFit | None:
-    """Fit a wide & deep text model's linear half on the training split (training.wide); ``joint`` loads it
-    into the model now, ``blend`` after the network has trained."""
-    if not isinstance(spec, TextSpec) or not has_wide_half(model):
-        return None
+def fit_wide(train: Dataset, val: Dataset, spec: Spec, cfg: RunConfig, balanced: bool) -> tuple[Spec, LinearFit | None]:
+    """Fit the linear half of a wide & deep text model on the training split (training.wide). When the
+    chosen linear model does not read character n-grams, the spec drops them: nothing computes them for
+    serving. ``joint`` loads the fit into the model before training, ``blend`` after."""
+    if not isinstance(spec, TextSpec) or not cfg.text_model.wide:
+        return spec, None
     fit = fit_linear_models(
         to_inputs(train, spec),
         encode_labels(train.labels, spec.labels),
@@ -190,9 +192,10 @@ def fit_wide(
         balanced,
         spec.deep_vocabulary if spec.char_buckets else None,
     )
-    if mode == "joint":
-        warm_start(model, fit)
-    return fit
+    if spec.char_buckets and not fit.reads_char_ngrams:
+        spec = dataclasses.replace(spec, char_buckets=0, char_length=0)
+        fit = fit.first_ids(spec.input_vocabulary)
+    return spec, fit
 
 
 @contextlib.contextmanager

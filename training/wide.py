@@ -20,6 +20,7 @@ read), so serving still sends only ids.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,11 +49,25 @@ class LinearFit:
     val_accuracy: float
     tried: dict[str, float] = field(default_factory=dict)  # validation accuracy of each model fitted
 
+    @property
+    def reads_char_ngrams(self) -> bool:
+        return self.name == "logistic_regression_chars"
+
+    def first_ids(self, vocabulary: int) -> LinearFit:
+        """The same model over the first ``vocabulary`` ids (the ones it reads: the rest have weight 0)."""
+        assert not self.id_weights[vocabulary:].any(), "the dropped ids carry weight"
+        return dataclasses.replace(self, id_weights=self.id_weights[:vocabulary], weights=self.weights[:vocabulary])
+
     def logits(self, ids: np.ndarray) -> np.ndarray:
         return np.asarray(bag(ids, self.id_weights) @ self.weights) + self.bias
 
     def summary(self) -> dict[str, Any]:
-        return {"linear_model": self.name, **self.params, "val_accuracy": round(self.val_accuracy, 4)}
+        return {
+            "linear_model": self.name,
+            **self.params,
+            "val_accuracy": round(self.val_accuracy, 4),
+            "candidates": dict(self.tried),
+        }
 
 
 def counts(ids: np.ndarray, vocabulary: int) -> sp.csr_matrix:
@@ -208,10 +223,6 @@ def fit_linear_models(
         vocabulary,
     )
     return best
-
-
-def has_wide_half(model: Any) -> bool:
-    return "wide_weights" in {layer.name for layer in model.layers}
 
 
 def _set_wide(model: Any, fit: LinearFit, scale: float = 1.0) -> None:

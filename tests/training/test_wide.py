@@ -10,10 +10,10 @@ import pytest
 from serving.preprocess import TextSpec, encode_texts
 from training.config import load_config
 from training.data import DataReport, Dataset
-from training.features import encode_labels, to_inputs
+from training.features import encode_labels, make_spec, to_inputs
 from training.models import build_model
 from training.tf_env import keras, set_seed
-from training.train import train_model
+from training.train import fit_wide, train_model
 from training.wide import (
     bag,
     blend,
@@ -24,7 +24,6 @@ from training.wide import (
     fit_linear,
     fit_linear_models,
     fit_naive_bayes,
-    has_wide_half,
     inverse_document_frequency,
     warm_start,
 )
@@ -134,11 +133,20 @@ def test_binary_and_missing_classes_fill_every_column() -> None:
     assert not (logits.argmax(1) == 2).any()  # a class never seen in training is never predicted
 
 
-def test_models_without_a_wide_half_are_left_alone() -> None:
-    spec, _, _ = _data(20, 0)
-    model = build_model(spec, load_config(None, {"text_model": {"architecture": "cnn", "filters": 4, "wide": False}}))
-    assert not has_wide_half(model)
-    assert has_wide_half(_model(spec))
+def test_character_ngrams_leave_the_spec_when_the_chosen_model_does_not_read_them() -> None:
+    train = _texts(120, 0)
+    cfg = load_config(None, {"text_model": {"max_length": 8}})
+    spec = make_spec(train, train.label_names, cfg)
+    assert spec.char_buckets and spec.char_length
+    # validation = training: every candidate scores 1.0, and the tie goes to the simpler words-only model
+    final, fit = fit_wide(train, train, spec, cfg, balanced=False)
+    assert fit is not None and not fit.reads_char_ngrams
+    assert final.char_buckets == 0 and final.input_length == spec.deep_length
+    assert len(fit.id_weights) == len(fit.weights) == final.input_vocabulary
+    # a model without a wide half fits nothing and keeps its spec
+    off = load_config(None, {"text_model": {"max_length": 8, "wide": False}})
+    plain = make_spec(train, train.label_names, off)
+    assert plain.char_buckets == 0 and fit_wide(train, train, plain, off, balanced=False) == (plain, None)
 
 
 def _texts(n: int, seed: int) -> Dataset:
@@ -157,7 +165,8 @@ def test_training_reports_the_wide_half_and_the_model_predicts_the_blend(mode: s
     wide = trained.wide
     assert wide is not None and wide["mode"] == mode
     assert wide["linear_model"] in ("logistic_regression", "naive_bayes", "logistic_regression_chars")
-    assert trained.spec.char_buckets and trained.spec.char_length  # on by default for the linear half
+    # character n-grams stay in the spec (and the model's input) only when the chosen linear model reads them
+    assert bool(trained.spec.char_buckets) == (wide["linear_model"] == "logistic_regression_chars")
     assert trained.summary()["wide"] == wide
     assert trained.model.get_layer("wide_weights").get_weights()[0].any()  # the linear half is in the model
     if mode == "blend":
