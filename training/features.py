@@ -54,7 +54,12 @@ def bigram_buckets(train: Dataset, cfg: RunConfig) -> int:
     if t.ngram_buckets is not None or not ceiling:
         return ceiling
     distinct = {pair for text in train.inputs for pair in pairwise(tokenize(text))}
-    return int(min(ceiling, max(1024, 2 ** math.ceil(math.log2(2 * len(distinct) + 1)))))
+    return room_for(len(distinct), 1024, ceiling)
+
+
+def room_for(distinct: int, low: int, high: int) -> int:
+    """Hash buckets for ``distinct`` training keys: twice as many, a power of two between low and high."""
+    return int(min(high, max(low, 2 ** math.ceil(math.log2(2 * distinct + 1)))))
 
 
 def with_char_ngrams(spec: TextSpec, train: Dataset, cfg: RunConfig) -> TextSpec:
@@ -65,14 +70,13 @@ def with_char_ngrams(spec: TextSpec, train: Dataset, cfg: RunConfig) -> TextSpec
     if not (t.wide and t.char_ngrams):
         return spec
     words = [tokenize(text)[: spec.max_length] for text in train.inputs]
-    sizes = {w: len(word_char_hashes(w, spec.char_min_n, spec.char_max_n)) for ws in words for w in ws}
+    grams = {w: word_char_hashes(w, spec.char_min_n, spec.char_max_n) for ws in words for w in ws}
     if t.char_buckets is None:
-        distinct = {h for w in sizes for h in word_char_hashes(w, spec.char_min_n, spec.char_max_n)}
-        buckets = int(min(262_144, max(4096, 2 ** math.ceil(math.log2(2 * len(distinct) + 1)))))
+        buckets = room_for(len({h for hashes in grams.values() for h in hashes}), 4096, 262_144)
     else:
         buckets = t.char_buckets
     if t.char_length is None:
-        per_text = [sum(sizes[w] for w in ws) for ws in words] or [16]
+        per_text = [sum(len(grams[w]) for w in ws) for ws in words] or [16]
         length = int(np.clip(np.ceil(np.percentile(per_text, t.length_percentile)), 16, t.max_char_length))
     else:
         length = t.char_length

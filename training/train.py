@@ -121,7 +121,7 @@ def train_model(
         t.lr_schedule,
         "; balanced class weights (imbalanced classes)" if weights else "",
     )
-    linear_summary = {"mode": cfg.text_model.wide_mode, **linear.summary()} if linear is not None else None
+    blended: dict[str, float] = {}  # blend mode: what the blend chose, for the report
     has_val = len(val) > 0
     finished = run_dir / FINISHED if run_dir is not None else None
     started = time.perf_counter()
@@ -151,8 +151,8 @@ def train_model(
             float32 = build_model(spec, cfg)
             float32.set_weights(model.get_weights())
             model = float32
-        if linear is not None and linear_summary is not None and cfg.text_model.wide_mode == "blend":
-            linear_summary |= blend(model, linear, to_inputs(val, spec), encode_labels(val.labels, spec.labels))
+        if linear is not None and cfg.text_model.wide_mode == "blend":
+            blended = blend(model, linear, to_inputs(val, spec), encode_labels(val.labels, spec.labels))
         if finished is not None:
             model.save(finished)
     seconds = time.perf_counter() - started
@@ -172,7 +172,7 @@ def train_model(
         stopped_early=stopped_early,
         class_weights={spec.labels[i]: round(w, 4) for i, w in weights.items()} if weights else None,
         examples_per_s=len(train) * epochs_now / seconds if seconds else 0.0,
-        wide=linear_summary,
+        wide={"mode": cfg.text_model.wide_mode, **linear.summary(), **blended} if linear is not None else None,
     )
 
 

@@ -41,8 +41,8 @@ BLEND_WEIGHTS = np.linspace(0.0, 1.0, 21)  # the linear half's share of the blen
 class LinearFit:
     """One fitted linear model as the wide layers hold it: logits = bag(ids, id_weights) @ weights + bias."""
 
-    name: str  # logistic_regression | naive_bayes
-    id_weights: np.ndarray  # per id: IDF for logistic regression, ones for naive Bayes
+    name: str  # logistic_regression | naive_bayes | logistic_regression_chars
+    id_weights: np.ndarray  # per id: IDF for logistic regression, ones for naive Bayes; 0 for ids not read
     weights: np.ndarray  # (vocabulary, classes)
     bias: np.ndarray  # (classes,)
     params: dict[str, float]
@@ -256,20 +256,11 @@ def choose_blend(deep: np.ndarray, linear: np.ndarray, y: np.ndarray) -> tuple[f
     lower log-loss), and the sum is calibrated again. Returns (scale_d, scale_l, w, validation accuracy)."""
     if not len(y):  # nothing to choose on: an even, uncalibrated blend
         return 0.5, 0.5, 0.5, 0.0
-    deep_t, linear_t = deep * temperature(deep, y), linear * temperature(linear, y)
-    scored = [
-        (accuracy((1 - w) * deep_t + w * linear_t, y), -_log_loss((1 - w) * deep_t + w * linear_t, y), w)
-        for w in BLEND_WEIGHTS
-    ]
-    score, _, share = max(scored)
-    mixed = (1 - share) * deep_t + share * linear_t
-    t = temperature(mixed, y)
-    return (
-        t * (1 - share) * temperature(deep, y),
-        t * share * temperature(linear, y),
-        float(share),
-        score,
-    )
+    t_deep, t_linear = temperature(deep, y), temperature(linear, y)
+    mixes = [((1 - w) * t_deep * deep + w * t_linear * linear, w) for w in BLEND_WEIGHTS]
+    score, _, share = max((accuracy(mix, y), -_log_loss(mix, y), w) for mix, w in mixes)
+    t = temperature((1 - share) * t_deep * deep + share * t_linear * linear, y)
+    return t * (1 - share) * t_deep, t * share * t_linear, float(share), score
 
 
 def deep_logits(model: Any, ids: np.ndarray) -> np.ndarray:
