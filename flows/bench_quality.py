@@ -122,7 +122,17 @@ def kiln_run(task: str, path: Path, workdir: Path, trials: int | None) -> dict[s
         "test": report["metrics"]["examples"],
         "variants": report["variants"],
         "skipped": {name: p["skipped"] for name, p in report.get("parity", {}).items() if "skipped" in p},
+        "tuning": report.get("tuning"),
     }
+
+
+def tuned_cell(tuned: dict[str, Any] | None, trials: int) -> str:
+    """The served variant's test accuracy, the family, and whether tuning beat the default on validation."""
+    if tuned is None:
+        return "—"
+    beat = (tuned.get("tuning") or {}).get("beat_default")
+    verdict = "" if beat is None else (", beat the default on val" if beat else ", the default was the best trial")
+    return f"{tuned['accuracy']:.4f} ({tuned['model']}, {trials} trials{verdict}, {tuned['wall_seconds']:.0f} s)"
 
 
 def variant_rows(name: str, run: dict[str, Any]) -> list[str]:
@@ -187,14 +197,17 @@ def run_quality_bench(
     machine: str,
     shared: Path = SHARED,
     keep: tuple[dict, dict] | None = None,
+    reuse_default: bool = False,
 ) -> tuple[list[str], list[str]]:
     """The quality table and the per-data-set variant table; ``keep`` holds the rows of both tables from
-    the last run, by data set, for the data sets ``only`` leaves out."""
+    the last run, by data set, for the data sets ``only`` leaves out. With ``reuse_default``, the peer and
+    default columns come from the last run's quality.json and only the tuned column is trained."""
     from training.sample_data import write_sample_data
 
     sample = write_sample_data(workdir / "sample")
     rows, compression = [], []
-    results: dict[str, Any] = {}
+    saved = workdir / "quality.json"
+    results: dict[str, Any] = json.loads(saved.read_text()) if saved.is_file() else {}
     kept_rows, kept_variants = keep or ({}, {})
     for name, (task, path) in datasets(sample, shared).items():
         if only and name not in only:
@@ -202,21 +215,24 @@ def run_quality_bench(
             rows += kept_rows.get(name, [])
             compression += kept_variants.get(name, [])
             continue
-        peer = classic_peer(task, path)
-        default = kiln_run(task, path, workdir, None)
+        if reuse_default:
+            if name not in results:
+                raise SystemExit(f"--reuse-default: {saved} has no run of {name!r}; run the bench without it first")
+            peer, default = results[name]["peer"], results[name]["default"]
+        else:
+            peer, default = classic_peer(task, path), kiln_run(task, path, workdir, None)
         tuned = kiln_run(task, path, workdir, trials) if trials else None
         results[name] = {"peer": peer, "default": default, "tuned": tuned}
         compression += variant_rows(name, default) + [f"| {name} | targets: {targets(default)} |" + " |" * 8]
-        tuned_cell = f"{tuned['accuracy']:.4f} ({tuned['model']}, {tuned['wall_seconds']:.0f} s)" if tuned else "—"
         verdict = beats(default["accuracy"], peer["accuracy"])
         peer_cell = f"{peer['accuracy']:.4f} ({peer['seconds']:.1f} s)"
         rows.append(
             f"| {name} | {task} | {default['test']} | {peer['name']} | {peer_cell} "
             f"| {peer['accuracy_train_val']:.4f} "
             f"| {default['accuracy']:.4f} ({default['model']}, {default['variant']}, "
-            f"{default['train_seconds']:.0f} s train) | {tuned_cell} | {verdict} |"
+            f"{default['train_seconds']:.0f} s train) | {tuned_cell(tuned, trials)} | {verdict} |"
         )
-    (workdir / "quality.json").write_text(json.dumps(results, indent=2, default=str))
+    saved.write_text(json.dumps(results, indent=2, default=str))  # every data set's latest run
     return [
         START,
         "## Quality against classic peers (CPU)\n",
@@ -258,12 +274,19 @@ def main() -> None:
     parser.add_argument(
         "--only", nargs="*", help="data set names to run (default: all); the other rows already in --out stay"
     )
+    parser.add_argument(
+        "--reuse-default",
+        action="store_true",
+        help="take the peer and default columns from the last run's quality.json; train only the tuned column",
+    )
     parser.add_argument("--workdir", type=Path, default=Path(".kiln/bench-quality"))
     parser.add_argument("--out", type=Path, default=Path("docs/BENCHMARKS.md"))
     parser.add_argument("--datasets", type=Path, default=SHARED, help="folder of the shared data sets")
     args = parser.parse_args()
     keep = (previous_rows(args.out), previous_rows(args.out, VARIANTS_START, VARIANTS_END)) if args.only else None
-    quality, variants = run_quality_bench(args.workdir, args.trials, args.only, machine(), args.datasets, keep)
+    quality, variants = run_quality_bench(
+        args.workdir, args.trials, args.only, machine(), args.datasets, keep, args.reuse_default
+    )
     splice(args.out, quality, START, END)
     splice(args.out, variants, VARIANTS_START, VARIANTS_END)
     print(f"wrote the quality section of {args.out}")  # noqa: T201

@@ -223,23 +223,33 @@ class MeanOfIds(keras.layers.Layer):
 class WeightedBag(keras.layers.Layer):
     """sum_i w_i * e_i / sqrt(sum_i w_i^2) over the non-padding ids: with per-id weights w = IDF and
     embeddings e as wide as the classes, the logits of a linear model over an L2-normalised TF-IDF bag of
-    words and bigrams (what a TF-IDF + linear SVM sees), in numeric ops that export to ONNX."""
+    words and bigrams (what a TF-IDF + linear SVM sees), in numeric ops that export to ONNX.
+
+    With M weights per id and embeddings M x classes wide, M such bags (each normalised on its own) are
+    added: an ensemble of linear models over the same ids (training.wide)."""
 
     def call(self, inputs: Any) -> Any:
-        embedded, weights, ids = inputs
+        embedded, weights, ids = inputs  # (batch, length, M * classes), (batch, length, M), (batch, length)
+        members = weights.shape[-1]
+        shape = tf.shape(embedded)
+        embedded = tf.reshape(embedded, tf.stack([shape[0], shape[1], members, shape[2] // members]))
         w = weights * tf.cast(tf.not_equal(ids, 0), weights.dtype)[:, :, None]
-        norm = tf.sqrt(tf.maximum(tf.reduce_sum(w * w, axis=1), 1e-12))
-        return tf.reduce_sum(embedded * w, axis=1) / norm
+        norm = tf.sqrt(tf.maximum(tf.reduce_sum(w * w, axis=1), 1e-12))  # (batch, M)
+        per_member = tf.reduce_sum(embedded * w[:, :, :, None], axis=1) / norm[:, :, None]
+        return tf.reduce_sum(per_member, axis=1)
 
 
 def _wide(ids: Any, spec: TextSpec, cfg: TextModelConfig) -> Any:
-    """The wide half of wide & deep (Cheng et al. 2016): a linear model over the (TF-IDF or count) bag whose
-    logits join the network's. Its per-id weights and class weights are fitted on the training split in
+    """The wide half of wide & deep (Cheng et al. 2016): linear models over the (TF-IDF or count) bag whose
+    logits join the network's. Their per-id weights and class weights are fitted on the training split in
     closed form and loaded before (joint) or after (blend) the network trains (training.wide)."""
-    idf = layers.Embedding(spec.input_vocabulary, 1, embeddings_initializer="ones", trainable=False, name="wide_idf")
+    members = cfg.linear_members
+    idf = layers.Embedding(
+        spec.input_vocabulary, members, embeddings_initializer="ones", trainable=False, name="wide_idf"
+    )
     table = layers.Embedding(
         spec.input_vocabulary,
-        len(spec.labels),
+        members * len(spec.labels),
         embeddings_initializer="zeros",
         # blend trains the network alone and sets these afterwards (training.wide)
         trainable=cfg.wide_trainable and cfg.wide_mode == "joint",

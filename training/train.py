@@ -29,7 +29,7 @@ from training.models import build_model
 from training.optimizers import build_optimizer
 from training.pipeline import eval_batches, training_batches
 from training.tf_env import configure_devices, distribution, keras, set_seed, use_mixed_precision
-from training.wide import LinearFit, blend, fit_linear_models, warm_start
+from training.wide import LinearFit, blend, drop_network_unless_it_helps, fit_linear_models, warm_start
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def train_model(
         t.lr_schedule,
         "; balanced class weights (imbalanced classes)" if weights else "",
     )
-    blended: dict[str, float] = {}  # blend mode: what the blend chose, for the report
+    blended: dict[str, Any] = {}  # what joining the halves chose, for the report
     has_val = len(val) > 0
     finished = run_dir / FINISHED if run_dir is not None else None
     started = time.perf_counter()
@@ -151,8 +151,8 @@ def train_model(
             float32 = build_model(spec, cfg)
             float32.set_weights(model.get_weights())
             model = float32
-        if linear is not None and cfg.text_model.wide_mode == "blend":
-            blended = blend(model, linear, to_inputs(val, spec), encode_labels(val.labels, spec.labels))
+        if linear is not None:
+            blended = finish_wide(model, linear, val, spec, cfg)
         if finished is not None:
             model.save(finished)
     seconds = time.perf_counter() - started
@@ -191,11 +191,20 @@ def fit_wide(train: Dataset, val: Dataset, spec: Spec, cfg: RunConfig, balanced:
         len(spec.labels),
         balanced,
         spec.deep_vocabulary if spec.char_buckets else None,
+        cfg.text_model.linear_model,
     )
-    if spec.char_buckets and not fit.reads_char_ngrams:
+    if spec.char_buckets and not fit.reads(spec.deep_vocabulary):
         spec = dataclasses.replace(spec, char_buckets=0, char_length=0)
         fit = fit.first_ids(spec.input_vocabulary)
     return spec, fit
+
+
+def finish_wide(model: Any, fit: LinearFit, val: Dataset, spec: Spec, cfg: RunConfig) -> dict[str, Any]:
+    """After training: blend the halves (blend), or drop a network that does not help (joint)."""
+    ids, y = to_inputs(val, spec), encode_labels(val.labels, spec.labels)
+    if cfg.text_model.wide_mode == "blend":
+        return blend(model, fit, ids, y)
+    return drop_network_unless_it_helps(model, fit, ids, y) if cfg.text_model.require_network_gain else {}
 
 
 @contextlib.contextmanager

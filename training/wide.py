@@ -36,30 +36,45 @@ C_GRID = (1.0, 3.0, 10.0, 30.0, 100.0)  # weakly regularised ends win on short t
 NB_ALPHAS = (0.1, 0.3, 1.0)  # naive Bayes smoothing; hashed bigrams want little
 BLEND_WEIGHTS = np.linspace(0.0, 1.0, 21)  # the linear half's share of the blended logits
 
+Fitted = tuple[np.ndarray, np.ndarray, float, float]  # weights, bias, chosen parameter, validation accuracy
+Split = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # train ids, train labels, val ids, val labels
+
 
 @dataclass
 class LinearFit:
-    """One fitted linear model as the wide layers hold it: logits = bag(ids, id_weights) @ weights + bias."""
+    """Linear models as the wide layers hold them, one bag per member m:
+    logits = sum_m bag(ids, id_weights[:, m]) @ weights[:, m] + bias. A single model has one member."""
 
-    name: str  # logistic_regression | naive_bayes | logistic_regression_chars
-    id_weights: np.ndarray  # per id: IDF for logistic regression, ones for naive Bayes; 0 for ids not read
-    weights: np.ndarray  # (vocabulary, classes)
+    name: str  # logistic_regression | naive_bayes | logistic_regression_chars | ensemble
+    id_weights: np.ndarray  # (vocabulary, members): IDF for logistic regression, ones for naive Bayes; 0: not read
+    weights: np.ndarray  # (vocabulary, members, classes)
     bias: np.ndarray  # (classes,)
-    params: dict[str, float]
+    params: dict[str, Any]
     val_accuracy: float
     tried: dict[str, float] = field(default_factory=dict)  # validation accuracy of each model fitted
 
+    @classmethod
+    def single(cls, name: str, id_weights: np.ndarray, fitted: Fitted, param: str) -> LinearFit:
+        """One model from a fitter's (weights, bias, chosen parameter, validation accuracy)."""
+        weights, bias, value, score = fitted
+        return cls(name, id_weights[:, None], weights[:, None, :], bias, {param: value}, score)
+
     @property
-    def reads_char_ngrams(self) -> bool:
-        return self.name == "logistic_regression_chars"
+    def members(self) -> int:
+        return self.id_weights.shape[1]
+
+    def reads(self, first_id: int) -> bool:
+        """Whether any id from ``first_id`` on carries weight (the character n-grams, from deep_vocabulary)."""
+        return bool(self.id_weights[first_id:].any())
 
     def first_ids(self, vocabulary: int) -> LinearFit:
         """The same model over the first ``vocabulary`` ids (the ones it reads: the rest have weight 0)."""
-        assert not self.id_weights[vocabulary:].any(), "the dropped ids carry weight"
+        assert not self.reads(vocabulary), "the dropped ids carry weight"
         return dataclasses.replace(self, id_weights=self.id_weights[:vocabulary], weights=self.weights[:vocabulary])
 
     def logits(self, ids: np.ndarray) -> np.ndarray:
-        return np.asarray(bag(ids, self.id_weights) @ self.weights) + self.bias
+        members = (bag(ids, self.id_weights[:, m]) @ self.weights[:, m] for m in range(self.members))
+        return np.asarray(sum(members)) + self.bias
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -109,7 +124,7 @@ def _widen(coef: np.ndarray, intercept: np.ndarray, seen: np.ndarray, classes: i
 
 def fit_linear(
     x: sp.csr_matrix, y: np.ndarray, xv: sp.csr_matrix, yv: np.ndarray, classes: int, balanced: bool
-) -> tuple[np.ndarray, np.ndarray, float, float]:
+) -> Fitted:
     """Logistic regression: weights (features, classes), intercepts (classes), the chosen C and its
     validation accuracy."""
     from sklearn.linear_model import LogisticRegression
@@ -133,7 +148,7 @@ def fit_linear(
 
 def fit_naive_bayes(
     x: sp.csr_matrix, y: np.ndarray, xv: sp.csr_matrix, yv: np.ndarray, classes: int, balanced: bool
-) -> tuple[np.ndarray, np.ndarray, float, float]:
+) -> Fitted:
     """Multinomial naive Bayes on counts ``x``; its log-probabilities are scored, as the model computes
     them, on the count bag divided by sqrt(tokens) (``xv``), where the prior is not divided. Each feature's
     row is centred over the classes: a per-id constant cancels in the softmax, and small values quantize
@@ -176,58 +191,92 @@ def fit_linear_models(
     classes: int,
     balanced: bool,
     char_start: int | None = None,
+    how: str = "ensemble",
 ) -> LinearFit:
-    """Fit logistic regression on the TF-IDF bag of words and bigrams, naive Bayes on their counts and,
-    when the ids from ``char_start`` on are character n-grams, logistic regression on words, bigrams and
-    n-grams; keep the best on validation (the earlier, simpler one on a tie or without a validation split).
-    A model that does not read some ids gives them weight 0, so the layer ignores them."""
+    """Fit the linear half. Its models: logistic regression on the TF-IDF bag of words and bigrams (with
+    the character n-grams when the ids from ``char_start`` on are n-grams) and naive Bayes on the counts.
+
+    ``ensemble`` adds both, each calibrated on validation (``ensemble``). ``select`` also fits logistic
+    regression on words alone and keeps the best single model on validation (the earlier, simpler one on
+    a tie or without a validation split). A model that does not read some ids gives them weight 0."""
     idf = inverse_document_frequency(train_ids, vocabulary)
     words_only = np.ones(vocabulary, dtype=bool)
     if char_start is not None:
         words_only[char_start:] = False
-    candidates = []
-    word_idf = np.where(words_only, idf, 0.0)
-    weights, bias, c, score = fit_linear(
-        bag(train_ids, word_idf), train_y, bag(val_ids, word_idf), val_y, classes, balanced
-    )
-    candidates.append(LinearFit("logistic_regression", word_idf, weights, bias, {"C": c}, score))
-    ones = words_only.astype(float)
-    read = int(words_only.sum())  # naive Bayes smooths over the features it reads: not the n-gram columns
-    weights, bias, alpha, score = fit_naive_bayes(
-        counts(np.where(words_only[train_ids], train_ids, 0), vocabulary)[:, :read],
-        train_y,
-        bag(val_ids, ones)[:, :read],
-        val_y,
-        classes,
-        balanced,
-    )
-    weights = np.vstack([weights, np.zeros((vocabulary - read, classes))])
-    candidates.append(LinearFit("naive_bayes", ones, weights, bias, {"alpha": alpha}, score))
+    data = (train_ids, train_y, val_ids, val_y)
+    candidates = []  # in ensemble mode with n-grams: naive Bayes, then logistic regression with n-grams
+    if how == "select" or char_start is None:
+        word_idf = np.where(words_only, idf, 0.0)
+        candidates.append(_logistic("logistic_regression", word_idf, data, classes, balanced))
+    candidates.append(_naive_bayes(words_only, data, classes, balanced))
     if char_start is not None:
         char_idf = np.where(words_only, idf, idf * char_weight(train_ids, idf, char_start))
-        weights, bias, c, score = fit_linear(
-            bag(train_ids, char_idf), train_y, bag(val_ids, char_idf), val_y, classes, balanced
-        )
-        candidates.append(LinearFit("logistic_regression_chars", char_idf, weights, bias, {"C": c}, score))
-    best = candidates[0]
-    for fit in candidates[1:]:
-        if len(val_y) and fit.val_accuracy > best.val_accuracy:
-            best = fit
-    best.tried = {fit.name: round(fit.val_accuracy, 4) for fit in candidates}
+        candidates.append(_logistic("logistic_regression_chars", char_idf, data, classes, balanced))
+    tried = {fit.name: round(fit.val_accuracy, 4) for fit in candidates}
+    if how == "ensemble":  # the logistic regression that reads the most, and naive Bayes
+        best = ensemble([candidates[-1], candidates[-2]] if char_start is not None else candidates, val_ids, val_y)
+        tried["ensemble"] = round(best.val_accuracy, 4)
+    else:
+        best = candidates[0]
+        for fit in candidates[1:]:
+            if len(val_y) and fit.val_accuracy > best.val_accuracy:
+                best = fit
+    best.tried = tried
     log.info(
         "wide half: %s (%s), validation accuracy %.4f (%s; %d features)",
         best.name,
-        ", ".join(f"{k}={v:g}" for k, v in best.params.items()),
+        ", ".join(f"{k}={v}" for k, v in best.params.items()),
         best.val_accuracy,
-        ", ".join(f"{k} {v:.4f}" for k, v in best.tried.items()),
+        ", ".join(f"{k} {v:.4f}" for k, v in tried.items()),
         vocabulary,
     )
     return best
 
 
+def _logistic(name: str, id_weights: np.ndarray, data: Split, classes: int, balanced: bool) -> LinearFit:
+    train_ids, train_y, val_ids, val_y = data
+    x, xv = bag(train_ids, id_weights), bag(val_ids, id_weights)
+    return LinearFit.single(name, id_weights, fit_linear(x, train_y, xv, val_y, classes, balanced), "C")
+
+
+def _naive_bayes(words_only: np.ndarray, data: Split, classes: int, balanced: bool) -> LinearFit:
+    """Naive Bayes on the word and bigram counts: it smooths over the features it reads, not the n-grams."""
+    train_ids, train_y, val_ids, val_y = data
+    ones, read = words_only.astype(float), int(words_only.sum())
+    x = counts(np.where(words_only[train_ids], train_ids, 0), len(ones))[:, :read]
+    weights, bias, alpha, score = fit_naive_bayes(x, train_y, bag(val_ids, ones)[:, :read], val_y, classes, balanced)
+    weights = np.vstack([weights, np.zeros((len(ones) - read, classes))])
+    return LinearFit.single("naive_bayes", ones, (weights, bias, alpha, score), "alpha")
+
+
+def ensemble(fits: list[LinearFit], val_ids: np.ndarray, val_y: np.ndarray) -> LinearFit:
+    """A weighted mean of ``fits``' logits, each weight proportional to the model's validation temperature so
+    that a confident model (naive Bayes' log-probabilities) does not drown a cautious one. The weights sum
+    to 1: temperatures run to their bound when validation is separable, and logits that large would leave a
+    jointly trained network no loss to learn from. One bag per member in the layer."""
+    scales = np.array([temperature(fit.logits(val_ids), val_y) if len(val_y) else 1.0 for fit in fits])
+    shares = scales / scales.sum()
+    combined = LinearFit(
+        "ensemble",
+        np.concatenate([fit.id_weights for fit in fits], axis=1),
+        np.concatenate([fit.weights * share for fit, share in zip(fits, shares, strict=True)], axis=1),
+        np.sum([fit.bias * share for fit, share in zip(fits, shares, strict=True)], axis=0),
+        {
+            "members": [fit.name for fit in fits],
+            "member_weights": [round(float(share), 4) for share in shares],
+            **{f"{fit.name}_{k}": v for fit in fits for k, v in fit.params.items()},
+        },
+        0.0,
+    )
+    combined.val_accuracy = accuracy(combined.logits(val_ids), val_y)
+    return combined
+
+
 def _set_wide(model: Any, fit: LinearFit, scale: float = 1.0) -> None:
-    model.get_layer("wide_idf").set_weights([fit.id_weights[:, None].astype("float32")])
-    model.get_layer("wide_weights").set_weights([(fit.weights * scale).astype("float32")])
+    vocabulary, members, classes = fit.weights.shape
+    model.get_layer("wide_idf").set_weights([fit.id_weights.astype("float32")])
+    table = (fit.weights * scale).reshape(vocabulary, members * classes)  # member-major, as WeightedBag reads it
+    model.get_layer("wide_weights").set_weights([table.astype("float32")])
 
 
 def warm_start(model: Any, fit: LinearFit) -> None:
@@ -236,6 +285,26 @@ def warm_start(model: Any, fit: LinearFit) -> None:
     _set_wide(model, fit)
     kernel, _ = model.get_layer("deep_logits").get_weights()
     model.get_layer("deep_logits").set_weights([kernel, fit.bias.astype("float32")])
+
+
+def drop_network_unless_it_helps(model: Any, fit: LinearFit, val_ids: np.ndarray, val_y: np.ndarray) -> dict[str, Any]:
+    """joint, after training: keep the network only if the model beats the linear half alone on validation.
+    Otherwise the model is made the linear half again (the network's output layer at zero), so a network
+    that overfit on top of a strong linear model does not ship; the graph, and so serving, is unchanged."""
+    probabilities = model.predict(val_ids, batch_size=256, verbose=0)
+    trained, linear = accuracy(probabilities, val_y), accuracy(fit.logits(val_ids), val_y)
+    kept = trained > linear or not len(val_y)
+    if not kept:
+        kernel, _ = model.get_layer("deep_logits").get_weights()
+        model.get_layer("deep_logits").set_weights([np.zeros_like(kernel), fit.bias.astype("float32")])
+        _set_wide(model, fit)
+    log.info(
+        "joint model %.4f vs linear half alone %.4f on validation: %s",
+        trained,
+        linear,
+        "network kept" if kept else "network dropped (its output set to zero)",
+    )
+    return {"joint_val_accuracy": round(trained, 4), "network_kept": kept}
 
 
 def _log_loss(logits: np.ndarray, y: np.ndarray) -> float:

@@ -1,8 +1,10 @@
-"""The wide half of wide & deep: the Keras layer computes exactly the bag the linear models are fitted on,
-a warm-started model predicts what the fitted linear model predicts, and a blended model what the chosen
-mix of network and linear logits predicts."""
+"""The wide half of wide & deep: the Keras layer computes exactly the bags the linear models are fitted on,
+a warm-started model predicts what the fitted linear model (or ensemble) predicts, a blended model what the
+chosen mix of network and linear logits predicts, and a network that does not help is dropped."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ from training.features import encode_labels, make_spec, to_inputs
 from training.models import build_model
 from training.tf_env import keras, set_seed
 from training.train import fit_wide, train_model
+from training.tune import shipped_scores
 from training.wide import (
     bag,
     blend,
@@ -21,10 +24,12 @@ from training.wide import (
     choose_blend,
     counts,
     deep_logits,
+    drop_network_unless_it_helps,
     fit_linear,
     fit_linear_models,
     fit_naive_bayes,
     inverse_document_frequency,
+    temperature,
     warm_start,
 )
 
@@ -41,22 +46,25 @@ def _data(n: int, seed: int) -> tuple[TextSpec, np.ndarray, np.ndarray]:
     return spec, encode_texts(texts, spec), np.digitize(score, [-0.5, 0.5])
 
 
-def _model(spec: TextSpec) -> keras.Model:
-    small = {"embedding_dim": 8, "filters": 4, "dense_units": 8, "wide": True, "wide_trainable": True}
+def _model(spec: TextSpec, linear_model: str = "ensemble") -> keras.Model:
+    small = {"embedding_dim": 8, "filters": 4, "dense_units": 8, "wide": True, "linear_model": linear_model}
     return build_model(spec, load_config(None, {"text_model": small | {"ngram_buckets": 32}}))
 
 
-def test_layer_matches_the_bag_features() -> None:
+@pytest.mark.parametrize("members", [1, 2])
+def test_layer_matches_the_bag_features(members: int) -> None:
     set_seed(0)
     spec, x, _ = _data(40, 0)
-    model = _model(spec)
+    model = _model(spec, "ensemble" if members == 2 else "select")
     rng = np.random.default_rng(1)
     idf = inverse_document_frequency(x, spec.input_vocabulary)
-    weights = rng.normal(size=(spec.input_vocabulary, 3)).astype("float32")
-    model.get_layer("wide_idf").set_weights([idf[:, None].astype("float32")])
-    model.get_layer("wide_weights").set_weights([weights])
+    id_weights = np.stack([idf, np.ones_like(idf)][:members], axis=1)  # TF-IDF and count bags, each normalised
+    weights = rng.normal(size=(spec.input_vocabulary, members, 3))
+    model.get_layer("wide_idf").set_weights([id_weights.astype("float32")])
+    model.get_layer("wide_weights").set_weights([weights.reshape(len(idf), members * 3).astype("float32")])
     wide = keras.Model(model.input, model.get_layer("wide_logits").output)
-    np.testing.assert_allclose(wide.predict(x, verbose=0), bag(x, idf) @ weights, rtol=1e-4, atol=1e-5)
+    expected = sum(bag(x, id_weights[:, m]) @ weights[:, m] for m in range(members))
+    np.testing.assert_allclose(wide.predict(x, verbose=0), expected, rtol=1e-4, atol=1e-5)
     # a row of padding only (an empty text) gives zero logits, not NaN
     assert np.all(wide.predict(np.zeros((1, x.shape[1]), "int32"), verbose=0) == 0)
 
@@ -66,21 +74,40 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
-def test_warm_start_reproduces_the_linear_model() -> None:
+@pytest.mark.parametrize("how", ["ensemble", "select"])
+def test_warm_start_reproduces_the_linear_model(how: str) -> None:
     set_seed(0)
     spec, x, y = _data(200, 0)
     _, xv, yv = _data(60, 1)
-    model = _model(spec)
-    fit = fit_linear_models(x, y, xv, yv, spec.input_vocabulary, 3, balanced=False)
+    model = _model(spec, how)
+    fit = fit_linear_models(x, y, xv, yv, spec.input_vocabulary, 3, balanced=False, how=how)
     assert fit.val_accuracy > 0.6  # the sentiment rule is learnable
     warm_start(model, fit)
     np.testing.assert_allclose(model.predict(xv, verbose=0), _softmax(fit.logits(xv)), atol=1e-4)
 
 
-def test_the_better_linear_model_on_validation_is_kept() -> None:
+def test_the_ensemble_adds_the_calibrated_models() -> None:
     spec, x, y = _data(200, 0)
     _, xv, yv = _data(60, 1)
     fit = fit_linear_models(x, y, xv, yv, spec.input_vocabulary, 3, balanced=False)
+    assert fit.name == "ensemble" and fit.params["members"] == ["logistic_regression", "naive_bayes"]
+    assert set(fit.tried) == {"logistic_regression", "naive_bayes", "ensemble"}
+    idf = inverse_document_frequency(x, spec.input_vocabulary)
+    ones = np.ones(spec.input_vocabulary)
+    lr_weights, lr_bias, _, _ = fit_linear(bag(x, idf), y, bag(xv, idf), yv, 3, balanced=False)
+    nb_weights, nb_bias, _, _ = fit_naive_bayes(counts(x, len(ones)), y, bag(xv, ones), yv, 3, balanced=False)
+    lr_logits, nb_logits = bag(xv, idf) @ lr_weights + lr_bias, bag(xv, ones) @ nb_weights + nb_bias
+    t_lr, t_nb = temperature(lr_logits, yv), temperature(nb_logits, yv)
+    w_lr, w_nb = fit.params["member_weights"]
+    assert w_lr == pytest.approx(t_lr / (t_lr + t_nb), abs=1e-4) and w_lr + w_nb == pytest.approx(1.0, abs=1e-4)
+    np.testing.assert_allclose(fit.logits(xv), (t_lr * lr_logits + t_nb * nb_logits) / (t_lr + t_nb), atol=1e-3)
+    assert fit.val_accuracy == pytest.approx(np.mean(fit.logits(xv).argmax(1) == yv))
+
+
+def test_the_better_linear_model_on_validation_is_kept() -> None:
+    spec, x, y = _data(200, 0)
+    _, xv, yv = _data(60, 1)
+    fit = fit_linear_models(x, y, xv, yv, spec.input_vocabulary, 3, balanced=False, how="select")
     assert set(fit.tried) == {"logistic_regression", "naive_bayes"}
     assert round(fit.val_accuracy, 4) == max(fit.tried.values())
     assert fit.tried[fit.name] == round(fit.val_accuracy, 4)
@@ -92,7 +119,7 @@ def test_the_better_linear_model_on_validation_is_kept() -> None:
     assert fit.tried == {"logistic_regression": round(lr_score, 4), "naive_bayes": round(nb_score, 4)}
     np.testing.assert_allclose(nb_weights.mean(axis=1), 0, atol=1e-9)  # centred rows: same softmax, small values
     # with no validation split there is nothing to choose on: logistic regression
-    empty = fit_linear_models(x, y, xv[:0], yv[:0], spec.input_vocabulary, 3, balanced=False)
+    empty = fit_linear_models(x, y, xv[:0], yv[:0], spec.input_vocabulary, 3, balanced=False, how="select")
     assert empty.name == "logistic_regression"
 
 
@@ -119,6 +146,27 @@ def test_blend_reproduces_the_chosen_mix_and_is_no_worse_than_either_half() -> N
     assert np.mean(probabilities.argmax(1) == yv) == pytest.approx(score)
 
 
+def test_a_network_that_does_not_help_on_validation_is_dropped() -> None:
+    set_seed(0)
+    spec, x, y = _data(200, 0)
+    _, xv, yv = _data(80, 1)
+    fit = fit_linear_models(x, y, xv, yv, spec.input_vocabulary, 3, balanced=False)
+    model = _model(spec)
+    warm_start(model, fit)
+    kernel, bias = model.get_layer("deep_logits").get_weights()
+    noise = np.random.default_rng(3).normal(scale=50, size=kernel.shape).astype("float32")
+    model.get_layer("deep_logits").set_weights([noise, bias])  # a network that drowns the linear half
+    assert np.mean(model.predict(xv, verbose=0).argmax(1) == yv) < fit.val_accuracy
+    summary = drop_network_unless_it_helps(model, fit, xv, yv)
+    assert summary["network_kept"] is False and summary["joint_val_accuracy"] < fit.val_accuracy
+    np.testing.assert_allclose(model.predict(xv, verbose=0), _softmax(fit.logits(xv)), atol=1e-4)
+    # a model that beats the linear half it is compared with keeps its network, untouched
+    worse = dataclasses.replace(fit, weights=-fit.weights, bias=-fit.bias)
+    before = model.predict(xv, verbose=0)
+    assert drop_network_unless_it_helps(model, worse, xv, yv)["network_kept"] is True
+    np.testing.assert_array_equal(model.predict(xv, verbose=0), before)
+
+
 def test_binary_and_missing_classes_fill_every_column() -> None:
     spec, x, y = _data(100, 0)
     y = (y == 2).astype(int)  # only classes 0 and 1 present out of 3
@@ -135,14 +183,18 @@ def test_binary_and_missing_classes_fill_every_column() -> None:
 
 def test_character_ngrams_leave_the_spec_when_the_chosen_model_does_not_read_them() -> None:
     train = _texts(120, 0)
-    cfg = load_config(None, {"text_model": {"max_length": 8}})
+    cfg = load_config(None, {"text_model": {"max_length": 8, "linear_model": "select"}})
     spec = make_spec(train, train.label_names, cfg)
     assert spec.char_buckets and spec.char_length
     # validation = training: every candidate scores 1.0, and the tie goes to the simpler words-only model
     final, fit = fit_wide(train, train, spec, cfg, balanced=False)
-    assert fit is not None and not fit.reads_char_ngrams
+    assert fit is not None and not fit.reads(spec.deep_vocabulary)
     assert final.char_buckets == 0 and final.input_length == spec.deep_length
     assert len(fit.id_weights) == len(fit.weights) == final.input_vocabulary
+    # the ensemble's logistic regression reads them: they stay
+    ensemble_cfg = load_config(None, {"text_model": {"max_length": 8}})
+    kept, fit = fit_wide(train, train, spec, ensemble_cfg, balanced=False)
+    assert fit is not None and fit.name == "ensemble" and fit.reads(spec.deep_vocabulary) and kept == spec
     # a model without a wide half fits nothing and keeps its spec
     off = load_config(None, {"text_model": {"max_length": 8, "wide": False}})
     plain = make_spec(train, train.label_names, off)
@@ -164,15 +216,23 @@ def test_training_reports_the_wide_half_and_the_model_predicts_the_blend(mode: s
     trained = train_model(train, val, cfg)
     wide = trained.wide
     assert wide is not None and wide["mode"] == mode
-    assert wide["linear_model"] in ("logistic_regression", "naive_bayes", "logistic_regression_chars")
-    # character n-grams stay in the spec (and the model's input) only when the chosen linear model reads them
-    assert bool(trained.spec.char_buckets) == (wide["linear_model"] == "logistic_regression_chars")
+    assert wide["linear_model"] == "ensemble"
+    assert wide["members"] == ["logistic_regression_chars", "naive_bayes"]
+    assert trained.spec.char_buckets  # the ensemble's logistic regression reads the character n-grams
     assert trained.summary()["wide"] == wide
     assert trained.model.get_layer("wide_weights").get_weights()[0].any()  # the linear half is in the model
+    # tuning scores the model as it ships (training.tune.shipped_scores), not the best epoch's curve
+    loss, accuracy = shipped_scores(trained, val)
+    assert np.isfinite(loss) and loss >= 0
+    if mode == "joint":  # the network is kept only when it beats the linear half alone on validation
+        assert wide["network_kept"] == (wide["joint_val_accuracy"] > wide["val_accuracy"])
+        shipped = wide["joint_val_accuracy"] if wide["network_kept"] else wide["val_accuracy"]
+        assert accuracy == pytest.approx(shipped, abs=1e-4)
     if mode == "blend":
         ids, y = to_inputs(val, trained.spec), encode_labels(val.labels, trained.spec.labels)
         predicted = trained.model.predict(ids, verbose=0).argmax(1)
         assert np.mean(predicted == y) == pytest.approx(wide["blend_val_accuracy"], abs=1e-4)
+        assert accuracy == pytest.approx(wide["blend_val_accuracy"], abs=1e-4)
         assert wide["blend_val_accuracy"] >= max(wide["network_val_accuracy"], wide["val_accuracy"])
 
 
@@ -194,16 +254,16 @@ def test_character_ngrams_carry_misspellings_and_are_chosen_when_they_score_bett
         char_length=64,
     )
     x, xv = encode_texts(train, spec), encode_texts(val, spec)
-    fit = fit_linear_models(x, y, xv, yv, spec.input_vocabulary, 2, False, char_start=spec.deep_vocabulary)
+    fit = fit_linear_models(x, y, xv, yv, spec.input_vocabulary, 2, False, spec.deep_vocabulary, how="select")
     assert set(fit.tried) == {"logistic_regression", "naive_bayes", "logistic_regression_chars"}
     assert fit.tried["logistic_regression"] <= 0.75  # the words alone cannot read the misspellings
     assert fit.name == "logistic_regression_chars" and fit.val_accuracy == 1.0
     # the n-gram block is weighted to carry about as much of the norm as the words
     idf = inverse_document_frequency(x, spec.input_vocabulary)
     weight = char_weight(x, idf, spec.deep_vocabulary)
-    occurrence = np.where(x != 0, (fit.id_weights[x]) ** 2, 0.0)
+    occurrence = np.where(x != 0, fit.id_weights[:, 0][x] ** 2, 0.0)
     words, chars = occurrence[:, : spec.deep_length].sum(1), occurrence[:, spec.deep_length :].sum(1)
     assert 0 < weight < 1 and np.median(words / chars) == pytest.approx(1.0, rel=1e-6)
     # without them chosen, a model gives the n-gram ids no weight: the layer ignores them
-    words_only = fit_linear_models(x, y, x, y, spec.input_vocabulary, 2, False, char_start=spec.deep_vocabulary)
-    assert words_only.name != "logistic_regression_chars" and not words_only.id_weights[spec.deep_vocabulary :].any()
+    words_only = fit_linear_models(x, y, x, y, spec.input_vocabulary, 2, False, spec.deep_vocabulary, how="select")
+    assert words_only.name != "logistic_regression_chars" and not words_only.reads(spec.deep_vocabulary)
