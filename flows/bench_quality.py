@@ -242,8 +242,14 @@ def run_quality_bench(
         "there), so both learn from the same examples; the next column refits the peer on train + validation "
         "(about 20% more data than either was given) for reference. Kiln columns are the served variant from "
         "the retrain flow; "
-        + (f"tuned = `kiln run --trials {trials}`." if trials else "the tuned column was not run this time.")
-        + (f" This run measured {', '.join(only)}; the other rows are from the previous run.\n" if only else "\n"),
+        + (
+            "tuned = `kiln run --trials N` (N and whether the best trial beat the default on validation are in "
+            "each cell)."
+            if trials
+            else "the tuned column was not run this time."
+        )
+        + (f" This run measured {', '.join(only)}; the other rows are from the previous run." if only else "")
+        + (" Its peer and default columns are the previous run's (`--reuse-default`).\n" if reuse_default else "\n"),
         "| data set | task | test items | classic peer | peer accuracy | peer on train + val | Kiln default "
         "| Kiln tuned | default beats peer |",
         "|---|---|---|---|---|---|---|---|---|",

@@ -53,8 +53,11 @@ def test_text_flow_promotes_first_then_gates_a_worse_model(tmp_path: Path, prefe
     assert json.loads((tmp_path / "run1" / "report.json").read_text()) == first
 
     worse = tmp_path / "worse.yaml"
+    # one epoch at a tiny rate and no linear half (which alone would match the first model): a worse model
     worse.write_text(
-        TINY_CONFIG.replace("learning_rate: 0.01", "learning_rate: 0.00001").replace("epochs: 12", "epochs: 1")
+        TINY_CONFIG.replace("learning_rate: 0.01", "learning_rate: 0.00001")
+        .replace("epochs: 12", "epochs: 1")
+        .replace("max_length: 16, dropout: 0.1}", "max_length: 16, dropout: 0.1, wide: false}")
     )
     second = retrain(task="text", data=str(data), out=str(tmp_path / "run2"), store=str(store), config=str(worse))
     assert not second["promoted"] and "not promoted" in second["gate"]
