@@ -36,15 +36,15 @@ lint: install
 # (every data set against a classic peer, default and tuned; hours on 2 cores) add their sections.
 QUALITY_TRIALS ?= 5
 bench: install
-	$(BIN)/python -m flows.bench --out docs/BENCHMARKS.md
-	$(BIN)/python -m flows.bench_data --out docs/BENCHMARKS.md
-	$(BIN)/python -m flows.bench_quality --trials $(QUALITY_TRIALS) --out docs/BENCHMARKS.md
+	$(BIN)/python -m bench.serving --out docs/BENCHMARKS.md
+	$(BIN)/python -m bench.data_pipeline --out docs/BENCHMARKS.md
+	$(BIN)/python -m bench.quality --trials $(QUALITY_TRIALS) --out docs/BENCHMARKS.md
 
 bench-quality: install
-	$(BIN)/python -m flows.bench_quality --trials $(QUALITY_TRIALS) --out docs/BENCHMARKS.md
+	$(BIN)/python -m bench.quality --trials $(QUALITY_TRIALS) --out docs/BENCHMARKS.md
 
 bench-data: install
-	$(BIN)/python -m flows.bench_data --out docs/BENCHMARKS.md
+	$(BIN)/python -m bench.data_pipeline --out docs/BENCHMARKS.md
 
 # Render each Kubernetes overlay, validate every object against the Kubernetes schema offline, and run checkov
 # (zero failures; each waiver is an annotation with its reason next to the resource). Run by .ci/run after the tests.

@@ -35,11 +35,11 @@ from compression.quantize import (
 )
 from serving.runtime import Classifier, make_session, measure_latency
 from training.config import RunConfig
-from training.data import Dataset
-from training.evaluate import agreement, confusion, metrics, per_class
-from training.features import to_arrays
-from training.tf_env import keras
-from training.train import TrainedModel
+from training.data.dataset import Dataset
+from training.release.evaluate import agreement, confusion, metrics, per_class
+from training.data.features import to_arrays
+from training.fit.tf_env import keras
+from training.fit.train import TrainedModel
 
 log = logging.getLogger(__name__)
 

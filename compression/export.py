@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 
 from serving.preprocess import ImageSpec, Spec
-from training.tf_env import keras, tf
+from training.fit.tf_env import keras, tf
 
 OPSET = 17
 

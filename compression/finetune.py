@@ -10,9 +10,9 @@ from typing import Any
 
 from serving.preprocess import Spec
 from training.config import RunConfig, train_config_for
-from training.data import Dataset
-from training.pipeline import training_batches
-from training.tf_env import keras
+from training.data.dataset import Dataset
+from training.fit.pipeline import training_batches
+from training.fit.tf_env import keras
 
 
 def fine_tune(

@@ -20,8 +20,8 @@ import numpy as np
 
 from compression.finetune import fine_tune
 from training.config import RunConfig
-from training.data import Dataset
-from training.tf_env import keras
+from training.data.dataset import Dataset
+from training.fit.tf_env import keras
 
 log = logging.getLogger(__name__)
 

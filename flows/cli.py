@@ -21,7 +21,7 @@ import typer
 
 from serving.settings import Settings
 from serving.store import TASKS, ModelStore, StoreError
-from training.data import SKIP_COUNTERS
+from training.data.dataset import SKIP_COUNTERS
 from training.runs import new_run_dir
 
 if TYPE_CHECKING:
@@ -150,7 +150,7 @@ def run(
 
     from compression.compress import ParityError
     from flows.retrain import retrain
-    from training.data import DataError
+    from training.data.dataset import DataError
 
     try:
         report = retrain(**params, resume=resume is not None)
@@ -192,7 +192,7 @@ def tune(
     typer.echo(f"kiln tune: {task.value} on {data}, {trials} trial(s), {sampler} sampler -> {out_dir}")
 
     from flows.tune import tune as tune_flow
-    from training.data import DataError
+    from training.data.dataset import DataError
 
     try:
         result = tune_flow(
@@ -318,8 +318,8 @@ def data_inspect(
 ) -> None:
     """Ingest, clean and split the data without training; write the data report, quarantine list and plots."""
     cfg = _checked_config(data, config)
-    from training.data import DataError, check_trainable
-    from training.inspect import inspect_data
+    from training.data.dataset import DataError, check_trainable
+    from training.data.inspect import inspect_data
 
     try:
         dataset, paths = inspect_data(task.value, data, out, cfg, text_column, label_column, not no_header, plots)
@@ -388,7 +388,7 @@ def compress(
     from compression.compress import ParityError
     from flows.compress import compress_version
     from training.config import ConfigError
-    from training.data import DataError
+    from training.data.dataset import DataError
 
     out_dir = out or new_run_dir(f"compress-{task.value}-{version}")
     typer.echo(f"kiln compress: {task.value} {version} in store {model_store.root} -> run {out_dir}")
@@ -562,7 +562,7 @@ def rollback(
 @app.command("sample-data")
 def sample_data(directory: Annotated[Path, typer.Argument(help="Where to write images/ and texts.csv.")]) -> None:
     """Write the bundled sample data: digit PNGs (scikit-learn) and a generated texts.csv."""
-    from training.sample_data import write_sample_data
+    from training.data.sample_data import write_sample_data
 
     paths = write_sample_data(directory)
     typer.echo(f"wrote {paths['images']}/<digit>/*.png and {paths['texts']}")

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from serving.client import KilnClient, KilnServer
-from training.sample_data import write_sample_data
+from training.data.sample_data import write_sample_data
 
 DEMO_TEXTS = [
     "The delivery was really fast!",

@@ -24,12 +24,12 @@ from prefect.cache_policies import NO_CACHE
 from compression.compress import Compressed, compress_model
 from compression.report import write_compression_report
 from serving.store import ModelStore, StoreError
-from training.clean import load_dataset
+from training.data.clean import load_dataset
 from training.config import ConfigError, RunConfig, config_to_dict, load_config
-from training.data import DataError, Dataset, check_label_change, check_trainable
-from training.inspect import write_data_report
-from training.plots import draw_training, inline_images, markdown_with_images
-from training.promote import (
+from training.data.dataset import DataError, Dataset, check_label_change, check_trainable
+from training.data.inspect import write_data_report
+from training.data.plots import draw_training, inline_images, markdown_with_images
+from training.release.registry import (
     build_manifest,
     build_report,
     evaluate_production,
@@ -39,9 +39,9 @@ from training.promote import (
     write_report,
 )
 from training.runs import new_run_dir, read_run_file, resumed_config, write_run_file
-from training.split import split_dataset
-from training.tf_env import is_chief
-from training.train import train_model
+from training.data.split import split_dataset
+from training.fit.tf_env import is_chief
+from training.fit.train import train_model
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -1,6 +1,6 @@
 """The tune flow: ingest -> clean -> split -> N Optuna trials (each a Prefect task run) -> best config.
 
-Wiring only: the search lives in ``training.tune``. Trials train on the training split and are scored
+Wiring only: the search lives in ``training.fit.tune``. Trials train on the training split and are scored
 on the validation split; the test split is not touched. ``tune_on_split`` is shared with
 ``kiln run --trials N``, which then trains the final model with the best configuration.
 
@@ -20,8 +20,8 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.retrain import check_step, ingest_step, split_step
 from training.config import RunConfig, config_to_dict, load_config
-from training.data import Dataset
-from training.tune import (
+from training.data.dataset import Dataset
+from training.fit.tune import (
     TrialOutcome,
     best_config,
     enqueue_default,

@@ -128,7 +128,7 @@ class TextModelConfig:
     dense_units: int = 64
     dropout: float = 0.3
     # A linear model over the bag of words and bigrams whose logits join the network's (wide & deep). It is
-    # fitted in closed form before training (training.wide): logistic regression on the TF-IDF bag (with
+    # fitted in closed form before training (training.models.linear): logistic regression on the TF-IDF bag (with
     # the character n-grams when char_ngrams) and multinomial naive Bayes on the counts.
     wide: bool = True
     # ensemble: both, each temperature-scaled on validation, their logits added. select: the best single

@@ -12,10 +12,10 @@ from tests.conftest import TINY_CONFIG, make_image_folder, make_texts, write_csv
 
 def _train_and_compress(task: str, data: Path, tmp: Path):
     from compression.compress import compress_model
-    from training.clean import load_dataset
+    from training.data.clean import load_dataset
     from training.config import load_config
-    from training.split import split_dataset
-    from training.train import train_model
+    from training.data.split import split_dataset
+    from training.fit.train import train_model
 
     cfg_path = tmp / "tiny.yaml"
     cfg_path.write_text(TINY_CONFIG)
@@ -158,10 +158,10 @@ def test_pruned_variants_are_sparse_and_compress_better(run: str, request: pytes
 @pytest.mark.slow
 def test_pruned_variants_can_be_turned_off(tmp_path: Path) -> None:
     from compression.compress import compress_model
-    from training.clean import load_dataset
+    from training.data.clean import load_dataset
     from training.config import load_config
-    from training.split import split_dataset
-    from training.train import train_model
+    from training.data.split import split_dataset
+    from training.fit.train import train_model
 
     cfg = load_config(None, {"train": {"epochs": 1}, "compress": {"variants": ["pruned_int8"], "latency_runs": 2}})
     data = make_image_folder(tmp_path / "images", per_class=10)
@@ -274,7 +274,7 @@ def test_parity_failure_stops_registration() -> None:
 @pytest.mark.slow
 def test_the_wide_half_of_a_text_model_stays_dense(text_run, tmp_path: Path) -> None:
     from compression.prune import prune_model
-    from training.clean import load_dataset
+    from training.data.clean import load_dataset
 
     trained, _, cfg = text_run
     train = load_dataset("text", write_csv(tmp_path / "t.csv", make_texts(20)))

@@ -107,7 +107,7 @@ def test_image_flow_counts_dirt_in_mixed_sizes_and_modes(tmp_path: Path, prefect
 @pytest.mark.slow
 def test_label_change_stops_before_training_and_imbalance_is_weighted(tmp_path: Path, prefect_server: None) -> None:
     from flows.retrain import retrain
-    from training.data import DataError
+    from training.data.dataset import DataError
 
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(TINY_CONFIG)

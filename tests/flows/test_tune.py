@@ -32,7 +32,7 @@ def test_six_trial_tune_reports_against_the_default_and_writes_a_usable_config(
     tmp_path: Path, prefect_server: None
 ) -> None:
     from flows.tune import tune
-    from training.sample_data import write_sample_data
+    from training.data.sample_data import write_sample_data
 
     texts = write_sample_data(tmp_path / "sample")["texts"]
     (tmp_path / "c.yaml").write_text(FAST)
@@ -59,7 +59,7 @@ def test_six_trial_tune_reports_against_the_default_and_writes_a_usable_config(
 
 def test_bad_search_space_names_the_key(tmp_path: Path) -> None:
     from training.config import ConfigError
-    from training.tune import load_space
+    from training.fit.tune import load_space
 
     path = tmp_path / "s.yaml"
     path.write_text("train.learning_rate: {type: float, low: 0.1}\n")
@@ -139,7 +139,7 @@ def test_two_processes_share_one_study_in_postgresql(tmp_path: Path, postgres_ur
 
 @pytest.mark.parametrize("task", ["image", "text"])
 def test_default_space_holds_the_default_config_as_its_reference_trial(task: str) -> None:
-    from training.tune import DEFAULT_SPACES, default_params
+    from training.fit.tune import DEFAULT_SPACES, default_params
 
     params = default_params(DEFAULT_SPACES[task], load_config(None), task)
     assert set(params) == set(DEFAULT_SPACES[task])  # the default is the first trial to beat
@@ -147,7 +147,7 @@ def test_default_space_holds_the_default_config_as_its_reference_trial(task: str
 
 
 def test_a_failing_trial_is_recorded_as_failed_and_tuning_goes_on(tmp_path: Path) -> None:
-    from training.tune import make_study, run_trial
+    from training.fit.tune import make_study, run_trial
 
     space = {"train.learning_rate": {"type": "float", "low": 0.001, "high": 0.01}}
     study = make_study("s", f"sqlite:///{tmp_path / 'db.sqlite'}", "random", space, seed=0)

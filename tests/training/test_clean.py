@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from tests.conftest import add_dirt, make_texts, write_csv
-from training.clean import clean_images, clean_texts, load_dataset
-from training.data import DataError, check_trainable
+from training.data.clean import clean_images, clean_texts, load_dataset
+from training.data.dataset import DataError, check_trainable
 
 
 def test_dirty_image_folder_is_cleaned_and_every_file_counted(image_folder: Path) -> None:
@@ -177,7 +177,7 @@ def test_quarantine_lists_every_skipped_item(tmp_path: Path) -> None:
 
 
 def test_label_change_names_new_and_vanished_labels() -> None:
-    from training.data import check_label_change
+    from training.data.dataset import check_label_change
 
     assert check_label_change(None, ("a", "b"), allow=False) == {"added": [], "removed": []}
     assert check_label_change(("a", "b"), ("a", "b"), allow=False) == {"added": [], "removed": []}

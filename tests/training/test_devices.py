@@ -23,14 +23,14 @@ def _train(tmp_path: Path, train_overrides: dict, prelude: str = "") -> str:
     base["train"] |= train_overrides | {"epochs": 8}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(base))
     script = (
-        "from training.tf_env import tf\n"
+        "from training.fit.tf_env import tf\n"
         + prelude
         + textwrap.dedent(f"""
         from pathlib import Path
-        from training.clean import clean_texts
+        from training.data.clean import clean_texts
         from training.config import load_config
-        from training.split import split_dataset
-        from training.train import train_model
+        from training.data.split import split_dataset
+        from training.fit.train import train_model
         cfg = load_config(Path({str(tmp_path / "c.yaml")!r}))
         ds = clean_texts(Path({str(data)!r}))
         train, val, test = split_dataset(ds, cfg.data)
@@ -39,7 +39,7 @@ def _train(tmp_path: Path, train_overrides: dict, prelude: str = "") -> str:
         assert losses[-1] < losses[0], losses
         print("DEVICE", trained.device)
         print("DTYPE", trained.model.layers[-1].dtype_policy.name, trained.model.layers[1].dtype_policy.name)
-        from training.features import to_arrays
+        from training.data.features import to_arrays
         x, y = to_arrays(val, trained.spec)
         accuracy = float((trained.model.predict(x, verbose=0).argmax(1) == y).mean())
         print("ACCURACY", accuracy, max(trained.history["val_accuracy"]))
@@ -69,7 +69,7 @@ def test_mixed_precision_trains_and_returns_a_float32_model(tmp_path: Path) -> N
 def test_only_the_chief_registers_in_multi_worker_training(monkeypatch) -> None:
     import json
 
-    from training.tf_env import is_chief
+    from training.fit.tf_env import is_chief
 
     cluster = {"worker": ["w0:1", "w1:1"]}
     for config, chief in (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.duplicates import image_nodes, near_pairs, resolve_duplicates, text_near_key, text_nodes
+from training.data.duplicates import image_nodes, near_pairs, resolve_duplicates, text_near_key, text_nodes
 
 
 def test_near_pairs_match_brute_force_on_planted_neighbours() -> None:
@@ -47,8 +47,8 @@ def test_templated_texts_are_one_node_each_and_conflicts_drop_the_whole_node() -
 
 def test_grouping_never_misses_a_pair_the_exact_leakage_check_counts() -> None:
     """Nodes are an approximation; the split must still leave no evaluation item near a training item."""
-    from training.duplicates import count_near_reference
-    from training.split import stable_split
+    from training.data.duplicates import count_near_reference
+    from training.data.split import stable_split
 
     rng = np.random.default_rng(3)
     n = 3000
@@ -71,8 +71,8 @@ def test_grouping_never_misses_a_pair_the_exact_leakage_check_counts() -> None:
 
 def test_chained_colours_at_the_tolerance_edge_stay_in_one_group() -> None:
     """a is within tolerance of both L and b, which are not of each other: all three must share a split."""
-    from training.duplicates import count_near_reference
-    from training.split import stable_split
+    from training.data.duplicates import count_near_reference
+    from training.data.split import stable_split
 
     triples = 400
     far_apart = np.random.default_rng(5).integers(0, 2**63, triples, dtype=np.int64).astype(np.uint64)

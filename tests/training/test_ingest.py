@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from tests.conftest import make_image_folder, make_texts, png_bytes, write_csv
-from training.clean import clean_images, clean_texts
-from training.data import DataError
+from training.data.clean import clean_images, clean_texts
+from training.data.dataset import DataError
 
 # ---------------------------------------------------------------- image manifests
 
@@ -241,6 +241,6 @@ def test_lab_image_is_read_and_unexpected_conversion_errors_are_unreadable(tmp_p
     def broken(image: Image.Image) -> int:
         raise ValueError("conversion from XYZ not supported")
 
-    monkeypatch.setattr("training.clean.phash64", broken)
+    monkeypatch.setattr("training.data.clean.phash64", broken)
     with pytest.raises(DataError, match=r"could be decoded .*cannot convert the image for training \(ValueError"):
         clean_images(tmp_path / "images")

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from tests.conftest import TINY_CONFIG, make_image_folder, make_texts, write_csv
-from training.augment import rehash_bigrams
-from training.clean import clean_images, clean_texts
+from training.fit.augment import rehash_bigrams
+from training.data.clean import clean_images, clean_texts
 from training.config import load_config
-from training.features import class_weights, make_spec, to_inputs
-from training.pipeline import eval_batches, training_batches
+from training.data.features import class_weights, make_spec, to_inputs
+from training.fit.pipeline import eval_batches, training_batches
 
 HEAVY_AUGMENT = {
     "enabled": True,

@@ -9,8 +9,8 @@ from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
 
-from training.clean import clean_texts
-from training.sample_data import generate_texts, write_texts_csv
+from training.data.clean import clean_texts
+from training.data.sample_data import generate_texts, write_texts_csv
 
 
 def test_texts_csv_has_600_plus_rows_three_classes_and_some_dirt(tmp_path: Path) -> None:

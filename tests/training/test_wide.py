@@ -11,13 +11,13 @@ import pytest
 
 from serving.preprocess import TextSpec, encode_texts
 from training.config import load_config
-from training.data import DataReport, Dataset
-from training.features import encode_labels, make_spec, to_inputs
-from training.models import build_model
-from training.tf_env import keras, set_seed
-from training.train import fit_wide, train_model
-from training.tune import shipped_scores
-from training.wide import (
+from training.data.dataset import DataReport, Dataset
+from training.data.features import encode_labels, make_spec, to_inputs
+from training.models.networks import build_model
+from training.fit.tf_env import keras, set_seed
+from training.fit.train import fit_wide, train_model
+from training.fit.tune import shipped_scores
+from training.models.linear import (
     bag,
     blend,
     char_weight,
@@ -221,7 +221,7 @@ def test_training_reports_the_wide_half_and_the_model_predicts_the_blend(mode: s
     assert trained.spec.char_buckets  # the ensemble's logistic regression reads the character n-grams
     assert trained.summary()["wide"] == wide
     assert trained.model.get_layer("wide_weights").get_weights()[0].any()  # the linear half is in the model
-    # tuning scores the model as it ships (training.tune.shipped_scores), not the best epoch's curve
+    # tuning scores the model as it ships (training.fit.tune.shipped_scores), not the best epoch's curve
     loss, accuracy = shipped_scores(trained, val)
     assert np.isfinite(loss) and loss >= 0
     if mode == "joint":  # the network is kept only when it beats the linear half alone on validation

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from training.config import TrainConfig
-from training.optimizers import current_learning_rate
-from training.tf_env import keras
+from training.fit.optimizers import current_learning_rate
+from training.fit.tf_env import keras
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@
   Kiln's own preprocessing, one uvicorn process, no checks beyond parsing);
 - ``keras_app``: where users start - a FastAPI app calling the trained Keras model's ``predict``.
 
-    $ KILN_PEER_STORE=.kiln/bench/store python -m uvicorn flows.bench_peers:onnx_app --factory --port 8001
+    $ KILN_PEER_STORE=.kiln/bench/store python -m uvicorn bench.peers:onnx_app --factory --port 8001
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class PeerServer:
         self.process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> PeerServer:
-        cmd = [sys.executable, "-m", "uvicorn", f"flows.bench_peers:{self.factory}", "--factory"]
+        cmd = [sys.executable, "-m", "uvicorn", f"bench.peers:{self.factory}", "--factory"]
         cmd += ["--port", str(self.port), "--no-access-log", "--log-level", "warning"]
         env = {**os.environ, "KILN_PEER_STORE": str(self.store)}
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in __exit__
@@ -104,9 +104,9 @@ def onnx_app() -> Starlette:
 
 
 def keras_app() -> Any:
-    import training.models  # noqa: F401 - registers Kiln's custom layers for loading
+    import training.models.networks  # noqa: F401 - registers Kiln's custom layers for loading
     from serving.preprocess import encode_texts, spec_from_dict
-    from training.tf_env import keras
+    from training.fit.tf_env import keras
 
     store = _store()
     loaded = {}

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from training.config import DataConfig
-from training.data import Dataset
-from training.duplicates import count_near_reference, text_near_key
+from training.data.dataset import Dataset
+from training.data.duplicates import count_near_reference, text_near_key
 
 log = logging.getLogger(__name__)
 

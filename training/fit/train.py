@@ -21,15 +21,15 @@ from typing import Any
 import numpy as np
 
 from serving.preprocess import Spec, TextSpec
-from training.callbacks import BEST_WEIGHTS, FINISHED, build_callbacks, maximises, monitor_name, read_history
+from training.fit.callbacks import BEST_WEIGHTS, FINISHED, build_callbacks, maximises, monitor_name, read_history
 from training.config import RunConfig, TrainConfig, train_config_for
-from training.data import Dataset
-from training.features import class_weights, encode_labels, make_spec, to_inputs
-from training.models import build_model
-from training.optimizers import build_optimizer
-from training.pipeline import eval_batches, training_batches
-from training.tf_env import configure_devices, distribution, keras, set_seed, use_mixed_precision
-from training.wide import LinearFit, blend, drop_network_unless_it_helps, fit_linear_models, warm_start
+from training.data.dataset import Dataset
+from training.data.features import class_weights, encode_labels, make_spec, to_inputs
+from training.models.networks import build_model
+from training.fit.optimizers import build_optimizer
+from training.fit.pipeline import eval_batches, training_batches
+from training.fit.tf_env import configure_devices, distribution, keras, set_seed, use_mixed_precision
+from training.models.linear import LinearFit, blend, drop_network_unless_it_helps, fit_linear_models, warm_start
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ def train_model(
 
 
 def fit_wide(train: Dataset, val: Dataset, spec: Spec, cfg: RunConfig, balanced: bool) -> tuple[Spec, LinearFit | None]:
-    """Fit the linear half of a wide & deep text model on the training split (training.wide). When the
+    """Fit the linear half of a wide & deep text model on the training split (training.models.linear). When the
     chosen linear model does not read character n-grams, the spec drops them: nothing computes them for
     serving. ``joint`` loads the fit into the model before training, ``blend`` after."""
     if not isinstance(spec, TextSpec) or not cfg.text_model.wide:

@@ -181,7 +181,7 @@ def pruning_callback(trial: Any) -> Any:
     """A Keras callback that reports validation loss each epoch and stops a trial Optuna prunes."""
     import optuna
 
-    from training.tf_env import keras
+    from training.fit.tf_env import keras
 
     class ReportAndPrune(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
@@ -326,10 +326,10 @@ def enqueue_default(study: Any, space: dict[str, dict[str, Any]], base: RunConfi
 def trial_fitter(train: Any, val: Any) -> Callable[[RunConfig, Any], tuple[float, float]]:
     """fit(cfg, callback) for run_trial: train on ``train``, return the best validation loss and the
     validation accuracy at that epoch."""
-    from training.train import train_model
+    from training.fit.train import train_model
 
     def fit(cfg: RunConfig, callback: Any) -> tuple[float, float]:
-        from training.tf_env import keras
+        from training.fit.tf_env import keras
 
         keras.backend.clear_session()  # each trial builds a new graph; drop the last one's
         trained = train_model(train, val, cfg, extra_callbacks=[callback])
@@ -345,8 +345,8 @@ def trial_fitter(train: Any, val: Any) -> Callable[[RunConfig, Any], tuple[float
 
 def shipped_scores(trained: Any, val: Any) -> tuple[float, float]:
     """Validation log-loss and accuracy of a wide & deep text model as it ships: after the blend, or with
-    the network dropped when it did not help (training.wide), which the per-epoch curves do not show."""
-    from training.features import encode_labels, to_inputs
+    the network dropped when it did not help (training.models.linear), which the per-epoch curves do not show."""
+    from training.data.features import encode_labels, to_inputs
 
     val = val.subset([i for i, label in enumerate(val.labels) if label in trained.spec.labels])
     if not len(val):

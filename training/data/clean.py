@@ -2,7 +2,7 @@
 
 Each image is decoded once here (in worker processes for large sets): the decode checks it, and the
 same decoded picture gives its byte and pixel digests, perceptual hash, size and mode. Duplicates
-follow one rule for both tasks (``training.duplicates.resolve_duplicates``).
+follow one rule for both tasks (``training.data.duplicates.resolve_duplicates``).
 
 >>> ds = load_dataset("image", Path("data/images"))  # doctest: +SKIP
 >>> ds.report.to_dict()["unreadable_skipped"]  # doctest: +SKIP
@@ -25,8 +25,8 @@ import numpy as np
 
 from serving.preprocess import InvalidImage, decode_image, is_colour, pixel_digest, standardize
 from training.config import DataConfig
-from training.data import DataError, DataReport, Dataset
-from training.duplicates import (
+from training.data.dataset import DataError, DataReport, Dataset
+from training.data.duplicates import (
     Nodes,
     colour_signature,
     image_nodes,
@@ -35,7 +35,7 @@ from training.duplicates import (
     text_near_key,
     text_nodes,
 )
-from training.ingest import ImageItem, find_images, read_table
+from training.data.ingest import ImageItem, find_images, read_table
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from serving.preprocess import (
     word_char_hashes,
 )
 from training.config import RunConfig, TrainConfig
-from training.data import Dataset
+from training.data.dataset import Dataset
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ import numpy as np
 
 from serving.preprocess import build_vocabulary, tokenize
 from training.config import RunConfig
-from training.data import Dataset
-from training.features import class_weights, text_length, token_counts
+from training.data.dataset import Dataset
+from training.data.features import class_weights, text_length, token_counts
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,8 @@ def inspect_data(
     plots: bool = True,
 ) -> tuple[Dataset, dict[str, Path]]:
     """Ingest, clean and split ``data`` without training, and write the data report under ``out``."""
-    from training.clean import load_dataset
-    from training.split import split_dataset
+    from training.data.clean import load_dataset
+    from training.data.split import split_dataset
 
     dataset = load_dataset(task, data, text_column, label_column, header, cfg.data)
     splits = split_dataset(dataset, cfg.data)
@@ -49,7 +49,7 @@ def inspect_data(
 
 def imbalance(train: Dataset, cfg: RunConfig) -> dict[str, Any]:
     """Largest over smallest class of the training split, and whether training weights classes because
-    of it (the same decision ``training.train.class_weights`` makes)."""
+    of it (the same decision ``training.fit.train.class_weights`` makes)."""
     counts = Counter(train.labels)
     ratio = max(counts.values()) / min(counts.values()) if counts else 1.0
     weighted = class_weights(train.labels, train.label_names, cfg.train) is not None if counts else False
@@ -139,7 +139,7 @@ def write_data_report(
 ) -> dict[str, Path]:
     """Summarise the data into its report, then write data_report.json, data_report.md, quarantine.csv and
     (optionally) PNG plots under ``out``."""
-    from training import plots as draw
+    from training.data import plots as draw
 
     out.mkdir(parents=True, exist_ok=True)
     dataset.report.details["summary"] = summarize(dataset, splits, cfg)

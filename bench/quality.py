@@ -5,7 +5,7 @@ with its C chosen on the validation split.
 
 `make bench` runs it after the speed benchmarks; it replaces its section of docs/BENCHMARKS.md.
 
-    $ .venv/bin/python -m flows.bench_quality --trials 10 --out docs/BENCHMARKS.md
+    $ .venv/bin/python -m bench.quality --trials 10 --out docs/BENCHMARKS.md
 """
 
 from __future__ import annotations
@@ -66,10 +66,10 @@ def classic_peer(task: str, path: Path) -> dict[str, Any]:
     from sklearn.svm import SVC, LinearSVC
 
     from serving.preprocess import ImageSpec
-    from training.clean import load_dataset
+    from training.data.clean import load_dataset
     from training.config import load_config
-    from training.features import make_spec, to_inputs
-    from training.split import split_dataset
+    from training.data.features import make_spec, to_inputs
+    from training.data.split import split_dataset
 
     cfg = load_config(None)
     dataset = load_dataset(task, path, cfg=cfg.data)
@@ -202,7 +202,7 @@ def run_quality_bench(
     """The quality table and the per-data-set variant table; ``keep`` holds the rows of both tables from
     the last run, by data set, for the data sets ``only`` leaves out. With ``reuse_default``, the peer and
     default columns come from the last run's quality.json and only the tuned column is trained."""
-    from training.sample_data import write_sample_data
+    from training.data.sample_data import write_sample_data
 
     sample = write_sample_data(workdir / "sample")
     rows, compression = [], []
@@ -272,8 +272,8 @@ def run_quality_bench(
 
 
 def main() -> None:
-    from flows.bench import machine
-    from flows.bench_data import splice
+    from bench.serving import machine
+    from bench.data_pipeline import splice
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=10, help="Optuna trials for the tuned column (0: skip it)")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.data import DataError, DataReport
+from training.data.dataset import DataError, DataReport
 
 log = logging.getLogger(__name__)
 

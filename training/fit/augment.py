@@ -13,7 +13,7 @@ import numpy as np
 
 from serving.preprocess import TextSpec, bigram_id
 from training.config import AugmentConfig
-from training.tf_env import keras, tf
+from training.fit.tf_env import keras, tf
 
 layers = keras.layers
 Batch = tuple[tf.Tensor, tf.Tensor]

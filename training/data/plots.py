@@ -20,8 +20,8 @@ import numpy as np  # noqa: E402
 
 from serving.preprocess import ImageSpec, decode_image, image_to_array  # noqa: E402
 from training.config import RunConfig  # noqa: E402
-from training.data import Dataset  # noqa: E402
-from training.features import token_counts  # noqa: E402
+from training.data.dataset import Dataset  # noqa: E402
+from training.data.features import token_counts  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +95,8 @@ def sample_grid(dataset: Dataset, path: Path) -> Path:
 
 def augmented_grid(train: Dataset, cfg: RunConfig, path: Path) -> Path | None:
     """The same few training images, augmented four times each, as the training pipeline does it."""
-    from training.augment import image_augmentation
-    from training.tf_env import tf
+    from training.fit.augment import image_augmentation
+    from training.fit.tf_env import tf
 
     augment = image_augmentation(cfg.augment, cfg.train.seed)
     if augment is None or not len(train):

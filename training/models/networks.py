@@ -22,7 +22,7 @@ from typing import Any
 
 from serving.preprocess import ImageSpec, Spec, TextSpec
 from training.config import ImageModelConfig, RunConfig, TextModelConfig, TrainConfig
-from training.tf_env import keras, tf
+from training.fit.tf_env import keras, tf
 
 layers = keras.layers
 
@@ -226,7 +226,7 @@ class WeightedBag(keras.layers.Layer):
     words and bigrams (what a TF-IDF + linear SVM sees), in numeric ops that export to ONNX.
 
     With M weights per id and embeddings M x classes wide, M such bags (each normalised on its own) are
-    added: an ensemble of linear models over the same ids (training.wide)."""
+    added: an ensemble of linear models over the same ids (training.models.linear)."""
 
     def call(self, inputs: Any) -> Any:
         embedded, weights, ids = inputs  # (batch, length, M * classes), (batch, length, M), (batch, length)
@@ -242,7 +242,7 @@ class WeightedBag(keras.layers.Layer):
 def _wide(ids: Any, spec: TextSpec, cfg: TextModelConfig) -> Any:
     """The wide half of wide & deep (Cheng et al. 2016): linear models over the (TF-IDF or count) bag whose
     logits join the network's. Their per-id weights and class weights are fitted on the training split in
-    closed form and loaded before (joint) or after (blend) the network trains (training.wide)."""
+    closed form and loaded before (joint) or after (blend) the network trains (training.models.linear)."""
     members = cfg.linear_members
     idf = layers.Embedding(
         spec.input_vocabulary, members, embeddings_initializer="ones", trainable=False, name="wide_idf"
@@ -251,7 +251,7 @@ def _wide(ids: Any, spec: TextSpec, cfg: TextModelConfig) -> Any:
         spec.input_vocabulary,
         members * len(spec.labels),
         embeddings_initializer="zeros",
-        # blend trains the network alone and sets these afterwards (training.wide)
+        # blend trains the network alone and sets these afterwards (training.models.linear)
         trainable=cfg.wide_trainable and cfg.wide_mode == "joint",
         name="wide_weights",
     )

@@ -18,9 +18,9 @@ from typing import Any
 from serving.runtime import Classifier
 from serving.store import ModelStore, ModelVersion
 from training.config import GateConfig
-from training.data import Dataset
-from training.evaluate import metrics
-from training.features import to_arrays
+from training.data.dataset import Dataset
+from training.release.evaluate import metrics
+from training.data.features import to_arrays
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ epoch of training, with peak memory, cleaning speed, and input-pipeline vs train
 `make bench` runs it as part of the full benchmark; `make bench-data` runs only this section and
 replaces it in docs/BENCHMARKS.md.
 
-    $ .venv/bin/python -m flows.bench_data --images 50000 --out docs/BENCHMARKS.md
+    $ .venv/bin/python -m bench.data_pipeline --images 50000 --out docs/BENCHMARKS.md
 """
 
 from __future__ import annotations
@@ -87,9 +87,9 @@ def _peak_rss_mib(who: int) -> float:
 def measure(data: Path, workdir: Path) -> dict[str, Any]:
     """Run in a fresh process: ingest + clean + split + one training epoch, with throughput figures."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from training.clean import clean_images
+    from training.data.clean import clean_images
     from training.config import load_config
-    from training.split import split_dataset
+    from training.data.split import split_dataset
 
     cfg = load_config(None, {"train": {"epochs": 1}, "data": {"image_cache": "none"}})
     started = time.perf_counter()
@@ -100,9 +100,9 @@ def measure(data: Path, workdir: Path) -> dict[str, Any]:
     rss_worker = _peak_rss_mib(resource.RUSAGE_CHILDREN)  # before TensorFlow starts any child process
 
     from serving.preprocess import ImageSpec
-    from training.features import make_spec
-    from training.pipeline import training_batches
-    from training.train import train_model
+    from training.data.features import make_spec
+    from training.fit.pipeline import training_batches
+    from training.fit.train import train_model
 
     spec = make_spec(train, train.label_names, cfg)
     assert isinstance(spec, ImageSpec)
@@ -139,7 +139,7 @@ def run_data_bench(workdir: Path, count: int, machine: str) -> list[str]:
     """Markdown lines for BENCHMARKS.md (the measurement runs in a child process for a clean peak RSS)."""
     data = generate_images(workdir / f"jpegs-{count}", count)
     out = workdir / "data-bench.json"
-    cmd = [sys.executable, "-m", "flows.bench_data", "--measure", str(data), "--result", str(out)]
+    cmd = [sys.executable, "-m", "bench.data_pipeline", "--measure", str(data), "--result", str(out)]
     started = time.perf_counter()
     subprocess.run(cmd, check=True)
     wall = time.perf_counter() - started
@@ -196,7 +196,7 @@ def main() -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
         args.result.write_text(json.dumps(measure(args.measure, args.result.parent)))
         return
-    from flows.bench import machine
+    from bench.serving import machine
 
     splice(args.out, run_data_bench(args.workdir, args.images, machine()))
     print(f"wrote the data section of {args.out}")  # noqa: T201

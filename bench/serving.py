@@ -1,6 +1,6 @@
 """`make bench`: train both sample models, time every variant and the HTTP service, write BENCHMARKS.md.
 
-$ .venv/bin/python -m flows.bench --out docs/BENCHMARKS.md
+$ .venv/bin/python -m bench.serving --out docs/BENCHMARKS.md
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from serving.loadtest import run_load
 from serving.preprocess import ImageSpec, encode_texts, spec_from_dict
 from serving.runtime import Classifier, gpu_present, measure_latency
 from serving.store import ModelStore
-from training.sample_data import write_sample_data
+from training.data.sample_data import write_sample_data
 
 TEXT = "the delivery was not slow at all, it was quick"
 
@@ -61,7 +61,7 @@ def main() -> None:
     store = ModelStore(args.workdir / "store")
     image_file = sorted((sample["images"] / "7").glob("*.png"))[0].read_bytes()
     if args.http_only:
-        from flows.bench_data import splice
+        from bench.data_pipeline import splice
 
         splice(args.out, http_section(store.root, image_file, args.workdir, args.seconds), HTTP_START, HTTP_END)
         print(f"wrote the HTTP section of {args.out}")  # noqa: T201
@@ -149,7 +149,7 @@ def http_section(store: Path, image_file: bytes, workdir: Path, seconds: float, 
     turn, ``rounds`` times per row, so a slow minute on a shared machine hits all of them alike."""
     import contextlib
 
-    from flows.bench_peers import PeerServer
+    from bench.peers import PeerServer
 
     cases: list[tuple[str, str, dict[str, Any]]] = [
         ("/classify_image", "one 8x8 PNG", {"files": {"image": ("d.png", image_file, "image/png")}}),
@@ -183,7 +183,7 @@ def http_section(store: Path, image_file: bytes, workdir: Path, seconds: float, 
         f"machine (it shares the 2 cores). All three servers run at once and are measured in turn, {rounds} rounds "
         f"of {seconds / rounds:g} s per row and server; each cell is the median round. **kiln**: `kiln serve` "
         "(BentoML, default settings: 1 worker); **bare**: Starlette + ONNX Runtime in one uvicorn process, same "
-        "model file and preprocessing, no input checks (`flows/bench_peers.py`); **keras**: FastAPI calling the "
+        "model file and preprocessing, no input checks (`bench/peers.py`); **keras**: FastAPI calling the "
         "trained Keras model's `predict`. Latencies p50/p95/p99 in ms.\n",
         "| route | payload | concurrency | kiln req/s | bare req/s | keras req/s | kiln / bare | kiln / keras "
         "| kiln p50/p95/p99 | bare p50/p95/p99 | keras p50/p95/p99 | errors (kiln/bare/keras) |",

@@ -101,7 +101,7 @@ class Dataset:
 
     ``groups[i]`` is equal for items that are the same or near-duplicate content: they always share a
     split. ``keys[i]`` is the item's own content key (pixel digest, normalised text), which places it
-    in the split (``training.split``); it defaults to the group. ``hashes`` holds a 64-bit perceptual
+    in the split (``training.data.split``); it defaults to the group. ``hashes`` holds a 64-bit perceptual
     hash and ``colours`` a colour signature per image (None for texts), kept for the leakage check;
     ``sizes`` and ``modes`` describe each image for the data summary.
     """

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from serving.preprocess import ImageSpec, Spec, TextSpec, model_pixels
-from training.augment import image_augmentation, text_augmentation
+from training.fit.augment import image_augmentation, text_augmentation
 from training.config import RunConfig
-from training.data import Dataset
-from training.features import encode_labels, to_inputs
-from training.tf_env import tf
+from training.data.dataset import Dataset
+from training.data.features import encode_labels, to_inputs
+from training.fit.tf_env import tf
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""What predicts: the image and text network families, Kiln's custom layers, and the closed-form linear fits."""
