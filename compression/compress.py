@@ -36,10 +36,11 @@ from compression.quantize import (
 from serving.runtime import Classifier, make_session, measure_latency
 from training.config import RunConfig
 from training.data.dataset import Dataset
-from training.release.evaluate import agreement, confusion, metrics, per_class
 from training.data.features import to_arrays
 from training.fit.tf_env import keras
 from training.fit.train import TrainedModel
+from training.kinds import kind_of
+from training.release.evaluate import agreement, confusion, metrics, per_class
 
 log = logging.getLogger(__name__)
 
@@ -175,10 +176,11 @@ class _Builder:
         return evaluate_variant(path, self.trained, self.x, self.y, c.latency_runs, c.threads, c.serving_device)
 
     def quantize(self, source: Path, out: Path) -> _Made:
-        """INT8 of ``source``: static QDQ for images; for texts static QDQ and dynamic, keeping the faster at
-        equal accuracy (``compress.int8_equal_accuracy``), else the more accurate."""
+        """INT8 of ``source`` by each method the task kind tries (static QDQ for convolutional models; static and
+        dynamic for texts), keeping the faster at equal accuracy (``compress.int8_equal_accuracy``), else the more
+        accurate."""
         calibration = self.cfg.compress.calibration
-        if self.trained.spec.kind == "image":
+        if kind_of(self.trained.spec.kind).int8_methods == ("static",):
             log.info("quantizing %s to INT8 (static QDQ, %s calibration)", source.name, calibration)
             quantize_static_qdq(source, out, self.trained.calibration, calibration)
             return _Made(out, {"method": f"static_qdq_{calibration}"})

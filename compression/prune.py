@@ -22,6 +22,7 @@ from compression.finetune import fine_tune
 from training.config import RunConfig
 from training.data.dataset import Dataset
 from training.fit.tf_env import keras
+from training.kinds import kind_of
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +48,8 @@ def sparsity_of(model: keras.Model, names: set[str]) -> float:
 
 
 def prune_epochs_for(cfg: RunConfig, task: str) -> int:
-    """``compress.prune_epochs``, or by task when unset: 3 for images; 2 for texts, whose models stop early after a
-    few epochs and overfit when fine-tuned longer (SUBJ, MR, AG News: 2 epochs kept 0.4-0.5 more validation
-    points than 3)."""
-    return cfg.compress.prune_epochs or (3 if task == "image" else 2)
+    """``compress.prune_epochs``, or the task kind's own when unset (training.tasks)."""
+    return cfg.compress.prune_epochs or kind_of(task).prune_epochs
 
 
 def prune_model(trained: Any, train: Dataset, cfg: RunConfig) -> Pruned:

@@ -15,7 +15,7 @@ import yaml
 from serving.preprocess import spec_from_dict
 from serving.store import ModelVersion, StoreError
 from training.config import ConfigError, RunConfig, load_config, merge_config, train_config_for
-from training.data.dataset import Dataset
+from training.data.dataset import Dataset, Source
 from training.fit.tf_env import keras
 from training.fit.train import TrainedModel, calibration_sample
 
@@ -36,7 +36,7 @@ def stored_config(version: ModelVersion, override: Path | None = None) -> RunCon
     return load_config(None, merge_config(saved, layered))
 
 
-def stored_source(version: ModelVersion, data: Path | None = None) -> dict[str, Any]:
+def stored_source(version: ModelVersion, data: Path | None = None) -> Source:
     """The ingest arguments the version was trained with; ``data`` replaces the path (the files moved)."""
     source = dict(version.manifest.get("source") or {})
     source.setdefault("data", version.manifest.get("data", {}).get("source"))
@@ -48,11 +48,7 @@ def stored_source(version: ModelVersion, data: Path | None = None) -> dict[str, 
         raise StoreError(
             f"the data of {version.task} {version.version} is gone from {source['data']}; pass --data PATH"
         )
-    return (
-        {"data": source["data"]}
-        | {k: source.get(k) for k in ("text_column", "label_column")}
-        | {"header": source.get("header", True)}
-    )
+    return Source(source["data"], source.get("text_column"), source.get("label_column"), source.get("header", True))
 
 
 def stored_model(version: ModelVersion, train: Dataset, cfg: RunConfig) -> TrainedModel:

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from flows.console import fail, print_data_summary, print_run_summary, print_tuning_summary
 from serving.settings import Settings
 from serving.store import TASKS, ModelStore, StoreError
-from training.data.dataset import SKIP_COUNTERS
 from training.runs import new_run_dir
 
 if TYPE_CHECKING:
@@ -49,11 +49,6 @@ StoreOption = Annotated[
 
 def _store(path: Path | None) -> ModelStore:
     return ModelStore(path or Settings().store)
-
-
-def _fail(message: str, code: int = 2) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
 
 
 def _setup_logging() -> None:
@@ -86,12 +81,11 @@ def _checked_config(data: Path, config: Path | None) -> RunConfig:
     from training.config import ConfigError, load_config
 
     if not data.exists():
-        _fail(f"--data {data} does not exist")
+        fail(f"--data {data} does not exist")
     try:
         return load_config(config)
     except ConfigError as exc:
-        _fail(str(exc))
-        raise  # unreachable: _fail exits
+        fail(str(exc))
 
 
 @app.command()
@@ -129,8 +123,7 @@ def run(
         params = _resumable(resume)
     else:
         if task is None or data is None:
-            _fail("--task and --data are required (or --resume RUN_DIR to continue an interrupted run)")
-            raise AssertionError  # unreachable: _fail exits
+            fail("--task and --data are required (or --resume RUN_DIR to continue an interrupted run)")
         _checked_config(data, config)
         params = {
             "task": task.value,
@@ -155,7 +148,7 @@ def run(
     try:
         report = retrain(**params, resume=resume is not None)
     except (DataError, ConfigError, ParityError, StoreError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     print_run_summary(report, Path(params["out"]))
 
 
@@ -211,24 +204,8 @@ def tune(
             header=not no_header,
         )
     except (DataError, ConfigError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     print_tuning_summary(result)
-
-
-def print_tuning_summary(result: dict) -> None:
-    typer.echo(
-        f"\n{result['trials']} trial(s) in study {result['study']} ({result['complete']} complete, "
-        f"{result['pruned']} pruned); best trial {result['best_trial']}: validation loss {result['best_value']:.4f}, "
-        f"accuracy {result['best_val_accuracy']:.4f}"
-    )
-    if "beat_default" in result:
-        verdict = "beat" if result["beat_default"] else "did not beat"
-        typer.echo(
-            f"tuning {verdict} the default configuration (validation loss {result['default_value']:.4f}, "
-            f"accuracy {result['default_val_accuracy']:.4f})"
-        )
-    typer.echo(f"best parameters: {result['best_params']}")
-    typer.echo(f"best config: {result['files']['best_config']} (kiln run --config {result['files']['best_config']})")
 
 
 def _resumable(run_dir: Path) -> dict:
@@ -239,64 +216,8 @@ def _resumable(run_dir: Path) -> dict:
     try:
         saved = read_run_file(run_dir)["params"]
     except ConfigError as exc:
-        _fail(str(exc))
-        raise AssertionError from None  # unreachable: _fail exits
+        fail(str(exc))
     return {**saved, "out": str(run_dir)}
-
-
-def print_run_summary(report: dict, out_dir: Path) -> None:
-    if report.get("role") == "worker":
-        typer.echo(f"worker done: trained {report['training']['epochs_run']} epochs; the chief registers the model")
-        return
-    test = report["metrics"]
-    typer.echo("")
-    print_data_summary(report["data"], out_dir)
-    print_variant_table(report)
-    model = report["model"]
-    verdict = "PROMOTED" if report["promoted"] else "NOT PROMOTED"
-    typer.echo(
-        f"{model['name']} {model['version']}: serves {report['served_variant']} "
-        f"(test accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f}); {verdict} — {report['gate']}"
-    )
-    typer.echo(f"report: {out_dir / 'report.json'}")
-
-
-def print_variant_table(report: dict) -> None:
-    """The compression report's table (compression_report.md) as aligned text, skipped variants below it."""
-    from compression.report import COLUMNS, skipped, variant_rows
-
-    rows = [list(COLUMNS)] + variant_rows(report["variants"], report["served_variant"])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    split = next(iter(report["variants"].values())).get("split", "test")
-    typer.echo(f"variants ({split} split; ratios against fp32):")
-    for row in rows:
-        typer.echo(
-            "  "
-            + "  ".join(
-                cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-            )
-        )
-    for name, reason in skipped(report.get("parity", {})).items():
-        typer.echo(f"  {name} skipped: {reason}")
-
-
-def print_data_summary(data: dict, out_dir: Path) -> None:
-    skipped = {k: data[k] for k in SKIP_COUNTERS if data.get(k)}
-    listed = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in skipped.items()) or "nothing skipped"
-    typer.echo(
-        f"data: {data['rows_read']} read, {data['rows_kept']} kept in {len(data['classes'])} classes "
-        f"({data['near_duplicates']} with a near duplicate); {listed}"
-    )
-    if "split" in data:
-        leak = data.get("leakage", {})
-        typer.echo(
-            f"split: {data['split']}; leakage test/validation near train: "
-            f"{leak.get('test_near_train')}/{leak.get('validation_near_train')}"
-        )
-    imb = data.get("summary", {}).get("imbalance")
-    if imb:
-        typer.echo(f"imbalance ratio {imb['ratio']}: class weights {imb['class_weights']}")
-    typer.echo(f"data report: {out_dir / 'data_report.md'}; quarantined items: {out_dir / 'quarantine.csv'}")
 
 
 data_app = typer.Typer(help="Look at a data set before training on it.", no_args_is_help=True)
@@ -324,7 +245,7 @@ def data_inspect(
     try:
         dataset, paths = inspect_data(task.value, data, out, cfg, text_column, label_column, not no_header, plots)
     except DataError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     print_data_summary(dataset.report.to_dict(), out)
     for name, path in paths.items():
         if name.startswith("plot_"):
@@ -332,7 +253,7 @@ def data_inspect(
     try:
         check_trainable(dataset, cfg.data.min_examples_per_class)
     except DataError as exc:
-        _fail(f"this data cannot train yet: {exc}")
+        fail(f"this data cannot train yet: {exc}")
 
 
 @app.command()
@@ -384,7 +305,7 @@ def compress(
     try:
         model_store.get(task.value, version)  # a typo fails here, before Prefect and TensorFlow start
     except StoreError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     from compression.compress import ParityError
     from flows.compress import compress_version
     from training.config import ConfigError
@@ -402,7 +323,7 @@ def compress(
             str(data) if data else None,
         )
     except (DataError, ConfigError, ParityError, StoreError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     print_run_summary(report, out_dir)
 
 
@@ -480,53 +401,73 @@ def schedule(
     --run-now manage schedules already registered."""
     from flows import schedule as schedules
 
+    actions = {"pause": pause, "resume": resume, "delete": delete, "run-now": run_now}
+    chosen = [f"--{flag}" for flag, value in actions.items() if value is not None] + ["--list"] * list_
+    if len(chosen) > 1:
+        fail(f"give one of {', '.join(chosen)} at a time")
     try:
         if list_:
-            rows = schedules.list_schedules()
-            for r in rows:
-                state = "paused" if r["paused"] else "active"
-                typer.echo(
-                    f"{r['name']:24s} {r['cron']:16s} {state:7s} {r['task']}  {r['data']}  pool={r['pool'] or '-'}"
+            _list_schedules()
+        elif chosen:
+            flag = chosen[0].removeprefix("--")
+            _manage_schedule(flag, str(actions[flag]))
+        else:
+            if task is None or data is None or cron is None:
+                fail(
+                    "give --task, --data and --cron to register a schedule "
+                    "(or --list/--pause/--resume/--delete/--run-now)"
                 )
-            if not rows:
-                typer.echo("no retrain schedules on this server")
-            return
-        for flag, value in (("pause", pause), ("resume", resume), ("delete", delete), ("run-now", run_now)):
-            if value is None:
-                continue
-            if flag == "delete":
-                schedules.delete_schedule(value)
-            elif flag == "run-now":
-                typer.echo(f"{value}: started flow run {schedules.run_now(value)}")
-                return
-            else:
-                schedules.set_paused(value, paused=flag == "pause")
-            typer.echo(f"{value}: {flag}d" if flag != "delete" else f"{value}: deleted")
-            return
-        if task is None or data is None or cron is None:
-            _fail(
-                "give --task, --data and --cron to register a schedule (or --list/--pause/--resume/--delete/--run-now)"
-            )
-            raise AssertionError  # unreachable: _fail exits
-        _checked_config(data, config)
-        params = {
-            "task": task.value,
-            "data": str(data.resolve()),
-            "out": None,
-            "store": str(_store(store).root.resolve()),
-            "config": str(config.resolve()) if config else None,
-            "epochs": epochs,
-            "text_column": text_column,
-            "label_column": label_column,
-            "header": not no_header,
-            "trials": trials,
-        }
-        schedule_name = name or f"retrain-{task.value}"
-        where = f"work pool {pool}" if pool else "this process (keep it running)"
-        typer.echo(f"schedule {schedule_name}: {cron} (UTC) on {os.environ.get('PREFECT_API_URL')}; runs in {where}")
-        schedules.register_schedule(schedule_name, cron, params, pool, image)
+            _checked_config(data, config)
+            params = {
+                "task": task.value,
+                "data": str(data.resolve()),
+                "out": None,
+                "store": str(_store(store).root.resolve()),
+                "config": str(config.resolve()) if config else None,
+                "epochs": epochs,
+                "text_column": text_column,
+                "label_column": label_column,
+                "header": not no_header,
+                "trials": trials,
+            }
+            _register_schedule(name or f"retrain-{task.value}", cron, params, pool, image)
     except (schedules.ScheduleError, StoreError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
+
+
+def _list_schedules() -> None:
+    """`kiln schedule --list`: every retrain schedule on the server, one line each."""
+    from flows import schedule as schedules
+
+    rows = schedules.list_schedules()
+    for r in rows:
+        state = "paused" if r["paused"] else "active"
+        typer.echo(f"{r['name']:24s} {r['cron']:16s} {state:7s} {r['task']}  {r['data']}  pool={r['pool'] or '-'}")
+    if not rows:
+        typer.echo("no retrain schedules on this server")
+
+
+def _manage_schedule(action: str, name: str) -> None:
+    """`kiln schedule --pause/--resume/--delete/--run-now NAME`."""
+    from flows import schedule as schedules
+
+    if action == "run-now":
+        typer.echo(f"{name}: started flow run {schedules.run_now(name)}")
+    elif action == "delete":
+        schedules.delete_schedule(name)
+        typer.echo(f"{name}: deleted")
+    else:
+        schedules.set_paused(name, paused=action == "pause")
+        typer.echo(f"{name}: {action}d")
+
+
+def _register_schedule(name: str, cron: str, params: dict, pool: str | None, image: str | None) -> None:
+    """`kiln schedule --task --data --cron`: register the deployment; serve it here unless --pool."""
+    from flows import schedule as schedules
+
+    where = f"work pool {pool}" if pool else "this process (keep it running)"
+    typer.echo(f"schedule {name}: {cron} (UTC) on {os.environ.get('PREFECT_API_URL')}; runs in {where}")
+    schedules.register_schedule(name, cron, params, pool, image)
 
 
 @app.command()
@@ -542,7 +483,7 @@ def promote(
     try:
         model_store.promote(task.value, version)
     except StoreError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(f"{task.value}: production {previous or 'none'} -> {version}")
 
 
@@ -555,7 +496,7 @@ def rollback(
     try:
         replaced, restored = _store(store).rollback(task.value)
     except StoreError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(f"{task.value}: production {replaced} -> {restored}")
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from prefect import flow
 
 from compression.stored import stored_config, stored_model, stored_source
-from flows.retrain import as_step, compress_step, gate_and_register, ingest_step, one_run_per_task, split_step
+from flows.steps import as_step, compress_step, gate_and_register, ingest_step, one_run_per_task, split_step
 from serving.store import ModelStore
 
 load_model_step = as_step(stored_model, "load-stored-model")
@@ -31,13 +31,11 @@ def compress_version(
     source_version = model_store.get(task, version)
     cfg = stored_config(source_version, Path(config) if config else None)
     source = stored_source(source_version, Path(data) if data else None)
-    dataset = ingest_step(
-        task, Path(source["data"]), source["text_column"], source["label_column"], source["header"], cfg.data
-    )
+    dataset = ingest_step(task, source, cfg.data)
     train, val, test = split_step(dataset, cfg.data)
     trained = load_model_step(source_version, train, cfg)
     out_dir = Path(out)
     compressed = compress_step(trained, train, val, test, cfg, out_dir / "artifacts")
     training = source_version.manifest.get("training", {})
-    extra = {"source": source, "derived_from": {"version": version, "task": task}}
+    extra = {"source": source.to_dict(), "derived_from": {"version": version, "task": task}}
     return gate_and_register(task, cfg, model_store, dataset, test, training, compressed, out_dir, extra)

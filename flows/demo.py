@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from flows.console import print_run_summary
 from serving.client import KilnClient, KilnServer
 from training.data.sample_data import write_sample_data
 
@@ -18,7 +19,6 @@ DEMO_TEXTS = [
 
 
 def run_demo(workdir: Path, port: int, epochs: int | None = None) -> None:
-    from flows.cli import print_run_summary
     from flows.retrain import retrain
 
     sample = write_sample_data(workdir / "sample")

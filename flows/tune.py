@@ -18,9 +18,9 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.retrain import check_step, ingest_step, split_step
+from flows.steps import check_step, ingest_step, split_step
 from training.config import RunConfig, config_to_dict, load_config
-from training.data.dataset import Dataset
+from training.data.dataset import Dataset, Source
 from training.fit.tune import (
     TrialOutcome,
     best_config,
@@ -32,6 +32,7 @@ from training.fit.tune import (
     trial_fitter,
     write_outputs,
 )
+from training.runs import read_run_file, write_run_file
 
 
 @task(name="trial", task_run_name="trial-{number}", cache_policy=NO_CACHE)
@@ -104,8 +105,6 @@ def tune_for_run(
     """`kiln run --trials N`: tune into RUN/tuning and save the tuned config in the run file, so --resume
     continues with it. A resumed run that was already tuned keeps its config and summary; one killed
     while tuning continues its study."""
-    from training.runs import read_run_file, write_run_file
-
     summary_file = run_dir / "tuning" / "tuning.json"
     if tuned:
         return cfg, json.loads(summary_file.read_text(encoding="utf-8")) if summary_file.exists() else None
@@ -132,7 +131,7 @@ def tune(
 ) -> dict[str, Any]:
     """Search hyperparameters for ``task`` on ``data``; returns the tuning summary (also tuning.json)."""
     cfg = load_config(config)
-    dataset = ingest_step(task, Path(data), text_column, label_column, header, cfg.data)
+    dataset = ingest_step(task, Source(data, text_column, label_column, header), cfg.data)
     train, val, _ = split_step(dataset, cfg.data)
     check_step(dataset, cfg.data.min_examples_per_class)
     _, result = tune_on_split(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,3 +47,23 @@ def read_run_file(run_dir: Path) -> dict[str, Any]:
 
 def resumed_config(saved: dict[str, Any]) -> RunConfig:
     return load_config(None, saved["config"])
+
+
+@dataclass(frozen=True)
+class Run:
+    """A started run: its one configuration, and whether tuning already chose it (a resumed, tuned run)."""
+
+    config: RunConfig
+    tuned: bool = False
+
+
+def start_run(run_dir: Path, params: dict[str, Any], resume: bool) -> Run:
+    """Build the run's configuration once: the saved one when resuming, else defaults + the config file +
+    ``params['epochs']``, saved with ``params`` in the run file so --resume can continue it."""
+    if resume:
+        saved = read_run_file(run_dir)
+        return Run(resumed_config(saved), bool(saved["params"].get("tuned")))
+    epochs = params.get("epochs")
+    cfg = load_config(params.get("config"), {"train": {"epochs": epochs}} if epochs else None)
+    write_run_file(run_dir, params, cfg)
+    return Run(cfg)

@@ -12,8 +12,8 @@ from tests.conftest import TINY_CONFIG, make_image_folder, make_texts, write_csv
 
 def _train_and_compress(task: str, data: Path, tmp: Path):
     from compression.compress import compress_model
-    from training.data.clean import load_dataset
     from training.config import load_config
+    from training.data.clean import load_dataset
     from training.data.split import split_dataset
     from training.fit.train import train_model
 
@@ -158,8 +158,8 @@ def test_pruned_variants_are_sparse_and_compress_better(run: str, request: pytes
 @pytest.mark.slow
 def test_pruned_variants_can_be_turned_off(tmp_path: Path) -> None:
     from compression.compress import compress_model
-    from training.data.clean import load_dataset
     from training.config import load_config
+    from training.data.clean import load_dataset
     from training.data.split import split_dataset
     from training.fit.train import train_model
 

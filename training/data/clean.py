@@ -25,7 +25,7 @@ import numpy as np
 
 from serving.preprocess import InvalidImage, decode_image, is_colour, pixel_digest, standardize
 from training.config import DataConfig
-from training.data.dataset import DataError, DataReport, Dataset
+from training.data.dataset import DataError, DataReport, Dataset, Source
 from training.data.duplicates import (
     Nodes,
     colour_signature,
@@ -36,6 +36,7 @@ from training.data.duplicates import (
     text_nodes,
 )
 from training.data.ingest import ImageItem, find_images, read_table
+from training.kinds import UnknownTask, kind_of
 
 log = logging.getLogger(__name__)
 
@@ -217,12 +218,17 @@ def load_dataset(
     header: bool = True,
     cfg: DataConfig | None = None,
 ) -> Dataset:
-    """Ingest and clean the data for ``task`` ('image' or 'text')."""
-    if task == "image":
-        return clean_images(Path(path), cfg)
-    if task == "text":
-        return clean_texts(Path(path), text_column, label_column, header)
-    raise DataError(f"unknown task {task!r}; expected 'image' or 'text'")
+    """Ingest and clean the data for ``task`` (a name in training.kinds.KINDS) as its TaskKind reads it."""
+    try:
+        kind = kind_of(task)
+    except UnknownTask as exc:
+        raise DataError(str(exc)) from None
+    return kind.load(Path(path), text_column, label_column, header, cfg)
+
+
+def load_source(task: str, source: Source, cfg: DataConfig | None = None) -> Dataset:
+    """``load_dataset`` for a Source: what the flows read."""
+    return load_dataset(task, Path(source.data), source.text_column, source.label_column, source.header, cfg)
 
 
 def _log_summary(report: DataReport) -> None:

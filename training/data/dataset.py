@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from training.kinds import TaskKind, kind_of
+
 # How many quarantined items report.json lists inline; quarantine.csv lists every one of them.
 MAX_LISTED_SKIPS = 50
 
@@ -28,6 +30,22 @@ SKIP_COUNTERS = (
     "missing_label_skipped",
     "malformed_skipped",
 )
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a task's data is and how to read it: a folder or manifest of images, or a table of texts whose
+    columns are named (or indexed) here. report.json's ``source`` and the stored manifest record it."""
+
+    data: str
+    text_column: str | None = None
+    label_column: str | None = None
+    header: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"data": self.data, "text_column": self.text_column, "label_column": self.label_column} | {
+            "header": self.header
+        }
 
 
 class DataError(ValueError):
@@ -125,6 +143,11 @@ class Dataset:
 
     def __len__(self) -> int:
         return len(self.inputs)
+
+    @property
+    def kind(self) -> TaskKind:
+        """What this task's kind of data and model does differently (training.kinds)."""
+        return kind_of(self.task)
 
     @property
     def label_names(self) -> tuple[str, ...]:

@@ -20,29 +20,37 @@ from serving.preprocess import (
     Spec,
     TextSpec,
     build_vocabulary,
-    encode_texts,
     preprocess_image_bytes,
     tokenize,
     word_char_hashes,
 )
 from training.config import RunConfig, TrainConfig
 from training.data.dataset import Dataset
+from training.kinds import kind_of
 
 log = logging.getLogger(__name__)
 
 
-def make_spec(train: Dataset, labels: tuple[str, ...], cfg: RunConfig) -> Spec:
-    """The preprocessing spec for a new model, fitted on the training split only (no test leakage)."""
-    if train.task == "image":
-        m = cfg.image_model
-        channels = (3 if train.colour else 1) if m.channels == "auto" else int(m.channels)
-        side = image_side(train, cfg)
-        return ImageSpec(labels=labels, height=m.height or side, width=m.width or side, channels=channels)
+def image_spec(train: Dataset, labels: tuple[str, ...], cfg: RunConfig) -> ImageSpec:
+    """An image model's spec, from the training split only: channels (grey unless the data has colour) and side."""
+    m = cfg.image_model
+    channels = (3 if train.colour else 1) if m.channels == "auto" else int(m.channels)
+    side = image_side(train, cfg)
+    return ImageSpec(labels=labels, height=m.height or side, width=m.width or side, channels=channels)
+
+
+def text_spec(train: Dataset, labels: tuple[str, ...], cfg: RunConfig) -> TextSpec:
+    """A text model's spec, from the training split only (no test leakage): vocabulary, length, hashed n-grams."""
     t = cfg.text_model
     vocabulary = build_vocabulary(train.inputs, t.max_tokens, t.min_count)
     length = text_length(train.inputs, cfg)
     spec = TextSpec(labels=labels, vocabulary=vocabulary, max_length=length, ngram_buckets=bigram_buckets(train, cfg))
     return with_char_ngrams(spec, train, cfg)
+
+
+def make_spec(train: Dataset, labels: tuple[str, ...], cfg: RunConfig) -> Spec:
+    """The preprocessing spec for a new model of the training split's task (its TaskKind decides)."""
+    return train.kind.make_spec(train, labels, cfg)
 
 
 def bigram_buckets(train: Dataset, cfg: RunConfig) -> int:
@@ -126,14 +134,16 @@ def encode_labels(labels: list[str], names: tuple[str, ...]) -> np.ndarray:
 
 
 def to_inputs(dataset: Dataset, spec: Spec) -> np.ndarray:
-    """Model input batch for every item of ``dataset``."""
-    if isinstance(spec, TextSpec):
-        return encode_texts(dataset.inputs, spec)
-    image_spec: ImageSpec = spec
+    """Model input batch for every item of ``dataset``, encoded as the spec's task encodes."""
+    return kind_of(spec.kind).encode(dataset, spec)
+
+
+def encode_images(dataset: Dataset, spec: ImageSpec) -> np.ndarray:
+    """Scaled float32 pixels (N, H, W, C) of every image, decoded by the shared preprocessing."""
 
     def load(path: object) -> np.ndarray:
         with open(str(path), "rb") as fh:
-            return preprocess_image_bytes(fh.read(), image_spec)
+            return preprocess_image_bytes(fh.read(), spec)
 
     # Pillow releases the GIL while decoding, so threads help on many-core hosts.
     with ThreadPoolExecutor(max_workers=4) as pool:

@@ -118,11 +118,7 @@ def summarize(dataset: Dataset, splits: tuple[Dataset, Dataset, Dataset], cfg: R
             for name, part in (("train", train), ("validation", val), ("test", test))
         },
     }
-    if dataset.task == "image":
-        summary["images"] = image_summary(dataset)
-    else:
-        summary["texts"] = text_summary(dataset, train, test, cfg)
-    return summary
+    return summary | dataset.kind.summary(dataset, train, test, cfg)
 
 
 def near_duplicate_pairs(dataset: Dataset, limit: int = 12) -> list[tuple[int, int]]:

@@ -69,22 +69,22 @@ def stable_split(
     return Split(out["train"], out["val"], out["test"])
 
 
-def leakage(train: Dataset, other: Dataset, cfg: DataConfig) -> int:
-    """How many items of ``other`` have an exact or near duplicate in ``train``.
+def image_leakage(train: Dataset, other: Dataset, cfg: DataConfig) -> int:
+    """How many images of ``other`` have an exact or near duplicate in ``train`` (perceptual hash and colour
+    signature), checked independently of the grouping that should make it zero."""
+    if train.hashes is None or other.hashes is None or train.colours is None or other.colours is None:
+        return 0
+    return count_near_reference(
+        np.concatenate([train.hashes, other.hashes]),
+        np.concatenate([train.colours, other.colours]),
+        len(train),
+        cfg.image_hash_distance,
+        cfg.image_colour_tolerance,
+    )
 
-    Checked independently of the grouping that should make it zero: images by perceptual hash and
-    colour signature, texts by their normalised form.
-    """
-    if train.task == "image":
-        if train.hashes is None or other.hashes is None or train.colours is None or other.colours is None:
-            return 0
-        return count_near_reference(
-            np.concatenate([train.hashes, other.hashes]),
-            np.concatenate([train.colours, other.colours]),
-            len(train),
-            cfg.image_hash_distance,
-            cfg.image_colour_tolerance,
-        )
+
+def text_leakage(train: Dataset, other: Dataset, cfg: DataConfig) -> int:
+    """How many texts of ``other`` have the same normalised form as a text in ``train``."""
     seen = {text_near_key(t) for t in train.inputs}
     return sum(1 for t in other.inputs if text_near_key(t) in seen)
 
@@ -99,8 +99,8 @@ def split_dataset(dataset: Dataset, cfg: DataConfig) -> tuple[Dataset, Dataset, 
     dataset.report.details["classes_without_training_items"] = untrained
     dataset.report.details["split"] = s.sizes()
     dataset.report.details["leakage"] = {
-        "test_near_train": leakage(train, test, cfg),
-        "validation_near_train": leakage(train, val, cfg),
+        "test_near_train": dataset.kind.leakage(train, test, cfg),
+        "validation_near_train": dataset.kind.leakage(train, val, cfg),
     }
     log.info("split: %s; leakage %s", s.sizes(), dataset.report.details["leakage"])
     return train, val, test

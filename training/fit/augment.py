@@ -8,11 +8,14 @@ swaps on token ids. Kept out of the model itself so the exported ONNX graph has 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
 from serving.preprocess import TextSpec, bigram_id
-from training.config import AugmentConfig
+from training.config import AugmentConfig, RunConfig
+from training.data.dataset import Dataset
+from training.data.plots import grid, thumbnail
 from training.fit.tf_env import keras, tf
 
 layers = keras.layers
@@ -153,3 +156,18 @@ def rehash_bigrams(words: np.ndarray, spec: TextSpec) -> np.ndarray:
         pairs = [bigram_id(vocabulary[a], vocabulary[b], spec) for a, b in zip(ids[:-1], ids[1:], strict=True)]
         out[row, : len(pairs)] = pairs
     return out
+
+
+def augmented_grid(train: Dataset, cfg: RunConfig, path: Path) -> Path | None:
+    """The same few training images, augmented four times each, as the training pipeline does it."""
+    augment = image_augmentation(cfg.augment, cfg.train.seed)
+    if augment is None or not len(train):
+        return None
+    picks = np.linspace(0, len(train) - 1, min(6, len(train))).astype(int)
+    originals = np.stack([thumbnail(train.inputs[i]) for i in picks]).astype(np.float32)
+    labels = np.eye(len(picks), dtype=np.float32)
+    rows = [("original", list(originals))]
+    for k in range(4):
+        x, _ = augment(tf.constant(originals), tf.constant(labels))
+        rows.append((f"augmented {k + 1}", list(np.asarray(x))))
+    return grid(rows, "Training augmentation", path)

@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from serving.preprocess import ImageSpec, Spec, TextSpec, model_pixels
-from training.fit.augment import image_augmentation, text_augmentation
 from training.config import RunConfig
 from training.data.dataset import Dataset
 from training.data.features import encode_labels, to_inputs
+from training.fit.augment import image_augmentation, text_augmentation
 from training.fit.tf_env import tf
+from training.kinds import kind_of
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def _cache(ds: tf.data.Dataset, dataset: Dataset, spec: ImageSpec, cfg: RunConfi
     return ds
 
 
-def _image_batches(dataset: Dataset, spec: ImageSpec, cfg: RunConfig, train: bool) -> tf.data.Dataset:
+def image_batches(dataset: Dataset, spec: ImageSpec, cfg: RunConfig, train: bool) -> tf.data.Dataset:
     paths = np.array([str(p) for p in dataset.inputs])
     ds = tf.data.Dataset.from_tensor_slices((paths, _one_hot(dataset, spec)))
     item_bytes = spec.height * spec.width * spec.channels
@@ -95,27 +96,22 @@ def _image_batches(dataset: Dataset, spec: ImageSpec, cfg: RunConfig, train: boo
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def _text_batches(dataset: Dataset, spec: Spec, cfg: RunConfig, train: bool) -> tf.data.Dataset:
+def text_batches(dataset: Dataset, spec: TextSpec, cfg: RunConfig, train: bool) -> tf.data.Dataset:
     ds = tf.data.Dataset.from_tensor_slices((to_inputs(dataset, spec), _one_hot(dataset, spec)))
     if train:
         ds = ds.shuffle(len(dataset), seed=cfg.train.seed, reshuffle_each_iteration=True)
     ds = ds.batch(cfg.train.batch_size)
-    augment = text_augmentation(cfg.augment, cfg.train.seed, spec if isinstance(spec, TextSpec) else None)
-    augment = augment if train else None
+    augment = text_augmentation(cfg.augment, cfg.train.seed, spec) if train else None
     if augment is not None:
         ds = ds.map(augment)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def training_batches(dataset: Dataset, spec: Spec, cfg: RunConfig) -> tf.data.Dataset:
-    """Shuffled, augmented batches of the training split, reshuffled every epoch."""
-    if isinstance(spec, ImageSpec):
-        return _image_batches(dataset, spec, cfg, train=True)
-    return _text_batches(dataset, spec, cfg, train=True)
+    """Shuffled, augmented batches of the training split, reshuffled every epoch (as the spec's task batches)."""
+    return kind_of(spec.kind).batches(dataset, spec, cfg, train=True)
 
 
 def eval_batches(dataset: Dataset, spec: Spec, cfg: RunConfig) -> tf.data.Dataset:
     """Batches of a validation or test split in order, never augmented."""
-    if isinstance(spec, ImageSpec):
-        return _image_batches(dataset, spec, cfg, train=False)
-    return _text_batches(dataset, spec, cfg, train=False)
+    return kind_of(spec.kind).batches(dataset, spec, cfg, train=False)

@@ -21,11 +21,10 @@ from typing import Any
 import numpy as np
 
 from serving.preprocess import Spec, TextSpec
-from training.fit.callbacks import BEST_WEIGHTS, FINISHED, build_callbacks, maximises, monitor_name, read_history
 from training.config import RunConfig, TrainConfig, train_config_for
 from training.data.dataset import Dataset
 from training.data.features import class_weights, encode_labels, make_spec, to_inputs
-from training.models.networks import build_model
+from training.fit.callbacks import BEST_WEIGHTS, FINISHED, build_callbacks, maximises, monitor_name, read_history
 from training.fit.optimizers import build_optimizer
 from training.fit.pipeline import eval_batches, training_batches
 from training.fit.tf_env import configure_devices, distribution, keras, set_seed, use_mixed_precision
@@ -98,9 +97,9 @@ def train_model(
     strategy, placement = distribution(t.distribute)
     mixed = use_mixed_precision(t.mixed_precision)
     device = ", ".join([device, placement] + ["mixed_float16"] * mixed + ["XLA"] * t.jit_compile)
-    spec, linear = fit_wide(train, val, spec, cfg, bool(weights))
+    spec, linear = train.kind.fit_linear(train, val, spec, cfg, bool(weights))
     with strategy.scope(), precision("mixed_float16" if mixed else "float32"):
-        model = build_model(spec, cfg)
+        model = train.kind.build_model(spec, cfg)
         model.compile(
             optimizer=build_optimizer(t, steps),  # Keras adds loss scaling under mixed_float16
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
@@ -148,7 +147,7 @@ def train_model(
         if run_dir is not None and (run_dir / BEST_WEIGHTS).exists():
             model.load_weights(run_dir / BEST_WEIGHTS)  # the best epoch, also when it came before a kill
         if mixed:  # export and serving want float32 weights and math: the same model, rebuilt in float32
-            float32 = build_model(spec, cfg)
+            float32 = train.kind.build_model(spec, cfg)
             float32.set_weights(model.get_weights())
             model = float32
         if linear is not None:
@@ -176,12 +175,10 @@ def train_model(
     )
 
 
-def fit_wide(train: Dataset, val: Dataset, spec: Spec, cfg: RunConfig, balanced: bool) -> tuple[Spec, LinearFit | None]:
+def fit_wide(train: Dataset, val: Dataset, spec: TextSpec, cfg: RunConfig, balanced: bool) -> tuple[Spec, LinearFit]:
     """Fit the linear half of a wide & deep text model on the training split (training.models.linear). When the
     chosen linear model does not read character n-grams, the spec drops them: nothing computes them for
     serving. ``joint`` loads the fit into the model before training, ``blend`` after."""
-    if not isinstance(spec, TextSpec) or not cfg.text_model.wide:
-        return spec, None
     fit = fit_linear_models(
         to_inputs(train, spec),
         encode_labels(train.labels, spec.labels),

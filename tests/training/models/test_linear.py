@@ -13,10 +13,10 @@ from serving.preprocess import TextSpec, encode_texts
 from training.config import load_config
 from training.data.dataset import DataReport, Dataset
 from training.data.features import encode_labels, make_spec, to_inputs
-from training.models.networks import build_model
 from training.fit.tf_env import keras, set_seed
 from training.fit.train import fit_wide, train_model
 from training.fit.tune import shipped_scores
+from training.kinds import kind_of
 from training.models.linear import (
     bag,
     blend,
@@ -48,7 +48,7 @@ def _data(n: int, seed: int) -> tuple[TextSpec, np.ndarray, np.ndarray]:
 
 def _model(spec: TextSpec, linear_model: str = "ensemble") -> keras.Model:
     small = {"embedding_dim": 8, "filters": 4, "dense_units": 8, "wide": True, "linear_model": linear_model}
-    return build_model(spec, load_config(None, {"text_model": small | {"ngram_buckets": 32}}))
+    return kind_of(spec.kind).build_model(spec, load_config(None, {"text_model": small | {"ngram_buckets": 32}}))
 
 
 @pytest.mark.parametrize("members", [1, 2])

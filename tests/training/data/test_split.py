@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from tests.conftest import make_image_folder, make_texts, write_csv
-from training.data.clean import clean_images, clean_texts
 from training.config import DataConfig
+from training.data.clean import clean_images, clean_texts
 from training.data.split import split_dataset, stable_split
 
 
@@ -110,7 +110,7 @@ def test_planted_near_duplicate_images_never_leak(tmp_path: Path) -> None:
 
 def test_leakage_check_counts_planted_leaks(tmp_path: Path) -> None:
     """The check is independent of the grouping: force a near-duplicate pair apart and it is counted."""
-    from training.data.split import leakage
+    from training.data.split import text_leakage as leakage
 
     rows = make_texts(20) + [("ZEBRA crossing closed, 12!", "sports"), ("zebra crossing closed 99", "sports")]
     ds = clean_texts(write_csv(tmp_path / "t.csv", rows))

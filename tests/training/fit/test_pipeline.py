@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from tests.conftest import TINY_CONFIG, make_image_folder, make_texts, write_csv
-from training.fit.augment import rehash_bigrams
-from training.data.clean import clean_images, clean_texts
 from training.config import load_config
+from training.data.clean import clean_images, clean_texts
 from training.data.features import class_weights, make_spec, to_inputs
+from training.fit.augment import rehash_bigrams
 from training.fit.pipeline import eval_batches, training_batches
 
 HEAVY_AUGMENT = {

@@ -12,8 +12,8 @@ from compression.export import to_onnx
 from compression.quantize import quantize_dynamic_int8
 from serving.preprocess import ImageSpec, TextSpec, encode_texts
 from training.config import IMAGE_ARCHITECTURES, TEXT_ARCHITECTURES, load_config
-from training.models.networks import build_model
 from training.fit.tf_env import keras, set_seed
+from training.kinds import kind_of
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +66,7 @@ def test_image_family(architecture: str, tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 64)
     x = (rng.random((64, 12, 12, 3)) * 0.3 + y[:, None, None, None] * 0.3).astype(np.float32)
-    _check_family(build_model(spec, cfg), x, np.eye(3)[y], tmp_path, spec)
+    _check_family(kind_of(spec.kind).build_model(spec, cfg), x, np.eye(3)[y], tmp_path, spec)
 
 
 @pytest.mark.parametrize("architecture", [*TEXT_ARCHITECTURES, "hybrid+wide", "hybrid+wide+chars", "cnn+wide+chars"])
@@ -87,4 +87,4 @@ def test_text_family(architecture: str, tmp_path: Path) -> None:
     assert x.shape == (64, 12 + 40 * chars) and x[:, 6:12].max() >= len(words)  # bigram ids follow the words
     if chars:  # then character n-gram ids, which only the linear half reads
         assert x[:, 12:].min() >= spec.deep_vocabulary and x[:, 12:].max() < spec.input_vocabulary
-    _check_family(build_model(spec, cfg), x, np.eye(2)[y], tmp_path, spec)
+    _check_family(kind_of(spec.kind).build_model(spec, cfg), x, np.eye(2)[y], tmp_path, spec)

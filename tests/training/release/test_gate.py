@@ -8,7 +8,7 @@ from serving.store import ModelStore
 from tests.conftest import TEXT_LABELS
 from training.config import GateConfig
 from training.data.dataset import DataReport, Dataset
-from training.release.registry import Production, evaluate_production, gate
+from training.release.gate import Production, evaluate_production, gate
 
 NEW = {"accuracy": 0.90, "macro_f1": 0.88, "bytes": 1000, "latency_ms_p50": 0.5}
 

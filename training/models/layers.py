@@ -1,0 +1,73 @@
+"""Kiln's custom Keras layers, registered under the package name "kiln": stored models name them so, and
+loading a stored Keras model needs this module imported (compression.stored, the bench's Keras peer)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from training.fit.tf_env import keras, tf
+
+
+@keras.utils.register_keras_serializable(package="kiln")
+class TakeWords(keras.layers.Layer):
+    """The first ``length`` positions (ids or their embeddings): the words; bigram ids, when present,
+    follow them."""
+
+    def __init__(self, length: int, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.length = length
+
+    def call(self, ids: Any) -> Any:
+        return ids[:, : self.length]
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "length": self.length}
+
+
+@keras.utils.register_keras_serializable(package="kiln")
+class PositionEmbedding(keras.layers.Layer):
+    """Learned position vectors added to token embeddings (plain weights: prunes and exports cleanly)."""
+
+    def __init__(self, length: int, dim: int, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.length, self.dim = length, dim
+
+    def build(self, input_shape: Any) -> None:
+        self.positions = self.add_weight(name="positions", shape=(self.length, self.dim), initializer="uniform")
+
+    def call(self, x: Any) -> Any:
+        return x + self.positions
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "length": self.length, "dim": self.dim}
+
+
+@keras.utils.register_keras_serializable(package="kiln")
+class MeanOfIds(keras.layers.Layer):
+    """Mean of the embeddings of the non-padding ids (id 0 is padding), fastText-style."""
+
+    def call(self, inputs: Any) -> Any:
+        embedded, ids = inputs
+        mask = tf.cast(tf.not_equal(ids, 0), embedded.dtype)[:, :, None]
+        total = tf.reduce_sum(embedded * mask, axis=1)
+        return total / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
+
+
+@keras.utils.register_keras_serializable(package="kiln")
+class WeightedBag(keras.layers.Layer):
+    """sum_i w_i * e_i / sqrt(sum_i w_i^2) over the non-padding ids: with per-id weights w = IDF and
+    embeddings e as wide as the classes, the logits of a linear model over an L2-normalised TF-IDF bag of
+    words and bigrams (what a TF-IDF + linear SVM sees), in numeric ops that export to ONNX.
+
+    With M weights per id and embeddings M x classes wide, M such bags (each normalised on its own) are
+    added: an ensemble of linear models over the same ids (training.models.linear)."""
+
+    def call(self, inputs: Any) -> Any:
+        embedded, weights, ids = inputs  # (batch, length, M * classes), (batch, length, M), (batch, length)
+        members = weights.shape[-1]
+        shape = tf.shape(embedded)
+        embedded = tf.reshape(embedded, tf.stack([shape[0], shape[1], members, shape[2] // members]))
+        w = weights * tf.cast(tf.not_equal(ids, 0), weights.dtype)[:, :, None]
+        norm = tf.sqrt(tf.maximum(tf.reduce_sum(w * w, axis=1), 1e-12))  # (batch, M)
+        per_member = tf.reduce_sum(embedded * w[:, :, :, None], axis=1) / norm[:, :, None]
+        return tf.reduce_sum(per_member, axis=1)

@@ -1,0 +1,134 @@
+"""Text network families by name (``text_model.architecture``): ``cnn`` (one convolution width), ``kim``
+(widths 3/4/5 side by side, Kim 2014), ``bigru`` (bidirectional GRU), ``transformer`` (a small encoder with
+learned positions), ``ngram`` (a bag of word and hashed-bigram embeddings, fastText-style), ``hybrid`` (kim and
+ngram side by side); with ``text_model.wide``, the wide half (linear models over the bag of ids) adds its logits.
+
+Input: int32 ids (words, hashed bigrams, character n-grams: serving.preprocess.encode_texts), so the ONNX
+export needs no string ops and serving stays TensorFlow-free; output: the ``probabilities`` layer.
+
+    >>> model = build_text_model(spec, TextModelConfig(), TrainConfig())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from serving.preprocess import TextSpec
+from training.config import TextModelConfig, TrainConfig
+from training.fit.tf_env import keras, tf
+from training.models.head import head, regularizer
+from training.models.layers import MeanOfIds, PositionEmbedding, TakeWords, WeightedBag
+
+layers = keras.layers
+
+
+def _words(ids: Any, spec: TextSpec) -> Any:
+    return TakeWords(spec.max_length, name="words")(ids) if spec.input_length > spec.max_length else ids
+
+
+def _word_embedding(ids: Any, spec: TextSpec, cfg: TextModelConfig) -> Any:
+    """Embedded word ids (the word half of the input): a table as large as the vocabulary only."""
+    return layers.Embedding(len(spec.vocabulary), cfg.embedding_dim)(_words(ids, spec))
+
+
+def _text_cnn(ids: Any, spec: TextSpec, cfg: TextModelConfig, reg: Any) -> Any:
+    x = _word_embedding(ids, spec, cfg)
+    x = layers.Conv1D(cfg.filters, cfg.kernel_size, padding="same", activation="relu", kernel_regularizer=reg)(x)
+    return layers.GlobalMaxPooling1D()(x)
+
+
+def _kim_features(x: Any, cfg: TextModelConfig, reg: Any) -> Any:
+    """Convolutions of widths ``kernel_sizes`` over embedded words, each max-pooled, side by side."""
+    branches = [
+        layers.GlobalMaxPooling1D()(
+            layers.Conv1D(cfg.filters, width, padding="same", activation="relu", kernel_regularizer=reg)(x)
+        )
+        for width in cfg.kernel_sizes
+    ]
+    return layers.Concatenate()(branches) if len(branches) > 1 else branches[0]
+
+
+def _text_kim(ids: Any, spec: TextSpec, cfg: TextModelConfig, reg: Any) -> Any:
+    return _kim_features(_word_embedding(ids, spec, cfg), cfg, reg)
+
+
+def _text_bigru(ids: Any, spec: TextSpec, cfg: TextModelConfig, reg: Any) -> Any:
+    x = _word_embedding(ids, spec, cfg)
+    x = layers.Bidirectional(layers.GRU(cfg.rnn_units, return_sequences=True, kernel_regularizer=reg))(x)
+    return layers.GlobalMaxPooling1D()(x)
+
+
+def _text_transformer(ids: Any, spec: TextSpec, cfg: TextModelConfig, reg: Any) -> Any:
+    x = _word_embedding(ids, spec, cfg)
+    x = PositionEmbedding(spec.max_length, cfg.embedding_dim)(x)
+    for _ in range(cfg.layers):
+        attended = layers.MultiHeadAttention(cfg.heads, cfg.embedding_dim // cfg.heads, dropout=cfg.dropout)(x, x)
+        x = layers.LayerNormalization()(layers.Add()([x, attended]))
+        forward = layers.Dense(cfg.embedding_dim * 2, activation="relu", kernel_regularizer=reg)(x)
+        forward = layers.Dense(cfg.embedding_dim, kernel_regularizer=reg)(forward)
+        x = layers.LayerNormalization()(layers.Add()([x, forward]))
+    return layers.GlobalAveragePooling1D()(x)
+
+
+def _wide(ids: Any, spec: TextSpec, cfg: TextModelConfig) -> Any:
+    """The wide half of wide & deep (Cheng et al. 2016): linear models over the (TF-IDF or count) bag whose
+    logits join the network's. Their per-id weights and class weights are fitted on the training split in
+    closed form and loaded before (joint) or after (blend) the network trains (training.models.linear)."""
+    members = cfg.linear_members
+    idf = layers.Embedding(
+        spec.input_vocabulary, members, embeddings_initializer="ones", trainable=False, name="wide_idf"
+    )
+    table = layers.Embedding(
+        spec.input_vocabulary,
+        members * len(spec.labels),
+        embeddings_initializer="zeros",
+        # blend trains the network alone and sets these afterwards (training.models.linear)
+        trainable=cfg.wide_trainable and cfg.wide_mode == "joint",
+        name="wide_weights",
+    )
+    return WeightedBag(name="wide_logits", dtype="float32")([table(ids), idf(ids), ids])
+
+
+def _deep_ids(ids: Any, spec: TextSpec) -> Any:
+    """Word and bigram ids: the character n-gram ids that follow them are the linear half's only."""
+    return TakeWords(spec.deep_length, name="word_and_bigram_ids")(ids) if spec.char_buckets else ids
+
+
+def _text_ngram(ids: Any, spec: TextSpec, cfg: TextModelConfig, reg: Any) -> Any:
+    ids = _deep_ids(ids, spec)
+    embedded = layers.Embedding(spec.deep_vocabulary, cfg.embedding_dim)(ids)  # words and bigrams alike
+    return MeanOfIds()([embedded, ids])
+
+
+def _text_hybrid(ids: Any, spec: TextSpec, cfg: TextModelConfig, reg: Any) -> Any:
+    """Kim's convolutions over the words beside the mean of word and bigram embeddings: word order and
+    n-gram evidence in one model, sharing one embedding table."""
+    ids = _deep_ids(ids, spec)
+    embedded = layers.Embedding(spec.deep_vocabulary, cfg.embedding_dim)(ids)
+    words = TakeWords(spec.max_length, name="words")(embedded) if spec.ngram_buckets else embedded
+    return layers.Concatenate()([_kim_features(words, cfg, reg), MeanOfIds()([embedded, ids])])
+
+
+TEXT_FAMILIES: dict[str, Callable[[Any, TextSpec, TextModelConfig, Any], Any]] = {
+    "cnn": _text_cnn,
+    "kim": _text_kim,
+    "bigru": _text_bigru,
+    "transformer": _text_transformer,
+    "ngram": _text_ngram,
+    "hybrid": _text_hybrid,
+}
+
+
+def build_text_model(spec: TextSpec, cfg: TextModelConfig, train: TrainConfig) -> keras.Model:
+    reg = regularizer(train)
+    inputs = keras.Input((spec.input_length,), dtype="int32", name="tokens")
+    features = TEXT_FAMILIES[cfg.architecture](inputs, spec, cfg, reg)
+    wide = _wide(inputs, spec, cfg) if cfg.wide else None
+    outputs = head(features, cfg.dense_units, cfg.dropout, len(spec.labels), reg, wide)
+    return keras.Model(inputs, outputs, name=f"text_{cfg.architecture}")
+
+
+def text_signature(spec: TextSpec) -> tuple[tf.TensorSpec, ...]:
+    """The ONNX input: int32 ids (N, input_length)."""
+    return (tf.TensorSpec((None, spec.input_length), tf.int32, name="tokens"),)
