@@ -30,6 +30,7 @@ test-fast: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
 
 # The full benchmark rewrites docs/BENCHMARKS.md; bench-data (50,000 generated JPEGs) and bench-quality

@@ -37,10 +37,10 @@ from serving.runtime import Classifier, make_session, measure_latency
 from training.config import RunConfig
 from training.data.dataset import Dataset
 from training.data.features import to_arrays
-from training.fit.tf_env import keras
 from training.fit.train import TrainedModel
 from training.kinds import kind_of
 from training.release.evaluate import agreement, confusion, metrics, per_class
+from training.tf_env import keras
 
 log = logging.getLogger(__name__)
 

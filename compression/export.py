@@ -9,8 +9,8 @@ import logging
 from pathlib import Path
 
 from serving.preprocess import Spec
-from training.fit.tf_env import keras
 from training.kinds import kind_of
+from training.tf_env import keras
 
 OPSET = 17
 

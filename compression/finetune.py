@@ -12,7 +12,7 @@ from serving.preprocess import Spec
 from training.config import RunConfig, train_config_for
 from training.data.dataset import Dataset
 from training.fit.pipeline import training_batches
-from training.fit.tf_env import keras
+from training.tf_env import keras
 
 
 def fine_tune(

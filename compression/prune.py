@@ -21,8 +21,8 @@ import numpy as np
 from compression.finetune import fine_tune
 from training.config import RunConfig
 from training.data.dataset import Dataset
-from training.fit.tf_env import keras
 from training.kinds import kind_of
+from training.tf_env import keras
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from compression.finetune import fine_tune
 from serving.preprocess import Spec
 from training.config import RunConfig
 from training.data.dataset import Dataset
-from training.fit.tf_env import keras
+from training.tf_env import keras
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from serving.preprocess import spec_from_dict
 from serving.store import ModelVersion, StoreError
 from training.config import ConfigError, RunConfig, load_config, merge_config, train_config_for
 from training.data.dataset import Dataset, Source
-from training.fit.tf_env import keras
 from training.fit.train import TrainedModel, calibration_sample
+from training.tf_env import keras
 
 
 def stored_config(version: ModelVersion, override: Path | None = None) -> RunConfig:

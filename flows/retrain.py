@@ -32,10 +32,10 @@ from flows.steps import (
 from flows.tune import tune_for_run
 from serving.store import ModelStore
 from training.data.dataset import Source
-from training.fit.tf_env import is_chief
 from training.markdown import markdown_with_images
 from training.release.registry import production_labels
 from training.runs import new_run_dir, start_run
+from training.tf_env import is_chief
 
 
 @flow(name="retrain", flow_run_name="retrain-{task}", log_prints=True)

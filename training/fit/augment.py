@@ -16,7 +16,7 @@ from serving.preprocess import TextSpec, bigram_id
 from training.config import AugmentConfig, RunConfig
 from training.data.dataset import Dataset
 from training.data.plots import grid, thumbnail
-from training.fit.tf_env import keras, tf
+from training.tf_env import keras, tf
 
 layers = keras.layers
 Batch = tuple[tf.Tensor, tf.Tensor]

@@ -15,7 +15,7 @@ from typing import Any
 
 from training.config import TrainConfig
 from training.fit.optimizers import current_learning_rate
-from training.fit.tf_env import keras
+from training.tf_env import keras
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from training.config import RunConfig
 from training.data.dataset import Dataset
 from training.data.features import encode_labels, to_inputs
 from training.fit.augment import image_augmentation, text_augmentation
-from training.fit.tf_env import tf
 from training.kinds import kind_of
+from training.tf_env import tf
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ from training.data.features import class_weights, encode_labels, make_spec, to_i
 from training.fit.callbacks import BEST_WEIGHTS, FINISHED, build_callbacks, maximises, monitor_name, read_history
 from training.fit.optimizers import build_optimizer
 from training.fit.pipeline import eval_batches, training_batches
-from training.fit.tf_env import configure_devices, distribution, keras, set_seed, use_mixed_precision
 from training.models.linear import LinearFit, blend, drop_network_unless_it_helps, fit_linear_models, warm_start
+from training.tf_env import configure_devices, distribution, keras, set_seed, use_mixed_precision
 
 log = logging.getLogger(__name__)
 

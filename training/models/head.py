@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from training.config import TrainConfig
-from training.fit.tf_env import keras
+from training.tf_env import keras
 
 layers = keras.layers
 

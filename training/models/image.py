@@ -14,8 +14,8 @@ from typing import Any
 
 from serving.preprocess import ImageSpec
 from training.config import ImageModelConfig, TrainConfig
-from training.fit.tf_env import keras, tf
 from training.models.head import head, regularizer
+from training.tf_env import keras, tf
 
 layers = keras.layers
 

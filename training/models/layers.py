@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from training.fit.tf_env import keras, tf
+from training.tf_env import keras, tf
 
 
 @keras.utils.register_keras_serializable(package="kiln")

@@ -334,7 +334,7 @@ def choose_blend(deep: np.ndarray, linear: np.ndarray, y: np.ndarray) -> tuple[f
 
 def deep_logits(model: Any, ids: np.ndarray) -> np.ndarray:
     """The network half's logits (the wide half excluded), as the model's ``deep_logits`` layer computes them."""
-    from training.fit.tf_env import keras
+    from training.tf_env import keras
 
     network = keras.Model(model.input, model.get_layer("deep_logits").output)
     return np.asarray(network.predict(ids, batch_size=256, verbose=0), dtype=np.float64)

@@ -16,9 +16,9 @@ from typing import Any
 
 from serving.preprocess import TextSpec
 from training.config import TextModelConfig, TrainConfig
-from training.fit.tf_env import keras, tf
 from training.models.head import head, regularizer
 from training.models.layers import MeanOfIds, PositionEmbedding, TakeWords, WeightedBag
+from training.tf_env import keras, tf
 
 layers = keras.layers
 

@@ -13,7 +13,6 @@ from serving.preprocess import TextSpec, encode_texts
 from training.config import load_config
 from training.data.dataset import DataReport, Dataset
 from training.data.features import encode_labels, make_spec, to_inputs
-from training.fit.tf_env import keras, set_seed
 from training.fit.train import fit_wide, train_model
 from training.fit.tune import shipped_scores
 from training.kinds import kind_of
@@ -32,6 +31,7 @@ from training.models.linear import (
     temperature,
     warm_start,
 )
+from training.tf_env import keras, set_seed
 
 pytestmark = pytest.mark.slow
 

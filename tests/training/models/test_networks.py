@@ -12,8 +12,8 @@ from compression.export import to_onnx
 from compression.quantize import quantize_dynamic_int8
 from serving.preprocess import ImageSpec, TextSpec, encode_texts
 from training.config import IMAGE_ARCHITECTURES, TEXT_ARCHITECTURES, load_config
-from training.fit.tf_env import keras, set_seed
 from training.kinds import kind_of
+from training.tf_env import keras, set_seed
 
 pytestmark = pytest.mark.slow
 

@@ -23,7 +23,7 @@ def _train(tmp_path: Path, train_overrides: dict, prelude: str = "") -> str:
     base["train"] |= train_overrides | {"epochs": 8}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(base))
     script = (
-        "from training.fit.tf_env import tf\n"
+        "from training.tf_env import tf\n"
         + prelude
         + textwrap.dedent(f"""
         from pathlib import Path
@@ -69,7 +69,7 @@ def test_mixed_precision_trains_and_returns_a_float32_model(tmp_path: Path) -> N
 def test_only_the_chief_registers_in_multi_worker_training(monkeypatch) -> None:
     import json
 
-    from training.fit.tf_env import is_chief
+    from training.tf_env import is_chief
 
     cluster = {"worker": ["w0:1", "w1:1"]}
     for config, chief in (

@@ -3,7 +3,7 @@
 ``TF_USE_LEGACY_KERAS`` must be set before TensorFlow is first imported, so every module that needs
 TensorFlow imports it from here:
 
-    >>> from training.fit.tf_env import keras, tf  # doctest: +SKIP
+    >>> from training.tf_env import keras, tf  # doctest: +SKIP
 """
 
 from __future__ import annotations
