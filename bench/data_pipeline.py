@@ -1,16 +1,15 @@
 """The data-pipeline benchmark: 50,000 generated colour JPEGs through ingest, cleaning, split and one
 epoch of training, with peak memory, cleaning speed, and input-pipeline vs training-step throughput.
 
-`make bench` runs it as part of the full benchmark; `make bench-data` runs only this section and
-replaces it in docs/BENCHMARKS.md.
+`make bench` runs it as part of the full benchmark; `make bench-data` runs only this one. It writes
+docs/bench/data_pipeline.json and renders docs/BENCHMARKS.md from every result file.
 
-    $ .venv/bin/python -m bench.data_pipeline --images 50000 --out docs/BENCHMARKS.md
+    $ .venv/bin/python -m bench.data_pipeline --images 50000 --out docs/bench/data_pipeline.json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import resource
@@ -18,11 +17,11 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-START, END = "<!-- data-bench:start -->", "<!-- data-bench:end -->"
+from bench.common import BENCH_DIR, envelope, peak_rss_mib, read_result, utc_now, write_result
+
 CLASSES = 10
 SIZE = 64
 
@@ -80,15 +79,11 @@ def generate_images(root: Path, count: int) -> Path:
     return root
 
 
-def _peak_rss_mib(who: int) -> float:
-    return resource.getrusage(who).ru_maxrss / 1024  # Linux reports KiB
-
-
 def measure(data: Path, workdir: Path) -> dict[str, Any]:
     """Run in a fresh process: ingest + clean + split + one training epoch, with throughput figures."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from training.data.clean import clean_images
     from training.config import load_config
+    from training.data.clean import clean_images
     from training.data.split import split_dataset
 
     cfg = load_config(None, {"train": {"epochs": 1}, "data": {"image_cache": "none"}})
@@ -96,8 +91,8 @@ def measure(data: Path, workdir: Path) -> dict[str, Any]:
     dataset = clean_images(data, cfg.data)
     cleaning_s = time.perf_counter() - started
     train, val, test = split_dataset(dataset, cfg.data)
-    rss_after_cleaning = _peak_rss_mib(resource.RUSAGE_SELF)
-    rss_worker = _peak_rss_mib(resource.RUSAGE_CHILDREN)  # before TensorFlow starts any child process
+    rss_after_cleaning = peak_rss_mib(resource.RUSAGE_SELF)
+    rss_worker = peak_rss_mib(resource.RUSAGE_CHILDREN)  # before TensorFlow starts any child process
 
     from serving.preprocess import ImageSpec
     from training.data.features import make_spec
@@ -130,63 +125,32 @@ def measure(data: Path, workdir: Path) -> dict[str, Any]:
         "epoch_s": round(trained.seconds, 1),
         "input": f"{spec.height}x{spec.width}x{spec.channels}",
         "peak_rss_after_cleaning_mib": round(rss_after_cleaning, 0),
-        "peak_rss_mib": round(_peak_rss_mib(resource.RUSAGE_SELF), 0),
+        "peak_rss_mib": round(peak_rss_mib(resource.RUSAGE_SELF), 0),
         "peak_rss_worker_mib": round(rss_worker, 0),
     }
 
 
-def run_data_bench(workdir: Path, count: int, machine: str) -> list[str]:
-    """Markdown lines for BENCHMARKS.md (the measurement runs in a child process for a clean peak RSS)."""
+def run_data_bench(workdir: Path, count: int) -> dict[str, Any]:
+    """data_pipeline.json's object (the measurement runs in a child process for a clean peak RSS)."""
     data = generate_images(workdir / f"jpegs-{count}", count)
     out = workdir / "data-bench.json"
     cmd = [sys.executable, "-m", "bench.data_pipeline", "--measure", str(data), "--result", str(out)]
+    measured = utc_now()
     started = time.perf_counter()
     subprocess.run(cmd, check=True)
     wall = time.perf_counter() - started
-    r = json.loads(out.read_text())
-    ratio = r["pipeline_ips"] / r["training_ips"]
-    return [
-        START,
-        "## Data pipeline at scale (CPU)\n",
-        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on: {machine}.",
-        f"{r['images']:,} generated {SIZE}x{SIZE} colour JPEGs in {CLASSES} classes go through ingest, cleaning "
-        f"(decode, validate, hash, near-duplicate search), the stable split and one training epoch (default "
-        f"config, model input {r['input']}, no image cache), in one fresh process; {wall:.0f} s in all.\n",
-        "| measure | value | target |",
-        "|---|---|---|",
-        f"| peak RSS, main process (whole run) | {r['peak_rss_mib']:,.0f} MiB | < 3,072 MiB |",
-        f"| peak RSS after cleaning and split | {r['peak_rss_after_cleaning_mib']:,.0f} MiB | |",
-        f"| peak RSS of one cleaning worker process | {r['peak_rss_worker_mib']:,.0f} MiB | |",
-        f"| cleaning throughput | {r['cleaning_ips']:,.0f} images/s ({r['cleaning_s']} s) | >= 500 images/s |",
-        f"| input pipeline alone | {r['pipeline_ips']:,.0f} images/s | |",
-        f"| training (one epoch incl. its validation pass, {r['epoch_s']} s) | {r['training_ips']:,.0f} images/s | |",
-        f"| pipeline / training | {ratio:.1f}x | >= 3x |",
-        f"| kept / near duplicates | {r['kept']:,} / {r['near_duplicates']:,} | |",
-        f"| split / leakage | {r['split']} / {r['leakage']} | leakage 0 |",
-        "\nThe generated shapes sit on noise at random places, so many images of one shape are perceptual "
-        "near duplicates (grouped into one split) and some shapes of different classes look alike to the "
-        "hash (dropped as conflicting labels); real photo sets have far fewer.",
-        END,
-    ]
-
-
-def splice(path: Path, lines: list[str], start: str = START, end: str = END) -> None:
-    """Replace the section between the ``start`` and ``end`` markers of ``path`` (or append it)."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = "\n".join(lines)
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        text = head + section + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
+    result = read_result(out)
+    if result is None:
+        raise SystemExit(f"the measuring process wrote no {out}")
+    parameters = {"images": count, "image_size": SIZE, "classes": CLASSES, "epochs": 1, "image_cache": "none"}
+    return envelope("data_pipeline", parameters, measured=measured, result=result | {"wall_seconds": round(wall, 1)})
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=50_000)
     parser.add_argument("--workdir", type=Path, default=Path(".kiln/bench"))
-    parser.add_argument("--out", type=Path, default=Path("docs/BENCHMARKS.md"))
+    parser.add_argument("--out", type=Path, default=BENCH_DIR / "data_pipeline.json", help="the result file")
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # child process mode
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -194,12 +158,11 @@ def main() -> None:
         import logging
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-        args.result.write_text(json.dumps(measure(args.measure, args.result.parent)))
+        write_result(args.result, measure(args.measure, args.result.parent))
         return
-    from bench.serving import machine
+    from bench.render import after_benchmark
 
-    splice(args.out, run_data_bench(args.workdir, args.images, machine()))
-    print(f"wrote the data section of {args.out}")  # noqa: T201
+    after_benchmark(write_result(args.out, run_data_bench(args.workdir, args.images)))
 
 
 if __name__ == "__main__":

@@ -104,9 +104,9 @@ def onnx_app() -> Starlette:
 
 
 def keras_app() -> Any:
-    import training.models.networks  # noqa: F401 - registers Kiln's custom layers for loading
+    import training.models.layers  # noqa: F401 - registers Kiln's custom layers for loading
     from serving.preprocess import encode_texts, spec_from_dict
-    from training.fit.tf_env import keras
+    from training.tf_env import keras
 
     store = _store()
     loaded = {}

@@ -1,38 +1,35 @@
 """The quality benchmark: for every data set in ../shared/datasets and the sample data, default Kiln
 and tuned Kiln (the served variant, from the real retrain flow) beside a classic peer trained on the
 same split: TF-IDF (word 1-2 grams) + linear SVM for texts, an RBF SVM on raw pixels for images, each
-with its C chosen on the validation split.
+with its C chosen on the validation split. Every variant of each default run is kept too (the per-data-set
+compression table).
 
-`make bench` runs it after the speed benchmarks; it replaces its section of docs/BENCHMARKS.md.
+`make bench` runs it after the speed benchmarks. It writes docs/bench/quality.json and renders
+docs/BENCHMARKS.md from every result file. ``--only`` reruns some data sets and keeps the other rows of the
+previous quality.json; ``--reuse-default`` takes the peer and default columns from it and trains only the
+tuned column.
 
-    $ .venv/bin/python -m bench.quality --trials 10 --out docs/BENCHMARKS.md
+    $ .venv/bin/python -m bench.quality --trials 10
+    $ .venv/bin/python -m bench.quality --only mr cr --reuse-default --trials 4
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-START, END = "<!-- quality-bench:start -->", "<!-- quality-bench:end -->"
-# Kept true to the latest measurements in docs/BENCHMARKS.md; rewrite it when the numbers move.
-WHY_TARGETS_MISSED = (
-    "Where a target is missed, why: the image models are small (0.1-0.4 M weights), so the graph's own bytes and "
-    "the unpruned first and last layers weigh more than in the text models, and 0.8 sparsity, which would pass "
-    "10x, cost digits 3-4 points; text models spend most of their time outside the quantized convolutions "
-    "(embedding gathers, the bag of n-grams, float glue between QDQ pairs), so INT8 speeds batch 32 up by "
-    "1.0-1.25x only; image INT8 reaches 1.56x (notMNIST) but a smaller variant within budget is served. "
-    "Timings on this shared machine move by up to 2x between minutes, so `balanced` picks among near-equal "
-    "variants differently from run to run.\n"
-)
-VARIANTS_START, VARIANTS_END = "<!-- variants-bench:start -->", "<!-- variants-bench:end -->"
+from bench.common import BENCH_DIR, envelope, read_result, utc_now, write_result
+
 # The development data sets sit beside the repository (../shared/datasets); --datasets overrides.
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+# The variants in the order the compression report lists them.
+VARIANT_ORDER = ("fp32", "int8", "pruned", "pruned_int8", "qat", "pruned_qat", "fp16")
+VARIANT_KEYS: tuple[str, ...] = ("method", "bytes", "gzip_bytes", "sparsity", "accuracy", "macro_f1", "latency_ms_p50")
+VARIANT_KEYS += ("latency_ms_p95", "latency_ms_b32_p50", "throughput_per_s")
 
 
 def datasets(sample: dict[str, Path], shared: Path = SHARED) -> dict[str, tuple[str, Path]]:
@@ -66,8 +63,8 @@ def classic_peer(task: str, path: Path) -> dict[str, Any]:
     from sklearn.svm import SVC, LinearSVC
 
     from serving.preprocess import ImageSpec
-    from training.data.clean import load_dataset
     from training.config import load_config
+    from training.data.clean import load_dataset
     from training.data.features import make_spec, to_inputs
     from training.data.split import split_dataset
 
@@ -97,14 +94,36 @@ def classic_peer(task: str, path: Path) -> dict[str, Any]:
         x = np.concatenate([inputs(train), inputs(val)])
         accuracy_train_val = float(make(c).fit(x, train.labels + val.labels).score(inputs(test), test.labels))
     return {
-        "name": f"{name} (C={c:g})",
-        "accuracy": accuracy,
-        "accuracy_train_val": accuracy_train_val,
-        "seconds": seconds,
+        "name": name,
+        "c": c,
+        "accuracy": round(accuracy, 6),
+        "accuracy_train_val": round(accuracy_train_val, 6),
+        "seconds": round(seconds, 2),
     }
 
 
-def kiln_run(task: str, path: Path, workdir: Path, trials: int | None) -> dict[str, Any]:
+def variant_list(variants: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """A run's variants as rows, fp32 first, each with its ratios against fp32 computed from the unrounded
+    measurements (the renderer shows them and checks the targets with them)."""
+    fp32 = variants["fp32"]
+    rows = []
+    for name, v in sorted(
+        variants.items(), key=lambda item: VARIANT_ORDER.index(item[0]) if item[0] in VARIANT_ORDER else 99
+    ):
+        b32, b1 = v.get("latency_ms_b32_p50"), v.get("latency_ms_p50")
+        vs_fp32 = {
+            "gzip_x_smaller": round(fp32["gzip_bytes"] / v["gzip_bytes"], 4),
+            "accuracy_drop_points": round(100 * (fp32["accuracy"] - v["accuracy"]), 4),
+            "b32_x_faster": round(fp32["latency_ms_b32_p50"] / b32, 4) if b32 else None,
+            "b1_time": round(b1 / fp32["latency_ms_p50"], 4) if b1 and fp32.get("latency_ms_p50") else None,
+        }
+        rows.append({"variant": name, **{k: v[k] for k in VARIANT_KEYS if k in v}, "vs_fp32": vs_fp32})
+    return rows
+
+
+def kiln_run(task: str, path: Path, workdir: Path, trials: int | None, measured: str) -> dict[str, Any]:
+    """The retrain flow (tuned with ``trials`` Optuna trials, or the default): the served variant's test score,
+    and for a default run every variant and the skipped ones."""
     from flows.retrain import retrain
 
     tag = f"{task}-{path.parent.name if path.name in ('data.csv', 'train.csv', 'images') else path.stem}"
@@ -113,189 +132,93 @@ def kiln_run(task: str, path: Path, workdir: Path, trials: int | None) -> dict[s
     report = retrain(
         task=task, data=str(path), out=str(workdir / "runs" / tag), store=str(workdir / "store" / tag), trials=trials
     )
-    return {
+    run = {
         "accuracy": report["metrics"]["accuracy"],  # the served variant, scored once on the test split
-        "variant": report["served_variant"],
         "model": report["training"]["model"],
-        "train_seconds": report["training"]["train_seconds"],
-        "wall_seconds": time.perf_counter() - started,
-        "test": report["metrics"]["examples"],
-        "variants": report["variants"],
-        "skipped": {name: p["skipped"] for name, p in report.get("parity", {}).items() if "skipped" in p},
-        "tuning": report.get("tuning"),
+        "variant": report["served_variant"],
+        "train_seconds": round(float(report["training"]["train_seconds"]), 1),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "test_items": report["metrics"]["examples"],
+        "measured": measured,
     }
-
-
-def tuned_cell(tuned: dict[str, Any] | None, trials: int) -> str:
-    """The served variant's test accuracy, the family, and whether tuning beat the default on validation."""
-    if tuned is None:
-        return "—"
-    beat = (tuned.get("tuning") or {}).get("beat_default")
-    verdict = "" if beat is None else (", beat the default on val" if beat else ", the default was the best trial")
-    return f"{tuned['accuracy']:.4f} ({tuned['model']}, {trials} trials{verdict}, {tuned['wall_seconds']:.0f} s)"
-
-
-def variant_rows(name: str, run: dict[str, Any]) -> list[str]:
-    """One row per variant of a default run, ratios against fp32, and the issue's targets checked."""
-    from compression.report import variant_rows as table_rows
-
-    v = run["variants"]
-    fp32 = v["fp32"]
-    rows = []
-    for cells in table_rows(v, run["variant"]):
-        variant = v[cells[0].split(" ")[0]]
-        drop = 100 * (fp32["accuracy"] - variant["accuracy"])
-        picked = [cells[0], cells[1], cells[3], cells[4], cells[5], cells[6], f"{drop:+.2f}"]
-        rows.append(f"| {name} | " + " | ".join(picked + [cells[8], cells[10], cells[11]]) + " |")
-    for variant, reason in run["skipped"].items():
-        rows.append(f"| {name} | {variant} | skipped: {reason[:140]} |" + " |" * 8)
-    return rows
-
-
-def targets(run: dict[str, Any]) -> str:
-    """The compression targets for one data set: pruned_int8 >= 10x smaller (gzip) within 1 point; the served
-    variant >= 1.5x faster than fp32 at batch 32 and not slower at batch 1."""
-    v, served = run["variants"], run["variant"]
-    fp32 = v["fp32"]
-    notes = []
-    if "pruned_int8" in v:
-        p = v["pruned_int8"]
-        ratio, drop = fp32["gzip_bytes"] / p["gzip_bytes"], 100 * (fp32["accuracy"] - p["accuracy"])
-        notes.append(
-            f"pruned_int8 {ratio:.1f}x smaller, {drop:+.2f} points: {'met' if ratio >= 10 and drop <= 1 else 'missed'}"
-        )
-    s = v[served]
-    speed = fp32["latency_ms_b32_p50"] / s["latency_ms_b32_p50"] if s["latency_ms_b32_p50"] else 0.0
-    b1 = s["latency_ms_p50"] / fp32["latency_ms_p50"] if fp32["latency_ms_p50"] else 1.0
-    notes.append(f"served {served} {speed:.2f}x faster at b32, b1 {b1:.2f}x fp32's time")
-    return "; ".join(notes)
-
-
-def beats(kiln: float, peer: float) -> str:
-    """yes / tie / no. Reports round accuracy to 6 digits, so equal item counts must compare equal."""
-    kiln, peer = round(kiln, 6), round(peer, 6)
-    return "yes" if kiln > peer else "tie" if kiln == peer else "no"
-
-
-def previous_rows(path: Path, start: str = START, end: str = END) -> dict[str, list[str]]:
-    """Rows of a table already in ``path``, by data set name (``--only`` keeps the others)."""
-    text = path.read_text() if path.exists() else ""
-    if start not in text or end not in text:
-        return {}
-    section = text.split(start, 1)[1].split(end, 1)[0]
-    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| data set")]
-    by_name: dict[str, list[str]] = {}
-    for row in rows:
-        by_name.setdefault(row.split("|")[1].strip(), []).append(row)
-    return by_name
+    if trials:
+        return run | {"trials": trials, "beat_default": (report.get("tuning") or {}).get("beat_default")}
+    skipped = {name: p["skipped"] for name, p in report.get("parity", {}).items() if "skipped" in p}
+    return run | {"variants": variant_list(report["variants"]), "skipped": skipped}
 
 
 def run_quality_bench(
     workdir: Path,
     trials: int,
     only: list[str] | None,
-    machine: str,
     shared: Path = SHARED,
-    keep: tuple[dict, dict] | None = None,
+    previous: dict[str, Any] | None = None,
     reuse_default: bool = False,
-) -> tuple[list[str], list[str]]:
-    """The quality table and the per-data-set variant table; ``keep`` holds the rows of both tables from
-    the last run, by data set, for the data sets ``only`` leaves out. With ``reuse_default``, the peer and
-    default columns come from the last run's quality.json and only the tuned column is trained."""
+) -> dict[str, Any]:
+    """quality.json's object: one row per data set found. The data sets ``only`` leaves out keep their row from
+    ``previous`` (the last quality.json); with ``reuse_default``, the peer and default columns come from there
+    too and only the tuned column is trained."""
+    from training.config import load_config
     from training.data.sample_data import write_sample_data
 
+    measured = utc_now()
     sample = write_sample_data(workdir / "sample")
-    rows, compression = [], []
-    saved = workdir / "quality.json"
-    results: dict[str, Any] = json.loads(saved.read_text()) if saved.is_file() else {}
-    kept_rows, kept_variants = keep or ({}, {})
+    before = {row["name"]: row for row in (previous or {}).get("rows", [])}
+    rows = []
     for name, (task, path) in datasets(sample, shared).items():
         if only and name not in only:
-            # not rerun: the earlier measurements stay in the tables
-            rows += kept_rows.get(name, [])
-            compression += kept_variants.get(name, [])
+            if name in before:  # not rerun: the earlier measurements stay
+                rows.append(before[name])
             continue
         if reuse_default:
-            if name not in results:
-                raise SystemExit(f"--reuse-default: {saved} has no run of {name!r}; run the bench without it first")
-            peer, default = results[name]["peer"], results[name]["default"]
+            if name not in before:
+                raise SystemExit(f"--reuse-default: the previous result has no run of {name!r}; run without it first")
+            peer, default = before[name]["peer"], before[name]["default"]
         else:
-            peer, default = classic_peer(task, path), kiln_run(task, path, workdir, None)
-        tuned = kiln_run(task, path, workdir, trials) if trials else None
-        results[name] = {"peer": peer, "default": default, "tuned": tuned}
-        compression += variant_rows(name, default) + [f"| {name} | targets: {targets(default)} |" + " |" * 8]
-        verdict = beats(default["accuracy"], peer["accuracy"])
-        peer_cell = f"{peer['accuracy']:.4f} ({peer['seconds']:.1f} s)"
+            peer = classic_peer(task, path) | {"measured": measured}
+            default = kiln_run(task, path, workdir, None, measured)
+        tuned = kiln_run(task, path, workdir, trials, measured) if trials else None
         rows.append(
-            f"| {name} | {task} | {default['test']} | {peer['name']} | {peer_cell} "
-            f"| {peer['accuracy_train_val']:.4f} "
-            f"| {default['accuracy']:.4f} ({default['model']}, {default['variant']}, "
-            f"{default['train_seconds']:.0f} s train) | {tuned_cell(tuned, trials)} | {verdict} |"
+            {
+                "name": name,
+                "task": task,
+                "test_items": default["test_items"],
+                "peer": peer,
+                "default": default,
+                "tuned": tuned,
+            }
         )
-    saved.write_text(json.dumps(results, indent=2, default=str))  # every data set's latest run
-    return [
-        START,
-        "## Quality against classic peers (CPU)\n",
-        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on: {machine}. Every row uses Kiln's own cleaning and "
-        "stable split (seed 42) and every column scores the same test split. The peer follows Kiln's protocol: "
-        "it fits on the training split and chooses its C on the validation split (Kiln chooses its epoch "
-        "there), so both learn from the same examples; the next column refits the peer on train + validation "
-        "(about 20% more data than either was given) for reference. Kiln columns are the served variant from "
-        "the retrain flow; "
-        + (
-            "tuned = `kiln run --trials N` (N and whether the best trial beat the default on validation are in "
-            "each cell)."
-            if trials
-            else "the tuned column was not run this time."
-        )
-        + (f" This run measured {', '.join(only)}; the other rows are from the previous run." if only else "")
-        + (" Its peer and default columns are the previous run's (`--reuse-default`).\n" if reuse_default else "\n"),
-        "| data set | task | test items | classic peer | peer accuracy | peer on train + val | Kiln default "
-        "| Kiln tuned | default beats peer |",
-        "|---|---|---|---|---|---|---|---|---|",
-        *rows,
-        END,
-    ], [
-        VARIANTS_START,
-        "## Compression variants per data set (CPU)\n",
-        "Every variant of the default run above, measured on the validation split (where the served one is "
-        "chosen) with ONNX Runtime on all cores; ratios and the accuracy drop (points) are against fp32. "
-        "Targets: pruned_int8 at least 10x smaller (gzip) within 1 point; the served variant at least 1.5x "
-        "faster than fp32 at batch 32 and not slower at batch 1.\n",
-        WHY_TARGETS_MISSED,
-        "| data set | variant | method | gzip bytes | gzip x smaller | sparsity | accuracy | drop vs fp32 "
-        "| b1 p50 ms | b32 p50 ms | b32 x faster |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-        *compression,
-        VARIANTS_END,
-    ]
+    parameters = {
+        "trials": trials,
+        "only": only,
+        "reuse_default": reuse_default,
+        "seed": load_config(None).data.seed,
+        "peer_c_grid": list(PEER_C_GRID),
+    }
+    return envelope("quality", parameters, measured=measured, rows=rows)
 
 
 def main() -> None:
-    from bench.serving import machine
-    from bench.data_pipeline import splice
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=10, help="Optuna trials for the tuned column (0: skip it)")
     parser.add_argument(
-        "--only", nargs="*", help="data set names to run (default: all); the other rows already in --out stay"
+        "--only", nargs="*", help="data set names to run (default: all); the other rows of --out stay as they are"
     )
     parser.add_argument(
         "--reuse-default",
         action="store_true",
-        help="take the peer and default columns from the last run's quality.json; train only the tuned column",
+        help="take the peer and default columns from the previous --out; train only the tuned column",
     )
     parser.add_argument("--workdir", type=Path, default=Path(".kiln/bench-quality"))
-    parser.add_argument("--out", type=Path, default=Path("docs/BENCHMARKS.md"))
+    parser.add_argument("--out", type=Path, default=BENCH_DIR / "quality.json", help="the result file (read first)")
     parser.add_argument("--datasets", type=Path, default=SHARED, help="folder of the shared data sets")
     args = parser.parse_args()
-    keep = (previous_rows(args.out), previous_rows(args.out, VARIANTS_START, VARIANTS_END)) if args.only else None
-    quality, variants = run_quality_bench(
-        args.workdir, args.trials, args.only, machine(), args.datasets, keep, args.reuse_default
+    from bench.render import after_benchmark
+
+    result = run_quality_bench(
+        args.workdir, args.trials, args.only, args.datasets, read_result(args.out), args.reuse_default
     )
-    splice(args.out, quality, START, END)
-    splice(args.out, variants, VARIANTS_START, VARIANTS_END)
-    print(f"wrote the quality section of {args.out}")  # noqa: T201
+    after_benchmark(write_result(args.out, result))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,292 @@
+"""docs/BENCHMARKS.md from the result files: tables, computed verdicts, missing sections, and the writer."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.common import markdown_for, read_result, read_results, show_utc, write_result
+from bench.render import render, render_dir, write_markdown
+
+ROOT = Path(__file__).resolve().parents[2]
+MACHINE = {"cpu": "Test CPU", "cores": 2, "ram_gib": 7.8, "gpu": False, "platform": "Linux-test"}
+RUN = "2026-11-25T10:00:00Z"
+EARLIER = "2026-11-20T09:30:00Z"
+
+
+def _result(benchmark: str, parameters: dict[str, Any], measured: str = RUN, **data: Any) -> dict[str, Any]:
+    base = {"benchmark": benchmark, "schema": 1, "measured": measured, "machine": MACHINE, "parameters": parameters}
+    return base | data
+
+
+def _variant(name: str, gzip: int, acc: float, b1: float, b32: float, vs: dict[str, float]) -> dict[str, Any]:
+    return {
+        "variant": name,
+        "method": f"m_{name}",
+        "gzip_bytes": gzip,
+        "sparsity": 0.75 if "pruned" in name else 0.0,
+        "accuracy": acc,
+        "latency_ms_p50": b1,
+        "latency_ms_b32_p50": b32,
+        "vs_fp32": vs,
+    }
+
+
+def _quality_row(name: str, task: str, peer_acc: float, default_acc: float, measured: str, **kw: Any) -> dict:
+    fp32 = _variant(
+        "fp32", 1000, 0.90, 0.2, 4.0, {"gzip_x_smaller": 1.0, "accuracy_drop_points": 0.0, "b32_x_faster": 1.0}
+    )
+    pruned_int8 = _variant(
+        "pruned_int8",
+        kw.get("pi8_gzip", 90),
+        0.895,
+        0.1,
+        2.0,
+        {"gzip_x_smaller": kw.get("pi8_ratio", 11.1), "accuracy_drop_points": 0.5, "b32_x_faster": 2.0, "b1_time": 0.5},
+    )
+    int8 = _variant(
+        "int8", 250, 0.9, 0.15, 3.2, {"gzip_x_smaller": 4.0, "accuracy_drop_points": 0.0, "b32_x_faster": 1.25}
+    )
+    return {
+        "name": name,
+        "task": task,
+        "test_items": 100,
+        "peer": {
+            "name": "TF-IDF 1-2 gram + linear SVM",
+            "c": 3.0,
+            "accuracy": peer_acc,
+            "accuracy_train_val": peer_acc,
+            "seconds": 0.42,
+            "measured": measured,
+        },
+        "default": {
+            "accuracy": default_acc,
+            "model": "text_hybrid",
+            "variant": kw.get("served", "pruned_int8"),
+            "train_seconds": 61.4,
+            "test_items": 100,
+            "measured": measured,
+            "variants": [fp32, int8, pruned_int8],
+            "skipped": {"qat": "x" * 200},
+        },
+        "tuned": kw.get("tuned"),
+    }
+
+
+@pytest.fixture
+def results() -> dict[str, dict[str, Any]]:
+    training = _result(
+        "training",
+        {"sample_images": 1797, "sample_texts": 660, "latency_runs": 30},
+        rows=[
+            {
+                "task": "image",
+                "wall_seconds": 93.4,
+                "train_seconds": 46.0,
+                "epochs": 40,
+                "served": "int8",
+                "test": {"accuracy": 0.98371, "macro_f1": 0.9841, "items": 245},
+                "variants": [
+                    {
+                        "variant": "fp32",
+                        "bytes": 400999,
+                        "gzip_bytes": 369248,
+                        "sparsity": 0.0,
+                        "accuracy": 0.9957,
+                        "macro_f1": 0.9962,
+                        "latency_ms_p50": 0.0561,
+                        "latency_ms_p95": 0.075,
+                        "latency_ms_b32_p50": 0.54,
+                    },
+                    {
+                        "variant": "int8",
+                        "bytes": 121513,
+                        "gzip_bytes": 99988,
+                        "sparsity": 0.0,
+                        "accuracy": 0.9914,
+                        "macro_f1": 0.9916,
+                        "latency_ms_p50": 0.046,
+                        "latency_ms_p95": 0.059,
+                        "latency_ms_b32_p50": 0.43,
+                    },
+                ],
+            }
+        ],
+    )
+    server = {"latency_ms_p50": 1.69, "latency_ms_p95": 1.98, "latency_ms_p99": 30.4, "errors": 0}
+    http = _result(
+        "http",
+        {"seconds": 9.0, "rounds": 3, "concurrency": [1], "servers": ["kiln", "bare", "keras"]},
+        rows=[
+            {
+                "route": "/classify_image",
+                "payload": "one 8x8 PNG",
+                "concurrency": 1,
+                "servers": {
+                    "kiln": server | {"requests_per_s": 661.0},
+                    "bare": server | {"requests_per_s": 622.8},
+                    "keras": server | {"requests_per_s": 21.5, "errors": 2},
+                },
+            }
+        ],
+    )
+    data = _result(
+        "data_pipeline",
+        {"images": 50000, "image_size": 64, "classes": 10, "epochs": 1, "image_cache": "none"},
+        result={
+            "images": 50000,
+            "kept": 45867,
+            "near_duplicates": 33437,
+            "split": {"train": 41993, "validation": 2018, "test": 1856},
+            "leakage": {"test_near_train": 0, "validation_near_train": 1},
+            "cleaning_s": 24.9,
+            "cleaning_ips": 2010.4,
+            "pipeline_ips": 1768.0,
+            "training_ips": 126.0,
+            "epoch_s": 333.1,
+            "input": "64x64x3",
+            "peak_rss_after_cleaning_mib": 238.0,
+            "peak_rss_mib": 4000.0,
+            "peak_rss_worker_mib": 95.0,
+            "wall_seconds": 371.2,
+        },
+    )
+    tuned = {
+        "accuracy": 0.85,
+        "model": "text_kim",
+        "trials": 4,
+        "beat_default": True,
+        "wall_seconds": 314.2,
+        "measured": RUN,
+    }
+    quality = _result(
+        "quality",
+        {"trials": 4, "only": ["mr"], "reuse_default": True, "seed": 42, "peer_c_grid": [0.1, 1.0]},
+        rows=[
+            _quality_row("mr", "text", 0.7678, 0.7876, EARLIER, tuned=tuned),
+            _quality_row("cr", "text", 0.8152, 0.8014, EARLIER, served="fp32", pi8_ratio=9.5),
+        ],
+    )
+    return {r["benchmark"]: r for r in (training, http, data, quality)}
+
+
+def _lines(markdown: str) -> set[str]:
+    return set(markdown.splitlines())
+
+
+def test_renders_every_table_with_its_rows(results: dict[str, dict[str, Any]]) -> None:
+    md = render(results)
+    lines = _lines(md)
+    assert md.startswith("# Benchmarks\n")
+    assert "Measured 2026-11-25 10:00 UTC by `make bench` on: Test CPU, 2 cores, 8 GiB RAM, no GPU; Linux-test." in md
+    # training: gzip ratio against fp32, the served variant marked, its test score under the table
+    assert (
+        "| image | 93 | 46 | 40 | int8 (served) | 121,513 | 99,988 | 3.69 | 0.00 | 0.9914 | 0.9916 "
+        "| 0.046 | 0.059 | 0.430 |" in lines
+    )
+    assert "image: serves int8, test accuracy 0.9837, macro-F1 0.9841 (245 items)." in lines
+    # http: ratios from the data, latencies without trailing zeros, errors per server
+    assert (
+        "| /classify_image | one 8x8 PNG | 1 | 661.0 | 622.8 | 21.5 | 1.06 | 30.7 | 1.69/1.98/30.4 "
+        "| 1.69/1.98/30.4 | 1.69/1.98/30.4 | 0/0/2 |" in lines
+    )
+    assert "(1 of 1 rows at or above it)" in md and "2 requests failed in all" in md
+    assert "it shares the 2 cores" in md and "3 rounds of 3 s per row" in md
+    # quality: the peer's C, the tuned cell, the verdict per row
+    assert (
+        "| mr | text | 100 | TF-IDF 1-2 gram + linear SVM (C=3) | 0.7678 (0.4 s) | 0.7678 "
+        "| 0.7876 (text_hybrid, pruned_int8, 61 s train) | 0.8500 (text_kim, 4 trials, beat the default on val, 314 s) "
+        "| yes |" in lines
+    )
+    assert "| cr | text | 100 | TF-IDF 1-2 gram + linear SVM (C=3) | 0.8152 (0.4 s) | 0.8152 " in md
+    assert md.count(" | — | no |") == 1
+    # variants: stored ratios shown as they are, a long skip reason cut, the targets row
+    assert "| mr | int8 | m_int8 | 250 | 4.00 | 0.00 | 0.9000 | +0.00 | 0.150 | 3.200 | 1.25 |" in lines
+    assert "| mr | qat | skipped: " + "x" * 139 + "… |  |  |  |  |  |  |  |  |" in lines
+
+
+def test_verdicts_and_counts_are_computed_from_the_data(results: dict[str, dict[str, Any]]) -> None:
+    md = render(results)
+    # quality: one win, one loss, tuning's test score against the default's
+    assert "Default Kiln beats the peer on 1 of 2 data sets (ties 0, losses 1)" in md
+    assert "Tuning was run on 1; its served model scores higher on test than the default's on 1 (mr)." in md
+    # which rows this run measured, and the reused columns
+    assert (
+        "This run measured mr (their peer and default columns are from 2026-11-20 09:30 UTC, `--reuse-default`)" in md
+    )
+    assert "the other rows are from earlier runs: cr on 2026-11-20 09:30 UTC." in md
+    # compression targets per data set and in sum
+    assert (
+        "| mr | targets: pruned_int8 11.1x smaller, +0.50 points: met; served pruned_int8 2.00x faster at b32, "
+        "b1 0.50x fp32's time: met |" in md
+    )
+    assert "| cr | targets: pruned_int8 9.5x smaller, +0.50 points: missed; served fp32 1.00x faster at b32" in md
+    assert (
+        "The pruned_int8 target is met on 1 of 2 data sets (mr); the served-variant speed target on 1 of 2 (mr)." in md
+    )
+    assert "so INT8 runs batch 32 only 1.25-1.25x as fast as fp32" in md
+    # data pipeline targets: the RSS limit and the leakage are missed here
+    assert "| peak RSS, main process (whole run) | 4,000 MiB | < 3,072 MiB: **missed** |" in md
+    assert "| cleaning throughput | 2,010 images/s (24.9 s) | >= 500 images/s: met |" in md
+    assert "| pipeline / training | 14.0x | >= 3x: met |" in md
+    assert "leakage 0: **missed** |" in md
+    # GPU: said from the training run's machine
+    assert "Not measured in the `make bench` run of 2026-11-25 10:00 UTC: no GPU on this machine." in md
+
+
+def test_every_row_measured_now_says_so(results: dict[str, dict[str, Any]]) -> None:
+    quality = results["quality"]
+    for row in quality["rows"]:
+        for part in ("peer", "default"):
+            row[part]["measured"] = RUN
+    assert "This run measured every row." in render({"quality": quality})
+
+
+def test_a_missing_result_leaves_its_section_out(results: dict[str, dict[str, Any]]) -> None:
+    md = render({"http": results["http"]})
+    assert "## HTTP service against its peers (CPU)" in md
+    for absent in ("## Training", "## GPU", "## Data pipeline", "## Quality", "## Compression variants"):
+        assert absent not in md
+    assert "Not measured yet: training and compression (`make bench`); data pipeline (`make bench-data`)" in md
+    assert "Not measured yet" not in render(results)
+    assert render({}).startswith("# Benchmarks\n")
+
+
+def test_render_dir_reads_every_result_file(tmp_path: Path, results: dict[str, dict[str, Any]]) -> None:
+    for name in ("quality", "data_pipeline"):
+        write_result(tmp_path / "bench" / f"{name}.json", results[name])
+    out = write_markdown(tmp_path / "bench")
+    assert out == tmp_path / "BENCHMARKS.md" == markdown_for(tmp_path / "bench" / "quality.json")
+    md = out.read_text()
+    assert md == render_dir(tmp_path / "bench")
+    assert "## Quality against classic peers (CPU)" in md and "## Data pipeline at scale (CPU)" in md
+    assert "## HTTP" not in md
+
+
+def test_result_round_trip_through_the_atomic_writer(tmp_path: Path, results: dict[str, dict[str, Any]]) -> None:
+    path = tmp_path / "deeper" / "http.json"
+    write_result(path, results["http"])
+    assert read_result(path) == results["http"]
+    assert json.loads(path.read_text())["rows"][0]["servers"]["kiln"]["requests_per_s"] == 661.0  # a number
+    assert path.stat().st_mode & 0o044  # readable like any other file, not mkstemp's 0600
+    assert read_results(tmp_path / "deeper") == {"http": results["http"]}
+    # an unwritable result leaves the previous file whole and no temporary file behind
+    with pytest.raises(ValueError):
+        write_result(path, results["http"] | {"bad": math.nan})
+    assert read_result(path) == results["http"]
+    assert [p.name for p in path.parent.iterdir()] == ["http.json"]
+    assert read_result(tmp_path / "absent.json") is None
+
+
+def test_stamps_show_as_utc_minutes() -> None:
+    assert show_utc("2026-11-24T13:49:07Z") == "2026-11-24 13:49 UTC"
+    assert show_utc("2026-11-24T14:49:00+01:00") == "2026-11-24 13:49 UTC"
+
+
+def test_the_committed_page_is_rendered_from_the_committed_results() -> None:
+    """docs/BENCHMARKS.md is never edited by hand: rendering docs/bench/ gives it back unchanged."""
+    assert (ROOT / "docs" / "BENCHMARKS.md").read_text(encoding="utf-8") == render_dir(ROOT / "docs" / "bench")
