@@ -28,9 +28,11 @@ from training.config import DataConfig
 from training.data.dataset import DataError, DataReport, Dataset, Source
 from training.data.duplicates import (
     Nodes,
+    SamePictures,
     colour_signature,
     image_nodes,
     phash64,
+    pixel_thumbnail,
     resolve_duplicates,
     text_near_key,
     text_nodes,
@@ -53,6 +55,7 @@ class ImageFacts:
     pixels: str
     phash: int
     colours: np.ndarray
+    thumbnail: np.ndarray  # 16x16 RGB, for the same-picture test
     width: int
     height: int
     mode: str
@@ -72,6 +75,7 @@ def examine_image(path: Path) -> ImageFacts | str:
             pixels=pixel_digest(image),
             phash=phash64(image),
             colours=colour_signature(image),
+            thumbnail=pixel_thumbnail(image),
             width=image.width,
             height=image.height,
             mode=image.mode,
@@ -132,6 +136,7 @@ def clean_images(data: Path, cfg: DataConfig | None = None, workers: int | None 
         [f.pixels for f in facts],
         find_nodes,
         same_as,
+        SamePictures(np.stack([f.thumbnail for f in facts]) if facts else np.zeros((0, 768), np.uint8)),
     )
     for i, counter, reason in resolution.dropped:
         report.skip(counter, usable[i].name, reason)

@@ -1,5 +1,5 @@
 """Exact and near duplicates: perceptual hashes for images, a normalised form for texts, and the one
-rule both tasks follow (drop conflicting labels, remove exact copies, group near copies).
+rule both tasks follow (drop the same item under different labels, remove exact copies, group near copies).
 
 Near copies are found in two steps that stay near-linear however the data is shaped:
 
@@ -50,6 +50,40 @@ def colour_signature(image: Image.Image) -> np.ndarray:
     so a red and a green traffic light of the same shape are not near duplicates."""
     small = flatten_alpha(image).convert("RGB").resize((4, 4), Image.Resampling.BOX)
     return np.asarray(small, dtype=np.uint8).reshape(-1)
+
+
+# Two pictures are the same item when their 16x16 RGB thumbnails differ by at most this mean absolute difference
+# (0-255): a re-encoded or resized copy stays well below it; different garments or digits whose perceptual
+# hashes agree are far above it.
+SAME_PICTURE_MAD = 2.0
+THUMB_SIDE = 16
+
+
+def pixel_thumbnail(image: Image.Image) -> np.ndarray:
+    """A 16x16 RGB thumbnail (768 bytes, box-filtered) for the pixel-level same-picture test."""
+    small = flatten_alpha(image).convert("RGB").resize((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BOX)
+    return np.asarray(small, dtype=np.uint8).reshape(-1)
+
+
+class SamePictures:
+    """The pixel-level same-picture test over many thumbnails at once: mean absolute difference of the 16x16
+    RGB thumbnails within ``tolerance``. Block means (4x4 blocks) screen first: their mean absolute difference
+    is a lower bound of the pixels', so most look-alikes are rejected without comparing 768 values."""
+
+    def __init__(self, thumbnails: np.ndarray, tolerance: float = SAME_PICTURE_MAD):
+        self.thumbnails = thumbnails.astype(np.int16)
+        side, blocks = THUMB_SIDE, 4
+        cells = self.thumbnails.reshape(len(thumbnails), blocks, side // blocks, blocks, side // blocks, 3)
+        self.blocks = cells.mean(axis=(2, 4)).reshape(len(thumbnails), -1)
+        self.tolerance = tolerance
+
+    def __call__(self, i: int, others: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(others), dtype=bool)
+        close = np.abs(self.blocks[others] - self.blocks[i]).mean(axis=1) <= self.tolerance
+        if close.any():
+            pixels = np.abs(self.thumbnails[others[close]] - self.thumbnails[i]).mean(axis=1)
+            out[close] = pixels <= self.tolerance
+        return out
 
 
 def text_near_key(text: str) -> str:
@@ -146,10 +180,16 @@ def image_nodes(hashes: np.ndarray, colours: np.ndarray, max_distance: int, colo
 
 
 def count_near_reference(
-    hashes: np.ndarray, colours: np.ndarray, n_reference: int, max_distance: int, colour_tolerance: int
+    hashes: np.ndarray,
+    colours: np.ndarray,
+    n_reference: int,
+    max_distance: int,
+    colour_tolerance: int,
+    labels: Sequence[str] | None = None,
 ) -> int:
     """How many images after the first ``n_reference`` have a reference image within ``max_distance``
-    hash bits and ``colour_tolerance`` colour: the exact pairwise relation, item by item (no nodes)."""
+    hash bits and ``colour_tolerance`` colour (and, given ``labels``, under the same label: look-alikes under
+    other labels are different items): the exact pairwise relation, item by item (no nodes)."""
     if max_distance < 0:  # near search off: only identical hashes and colours count
         max_distance, colour_tolerance = 0, 0
     hashes = np.asarray(hashes, dtype=np.uint64)
@@ -165,6 +205,7 @@ def count_near_reference(
     candidates = [(v, v) for v in np.flatnonzero(has_reference & has_query).tolist()]
     for a, b in near_pairs(values, max_distance).tolist():
         candidates += [(u, w) for u, w in ((a, b), (b, a)) if has_reference[u] and has_query[w]]
+    tags = np.unique(np.asarray(labels), return_inverse=True)[1] if labels is not None else None
     hit = np.zeros(len(hashes), dtype=bool)
     for u, w in candidates:
         reference = members[u][members[u] < n_reference]
@@ -172,7 +213,10 @@ def count_near_reference(
         for start in range(0, len(query), 64):
             block = query[start : start + 64]
             gap = np.abs(colours[block][:, None, :] - colours[reference][None, :, :]).max(axis=2)
-            hit[block] |= (gap <= colour_tolerance).any(axis=1)
+            near = gap <= colour_tolerance
+            if tags is not None:
+                near &= tags[block][:, None] == tags[reference][None, :]
+            hit[block] |= near.any(axis=1)
     return int(hit[n_reference:].sum())
 
 
@@ -221,15 +265,19 @@ def resolve_duplicates(
     exact_keys: Sequence[str],
     find_nodes: Callable[[list[int]], Nodes],
     same_as: Callable[[int, int], str] = lambda i, j: "same content as",
+    same_items: Callable[[int, np.ndarray], np.ndarray] | None = None,
 ) -> Resolution:
     """Apply the duplicate rule to items ``0..n-1``.
 
     1. Exact copies (equal ``exact_keys``): under different labels every copy is dropped as a
        conflicting label; otherwise the first is kept and the rest removed as duplicates.
     2. Near copies among the survivors (``find_nodes`` gets the survivor indices and returns their
-       nodes and near edges): every item of a node, or of two linked nodes, that holds more than one
-       label is dropped as a conflicting label; near copies under one label are kept and share a group,
-       so they never straddle splits.
+       nodes and near edges). Only the *same item* under another label is a conflict: members of a node, or
+       of linked nodes, that ``same_items(i, others)`` marks as the same item as ``i`` (for images a pixel-level
+       measure; None: every near copy is the same item, as for texts, whose nodes are one normalised text).
+       Look-alikes that are not the same item (different shirts whose perceptual hashes agree) are kept: they
+       are the hard examples on the class boundary. Near copies under one label share a group, so they never straddle
+       splits; near neighbours under different labels are different items and are not grouped.
     """
     survivors, dropped = _exact(names, labels, exact_keys, same_as)
     result = Resolution(dropped=dropped)
@@ -238,35 +286,54 @@ def resolve_duplicates(
     members: list[list[int]] = [[] for _ in range(n_nodes)]
     for position, node in enumerate(nodes.of_item.tolist()):
         members[node].append(survivors[position])
-    node_labels = [{labels[i] for i in m} for m in members]
-    # A node's items conflict when the node, or a node linked to it, holds another label.
-    linked: dict[int, list[int]] = defaultdict(list)
+    neighbours: dict[int, list[int]] = defaultdict(list)
     for a, b in nodes.edges.tolist():
-        if node_labels[a] != node_labels[b]:
-            linked[a].append(b)
-            linked[b].append(a)
-    conflicted: set[int] = set()
-    for node in sorted({n for n, found in enumerate(node_labels) if len(found) > 1} | set(linked)):
-        for i in members[node]:
-            candidates = chain(members[node], *(members[o] for o in linked[node]))
-            other = next((j for j in candidates if labels[j] != labels[i]), None)
-            if other is not None:
-                conflicted.add(node)
-                reason = f"near duplicate of {names[other]} labelled {labels[other]!r}"
+        neighbours[a].append(b)
+        neighbours[b].append(a)
+    for node, items in enumerate(members):
+        candidates = np.array(list(chain(items, *(members[o] for o in neighbours[node]))), dtype=np.int64)
+        candidate_labels = np.array([labels[j] for j in candidates], dtype=object)
+        if len(set(candidate_labels)) < 2:
+            continue
+        for i in items:
+            others = candidates[candidate_labels != labels[i]]
+            same = np.ones(len(others), dtype=bool) if same_items is None else same_items(i, others)
+            if same.any():
+                other = int(others[np.argmax(same)])
+                reason = f"same item as {names[other]} labelled {labels[other]!r}"
                 result.dropped.append((i, "conflicting_labels", reason))
-    clean = [a != b and a not in conflicted and b not in conflicted for a, b in nodes.edges.tolist()]
-    links = nodes.edges[np.array(clean, dtype=bool)] if len(nodes.edges) else nodes.edges
-    graph = coo_matrix((np.ones(len(links)), (links[:, 0], links[:, 1])), shape=(n_nodes, n_nodes))
-    _, component = connected_components(graph, directed=False)
     dropped_items = {i for i, counter, _ in result.dropped if counter == "conflicting_labels"}
-    kept = [i for i in survivors if i not in dropped_items]
-    node_of = {i: node for node, m in enumerate(members) for i in m}
-    sizes = np.bincount([component[node_of[i]] for i in kept], minlength=n_nodes) if kept else np.zeros(1, int)
-    first_key: dict[int, str] = {}
-    for i in kept:  # a group is named by its first item's key: only its identity matters
-        first_key.setdefault(int(component[node_of[i]]), exact_keys[i])
-    result.keep = kept
-    result.groups = [first_key[int(component[node_of[i]])] for i in kept]
-    result.near_duplicates = int(sum(1 for i in kept if sizes[component[node_of[i]]] > 1))
+    result.keep = [i for i in survivors if i not in dropped_items]
+    result.groups, result.near_duplicates = _groups(result.keep, labels, exact_keys, members, nodes.edges)
     result.dropped.sort()
     return result
+
+
+def _groups(
+    kept: list[int], labels: Sequence[str], keys: Sequence[str], members: list[list[int]], edges: np.ndarray
+) -> tuple[list[str], int]:
+    """Split groups: kept items of one label that share a node or linked nodes (connected components over
+    (node, label) vertices). Named by the first item's key; returns the groups and how many items share one."""
+    kept_set = set(kept)
+    vertex: dict[tuple[int, str], int] = {}
+    of_item: dict[int, int] = {}
+    for node, items in enumerate(members):
+        for i in items:
+            if i in kept_set:
+                of_item[i] = vertex.setdefault((node, labels[i]), len(vertex))
+    links = [
+        (vertex[(a, label)], vertex[(b, label)])
+        for a, b in edges.tolist()
+        for label in {labels[i] for i in members[a]}
+        if (a, label) in vertex and (b, label) in vertex
+    ]
+    rows = np.array([u for u, _ in links], dtype=np.int64)
+    cols = np.array([w for _, w in links], dtype=np.int64)
+    graph = coo_matrix((np.ones(len(links)), (rows, cols)), shape=(len(vertex), len(vertex)))
+    _, component = connected_components(graph, directed=False)
+    sizes = np.bincount([component[of_item[i]] for i in kept], minlength=max(len(vertex), 1))
+    first_key: dict[int, str] = {}
+    for i in kept:  # a group is named by its first item's key: only its identity matters
+        first_key.setdefault(int(component[of_item[i]]), keys[i])
+    groups = [first_key[int(component[of_item[i]])] for i in kept]
+    return groups, int(sum(1 for i in kept if sizes[component[of_item[i]]] > 1))

@@ -70,8 +70,8 @@ def stable_split(
 
 
 def image_leakage(train: Dataset, other: Dataset, cfg: DataConfig) -> int:
-    """How many images of ``other`` have an exact or near duplicate in ``train`` (perceptual hash and colour
-    signature), checked independently of the grouping that should make it zero."""
+    """How many images of ``other`` have an exact or near duplicate under the same label in ``train`` (perceptual
+    hash and colour signature), checked independently of the grouping that should make it zero."""
     if train.hashes is None or other.hashes is None or train.colours is None or other.colours is None:
         return 0
     return count_near_reference(
@@ -80,6 +80,7 @@ def image_leakage(train: Dataset, other: Dataset, cfg: DataConfig) -> int:
         len(train),
         cfg.image_hash_distance,
         cfg.image_colour_tolerance,
+        train.labels + other.labels,
     )
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.conftest import add_dirt, make_texts, write_csv
+from tests.conftest import add_dirt, make_image_folder, make_texts, write_csv
+from training.config import DataConfig
 from training.data.clean import clean_images, clean_texts, load_dataset
 from training.data.dataset import DataError, check_trainable
 
@@ -120,14 +121,16 @@ def test_near_duplicate_images_grouped_and_conflicts_dropped(image_folder: Path)
     first, second = Image.open(originals[0]), Image.open(originals[1])
     # the same picture re-encoded as a larger RGB JPEG, under the same label: kept, grouped
     first.convert("RGB").resize((first.width * 4, first.height * 4)).save(image_folder / "horizontal" / "big.jpg")
-    # the same picture under another label: both copies dropped as conflicting
-    second.convert("RGB").resize((second.width * 2, second.height * 2)).save(image_folder / "vertical" / "oops.jpg")
+    # the same picture under another label (one pixel touched, saved anew): both copies dropped as conflicting
+    touched = second.convert("RGB")
+    touched.putpixel((0, 0), (255, 0, 0))
+    touched.save(image_folder / "vertical" / "oops.png")
     ds = clean_images(image_folder)
     r = ds.report.to_dict()
     assert r["conflicting_labels"] == 2 and r["duplicates_removed"] == 0
     names = {Path(p).name for p in ds.inputs}
     assert "big.jpg" in names and originals[0].name in names
-    assert originals[1].name not in names and "oops.jpg" not in names
+    assert originals[1].name not in names and "oops.png" not in names
     big = [str(p) for p in ds.inputs].index(str(image_folder / "horizontal" / "big.jpg"))
     orig = [str(p) for p in ds.inputs].index(str(originals[0]))
     assert ds.groups[big] == ds.groups[orig] and r["near_duplicates"] >= 2
@@ -184,3 +187,22 @@ def test_label_change_names_new_and_vanished_labels() -> None:
     with pytest.raises(DataError, match=r"new label\(s\) \['c'\] and vanished label\(s\) \['b'\]"):
         check_label_change(("a", "b"), ("a", "c"), allow=False)
     assert check_label_change(("a", "b"), ("a", "c"), allow=True) == {"added": ["c"], "removed": ["b"]}
+
+
+def test_look_alikes_are_kept_and_only_the_same_picture_under_another_label_is_dropped(tmp_path: Path) -> None:
+    """With the near search opened wide, every image is every other's perceptual-hash neighbour: still only the
+    pictures that are the same item (identical after decode, or a few pixels apart) under two labels go."""
+    root = make_image_folder(tmp_path / "images", per_class=10)
+    distinct = len(list(root.rglob("*.*")))
+    same = sorted((root / "horizontal").glob("*.png"))
+    Image.open(same[0]).save(root / "vertical" / "same_pixels.bmp")  # identical after decode
+    near = Image.open(same[1]).convert("RGB")
+    near.putpixel((1, 1), (0, 0, 0))
+    near.save(root / "diagonal" / "one_pixel_apart.png")  # near-identical by the pixel measure
+    ds = clean_images(root, DataConfig(image_hash_distance=63, image_colour_tolerance=255))
+    r = ds.report.to_dict()
+    assert r["conflicting_labels"] == 4 and r["duplicates_removed"] == 0
+    assert r["rows_kept"] == distinct - 2
+    kept = {Path(p).name for p in ds.inputs}
+    assert same[0].name not in kept and same[1].name not in kept
+    assert not {"same_pixels.bmp", "one_pixel_apart.png"} & kept
