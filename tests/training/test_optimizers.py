@@ -7,7 +7,7 @@ import pytest
 
 from training.config import LR_SCHEDULES, OPTIMIZERS, TrainConfig
 from training.fit.optimizers import build_optimizer, current_learning_rate
-from training.fit.tf_env import keras, set_seed
+from training.tf_env import keras, set_seed
 
 STEPS_PER_EPOCH = 8
 

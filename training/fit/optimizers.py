@@ -12,7 +12,7 @@ import math
 from typing import Any
 
 from training.config import LR_SCHEDULES, OPTIMIZERS, TrainConfig
-from training.fit.tf_env import keras, tf
+from training.tf_env import keras, tf
 
 _OPTIMIZERS: dict[str, Any] = {
     "adam": lambda lr, **kw: keras.optimizers.Adam(lr, **kw),

@@ -181,7 +181,7 @@ def pruning_callback(trial: Any) -> Any:
     """A Keras callback that reports validation loss each epoch and stops a trial Optuna prunes."""
     import optuna
 
-    from training.fit.tf_env import keras
+    from training.tf_env import keras
 
     class ReportAndPrune(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
@@ -329,7 +329,7 @@ def trial_fitter(train: Any, val: Any) -> Callable[[RunConfig, Any], tuple[float
     from training.fit.train import train_model
 
     def fit(cfg: RunConfig, callback: Any) -> tuple[float, float]:
-        from training.fit.tf_env import keras
+        from training.tf_env import keras
 
         keras.backend.clear_session()  # each trial builds a new graph; drop the last one's
         trained = train_model(train, val, cfg, extra_callbacks=[callback])
