@@ -17,6 +17,7 @@ from serving.store import ModelVersion, StoreError
 from training.config import ConfigError, RunConfig, load_config, merge_config, train_config_for
 from training.data.dataset import Dataset, Source
 from training.fit.train import TrainedModel, calibration_sample
+from training.models import layers as _custom_layers  # noqa: F401 - registers them for load_model
 from training.tf_env import keras
 
 

@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import TINY_CONFIG, make_image_folder, make_texts, write_csv
 
 
-def _train_and_compress(task: str, data: Path, tmp: Path):
+def _train_and_compress(task: str, data: Path, tmp: Path, config: str = TINY_CONFIG):
     from compression.compress import compress_model
     from training.config import load_config
     from training.data.clean import load_dataset
@@ -18,7 +18,7 @@ def _train_and_compress(task: str, data: Path, tmp: Path):
     from training.fit.train import train_model
 
     cfg_path = tmp / "tiny.yaml"
-    cfg_path.write_text(TINY_CONFIG)
+    cfg_path.write_text(config)
     cfg = load_config(cfg_path)
     stale = tmp / "artifacts" / "variants" / "left-from-an-earlier-run.onnx"
     stale.parent.mkdir(parents=True)
@@ -40,7 +40,19 @@ def image_run(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def text_run(tmp_path_factory: pytest.TempPathFactory):
+    """A wide & deep text model that keeps its network (on these easy texts the linear half alone is perfect, so
+    the default rule would ship it alone: see linear_text_run)."""
     tmp = tmp_path_factory.mktemp("text-run")
+    keep = TINY_CONFIG.replace("dropout: 0.1}\ntrain", "dropout: 0.1, require_network_gain: false}\ntrain")
+    assert keep != TINY_CONFIG
+    return _train_and_compress("text", write_csv(tmp / "t.csv", make_texts(60)), tmp, keep)
+
+
+@pytest.fixture(scope="module")
+def linear_text_run(tmp_path_factory: pytest.TempPathFactory):
+    """The default rule on texts the linear half alone classifies perfectly: the network cannot beat it on
+    validation, and the linear model ships alone."""
+    tmp = tmp_path_factory.mktemp("linear-text-run")
     return _train_and_compress("text", write_csv(tmp / "t.csv", make_texts(60)), tmp)
 
 
@@ -283,3 +295,29 @@ def test_the_wide_half_of_a_text_model_stays_dense(text_run, tmp_path: Path) -> 
     before = trained.model.get_layer("wide_weights").get_weights()[0]
     after = pruned.model.get_layer("wide_weights").get_weights()[0]
     assert int((after == 0).sum()) <= int((before == 0).sum()) + before.size // 100
+
+
+NETWORK_OPS = {"Conv", "MatMul", "Gemm", "MaxPool", "GRU", "LSTM", "ReduceMax", "Relu"}
+
+
+@pytest.mark.slow
+def test_a_linear_chosen_text_model_exports_no_network_and_compression_brings_none_back(linear_text_run) -> None:
+    import onnx
+
+    trained, compressed, _ = linear_text_run
+    assert trained.wide is not None and trained.wide["network_kept"] is False
+    assert trained.model.name == "text_linear"
+    variants = compressed.directory / "variants"
+    graphs = {path.stem: onnx.load(str(path)) for path in variants.glob("*.onnx")}
+    assert "fp32" in graphs
+    classes, spec = len(trained.spec.labels), trained.spec
+    members = trained.model.get_layer("wide_idf").get_weights()[0].shape[1]
+    linear_parameters = spec.input_vocabulary * members * (1 + classes) + classes
+    for name, graph in graphs.items():
+        ops = {node.op_type for node in graph.graph.node}
+        assert not ops & NETWORK_OPS, (name, ops & NETWORK_OPS)
+        weights = sum(int(np.prod(t.dims)) for t in graph.graph.initializer)
+        assert weights <= linear_parameters + 64, (name, weights, linear_parameters)
+    # nothing to prune in a linear model: the pruned variants are skipped with the reason, never a revived network
+    for name in ("pruned", "pruned_int8"):
+        assert name not in graphs and "can be pruned" in compressed.parity[name]["skipped"]

@@ -27,7 +27,8 @@ from training.data.features import class_weights, encode_labels, make_spec, to_i
 from training.fit.callbacks import BEST_WEIGHTS, FINISHED, build_callbacks, maximises, monitor_name, read_history
 from training.fit.optimizers import build_optimizer
 from training.fit.pipeline import eval_batches, training_batches
-from training.models.linear import LinearFit, blend, drop_network_unless_it_helps, fit_linear_models, warm_start
+from training.models import layers as _custom_layers  # noqa: F401 - registers them for load_model (resume)
+from training.models.linear import LinearFit, blend, fit_linear_models, linear_model, network_helps, warm_start
 from training.tf_env import configure_devices, distribution, keras, set_seed, use_mixed_precision
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,8 @@ def train_model(
             float32.set_weights(model.get_weights())
             model = float32
         if linear is not None:
-            blended = finish_wide(model, linear, val, spec, cfg)
+            assert isinstance(spec, TextSpec)
+            model, blended = finish_wide(model, linear, val, spec, cfg)
         if finished is not None:
             model.save(finished)
     seconds = time.perf_counter() - started
@@ -196,12 +198,17 @@ def fit_wide(train: Dataset, val: Dataset, spec: TextSpec, cfg: RunConfig, balan
     return spec, fit
 
 
-def finish_wide(model: Any, fit: LinearFit, val: Dataset, spec: Spec, cfg: RunConfig) -> dict[str, Any]:
-    """After training: blend the halves (blend), or drop a network that does not help (joint)."""
+def finish_wide(model: Any, fit: LinearFit, val: Dataset, spec: TextSpec, cfg: RunConfig) -> tuple[Any, dict[str, Any]]:
+    """After training: blend the halves (blend); or, joint, keep the wide & deep model only if it beats the
+    linear model alone on validation, else ship the linear model as a model of its own (no network in the
+    graph). Returns the model that ships and what was decided, for the report."""
     ids, y = to_inputs(val, spec), encode_labels(val.labels, spec.labels)
     if cfg.text_model.wide_mode == "blend":
-        return blend(model, fit, ids, y)
-    return drop_network_unless_it_helps(model, fit, ids, y) if cfg.text_model.require_network_gain else {}
+        return model, blend(model, fit, ids, y)
+    if not cfg.text_model.require_network_gain:
+        return model, {}
+    decided = network_helps(model, fit, ids, y)
+    return (model if decided["network_kept"] else linear_model(spec, cfg.text_model, fit)), decided
 
 
 @contextlib.contextmanager

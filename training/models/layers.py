@@ -71,3 +71,21 @@ class WeightedBag(keras.layers.Layer):
         norm = tf.sqrt(tf.maximum(tf.reduce_sum(w * w, axis=1), 1e-12))  # (batch, M)
         per_member = tf.reduce_sum(embedded * w[:, :, :, None], axis=1) / norm[:, :, None]
         return tf.reduce_sum(per_member, axis=1)
+
+
+@keras.utils.register_keras_serializable(package="kiln")
+class Bias(keras.layers.Layer):
+    """A learned per-class offset added to logits: the intercepts of a linear model that ships on its own."""
+
+    def __init__(self, units: int, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.units = units
+
+    def build(self, input_shape: Any) -> None:
+        self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
+
+    def call(self, x: Any) -> Any:
+        return x + self.bias
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "units": self.units}

@@ -23,11 +23,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import minimize_scalar
+
+if TYPE_CHECKING:
+    from serving.preprocess import TextSpec
+    from training.config import TextModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -287,24 +291,29 @@ def warm_start(model: Any, fit: LinearFit) -> None:
     model.get_layer("deep_logits").set_weights([kernel, fit.bias.astype("float32")])
 
 
-def drop_network_unless_it_helps(model: Any, fit: LinearFit, val_ids: np.ndarray, val_y: np.ndarray) -> dict[str, Any]:
-    """joint, after training: keep the network only if the model beats the linear half alone on validation.
-    Otherwise the model is made the linear half again (the network's output layer at zero), so a network
-    that overfit on top of a strong linear model does not ship; the graph, and so serving, is unchanged."""
+def network_helps(model: Any, fit: LinearFit, val_ids: np.ndarray, val_y: np.ndarray) -> dict[str, Any]:
+    """joint, after training: whether the wide & deep model beats its linear half alone on validation (with no
+    validation items there is nothing to compare on, and the trained model stays)."""
     probabilities = model.predict(val_ids, batch_size=256, verbose=0)
     trained, linear = accuracy(probabilities, val_y), accuracy(fit.logits(val_ids), val_y)
     kept = trained > linear or not len(val_y)
-    if not kept:
-        kernel, _ = model.get_layer("deep_logits").get_weights()
-        model.get_layer("deep_logits").set_weights([np.zeros_like(kernel), fit.bias.astype("float32")])
-        _set_wide(model, fit)
     log.info(
         "joint model %.4f vs linear half alone %.4f on validation: %s",
         trained,
         linear,
-        "network kept" if kept else "network dropped (its output set to zero)",
+        "network kept" if kept else "network dropped: the linear model ships alone",
     )
     return {"joint_val_accuracy": round(trained, 4), "network_kept": kept}
+
+
+def linear_model(spec: TextSpec, cfg: TextModelConfig, fit: LinearFit) -> Any:
+    """The fitted linear model as a Keras model of its own (training.models.text.build_linear_text_model)."""
+    from training.models.text import build_linear_text_model
+
+    model = build_linear_text_model(spec, cfg)
+    _set_wide(model, fit)
+    model.get_layer("linear_bias").set_weights([fit.bias.astype("float32")])
+    return model
 
 
 def _log_loss(logits: np.ndarray, y: np.ndarray) -> float:

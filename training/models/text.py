@@ -17,7 +17,7 @@ from typing import Any
 from serving.preprocess import TextSpec
 from training.config import TextModelConfig, TrainConfig
 from training.models.head import head, regularizer
-from training.models.layers import MeanOfIds, PositionEmbedding, TakeWords, WeightedBag
+from training.models.layers import Bias, MeanOfIds, PositionEmbedding, TakeWords, WeightedBag
 from training.tf_env import keras, tf
 
 layers = keras.layers
@@ -127,6 +127,15 @@ def build_text_model(spec: TextSpec, cfg: TextModelConfig, train: TrainConfig) -
     wide = _wide(inputs, spec, cfg) if cfg.wide else None
     outputs = head(features, cfg.dense_units, cfg.dropout, len(spec.labels), reg, wide)
     return keras.Model(inputs, outputs, name=f"text_{cfg.architecture}")
+
+
+def build_linear_text_model(spec: TextSpec, cfg: TextModelConfig) -> keras.Model:
+    """The linear half alone, a model in its own right (``text_linear``): what ships when the network does not
+    beat it on validation. No embedding, convolution or dense layer of the network is in its graph."""
+    inputs = keras.Input((spec.input_length,), dtype="int32", name="tokens")
+    logits = Bias(len(spec.labels), name="linear_bias", dtype="float32")(_wide(inputs, spec, cfg))
+    outputs = layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
+    return keras.Model(inputs, outputs, name="text_linear")
 
 
 def text_signature(spec: TextSpec) -> tuple[tf.TensorSpec, ...]:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from serving.preprocess import TextSpec, encode_texts
-from training.config import load_config
+from training.config import TextModelConfig, load_config
 from training.data.dataset import DataReport, Dataset
 from training.data.features import encode_labels, make_spec, to_inputs
 from training.fit.train import fit_wide, train_model
@@ -23,11 +23,12 @@ from training.models.linear import (
     choose_blend,
     counts,
     deep_logits,
-    drop_network_unless_it_helps,
     fit_linear,
     fit_linear_models,
     fit_naive_bayes,
     inverse_document_frequency,
+    linear_model,
+    network_helps,
     temperature,
     warm_start,
 )
@@ -157,14 +158,20 @@ def test_a_network_that_does_not_help_on_validation_is_dropped() -> None:
     noise = np.random.default_rng(3).normal(scale=50, size=kernel.shape).astype("float32")
     model.get_layer("deep_logits").set_weights([noise, bias])  # a network that drowns the linear half
     assert np.mean(model.predict(xv, verbose=0).argmax(1) == yv) < fit.val_accuracy
-    summary = drop_network_unless_it_helps(model, fit, xv, yv)
+    summary = network_helps(model, fit, xv, yv)
     assert summary["network_kept"] is False and summary["joint_val_accuracy"] < fit.val_accuracy
-    np.testing.assert_allclose(model.predict(xv, verbose=0), _softmax(fit.logits(xv)), atol=1e-4)
-    # a model that beats the linear half it is compared with keeps its network, untouched
+    # what ships instead is the linear model on its own: its predictions, and no layer of the network
+    alone = linear_model(spec, TextModelConfig(architecture="ngram", embedding_dim=8, dense_units=0), fit)
+    np.testing.assert_allclose(alone.predict(xv, verbose=0), _softmax(fit.logits(xv)), atol=1e-4)
+    kinds = {type(layer).__name__ for layer in alone.layers}
+    assert kinds == {"InputLayer", "Embedding", "WeightedBag", "Bias", "Activation"}
+    assert {layer.name for layer in alone.layers if type(layer).__name__ == "Embedding"} == {
+        "wide_idf",
+        "wide_weights",
+    }
+    # a model that beats the linear half it is compared with keeps its network
     worse = dataclasses.replace(fit, weights=-fit.weights, bias=-fit.bias)
-    before = model.predict(xv, verbose=0)
-    assert drop_network_unless_it_helps(model, worse, xv, yv)["network_kept"] is True
-    np.testing.assert_array_equal(model.predict(xv, verbose=0), before)
+    assert network_helps(model, worse, xv, yv)["network_kept"] is True
 
 
 def test_binary_and_missing_classes_fill_every_column() -> None:
@@ -198,7 +205,7 @@ def test_character_ngrams_leave_the_spec_when_the_chosen_model_does_not_read_the
     # a model without a wide half fits nothing and keeps its spec
     off = load_config(None, {"text_model": {"max_length": 8, "wide": False}})
     plain = make_spec(train, train.label_names, off)
-    assert plain.char_buckets == 0 and fit_wide(train, train, plain, off, balanced=False) == (plain, None)
+    assert plain.char_buckets == 0 and train.kind.fit_linear(train, train, plain, off, balanced=False) == (plain, None)
 
 
 def _texts(n: int, seed: int) -> Dataset:
