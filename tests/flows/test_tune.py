@@ -3,6 +3,7 @@ and one study shared by two processes through a real PostgreSQL server started h
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -43,9 +44,10 @@ def test_six_trial_tune_reports_against_the_default_and_writes_a_usable_config(
         space=str(tmp_path / "space.yaml"),
     )  # fmt: skip
     assert result["trials"] == 6 and result["complete"] + result["pruned"] == 6
-    assert isinstance(result["beat_default"], bool)
     rows = (out / "trials.csv").read_text().splitlines()
     assert rows[1].split(",")[5] == "default"  # trial 0 is the default configuration, the one to beat
+    check_beat_default(result, out)
+    assert json.loads((out / "tuning.json").read_text())["beat_default"] == result["beat_default"]
     for name in ("best_config", "csv", "markdown", "optimization_history"):
         assert Path(result["files"][name]).exists(), name
     best = load_config(out / "best_config.yaml")  # kiln run --config accepts it
@@ -55,6 +57,52 @@ def test_six_trial_tune_reports_against_the_default_and_writes_a_usable_config(
     assert best.train.epochs == 4  # the rest of the base config is kept
     assert json.loads((out / "tuning.json").read_text())["best_trial"] == result["best_trial"]
     assert "| number |" in (out / "trials.md").read_text()
+
+
+def check_beat_default(result: dict, out: Path) -> None:
+    """beat_default is defined by the study's recorded trials: True exactly when the best complete trial's
+    objective (validation loss, minimised) is lower than the default trial's. Read back from trials.csv and
+    from the study database itself, not from the summary."""
+    import optuna
+
+    with (out / "trials.csv").open(newline="") as fh:
+        recorded = list(csv.DictReader(fh))
+    complete = [float(r["val_loss"]) for r in recorded if r["state"] == "COMPLETE"]
+    default = [r for r in recorded if r["reference"] == "default"]
+    assert len(default) == 1 and default[0]["state"] == "COMPLETE", default
+    default_loss = float(default[0]["val_loss"])
+
+    study = optuna.load_study(study_name="kiln-text", storage=f"sqlite:///{out / 'study.db'}")
+    assert sorted(t.value for t in study.trials if t.state.name == "COMPLETE") == sorted(complete)
+    assert [t.value for t in study.trials if t.user_attrs.get("reference") == "default"] == [default_loss]
+
+    assert result["best_value"] == min(complete)
+    assert float(recorded[result["best_trial"]]["val_loss"]) == min(complete)
+    assert result["default_value"] == default_loss
+    assert result["beat_default"] is (min(complete) < default_loss)
+
+
+@pytest.mark.parametrize(
+    "default_loss,others,beaten",
+    [(0.5, [0.7, 0.4, 0.9], True), (0.5, [0.7, 0.6], False), (0.5, [0.5], False), (0.5, [], False)],
+    ids=["a-trial-is-lower", "default-is-best", "a-tie-does-not-beat", "only-the-default"],
+)
+def test_beat_default_means_the_best_trial_is_strictly_lower_than_the_default(
+    default_loss: float, others: list[float], beaten: bool
+) -> None:
+    import optuna
+
+    from training.fit.tune import summary
+
+    study = optuna.create_study(study_name="s", direction="minimize")
+    study.add_trial(optuna.trial.create_trial(value=default_loss, user_attrs={"reference": "default"}))
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED))
+    for loss in others:
+        study.add_trial(optuna.trial.create_trial(value=loss))
+    result = summary(study)
+    assert result["beat_default"] is beaten
+    assert result["default_value"] == default_loss and result["best_value"] == min([default_loss, *others])
+    assert study.trials[result["best_trial"]].value == result["best_value"]
 
 
 def test_bad_search_space_names_the_key(tmp_path: Path) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -33,8 +35,118 @@ def test_cuda_request_without_provider_falls_back_with_warning(monkeypatch, capl
     assert "using CPU" in caplog.text
 
 
-def test_gpu_probe_answers_on_this_machine() -> None:
-    assert isinstance(runtime.gpu_present(), bool)
+class FakeDriver:
+    """Stands in for libcuda.so.1: the two driver calls gpu_present() makes, with chosen answers."""
+
+    def __init__(self, devices: int, init_status: int = 0, count_status: int = 0):
+        self.devices, self.init_status, self.count_status = devices, init_status, count_status
+        self.calls: list[str] = []
+
+    def cuInit(self, flags: int) -> int:  # the driver's own names
+        self.calls.append(f"cuInit({flags})")
+        return self.init_status
+
+    def cuDeviceGetCount(self, count_ref: Any) -> int:
+        self.calls.append("cuDeviceGetCount")
+        if self.count_status == 0:
+            count_ref._obj.value = self.devices  # what the driver writes through the pointer
+        return self.count_status
+
+
+class Driver:
+    """Installs a FakeDriver (or none: the library is missing) behind ctypes.CDLL, and clears the probe's
+    cache so the next gpu_present() asks it."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch):
+        self.monkeypatch = monkeypatch
+        self.opened: list[str] = []
+
+    def install(self, fake: FakeDriver | None) -> None:
+        def cdll(name: str) -> FakeDriver:
+            self.opened.append(name)
+            if fake is None:
+                raise OSError(f"{name}: cannot open shared object file: No such file or directory")
+            return fake
+
+        self.monkeypatch.setattr(runtime.ctypes, "CDLL", cdll)
+        runtime.gpu_present.cache_clear()
+
+
+@pytest.fixture()
+def driver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Driver]:
+    """Fake the NVIDIA driver at gpu_present()'s boundary (ctypes.CDLL("libcuda.so.1")); the cache is cleared
+    afterwards too, so no fake answer leaks into other tests."""
+    yield Driver(monkeypatch)
+    runtime.gpu_present.cache_clear()
+
+
+BOTH = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def test_gpu_probe_is_false_without_the_driver_library(driver: Driver) -> None:
+    driver.install(None)
+    assert runtime.gpu_present() is False
+    assert driver.opened == ["libcuda.so.1"]
+
+
+@pytest.mark.parametrize(
+    "fake",
+    [FakeDriver(devices=0), FakeDriver(devices=2, init_status=100), FakeDriver(devices=2, count_status=3)],
+    ids=["no-devices", "cuInit-fails", "count-fails"],
+)
+def test_gpu_probe_is_false_when_the_driver_reports_no_usable_device(driver: Driver, fake: FakeDriver) -> None:
+    driver.install(fake)
+    assert runtime.gpu_present() is False
+    assert fake.calls[0] == "cuInit(0)"
+
+
+def test_gpu_probe_is_true_when_the_driver_counts_a_device_and_asks_it_once(driver: Driver) -> None:
+    fake = FakeDriver(devices=1)
+    driver.install(fake)
+    assert runtime.gpu_present() is True
+    assert runtime.gpu_present() is True
+    assert fake.calls == ["cuInit(0)", "cuDeviceGetCount"]  # cached: the driver is probed once per process
+
+
+def test_auto_ignores_a_listed_cuda_provider_when_the_driver_has_no_gpu(
+    driver: Driver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # onnxruntime-gpu lists CUDA on machines without a GPU: the driver's answer decides, not the list
+    monkeypatch.setattr(runtime.ort, "get_available_providers", lambda: BOTH)
+    driver.install(None)
+    assert runtime.choose_providers("auto") == ["CPUExecutionProvider"]
+    driver.install(FakeDriver(devices=0))
+    assert runtime.choose_providers("auto") == ["CPUExecutionProvider"]
+
+
+def test_auto_stays_on_cpu_when_a_gpu_is_present_but_no_cuda_provider(
+    driver: Driver, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    driver.install(FakeDriver(devices=1))
+    monkeypatch.setattr(runtime.ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert runtime.choose_providers("auto") == ["CPUExecutionProvider"]
+    assert "using CPU" not in caplog.text  # only an explicit 'cuda' request warns
+
+
+def test_session_asks_for_cuda_first_when_the_driver_reports_a_gpu(
+    driver: Driver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[dict[str, Any]] = []
+
+    class RecordingSession:
+        def __init__(self, model: Any, sess_options: Any = None, providers: Any = None):
+            asked.append({"model": model, "providers": providers, "threads": sess_options.intra_op_num_threads})
+
+    monkeypatch.setattr(runtime.ort, "get_available_providers", lambda: BOTH)
+    monkeypatch.setattr(runtime.ort, "InferenceSession", RecordingSession)
+    driver.install(FakeDriver(devices=1))
+    runtime.make_session(b"onnx bytes", device="auto", threads=2)
+    runtime.make_session(Path("m.onnx"), device="cpu")
+    assert asked[0] == {"model": b"onnx bytes", "providers": BOTH, "threads": 2}
+    assert asked[1]["model"] == "m.onnx" and asked[1]["providers"] == ["CPUExecutionProvider"]
+    driver.install(None)  # the same host without a driver: the session never asks for CUDA
+    runtime.make_session(b"onnx bytes", device="auto")
+    assert asked[2]["providers"] == ["CPUExecutionProvider"]
 
 
 def test_classifier_from_store_batches_and_decodes(onnx_store: Path) -> None:

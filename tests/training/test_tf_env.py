@@ -1,8 +1,9 @@
 """Hardware paths that run here too: MirroredStrategy over two logical CPU devices, mixed precision
-(returned in float32 for export), and XLA compilation."""
+(returned in float32 for export), XLA compilation, and a multi-worker non-chief role (trains, registers nothing)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -66,17 +67,46 @@ def test_mixed_precision_trains_and_returns_a_float32_model(tmp_path: Path) -> N
     assert "DTYPE float32 float32" in out  # rebuilt in float32 for export and serving
 
 
-def test_only_the_chief_registers_in_multi_worker_training(monkeypatch) -> None:
-    import json
+# Addresses nothing listens on: with train.distribute "none" no collective starts, so nothing dials them.
+CLUSTER = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
 
+
+def test_is_chief_reads_the_role_from_tf_config(monkeypatch: pytest.MonkeyPatch) -> None:
     from training.tf_env import is_chief
 
-    cluster = {"worker": ["w0:1", "w1:1"]}
     for config, chief in (
         (None, True),
-        ({"cluster": cluster, "task": {"type": "worker", "index": 0}}, True),
-        ({"cluster": cluster, "task": {"type": "worker", "index": 1}}, False),
-        ({"cluster": {"chief": ["c:1"], **cluster}, "task": {"type": "worker", "index": 0}}, False),
+        ({"cluster": CLUSTER, "task": {"type": "worker", "index": 0}}, True),
+        ({"cluster": CLUSTER, "task": {"type": "worker", "index": 1}}, False),
+        ({"cluster": {"chief": ["c:1"], **CLUSTER}, "task": {"type": "worker", "index": 0}}, False),
+        ({"cluster": {"chief": ["c:1"], **CLUSTER}, "task": {"type": "chief", "index": 0}}, True),
     ):
         monkeypatch.setenv("TF_CONFIG", json.dumps(config) if config else "")
         assert is_chief() is chief, config
+
+
+def test_a_worker_trains_but_registers_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_server: None
+) -> None:
+    """The retrain flow run as worker 1 of a two-worker cluster: it trains, then stops before compressing,
+    gating and registering; only the chief writes to the model store."""
+    from flows.retrain import retrain
+    from serving.store import ModelStore
+
+    data = write_csv(tmp_path / "t.csv", make_texts(30))
+    base = yaml.safe_load(TINY_CONFIG)
+    base["train"] |= {"epochs": 2, "distribute": "none"}  # no MultiWorkerMirroredStrategy: nothing to wait for
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(base))
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": CLUSTER, "task": {"type": "worker", "index": 1}}))
+    store, out = tmp_path / "store", tmp_path / "run"
+
+    report = retrain(task="text", data=str(data), out=str(out), store=str(store), config=str(tmp_path / "c.yaml"))
+
+    assert report.get("role") == "worker", f"the worker went on to compress and register: {report.get('model')}"
+    assert report["task"] == "text"
+    assert set(report) == {"task", "role", "training"}  # no model, gate, variants: nothing was registered
+    assert 1 <= report["training"]["epochs_run"] <= 2 and "one device" in report["training"]["device"]
+    models = ModelStore(store)
+    assert models.versions("text") == [] and models.production("text") is None
+    assert models.production_version("text") is None
+    assert not (out / "artifacts").exists() and not (out / "report.json").exists()  # nor compressed or reported
