@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
+from typing import assert_never
 
 import numpy as np
 import onnx
@@ -27,12 +28,26 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from training.config import CALIBRATION_METHODS as CALIBRATION_NAMES
+from training.config import CalibrationName
+
 log = logging.getLogger(__name__)
 
-CALIBRATION_METHODS = {
-    "minmax": CalibrationMethod.MinMax,
-    "entropy": CalibrationMethod.Entropy,
-    "percentile": CalibrationMethod.Percentile,
+
+def calibration_method(name: CalibrationName) -> CalibrationMethod:
+    """ORT's calibration method for a ``compress.calibration`` name. The names are training.config's; a name
+    added there without a case here fails mypy (assert_never)."""
+    if name == "minmax":
+        return CalibrationMethod.MinMax
+    if name == "entropy":
+        return CalibrationMethod.Entropy
+    if name == "percentile":
+        return CalibrationMethod.Percentile
+    assert_never(name)
+
+
+CALIBRATION_METHODS: dict[CalibrationName, CalibrationMethod] = {
+    name: calibration_method(name) for name in CALIBRATION_NAMES
 }
 
 
@@ -54,7 +69,7 @@ def _softmax_nodes(path: Path) -> list[str]:
     return [node.name for node in onnx.load(str(path)).graph.node if node.op_type == "Softmax"]
 
 
-def quantize_static_qdq(fp32: Path, out: Path, calibration: np.ndarray, method: str = "minmax") -> Path:
+def quantize_static_qdq(fp32: Path, out: Path, calibration: np.ndarray, method: CalibrationName = "minmax") -> Path:
     """Per-channel INT8 weights, UINT8 activations, QDQ format; activation ranges from ``calibration``
     by ``method`` (minmax, entropy or percentile: 99.999th, which ignores rare outliers).
 

@@ -2,11 +2,38 @@
 
 from __future__ import annotations
 
+import json
+import typing
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+from pydantic import ValidationError
 
-from training.config import ConfigError, load_config, train_config_for
+from training.config import (
+    CALIBRATION_METHODS,
+    CLASS_WEIGHTS,
+    COMPRESSION_VARIANTS,
+    EARLY_STOPPING_MODES,
+    IMAGE_ARCHITECTURES,
+    IMAGE_CACHES,
+    LINEAR_MODELS,
+    LR_SCHEDULES,
+    OPTIMIZERS,
+    SELECTION_OBJECTIVES,
+    SERVING_DEVICES,
+    TEXT_ARCHITECTURES,
+    WIDE_MODES,
+    CompressConfig,
+    ConfigError,
+    RunConfig,
+    TrainConfig,
+    config_to_dict,
+    load_config,
+    merge_config,
+    train_config_for,
+)
 
 
 def test_defaults_file_and_overrides_layer(tmp_path: Path) -> None:
@@ -58,3 +85,168 @@ def test_bad_config_names_key_and_fix(tmp_path: Path, text: str, fragment: str) 
 def test_missing_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")
+
+
+# ---------------------------------------------------------------- typed sections: strict values, one message shape
+
+
+SECTIONS = [name for name in RunConfig.model_fields if name != "model_name"]
+
+
+@pytest.mark.parametrize("section", [*SECTIONS, None])
+def test_every_section_rejects_unknown_keys_listing_the_valid_ones(section: str | None) -> None:
+    model = RunConfig if section is None else type(getattr(RunConfig(), section))
+    valid = ", ".join(model.model_fields)
+    with pytest.raises(ConfigError) as err:
+        load_config(None, {"zeta": 1, "alpha": 2} if section is None else {section: {"zeta": 1, "alpha": 2}})
+    assert str(err.value) == f"{section or 'config'}: unknown key(s) alpha, zeta; valid keys: {valid}"
+    with pytest.raises(ValidationError):  # built directly, too
+        model(zeta=1)
+
+
+CHOICES = [
+    ("data.image_cache", IMAGE_CACHES),
+    ("image_model.architecture", IMAGE_ARCHITECTURES),
+    ("text_model.architecture", TEXT_ARCHITECTURES),
+    ("text_model.wide_mode", WIDE_MODES),
+    ("text_model.linear_model", LINEAR_MODELS),
+    ("train.optimizer", OPTIMIZERS),
+    ("train.lr_schedule", LR_SCHEDULES),
+    ("train.early_stopping_mode", EARLY_STOPPING_MODES),
+    ("train.class_weights", CLASS_WEIGHTS),
+    ("train.mixed_precision", ("auto", "on", "off")),
+    ("train.distribute", ("auto", "mirrored", "none")),
+    ("compress.objective", SELECTION_OBJECTIVES),
+    ("compress.calibration", CALIBRATION_METHODS),
+    ("compress.serving_device", SERVING_DEVICES),
+    ("image_model.channels", ("auto", "1", "3")),
+]
+
+
+def _at(key: str, value: Any) -> dict[str, Any]:
+    section, _, name = key.partition(".")
+    return {section: {name: value}}
+
+
+@pytest.mark.parametrize("key,choices", CHOICES)
+def test_a_bad_choice_lists_the_allowed_values_and_each_allowed_one_loads(key: str, choices: tuple[str, ...]) -> None:
+    assert isinstance(choices, tuple) and choices
+    with pytest.raises(ConfigError) as err:
+        load_config(None, _at(key, "nope"))
+    assert str(err.value) == f"{key} 'nope' is unknown; choose one of: {', '.join(choices)}"
+    disk = {"data": {"cache_dir": "/tmp/kiln-cache"}}  # image_cache: disk needs it
+    for choice in choices:
+        section, _, name = key.partition(".")
+        assert getattr(getattr(load_config(None, merge_config(disk, _at(key, choice))), section), name) == choice
+
+
+def test_choice_tuples_are_the_literal_types() -> None:
+    from training.config import CalibrationName, CompressionVariant, Optimizer
+
+    assert typing.get_args(Optimizer) == OPTIMIZERS and typing.get_args(CalibrationName) == CALIBRATION_METHODS
+    assert CompressConfig().variants == COMPRESSION_VARIANTS == typing.get_args(CompressionVariant)
+    with pytest.raises(ConfigError, match=r"compress.variants 'int4' is unknown; choose one of: int8, pruned,"):
+        load_config(None, {"compress": {"variants": ["int8", "int4"]}})
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"train": {"weight_decay": -0.1}}, "train.weight_decay must be >= 0, got -0.1"),
+        ({"train": {"l2": -1}}, "train.l2 must be >= 0, got -1"),
+        ({"train": {"epochs": 0}}, "train.epochs must be >= 1, got 0"),
+        ({"train": {"learning_rate": 0}}, "train.learning_rate must be > 0, got 0"),
+        ({"train": {"warmup_epochs": -1}}, "train.warmup_epochs must be >= 0, got -1"),
+        ({"data": {"val_fraction": 1.2}}, "data.val_fraction must be in (0, 1), got 1.2"),
+        ({"data": {"test_fraction": 0}}, "data.test_fraction must be in (0, 1), got 0"),
+        ({"data": {"val_fraction": 0.45, "test_fraction": 0.45}}, "data.val_fraction and data.test_fraction must sum"),
+        ({"data": {"min_examples_per_class": 2}}, "data.min_examples_per_class must be >= 3, got 2 (one each for"),
+        ({"augment": {"random_swap": 1.5}}, "augment.random_swap must be in [0, 1], got 1.5"),
+        ({"augment": {"token_dropout": 1}}, "augment.token_dropout must be in [0, 1), got 1"),
+        ({"text_model": {"length_percentile": 101}}, "text_model.length_percentile must be in (0, 100], got 101"),
+        ({"text_model": {"min_length": 600}}, "text_model.min_length (600) must be at most text_model.max_length"),
+        ({"text_model": {"heads": 3}}, "text_model.embedding_dim (64) must be a multiple of text_model.heads (3)"),
+        ({"compress": {"qat_min_coverage": 1.5}}, "compress.qat_min_coverage must be in [0, 1], got 1.5"),
+        ({"compress": {"prune_epochs": 0}}, "compress.prune_epochs must be >= 1, got 0"),
+        ({"compress": {"latency_batch": 8}}, "compress.latency_batch 8 is unknown; choose one of: 1, 32"),
+        ({"compress": {"sparsity_overrides": {"dense": -0.5}}}, "compress.sparsity_overrides.dense must be in [0, 1)"),
+    ],
+)
+def test_numeric_bounds_name_the_key_and_the_value(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, overrides)
+    assert str(err.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"train": {"epochs": True}}, "train.epochs: expected int, got True"),
+        ({"train": {"epochs": 3.0}}, "train.epochs: expected int, got 3.0"),
+        ({"train": {"batch_size": "32"}}, "train.batch_size: expected int, got '32'"),
+        ({"compress": {"latency_batch": True}}, "compress.latency_batch: expected int, got True"),
+        ({"image_model": {"filters": [8, 16.5]}}, "image_model.filters[1]: expected int, got 16.5"),
+        ({"train": {"label_smoothing": True}}, "train.label_smoothing: expected float, got True"),
+        ({"train": {"jit_compile": "yes"}}, "train.jit_compile: expected true or false, got 'yes'"),
+        ({"augment": {"enabled": 0}}, "augment.enabled: expected true or false, got 0"),
+        ({"model_name": 1.5}, "model_name: expected str, got 1.5"),
+        ({"image_model": {"filters": 8}}, "image_model.filters: expected a list, got 8"),
+        ({"train": [1]}, "train: expected a mapping, got list"),
+    ],
+)
+def test_wrong_types_name_the_key_and_the_value(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, overrides)
+    assert str(err.value) == message
+
+
+def test_lenient_where_yaml_needs_it() -> None:
+    cfg = load_config(None, {"image_model": {"channels": 3, "filters": [4, 8]}, "model_name": 2024})
+    assert cfg.image_model.channels == "3" and cfg.model_name == "2024" and cfg.image_model.filters == (4, 8)
+    warm = load_config(None, {"train": {"warmup_epochs": 1, "learning_rate": 1}}).train
+    assert isinstance(warm.warmup_epochs, float) and isinstance(warm.learning_rate, float)
+
+
+def test_every_error_is_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, {"train": {"epochs": 0, "epoch": 1}, "data": {"seed": "x"}})
+    lines = str(err.value).splitlines()
+    assert lines[0].startswith("train: unknown key(s) epoch; valid keys: epochs, batch_size")
+    assert lines[1:] == ["data.seed: expected int, got 'x'", "train.epochs must be >= 1, got 0"]
+
+
+def test_configs_are_frozen() -> None:
+    cfg = load_config(None)
+    with pytest.raises(ValidationError, match="frozen"):
+        cfg.train.epochs = 3  # type: ignore[misc]
+    with pytest.raises(ValidationError, match="frozen"):
+        cfg.train = TrainConfig()  # type: ignore[misc]
+    assert cfg.train.epochs == 40
+    assert train_config_for(cfg, "text").learning_rate == 3e-4 and cfg.train.learning_rate is None  # a copy
+
+
+def test_with_overrides_lays_values_over_and_validates() -> None:
+    base = load_config(None, {"train": {"epochs": 3}, "compress": {"sparsity_overrides": {"a": 0.5}}})
+    overrides = {"train": {"optimizer": "sgd"}, "compress": {"sparsity_overrides": {"b": 0.25}}}
+    changed = base.with_overrides(overrides)
+    assert changed.train.epochs == 3 and changed.train.optimizer == "sgd"
+    assert changed.compress.sparsity_overrides == {"a": 0.5, "b": 0.25}
+    assert base.train.optimizer == "adam" and base.with_overrides({}) == base
+    assert changed == load_config(None, merge_config(config_to_dict(base), overrides))
+    with pytest.raises(ConfigError, match="train.optimizer 'adamx' is unknown; choose one of: adam, adamw"):
+        base.with_overrides({"train": {"optimizer": "adamx"}})
+    with pytest.raises(ConfigError, match=r"train: unknown key\(s\) epoch; valid keys: epochs"):
+        base.with_overrides({"train": {"epoch": 1}})
+    with pytest.raises(ConfigError, match="sum below 0.9"):
+        base.with_overrides({"data": {"val_fraction": 0.5, "test_fraction": 0.5}})
+
+
+def test_config_to_dict_is_plain_and_round_trips(tmp_path: Path) -> None:
+    cfg = load_config(None, {"model_name": "m", "image_model": {"filters": [8]}, "compress": {"variants": ["int8"]}})
+    data = config_to_dict(cfg)
+    assert isinstance(data["train"], dict) and data["image_model"]["filters"] == (8,)
+    assert load_config(None, json.loads(json.dumps(data))) == cfg  # run.json and the manifest store it as JSON
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(json.loads(json.dumps(data))))
+    assert load_config(path) == cfg == RunConfig().with_overrides(data)
+    assert RunConfig() == load_config(None)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from training.config import LR_SCHEDULES, OPTIMIZERS, TrainConfig
-from training.fit.optimizers import build_optimizer, current_learning_rate
+from training.fit.optimizers import _OPTIMIZERS, build_optimizer, current_learning_rate
 from training.tf_env import keras, set_seed
 
 STEPS_PER_EPOCH = 8
@@ -28,6 +28,10 @@ def _fit(cfg: TrainConfig) -> tuple[list[float], list[float]]:
     )
     history = model.fit(x, np.eye(3)[y], batch_size=32, epochs=cfg.epochs, verbose=0, callbacks=[record])
     return history.history["loss"], rates
+
+
+def test_every_configurable_optimizer_has_a_builder_and_no_other() -> None:
+    assert sorted(_OPTIMIZERS) == sorted(OPTIMIZERS)
 
 
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)

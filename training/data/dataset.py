@@ -169,6 +169,30 @@ class Dataset:
         )
 
 
+def joined(first: Dataset, second: Dataset) -> Dataset:
+    """The items of both, ``first``'s then ``second``'s (training + validation for the shipped model's refit)."""
+
+    def both(a: list[Any], b: list[Any]) -> list[Any]:
+        return a + b if a and b else []
+
+    def stacked(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+        return np.concatenate([a, b]) if a is not None and b is not None else None
+
+    return Dataset(
+        task=first.task,
+        inputs=first.inputs + second.inputs,
+        labels=first.labels + second.labels,
+        groups=first.groups + second.groups,
+        report=DataReport(source=first.report.source),
+        keys=first.keys + second.keys,
+        colour=first.colour or second.colour,
+        hashes=stacked(first.hashes, second.hashes),
+        colours=stacked(first.colours, second.colours),
+        sizes=both(first.sizes, second.sizes),
+        modes=both(first.modes, second.modes),
+    )
+
+
 def check_trainable(dataset: Dataset, min_per_class: int) -> None:
     """Stop with a message naming the fix when the data cannot train a classifier."""
     counts = Counter(dataset.labels)

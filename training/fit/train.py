@@ -22,11 +22,12 @@ import numpy as np
 
 from serving.preprocess import Spec, TextSpec
 from training.config import RunConfig, TrainConfig, train_config_for
-from training.data.dataset import Dataset
+from training.data.dataset import Dataset, joined
 from training.data.features import class_weights, encode_labels, make_spec, to_inputs
 from training.fit.callbacks import BEST_WEIGHTS, FINISHED, build_callbacks, maximises, monitor_name, read_history
 from training.fit.optimizers import build_optimizer
 from training.fit.pipeline import eval_batches, training_batches
+from training.fit.refit import Selected, refit, shipped_spec
 from training.models import layers as _custom_layers  # noqa: F401 - registers them for load_model (resume)
 from training.models.linear import LinearFit, blend, fit_linear_models, linear_model, network_helps, warm_start
 from training.tf_env import configure_devices, distribution, keras, set_seed, use_mixed_precision
@@ -48,6 +49,7 @@ class TrainedModel:
     class_weights: dict[str, float] | None = None
     examples_per_s: float = 0.0
     wide: dict[str, Any] | None = None  # the wide half's fit and blend (text models), for the report
+    shipped: dict[str, Any] = field(default_factory=dict)  # what the shipped model learnt from, for the report
 
     def summary(self) -> dict[str, Any]:
         """The ``training`` section of report.json."""
@@ -71,6 +73,7 @@ class TrainedModel:
             "parameters": int(self.model.count_params()),
             "class_weights": self.class_weights,
             "wide": self.wide,
+            "shipped": self.shipped,
         }
 
 
@@ -122,6 +125,7 @@ def train_model(
         "; balanced class weights (imbalanced classes)" if weights else "",
     )
     blended: dict[str, Any] = {}  # what joining the halves chose, for the report
+    refit_epochs = 0
     has_val = len(val) > 0
     finished = run_dir / FINISHED if run_dir is not None else None
     started = time.perf_counter()
@@ -129,6 +133,8 @@ def train_model(
         # Killed after training (while compressing or registering): the trained model is kept, not retrained.
         log.info("resuming after training: loading %s", finished)
         model = keras.models.load_model(finished, compile=False)
+        if refits(t, cfg, has_val):  # the saved model is the refit one: its spec is made from all the data again
+            spec = shipped_spec(spec, joined(train, val), cfg)
         epochs_now, stopped_early = 0, len(read_history(finished.parent).get("loss", [])) < t.epochs
         fitted_history: dict[str, list[float]] = {}
     else:
@@ -154,12 +160,19 @@ def train_model(
         if linear is not None:
             assert isinstance(spec, TextSpec)
             model, blended = finish_wide(model, linear, val, spec, cfg)
+        if refits(t, cfg, has_val):
+            selected = Selected(model, spec, _history(run_dir, fitted.history), monitor_name(t, has_val), linear)
+            selected.network_kept = bool(blended.get("network_kept", True))
+            with strategy.scope(), precision("mixed_float16" if mixed else "float32"):
+                model, spec, refit_epochs = refit(selected, train, val, cfg, t)
+            if mixed and refit_epochs:
+                float32 = train.kind.build_model(spec, cfg)
+                float32.set_weights(model.get_weights())
+                model = float32
         if finished is not None:
             model.save(finished)
     seconds = time.perf_counter() - started
-    history = read_history(run_dir) if run_dir is not None else {}
-    if not history:
-        history = {k: [float(v) for v in vs] for k, vs in fitted_history.items()}
+    history = _history(run_dir, fitted_history)
     log.info("trained in %.1fs (%d epochs in this process, %d in all)", seconds, epochs_now, len(history["loss"]))
     return TrainedModel(
         model=model,
@@ -174,7 +187,32 @@ def train_model(
         class_weights={spec.labels[i]: round(w, 4) for i, w in weights.items()} if weights else None,
         examples_per_s=len(train) * epochs_now / seconds if seconds else 0.0,
         wide={"mode": cfg.text_model.wide_mode, **linear.summary(), **blended} if linear is not None else None,
+        shipped=shipped_summary(len(train), len(val), refits(t, cfg, has_val), refit_epochs),
     )
+
+
+def shipped_summary(train_items: int, validation_items: int, refit: bool, epochs: int) -> dict[str, Any]:
+    """report.json ``training.shipped``: which items the shipped model learnt from, and what validation chose on."""
+    return {
+        "learnt_from": "training + validation" if refit else "training",
+        "items": train_items + validation_items * refit,
+        "refit_epochs": epochs if refit else None,
+        "chosen_on": "validation",
+        "selection_items": {"training": train_items, "validation": validation_items},
+    }
+
+
+def refits(t: TrainConfig, cfg: RunConfig, has_validation: bool) -> bool:
+    """Whether the shipped model learns again from training + validation (``train.refit``): only when there was
+    a validation split to choose on, and not for a blended text model, whose blend weights were fitted to the
+    selection network's validation outputs."""
+    return t.refit and has_validation and cfg.text_model.wide_mode != "blend"
+
+
+def _history(run_dir: Path | None, fitted: dict[str, list[float]]) -> dict[str, list[float]]:
+    """The selection run's history per epoch: the run directory's CSV (across a resume), else this fit's."""
+    history = read_history(run_dir) if run_dir is not None else {}
+    return history or {k: [float(v) for v in vs] for k, vs in fitted.items()}
 
 
 def fit_wide(train: Dataset, val: Dataset, spec: TextSpec, cfg: RunConfig, balanced: bool) -> tuple[Spec, LinearFit]:

@@ -14,7 +14,6 @@ tuning beat it. Several processes (on several machines) can work on one study th
 from __future__ import annotations
 
 import csv
-import dataclasses
 import logging
 import math
 import random
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from training.config import ConfigError, RunConfig, config_to_dict, load_config, merge_config, train_config_for
+from training.config import ConfigError, RunConfig, config_to_dict, load_config, train_config_for
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +83,7 @@ def load_space(path: Path | None, task: str) -> dict[str, dict[str, Any]]:
         if kind != "categorical" and not ("low" in entry and "high" in entry):
             raise ConfigError(f"search space {key}: a {kind} entry needs low and high")
         for value in entry.get("choices") or [entry["low"], entry["high"]]:  # every value must make a valid config
-            load_config(None, overrides_from({key: value}))
+            RunConfig().with_overrides(overrides_from({key: value}))
     return space
 
 
@@ -115,7 +114,7 @@ def suggest(trial: Any, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def default_params(space: dict[str, dict[str, Any]], base: RunConfig, task: str) -> dict[str, Any]:
     """The base configuration's value of every key in the space (the first, reference trial), with the
     task's default learning rate filled in when the config leaves it unset."""
-    values = config_to_dict(dataclasses.replace(base, train=train_config_for(base, task)))
+    values = config_to_dict(base.model_copy(update={"train": train_config_for(base, task)}))
     params: dict[str, Any] = {}
     for key, entry in space.items():
         section, _, name = key.partition(".")
@@ -204,10 +203,16 @@ class TrialOutcome:
     val_accuracy: float | None = None
 
 
+def _trial_config(base: RunConfig | dict[str, Any], params: dict[str, Any]) -> RunConfig:
+    """``base`` (a configuration, or its config_to_dict) with the trial's ``params`` laid over it."""
+    config = base if isinstance(base, RunConfig) else load_config(None, base)
+    return config.with_overrides(overrides_from(params))
+
+
 def run_trial(
     study: Any,
     space: dict[str, dict[str, Any]],
-    base: dict[str, Any],
+    base: RunConfig | dict[str, Any],
     fit: Callable[[RunConfig, Any], tuple[float, float]],
 ) -> TrialOutcome:
     """Ask the study for a trial, train it with ``fit(cfg, pruning_callback)`` -> (val_loss, val_accuracy),
@@ -217,7 +222,7 @@ def run_trial(
     trial = study.ask()
     params = suggest(trial, space)
     try:
-        cfg = load_config(None, merge_config(base, overrides_from(params)))
+        cfg = _trial_config(base, params)
         loss, accuracy = fit(cfg, pruning_callback(trial))
     except optuna.TrialPruned:
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
@@ -233,13 +238,13 @@ def run_trial(
     return TrialOutcome(trial.number, params, loss, "COMPLETE", accuracy)
 
 
-def best_config(study: Any, base: dict[str, Any]) -> RunConfig:
+def best_config(study: Any, base: RunConfig | dict[str, Any]) -> RunConfig:
     if not any(t.value is not None for t in study.trials):
         raise ConfigError(f"no trial of study {study.study_name} finished (all pruned or failed); see the log")
-    return load_config(None, merge_config(base, overrides_from(study.best_trial.params)))
+    return _trial_config(base, study.best_trial.params)
 
 
-def write_outputs(study: Any, base: dict[str, Any], out: Path) -> dict[str, Path]:
+def write_outputs(study: Any, base: RunConfig | dict[str, Any], out: Path) -> dict[str, Path]:
     """best_config.yaml, trials.csv, trials.md and the optimisation-history and importance plots."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {"best_config": out / "best_config.yaml", "csv": out / "trials.csv", "markdown": out / "trials.md"}
@@ -332,7 +337,9 @@ def trial_fitter(train: Any, val: Any) -> Callable[[RunConfig, Any], tuple[float
         from training.tf_env import keras
 
         keras.backend.clear_session()  # each trial builds a new graph; drop the last one's
-        trained = train_model(train, val, cfg, extra_callbacks=[callback])
+        # A trial is judged on validation: its model must not learn from it (the final run refits, trials not).
+        selection_only = cfg.model_copy(update={"train": cfg.train.model_copy(update={"refit": False})})
+        trained = train_model(train, val, selection_only, extra_callbacks=[callback])
         if trained.wide is not None:  # the shipped model is not the best epoch's: score it as it ships
             return shipped_scores(trained, val)
         losses = trained.history.get(OBJECTIVE) or [math.inf]

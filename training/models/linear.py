@@ -127,14 +127,20 @@ def _widen(coef: np.ndarray, intercept: np.ndarray, seen: np.ndarray, classes: i
 
 
 def fit_linear(
-    x: sp.csr_matrix, y: np.ndarray, xv: sp.csr_matrix, yv: np.ndarray, classes: int, balanced: bool
+    x: sp.csr_matrix,
+    y: np.ndarray,
+    xv: sp.csr_matrix,
+    yv: np.ndarray,
+    classes: int,
+    balanced: bool,
+    grid: tuple[float, ...] = C_GRID,
 ) -> Fitted:
-    """Logistic regression: weights (features, classes), intercepts (classes), the chosen C and its
-    validation accuracy."""
+    """Logistic regression: weights (features, classes), intercepts (classes), the C chosen from ``grid`` and
+    its validation accuracy."""
     from sklearn.linear_model import LogisticRegression
 
     best: tuple[float, Any, float] | None = None
-    for c in C_GRID:
+    for c in grid:
         model = LogisticRegression(C=c, max_iter=2000, class_weight="balanced" if balanced else None)
         model.fit(x, y)
         score = float(model.score(xv, yv)) if len(yv) else -c  # no validation split: the strongest penalty
@@ -151,7 +157,13 @@ def fit_linear(
 
 
 def fit_naive_bayes(
-    x: sp.csr_matrix, y: np.ndarray, xv: sp.csr_matrix, yv: np.ndarray, classes: int, balanced: bool
+    x: sp.csr_matrix,
+    y: np.ndarray,
+    xv: sp.csr_matrix,
+    yv: np.ndarray,
+    classes: int,
+    balanced: bool,
+    alphas: tuple[float, ...] = NB_ALPHAS,
 ) -> Fitted:
     """Multinomial naive Bayes on counts ``x``; its log-probabilities are scored, as the model computes
     them, on the count bag divided by sqrt(tokens) (``xv``), where the prior is not divided. Each feature's
@@ -160,7 +172,7 @@ def fit_naive_bayes(
     from sklearn.naive_bayes import MultinomialNB
 
     best: tuple[float, np.ndarray, np.ndarray, float] | None = None
-    for alpha in NB_ALPHAS:
+    for alpha in alphas:
         model = MultinomialNB(alpha=alpha, fit_prior=not balanced).fit(x, y)
         log_prob = model.feature_log_prob_.T
         coef = log_prob - log_prob.mean(axis=1, keepdims=True)
@@ -237,18 +249,23 @@ def fit_linear_models(
     return best
 
 
-def _logistic(name: str, id_weights: np.ndarray, data: Split, classes: int, balanced: bool) -> LinearFit:
+def _logistic(
+    name: str, id_weights: np.ndarray, data: Split, classes: int, balanced: bool, grid: tuple[float, ...] = C_GRID
+) -> LinearFit:
     train_ids, train_y, val_ids, val_y = data
     x, xv = bag(train_ids, id_weights), bag(val_ids, id_weights)
-    return LinearFit.single(name, id_weights, fit_linear(x, train_y, xv, val_y, classes, balanced), "C")
+    return LinearFit.single(name, id_weights, fit_linear(x, train_y, xv, val_y, classes, balanced, grid), "C")
 
 
-def _naive_bayes(words_only: np.ndarray, data: Split, classes: int, balanced: bool) -> LinearFit:
+def _naive_bayes(
+    words_only: np.ndarray, data: Split, classes: int, balanced: bool, alphas: tuple[float, ...] = NB_ALPHAS
+) -> LinearFit:
     """Naive Bayes on the word and bigram counts: it smooths over the features it reads, not the n-grams."""
     train_ids, train_y, val_ids, val_y = data
     ones, read = words_only.astype(float), int(words_only.sum())
     x = counts(np.where(words_only[train_ids], train_ids, 0), len(ones))[:, :read]
-    weights, bias, alpha, score = fit_naive_bayes(x, train_y, bag(val_ids, ones)[:, :read], val_y, classes, balanced)
+    xv = bag(val_ids, ones)[:, :read]
+    weights, bias, alpha, score = fit_naive_bayes(x, train_y, xv, val_y, classes, balanced, alphas)
     weights = np.vstack([weights, np.zeros((len(ones) - read, classes))])
     return LinearFit.single("naive_bayes", ones, (weights, bias, alpha, score), "alpha")
 
@@ -274,6 +291,51 @@ def ensemble(fits: list[LinearFit], val_ids: np.ndarray, val_y: np.ndarray) -> L
     )
     combined.val_accuracy = accuracy(combined.logits(val_ids), val_y)
     return combined
+
+
+def refit_linear_models(
+    fit: LinearFit,
+    ids: np.ndarray,
+    y: np.ndarray,
+    vocabulary: int,
+    classes: int,
+    balanced: bool,
+    char_start: int | None = None,
+) -> LinearFit:
+    """``fit``'s models learnt again from ``ids`` (training + validation), with everything validation chose
+    kept: which members, their C or alpha, and their ensemble weights. The IDF is recomputed on all of it."""
+    idf = inverse_document_frequency(ids, vocabulary)
+    words_only = np.ones(vocabulary, dtype=bool)
+    if char_start is not None:
+        words_only[char_start:] = False
+    data = (ids, y, ids[:0], y[:0])
+    names = fit.params.get("members", [fit.name])
+    shares = fit.params.get("member_weights", [1.0])
+
+    def chosen(name: str, key: str) -> tuple[float, ...]:
+        value = fit.params.get(f"{name}_{key}", fit.params.get(key))
+        assert value is not None, f"{fit.name} records no {key} for {name}"
+        return (float(value),)
+
+    members = []
+    for name in names:
+        if name == "naive_bayes":
+            members.append(_naive_bayes(words_only, data, classes, balanced, chosen(name, "alpha")))
+        elif name == "logistic_regression":
+            members.append(_logistic(name, np.where(words_only, idf, 0.0), data, classes, balanced, chosen(name, "C")))
+        else:  # logistic_regression_chars
+            assert char_start is not None, "a model that reads character n-grams needs them in the spec"
+            char_idf = np.where(words_only, idf, idf * char_weight(ids, idf, char_start))
+            members.append(_logistic(name, char_idf, data, classes, balanced, chosen(name, "C")))
+    return LinearFit(
+        fit.name,
+        np.concatenate([m.id_weights for m in members], axis=1),
+        np.concatenate([m.weights * share for m, share in zip(members, shares, strict=True)], axis=1),
+        np.sum([m.bias * share for m, share in zip(members, shares, strict=True)], axis=0),
+        dict(fit.params),
+        fit.val_accuracy,
+        dict(fit.tried),
+    )
 
 
 def _set_wide(model: Any, fit: LinearFit, scale: float = 1.0) -> None:

@@ -1,0 +1,92 @@
+"""The shipped model learns from training + validation after validation chose its recipe; the test split never."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from serving.store import ModelStore
+from tests.conftest import TINY_CONFIG, make_texts, write_csv
+from training.data.dataset import DataReport, Dataset
+from training.fit.refit import best_epochs, learning_rates
+
+
+def _marked(rows: list[tuple[str, str]], part: str) -> Dataset:
+    """Texts each carrying a word of their own ("<part>word<i>"), so the vocabulary shows which items a fit read."""
+    texts = [f"{text} {part}word{i}" for i, (text, _) in enumerate(rows)]
+    return Dataset("text", texts, [label for _, label in rows], texts, DataReport(source=part))
+
+
+def test_the_best_epoch_and_its_learning_rates_come_from_the_selection_history() -> None:
+    from training.config import TrainConfig
+
+    history = {"val_loss": [0.9, 0.5, 0.4, 0.45, 0.6], "lr": [0.01, 0.01, 0.005, 0.005, 0.0025]}
+    assert best_epochs(history, "val_loss", "auto") == 3
+    assert best_epochs({"val_accuracy": [0.5, 0.9, 0.8]}, "val_accuracy", "auto") == 2
+    # epoch k ran at the rate recorded at the end of epoch k-1
+    assert learning_rates(history, 3, TrainConfig(learning_rate=0.01)) == [0.01, 0.01, 0.01]
+    assert learning_rates(history, 4, TrainConfig(learning_rate=0.01)) == [0.01, 0.01, 0.01, 0.005]
+    assert learning_rates(history, 3, TrainConfig(learning_rate=0.01, lr_schedule="cosine")) is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("keep_network", [True, False])
+def test_the_shipped_model_read_training_and_validation_and_never_test(keep_network: bool, tmp_path: Path) -> None:
+    from training.config import load_config
+    from training.fit.train import train_model
+
+    rows = make_texts(30)
+    train, val, test = _marked(rows[:60], "train"), _marked(rows[60:78], "val"), _marked(rows[78:], "test")
+    gain = "false" if keep_network else "true"  # easy texts: the rule would always drop the network
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(
+        TINY_CONFIG.replace("epochs: 12", "epochs: 3").replace(
+            "dropout: 0.1}\ntrain", f"dropout: 0.1, require_network_gain: {gain}}}\ntrain"
+        )
+    )
+    cfg = load_config(cfg_path)
+    trained = train_model(train, val, cfg)
+    vocabulary = set(trained.spec.vocabulary)
+    assert {f"trainword{i}" for i in range(60)} <= vocabulary
+    assert {f"valword{i}" for i in range(18)} <= vocabulary  # validation items taught the shipped model
+    assert not {f"testword{i}" for i in range(len(test))} & vocabulary
+    shipped = trained.summary()["shipped"]
+    assert shipped["learnt_from"] == "training + validation" and shipped["items"] == 78
+    assert shipped["selection_items"] == {"training": 60, "validation": 18}
+    assert trained.model.name == ("text_hybrid" if keep_network else "text_linear")
+    if keep_network:
+        assert shipped["refit_epochs"] == trained.summary()["best_epoch"]
+    # the linear half was learnt again on all 78 items: a validation-only word carries weight
+    word = trained.spec.vocabulary.index("valword0")
+    assert np.abs(trained.model.get_layer("wide_weights").get_weights()[0][word]).sum() > 0
+
+    without = load_config(cfg_path, {"train": {"refit": False}})
+    alone = train_model(train, val, without)
+    assert not {f"valword{i}" for i in range(18)} & set(alone.spec.vocabulary)
+    assert alone.summary()["shipped"]["learnt_from"] == "training"
+
+
+@pytest.mark.slow
+def test_the_retrain_flow_ships_a_model_that_never_saw_its_test_split(tmp_path: Path, prefect_server: None) -> None:
+    from flows.retrain import retrain
+    from training.config import load_config
+    from training.data.clean import load_dataset
+    from training.data.split import split_dataset
+
+    rows = [(f"{text} item{i}", label) for i, (text, label) in enumerate(make_texts(40))]
+    data = write_csv(tmp_path / "t.csv", rows)
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY_CONFIG.replace("epochs: 12", "epochs: 3"))
+    store, out = str(tmp_path / "store"), str(tmp_path / "run")
+    report = retrain(task="text", data=str(data), out=out, store=store, config=str(cfg))
+    split = report["data"]["split"]
+    assert report["training"]["shipped"]["items"] == split["train"] + split["validation"]
+    # the same stable split, made again: validation items' own words are in the shipped vocabulary, test items' not
+    _, val, test = split_dataset(load_dataset("text", data), load_config(cfg).data)
+    vocabulary = set(ModelStore(tmp_path / "store").get("text", "v0001").manifest["spec"]["vocabulary"])
+    own = [text.split()[-1] for text in val.inputs], [text.split()[-1] for text in test.inputs]
+    assert own[0] and set(own[0]) <= vocabulary
+    assert own[1] and not set(own[1]) & vocabulary
+    assert report["metrics"]["split"] == "test" and report["metrics"]["examples"] == split["test"]
