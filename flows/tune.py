@@ -9,8 +9,6 @@ on the validation split; the test split is not touched. ``tune_on_split`` is sha
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,71 +17,36 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.steps import check_step, ingest_step, split_step
-from training.config import RunConfig, config_to_dict, load_config
+from training.config import RunConfig, load_config
 from training.data.dataset import Dataset, Source
 from training.fit.tune import (
+    StudyPlan,
     TrialOutcome,
-    best_config,
-    enqueue_default,
-    load_space,
-    make_study,
+    finish_study,
+    open_study,
+    pending_trials,
+    previous_tuning,
     run_trial,
-    summary,
     trial_fitter,
-    write_outputs,
 )
 from training.runs import read_run_file, write_run_file
 
 
 @task(name="trial", task_run_name="trial-{number}", cache_policy=NO_CACHE)
-def trial_step(number: int, study: Any, space: dict[str, Any], base: dict[str, Any], fit: Any) -> TrialOutcome:
+def trial_step(number: int, study: Any, space: dict[str, Any], base: RunConfig, fit: Any) -> TrialOutcome:
     """One Optuna trial; ``number`` names the task run in Prefect."""
     return run_trial(study, space, base, fit)
 
 
 def tune_on_split(
-    train: Dataset,
-    val: Dataset,
-    cfg: RunConfig,
-    task_name: str,
-    out: Path,
-    trials: int,
-    timeout: float | None = None,
-    sampler: str = "tpe",
-    storage: str | None = None,
-    study_name: str | None = None,
-    space_path: Path | None = None,
-    top_up: bool = False,
+    train: Dataset, val: Dataset, cfg: RunConfig, task_name: str, out: Path, plan: StudyPlan
 ) -> tuple[RunConfig, dict[str, Any]]:
-    """Run up to ``trials`` trials (or until ``timeout`` seconds); returns the best config and the summary.
-
-    The default storage is a SQLite file in ``out``: a new study unless ``top_up``, which continues an
-    interrupted one until it holds ``trials`` finished trials (``kiln run --resume`` during tuning).
-    """
-    space = load_space(space_path, task_name)
-    out.mkdir(parents=True, exist_ok=True)
-    local = out / "study.db"
-    if storage is None and not top_up:
-        local.unlink(missing_ok=True)
-    study = make_study(
-        study_name or f"kiln-{task_name}",
-        storage or f"sqlite:///{local.resolve()}",
-        sampler,
-        space,
-        cfg.train.seed if storage is None else None,  # processes sharing a study must sample differently
-    )
-    enqueue_default(study, space, cfg, task_name)
-    base = config_to_dict(cfg)
+    """Run the study ``plan`` describes, one Prefect task run per trial; returns the best config and the summary."""
+    study, space = open_study(cfg, task_name, out, plan)
     fit = trial_fitter(train, val)
-    started = time.monotonic()
-    done = sum(1 for t in study.trials if t.state.is_finished()) if top_up else 0
-    for number in range(done, trials):
-        if timeout is not None and time.monotonic() - started > timeout:
-            break
-        trial_step(number, study, space, base, fit)
-    best = best_config(study, base)
-    result = summary(study) | {"files": {k: str(v) for k, v in write_outputs(study, base, out).items()}}
-    (out / "tuning.json").write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+    for number in pending_trials(study, plan):
+        trial_step(number, study, space, cfg, fit)
+    best, result = finish_study(study, cfg, out)
     create_markdown_artifact(
         markdown=Path(result["files"]["markdown"]).read_text(encoding="utf-8"),
         key=f"tuning-{task_name}",
@@ -105,10 +68,9 @@ def tune_for_run(
     """`kiln run --trials N`: tune into RUN/tuning and save the tuned config in the run file, so --resume
     continues with it. A resumed run that was already tuned keeps its config and summary; one killed
     while tuning continues its study."""
-    summary_file = run_dir / "tuning" / "tuning.json"
     if tuned:
-        return cfg, json.loads(summary_file.read_text(encoding="utf-8")) if summary_file.exists() else None
-    best, result = tune_on_split(train, val, cfg, task_name, run_dir / "tuning", trials, top_up=resume)
+        return cfg, previous_tuning(run_dir)
+    best, result = tune_on_split(train, val, cfg, task_name, run_dir / "tuning", StudyPlan(trials, top_up=resume))
     write_run_file(run_dir, read_run_file(run_dir)["params"] | {"tuned": True}, best)
     return best, result
 
@@ -134,7 +96,6 @@ def tune(
     dataset = ingest_step(task, Source(data, text_column, label_column, header), cfg.data)
     train, val, _ = split_step(dataset, cfg.data)
     check_step(dataset, cfg.data.min_examples_per_class)
-    _, result = tune_on_split(
-        train, val, cfg, task, Path(out), trials, timeout, sampler, storage, study, Path(space) if space else None
-    )
+    plan = StudyPlan(trials, timeout, sampler, storage, study, Path(space) if space else None)
+    _, result = tune_on_split(train, val, cfg, task, Path(out), plan)
     return result

@@ -14,12 +14,13 @@ tuning beat it. Several processes (on several machines) can work on one study th
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 import random
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -388,3 +389,60 @@ def summary(study: Any) -> dict[str, Any]:
             "beat_default": bool(best.value < default.value),
         }
     return result
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """Where and how long a search runs: up to ``trials`` trials (or until ``timeout`` seconds), sampled by
+    ``sampler``, stored in ``storage`` (default: a SQLite file in the output folder), over ``space_path``'s
+    search space (default: the task's). ``top_up`` continues an interrupted study until it holds ``trials``
+    finished trials (``kiln run --resume`` during tuning)."""
+
+    trials: int
+    timeout: float | None = None
+    sampler: str = "tpe"
+    storage: str | None = None
+    study_name: str | None = None
+    space_path: Path | None = None
+    top_up: bool = False
+
+
+def open_study(cfg: RunConfig, task: str, out: Path, plan: StudyPlan) -> tuple[Any, dict[str, dict[str, Any]]]:
+    """The study (new, or continued with ``top_up``) with the default configuration enqueued, and its space."""
+    space = load_space(plan.space_path, task)
+    out.mkdir(parents=True, exist_ok=True)
+    local = out / "study.db"
+    if plan.storage is None and not plan.top_up:
+        local.unlink(missing_ok=True)
+    study = make_study(
+        plan.study_name or f"kiln-{task}",
+        plan.storage or f"sqlite:///{local.resolve()}",
+        plan.sampler,
+        space,
+        cfg.train.seed if plan.storage is None else None,  # processes sharing a study must sample differently
+    )
+    enqueue_default(study, space, cfg, task)
+    return study, space
+
+
+def pending_trials(study: Any, plan: StudyPlan) -> Iterator[int]:
+    """The numbers of the trials still to run, until ``plan.trials`` are finished or the timeout has passed."""
+    started = time.monotonic()
+    done = sum(1 for t in study.trials if t.state.is_finished()) if plan.top_up else 0
+    for number in range(done, plan.trials):
+        if plan.timeout is not None and time.monotonic() - started > plan.timeout:
+            return
+        yield number
+
+
+def finish_study(study: Any, cfg: RunConfig, out: Path) -> tuple[RunConfig, dict[str, Any]]:
+    """The best configuration, and the summary written to ``out``/tuning.json with the trial table and plots."""
+    result = summary(study) | {"files": {k: str(v) for k, v in write_outputs(study, cfg, out).items()}}
+    (out / "tuning.json").write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+    return best_config(study, cfg), result
+
+
+def previous_tuning(run_dir: Path) -> dict[str, Any] | None:
+    """The tuning summary of a run that was already tuned (``kiln run --resume``), if it is there."""
+    path = run_dir / "tuning" / "tuning.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
