@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Iterator
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide oneDNN/CUDA banner lines on every import
@@ -74,3 +75,13 @@ def use_mixed_precision(mode: str) -> bool:
 
 def set_seed(seed: int) -> None:
     keras.utils.set_random_seed(seed)
+
+
+@contextlib.contextmanager
+def precision(policy: str) -> Iterator[None]:
+    """Build models under a Keras dtype policy, then restore float32 for whatever is built next."""
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -36,7 +36,8 @@ def _variant(name: str, gzip: int, acc: float, b1: float, b32: float, vs: dict[s
     }
 
 
-def _quality_row(name: str, task: str, peer_acc: float, default_acc: float, measured: str, **kw: Any) -> dict:
+def _earlier_row(name: str, task: str, peer_acc: float, default_acc: float, measured: str, **kw: Any) -> dict:
+    """A quality.json row of the earlier protocol (schema 1: Kiln's own split scored)."""
     fp32 = _variant(
         "fp32", 1000, 0.90, 0.2, 4.0, {"gzip_x_smaller": 1.0, "accuracy_drop_points": 0.0, "b32_x_faster": 1.0}
     )
@@ -74,6 +75,69 @@ def _quality_row(name: str, task: str, peer_acc: float, default_acc: float, meas
             "skipped": {"qat": "x" * 200},
         },
         "tuned": kw.get("tuned"),
+    }
+
+
+def _quality_row(
+    name: str, task: str, peer_acc: float, default_acc: float, measured: str, b: int, c: int, p: float, **kw: Any
+) -> dict:
+    """A user-protocol row (schema 2), as bench.quality.quality_row writes it."""
+    old = _earlier_row(name, task, peer_acc, default_acc, measured, **kw)
+    default = old["default"] | {
+        "macro_f1": round(default_acc - 0.01, 6),
+        "correct": round(default_acc * 1000),
+        "gzip_bytes": 46553,
+        "bytes": 50000,
+        "run_seconds": 180.4,
+        "peak_rss_mib": 1234.5,
+        "kept_items": 4990,
+        "version": "v1",
+        "promoted": True,
+        "input": "max 64 tokens, 8,000 words",
+        "internal_test": {"accuracy": 0.5, "items": 750},
+    }
+    candidates = [
+        {"name": "TF-IDF 1-2-gram + LinearSVC", "accuracy": peer_acc, "macro_f1": peer_acc - 0.02, "converged": True},
+        {"name": "counts + multinomial NB", "accuracy": peer_acc - 0.01, "macro_f1": 0.7, "converged": False},
+    ]
+    return {
+        "schema": 2,
+        "name": name,
+        "task": task,
+        "split": {
+            "method": "stratified",
+            "described": "data.csv, stratified 80%/20%, seed 42",
+            "seed": 42,
+            "test_fraction": 0.2,
+            "train_items": 5000,
+            "test_items": 1000,
+            "test_in_train": 0,
+            "classes": 2,
+        },
+        "train_items": 5000,
+        "test_items": 1000,
+        "test_skipped": 0,
+        "default": default,
+        "tuned": kw.get("tuned"),
+        "tuned_note": None if kw.get("tuned") else "not run (--trials 0)",
+        "peer": {
+            "name": candidates[0]["name"],
+            "accuracy": peer_acc,
+            "macro_f1": peer_acc - 0.02,
+            "correct": round(peer_acc * 1000),
+            "input": "texts",
+            "train_items": 4998,
+            "candidates": candidates,
+            "measured": measured,
+        },
+        "comparison": {
+            "difference_points": round(100 * (default_acc - peer_acc), 4),
+            "kiln_only_correct": b,
+            "peer_only_correct": c,
+            "mcnemar_p": p,
+            "verdict": "stored, not read: the renderer computes it",
+            "bar_points": 0.5,
+        },
     }
 
 
@@ -157,20 +221,33 @@ def results() -> dict[str, dict[str, Any]]:
     )
     tuned = {
         "accuracy": 0.85,
+        "macro_f1": 0.84,
         "model": "text_kim",
+        "variant": "int8",
         "trials": 4,
         "beat_default": True,
-        "wall_seconds": 314.2,
+        "vs_peer": {"difference_points": 8.22, "kiln_only_correct": 100, "peer_only_correct": 18, "mcnemar_p": 1e-9},
+        "run_seconds": 314.2,
         "measured": RUN,
     }
     quality = _result(
         "quality",
-        {"trials": 4, "only": ["mr"], "reuse_default": True, "seed": 42, "peer_c_grid": [0.1, 1.0]},
+        {
+            "protocol": "user (issue 17)",
+            "trials": 4,
+            "only": ["mr"],
+            "reuse_default": True,
+            "seed": 42,
+            "test_fraction": 0.2,
+            "sets": ["sample_texts", "mr", "cr", "sst2"],
+        },
         rows=[
-            _quality_row("mr", "text", 0.7678, 0.7876, EARLIER, tuned=tuned),
-            _quality_row("cr", "text", 0.8152, 0.8014, EARLIER, served="fp32", pi8_ratio=9.5),
+            _quality_row("mr", "text", 0.7678, 0.7876, EARLIER, 60, 40, 0.0569, tuned=tuned),
+            _quality_row("cr", "text", 0.8152, 0.8014, EARLIER, 3, 17, 0.0026, served="fp32", pi8_ratio=9.5),
+            _earlier_row("sample texts", "text", 0.9, 0.95, EARLIER),
         ],
     )
+    quality["schema"] = 2
     return {r["benchmark"]: r for r in (training, http, data, quality)}
 
 
@@ -196,14 +273,24 @@ def test_renders_every_table_with_its_rows(results: dict[str, dict[str, Any]]) -
     )
     assert "(1 of 1 rows at or above it)" in md and "2 requests failed in all" in md
     assert "it shares the 2 cores" in md and "3 rounds of 3 s per row" in md
-    # quality: the peer's C, the tuned cell, the verdict per row
+    # quality: a user-protocol row per data set; the earlier protocol's row is not in the table
     assert (
-        "| mr | text | 100 | TF-IDF 1-2 gram + linear SVM (C=3) | 0.7678 (0.4 s) | 0.7678 "
-        "| 0.7876 (text_hybrid, pruned_int8, 61 s train) | 0.8500 (text_kim, 4 trials, beat the default on val, 314 s) "
-        "| yes |" in lines
+        "| mr | text | 5,000 | 1,000 | 0.7876 (text_hybrid, pruned_int8, 45.5 KiB gzip) "
+        "| 0.8500 (text_kim, int8, 4 trials, beat the default on val, +8.22 vs peer, p<0.001) "
+        "| TF-IDF 1-2-gram + LinearSVC 0.7678 | +1.98 | 0.057 (60/40) | win | 61 (180) | 1,234 |" in lines
     )
-    assert "| cr | text | 100 | TF-IDF 1-2 gram + linear SVM (C=3) | 0.8152 (0.4 s) | 0.8152 " in md
-    assert md.count(" | — | no |") == 1
+    assert (
+        "| cr | text | 5,000 | 1,000 | 0.8014 (text_hybrid, fp32, 45.5 KiB gzip) | not run (--trials 0) "
+        "| TF-IDF 1-2-gram + LinearSVC 0.8152 | -1.38 | 0.003 (3/17) | loss | 61 (180) | 1,234 |" in lines
+    )
+    assert "| sample texts | text |" not in md
+    assert (
+        "| mr | stratified: data.csv, stratified 80%/20%, seed 42 | 0 | 4,990 | 0.7876 / 0.7776 "
+        "| TF-IDF 1-2-gram + LinearSVC 0.7678 / 0.7478; counts + multinomial NB 0.7578 / 0.7000 (not converged) |"
+        in lines
+    )
+    assert "win is Kiln ahead by at least 0.5 points or 40% of the peer's error, whichever is smaller" in md
+    assert "through `serving.runtime.Classifier`" in md and "stratified 80%/20% split (seed 42" in md
     # variants: stored ratios shown as they are, a long skip reason cut, the targets row
     assert "| mr | int8 | m_int8 | 250 | 4.00 | 0.00 | 0.9000 | +0.00 | 0.150 | 3.200 | 1.25 |" in lines
     assert "| mr | qat | skipped: " + "x" * 139 + "… |  |  |  |  |  |  |  |  |" in lines
@@ -211,9 +298,19 @@ def test_renders_every_table_with_its_rows(results: dict[str, dict[str, Any]]) -
 
 def test_verdicts_and_counts_are_computed_from_the_data(results: dict[str, dict[str, Any]]) -> None:
     md = render(results)
-    # quality: one win, one loss, tuning's test score against the default's
-    assert "Default Kiln beats the peer on 1 of 2 data sets (ties 0, losses 1)" in md
-    assert "Tuning was run on 1; its served model scores higher on test than the default's on 1 (mr)." in md
+    # quality: one win, one loss, computed from the accuracies; tuning's test score against the default's
+    assert (
+        "Kiln default against the best classic peer: 1 win, 0 ties, 1 loss on 2 data sets; McNemar's p < 0.05 on "
+        "1 of the wins and losses (cr)." in md
+    )
+    assert "Tuning was run on 1; its served model scores higher on the test file than the default's on 1 (mr)." in md
+    assert "No tuned run: cr." in md
+    # the data sets known without a user-protocol row, the earlier protocol's named as such
+    assert (
+        "Not yet measured under the user protocol: sample_texts, sst2. quality.json still holds rows of the earlier "
+        "protocol (Kiln's own split scored) for sample texts; they are not shown here." in md
+    )
+    assert "From runs under the earlier quality protocol (Kiln given the whole data file): sample texts." in md
     # which rows this run measured, and the reused columns
     assert (
         "This run measured mr (their peer and default columns are from 2026-11-20 09:30 UTC, `--reuse-default`)" in md
@@ -226,7 +323,8 @@ def test_verdicts_and_counts_are_computed_from_the_data(results: dict[str, dict[
     )
     assert "| cr | targets: pruned_int8 9.5x smaller, +0.50 points: missed; served fp32 1.00x faster at b32" in md
     assert (
-        "The pruned_int8 target is met on 1 of 2 data sets (mr); the served-variant speed target on 1 of 2 (mr)." in md
+        "The pruned_int8 target is met on 2 of 3 data sets (mr, sample texts); the served-variant speed target on "
+        "2 of 3 (mr, sample texts)." in md
     )
     assert "so INT8 runs batch 32 only 1.25-1.25x as fast as fp32" in md
     # data pipeline targets: the RSS limit and the leakage are missed here
@@ -290,3 +388,26 @@ def test_stamps_show_as_utc_minutes() -> None:
 def test_the_committed_page_is_rendered_from_the_committed_results() -> None:
     """docs/BENCHMARKS.md is never edited by hand: rendering docs/bench/ gives it back unchanged."""
     assert (ROOT / "docs" / "BENCHMARKS.md").read_text(encoding="utf-8") == render_dir(ROOT / "docs" / "bench")
+
+
+def test_rows_of_the_earlier_protocol_are_not_shown_as_user_protocol_results(
+    results: dict[str, dict[str, Any]],
+) -> None:
+    """quality.json written before the user protocol: no quality table, its sets listed as not yet measured; their
+    compression variants still show, named as the earlier protocol's."""
+    quality = results["quality"] | {"schema": 1, "parameters": {"trials": 2, "seed": 42}}
+    quality["rows"] = [
+        _earlier_row("sst2 (train.csv)", "text", 0.8, 0.81, EARLIER),
+        _earlier_row("sample texts", "text", 0.9, 0.95, EARLIER),
+    ]
+    md = render({"quality": quality})
+    assert (
+        "No data set has been measured under the user protocol yet (quality.json was last written 2026-11-25 10:00 "
+        "UTC). Not yet measured under the user protocol: sample_digits, sample_texts, mr, subj, cr, mpqa, sst2, "
+        "ag_news, ohsumed23, snips, clinc150, notmnist, gtsrb, flowers5. quality.json still holds rows of the earlier "
+        "protocol (Kiln's own split scored) for sst2 (train.csv), sample texts; they are not shown here." in md
+    )
+    assert "Measured 2026-11-25" not in md  # nothing in the section was measured under the protocol it describes
+    assert "| data set | task | train items |" not in md and "| sst2 (train.csv) | text |" not in md
+    assert "| sample texts | fp32 | m_fp32 | 1,000 |" in md
+    assert "earlier quality protocol (Kiln given the whole data file): sst2 (train.csv), sample texts." in md

@@ -3,6 +3,7 @@ servers) replaced, and the quality bench's reruns reading the previous JSON, nev
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 import bench.quality as quality
 from bench.common import read_result, write_result
 from bench.render import render
+from bench.splits import SplitSource
 
 REPORT_VARIANTS: dict[str, dict[str, Any]] = {
     name: {
@@ -51,39 +53,50 @@ def test_variant_list_orders_variants_and_computes_ratios_unrounded() -> None:
 
 @pytest.fixture
 def fake_runs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[tuple[str, int | None]]:
-    """Two data sets; the peer and the retrain flow replaced by instant fakes that log what they were asked."""
+    """Two small text sets with real split files; `kiln run` and the peer replaced by instant fakes that log what
+    they were asked and predict from the test file (Kiln right on 9 of 10 items, the peer on 8)."""
     calls: list[tuple[str, int | None]] = []
-    sets = {"sample texts": ("text", tmp_path / "texts.csv"), "mr": ("text", tmp_path / "mr" / "data.csv")}
-    monkeypatch.setattr(quality, "datasets", lambda sample, shared: sets)
-    monkeypatch.setattr("training.data.sample_data.write_sample_data", lambda directory: {})
+    rows = [(f"{w} text number {i}", w) for i in range(25) for w in ("good", "bad")]
+    data = {}
+    for name in ("sample_texts", "mr"):
+        data[name] = tmp_path / name / "data.csv"
+        data[name].parent.mkdir(parents=True)
+        with open(data[name], "w", newline="", encoding="utf-8") as fh:
+            csv.writer(fh).writerows([("text", "label"), *rows])
+    monkeypatch.setattr(quality, "available_sets", lambda shared: ["sample_texts", "mr"])
+    monkeypatch.setattr(quality, "split_source", lambda name, workdir, shared: SplitSource(name, "text", (data[name],)))
 
-    def peer(task: str, path: Path) -> dict[str, Any]:
-        calls.append((f"peer {path.parent.name}", None))
-        return {
-            "name": "TF-IDF 1-2 gram + linear SVM",
-            "c": 1.0,
-            "accuracy": 0.8,
-            "accuracy_train_val": 0.81,
-            "seconds": 0.3,
-        }
+    def wrong(labels: list[str], n: int) -> list[str]:
+        return [("bad" if y == "good" else "good") if i < n else y for i, y in enumerate(labels)]
 
-    def run(task: str, path: Path, workdir: Path, trials: int | None, measured: str) -> dict[str, Any]:
-        calls.append((f"kiln {path.parent.name}", trials))
-        out = {
-            "accuracy": 0.85 if trials else 0.84,
+    def run(split: Any, test: Any, workdir: Path, trials: int | None, measured: str) -> tuple[dict, list[str]]:
+        calls.append((f"kiln {split.name}", trials))
+        assert split.train.name == "train.csv" and split.train.parent.parent == workdir / "splits"
+        column = {
+            "accuracy": 0.9,
+            "macro_f1": 0.89,
+            "correct": 9,
             "model": "text_hybrid",
             "variant": "pruned_int8",
+            "gzip_bytes": 95,
             "train_seconds": 12.0,
-            "wall_seconds": 20.0,
-            "test_items": 100,
+            "run_seconds": 20.0,
+            "peak_rss_mib": 900.0,
+            "kept_items": 40,
             "measured": measured,
+            "spec": None,
         }
         if trials:
-            return out | {"trials": trials, "beat_default": True}
-        return out | {"variants": quality.variant_list(REPORT_VARIANTS), "skipped": {"qat": "too few weights"}}
+            return column | {"trials": trials, "beat_default": True}, wrong(test.labels, 0)
+        return column | {"variants": quality.variant_list(REPORT_VARIANTS), "skipped": {}}, wrong(test.labels, 1)
 
-    monkeypatch.setattr(quality, "classic_peer", peer)
+    def peer(task: str, train: Any, test: Any, spec: Any, measured: str) -> tuple[dict, list[str]]:
+        calls.append((f"peer {len(train.labels)} train items", None))
+        found = {"name": "TF-IDF 1-2-gram + LinearSVC", "accuracy": 0.8, "macro_f1": 0.79, "correct": 8}
+        return found | {"candidates": [found], "measured": measured}, wrong(test.labels, 2)
+
     monkeypatch.setattr(quality, "kiln_run", run)
+    monkeypatch.setattr(quality, "classic_peer", peer)
     return calls
 
 
@@ -91,14 +104,23 @@ def test_quality_result_renders_and_reruns_read_the_previous_json(
     tmp_path: Path, fake_runs: list[tuple[str, int | None]]
 ) -> None:
     out = tmp_path / "bench" / "quality.json"
-    first = quality.run_quality_bench(tmp_path / "work", 0, None, tmp_path, previous=None)
+    earlier = {"name": "sample texts", "task": "text", "peer": {}, "default": {}, "tuned": None}  # schema 1
+    first = quality.run_quality_bench(tmp_path / "work", 0, None, tmp_path, previous={"rows": [earlier]})
     write_result(out, first)
-    assert [row["name"] for row in first["rows"]] == ["sample texts", "mr"]
-    assert all(row["tuned"] is None for row in first["rows"])
-    assert first["parameters"]["seed"] == 42 and first["machine"]["cores"] >= 1
+    assert first["schema"] == 2 and [row["name"] for row in first["rows"]] == ["sample_texts", "mr"]
+    assert fake_runs == [("kiln sample_texts", None), ("peer 40 train items", None), ("kiln mr", None)] + [
+        ("peer 40 train items", None)
+    ]
+    row = first["rows"][1]
+    assert row["schema"] == 2 and row["train_items"] == 40 and row["test_items"] == 10
+    assert row["split"]["method"] == "stratified" and row["split"]["test_in_train"] == 0
+    assert row["comparison"]["kiln_only_correct"] == 1 and row["comparison"]["peer_only_correct"] == 0
+    assert row["tuned"] is None and row["tuned_note"] == "not run (--trials 0)" and "spec" not in row["default"]
+    assert first["parameters"]["seed"] == 42 and first["parameters"]["sets"] == ["sample_texts", "mr"]
     md = render({"quality": read_result(out) or {}})
-    assert "| mr | text | 100 | TF-IDF 1-2 gram + linear SVM (C=1) | 0.8000 (0.3 s) | 0.8100 " in md
-    assert "the tuned column was not run" in md and "This run measured every row." in md
+    assert "| mr | text | 40 | 10 | 0.9000 (text_hybrid, pruned_int8, 0.1 KiB gzip) | not run (--trials 0) " in md
+    assert "| TF-IDF 1-2-gram + LinearSVC 0.8000 | +10.00 | 1 (1/0) | win | 12 (20) | 900 |" in md
+    assert "This run measured every row." in md and "sample texts" not in md  # the earlier row was replaced
     assert "| mr | pruned_int8 (served) | tfmot_magnitude+static_qdq_minmax | 95 | 10.53 | 0.75 | 0.9050 | +0.50 " in md
 
     # --only mr --reuse-default --trials 2: only mr's tuned column is trained; the rest comes from quality.json
@@ -106,11 +128,18 @@ def test_quality_result_renders_and_reruns_read_the_previous_json(
     second = quality.run_quality_bench(tmp_path / "work", 2, ["mr"], tmp_path, read_result(out), reuse_default=True)
     assert fake_runs == [("kiln mr", 2)]
     before, after = (first["rows"][0], first["rows"][1]), (second["rows"][0], second["rows"][1])
-    assert after[0] == before[0]  # sample texts: kept as it was
+    assert after[0] == before[0]  # sample_texts: kept as it was
     assert after[1]["peer"] == before[1]["peer"] and after[1]["default"] == before[1]["default"]
     assert after[1]["tuned"]["trials"] == 2 and after[1]["tuned"]["measured"] == second["measured"]
-    with pytest.raises(SystemExit, match="no run of 'mr'"):
-        quality.run_quality_bench(tmp_path / "work", 2, ["mr"], tmp_path, None, reuse_default=True)
+    # the tuned column's McNemar test against the peer's saved predictions of the same test file
+    assert (
+        after[1]["tuned"]["vs_peer"]["kiln_only_correct"] == 2
+        and after[1]["tuned"]["vs_peer"]["peer_only_correct"] == 0
+    )
+    with pytest.raises(SystemExit, match="no run of 'mr' under the user protocol"):
+        quality.run_quality_bench(tmp_path / "work", 2, ["mr"], tmp_path, {"rows": [earlier | {"name": "mr"}]}, True)
+    with pytest.raises(SystemExit, match="unknown or absent data set"):
+        quality.run_quality_bench(tmp_path / "work", 0, ["nope"], tmp_path, None)
 
 
 def test_training_and_http_results_render(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -173,6 +173,7 @@ def test_a_failure_after_training_never_changes_production(
     tmp_path: Path, prefect_server: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import flows.retrain as retrain_module
+    from flows.steps import as_step
     from serving.runtime import Classifier
     from serving.store import StoreError
 
@@ -189,7 +190,7 @@ def test_a_failure_after_training_never_changes_production(
     def broken(*_: object, **__: object) -> None:
         raise RuntimeError("injected: the disk filled up during compression")
 
-    monkeypatch.setattr(retrain_module, "compress_step", retrain_module.as_step(broken, "compress"))
+    monkeypatch.setattr(retrain_module, "compress_step", as_step(broken, "compress"))
     with pytest.raises(RuntimeError, match="injected"):
         retrain_module.retrain(out=str(tmp_path / "run2"), **args)
     assert store.production("text") == "v0001" and store.versions("text") == ["v0001"]

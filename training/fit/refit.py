@@ -27,7 +27,7 @@ from training.fit.callbacks import ProgressLog, maximises
 from training.fit.optimizers import build_optimizer
 from training.fit.pipeline import training_batches
 from training.models.linear import LinearFit, linear_model, refit_linear_models, warm_start
-from training.tf_env import keras
+from training.tf_env import keras, precision
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +73,11 @@ def shipped_spec(selected: Spec, everything: Dataset, cfg: RunConfig) -> Spec:
     return spec
 
 
-def refit(chosen: Selected, train: Dataset, val: Dataset, cfg: RunConfig, t: TrainConfig) -> tuple[Any, Spec, int]:
-    """The model that ships, learnt from training + validation; returns it, its spec and the epochs trained."""
+def refit(
+    chosen: Selected, train: Dataset, val: Dataset, cfg: RunConfig, t: TrainConfig, mixed: bool = False
+) -> tuple[Any, Spec, int]:
+    """The model that ships, learnt from training + validation; returns it, its spec and the epochs trained.
+    ``mixed``: train under mixed_float16, then hand back the same weights in a float32 model (export wants it)."""
     everything = joined(train, val.subset([i for i, label in enumerate(val.labels) if label in chosen.spec.labels]))
     spec = shipped_spec(chosen.spec, everything, cfg)
     weights = class_weights(everything.labels, spec.labels, t)
@@ -84,16 +87,16 @@ def refit(chosen: Selected, train: Dataset, val: Dataset, cfg: RunConfig, t: Tra
         log.info("refit: the linear model alone, on %d training + validation items", len(everything))
         return linear_model(spec, cfg.text_model, linear), spec, 0
     epochs = best_epochs(chosen.history, chosen.monitor, t.early_stopping_mode)
-    model = everything.kind.build_model(spec, cfg)
-    steps = math.ceil(len(everything) / t.batch_size)
-    model.compile(
-        optimizer=build_optimizer(t, steps),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
-        metrics=["accuracy"],
-        jit_compile=t.jit_compile,
-    )
-    if linear is not None:
-        warm_start(model, linear)
+    with precision("mixed_float16" if mixed else "float32"):
+        model = everything.kind.build_model(spec, cfg)
+        model.compile(
+            optimizer=build_optimizer(t, math.ceil(len(everything) / t.batch_size)),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
+            metrics=["accuracy"],
+            jit_compile=t.jit_compile,
+        )
+        if linear is not None:
+            warm_start(model, linear)
     callbacks: list[Any] = [ProgressLog(epochs)]
     rates = learning_rates(chosen.history, epochs, t)
     if rates is not None:
@@ -106,6 +109,10 @@ def refit(chosen: Selected, train: Dataset, val: Dataset, cfg: RunConfig, t: Tra
         callbacks=callbacks,
         verbose=1 if sys.stdout.isatty() else 0,
     )
+    if mixed:
+        float32 = everything.kind.build_model(spec, cfg)
+        float32.set_weights(model.get_weights())
+        model = float32
     return model, spec, epochs
 
 

@@ -7,13 +7,11 @@ for imbalanced data and per-epoch progress logs.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import math
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,7 @@ from training.fit.pipeline import eval_batches, training_batches
 from training.fit.refit import Selected, refit, shipped_spec
 from training.models import layers as _custom_layers  # noqa: F401 - registers them for load_model (resume)
 from training.models.linear import LinearFit, blend, fit_linear_models, linear_model, network_helps, warm_start
-from training.tf_env import configure_devices, distribution, keras, set_seed, use_mixed_precision
+from training.tf_env import configure_devices, distribution, keras, precision, set_seed, use_mixed_precision
 
 log = logging.getLogger(__name__)
 
@@ -163,12 +161,8 @@ def train_model(
         if refits(t, cfg, has_val):
             selected = Selected(model, spec, _history(run_dir, fitted.history), monitor_name(t, has_val), linear)
             selected.network_kept = bool(blended.get("network_kept", True))
-            with strategy.scope(), precision("mixed_float16" if mixed else "float32"):
-                model, spec, refit_epochs = refit(selected, train, val, cfg, t)
-            if mixed and refit_epochs:
-                float32 = train.kind.build_model(spec, cfg)
-                float32.set_weights(model.get_weights())
-                model = float32
+            with strategy.scope():
+                model, spec, refit_epochs = refit(selected, train, val, cfg, t, mixed)
         if finished is not None:
             model.save(finished)
     seconds = time.perf_counter() - started
@@ -247,16 +241,6 @@ def finish_wide(model: Any, fit: LinearFit, val: Dataset, spec: TextSpec, cfg: R
         return model, {}
     decided = network_helps(model, fit, ids, y)
     return (model if decided["network_kept"] else linear_model(spec, cfg.text_model, fit)), decided
-
-
-@contextlib.contextmanager
-def precision(policy: str) -> Iterator[None]:
-    """Build models under a Keras dtype policy, then restore float32 for whatever is built next."""
-    keras.mixed_precision.set_global_policy(policy)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
 
 
 def calibration_sample(train: Dataset, spec: Spec, n: int, seed: int) -> np.ndarray:
