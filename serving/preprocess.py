@@ -68,6 +68,10 @@ class TextSpec:
     char_length: int = 0
     char_min_n: int = 2
     char_max_n: int = 5
+    # > 0: the whole document for the linear half, after the windows: its bag_length most frequent distinct
+    # ids (words in the vocabulary, hashed bigrams and character n-grams of every token, not only the first
+    # max_length), then those ids' counts, as int32. The windows above are then the network's alone.
+    bag_length: int = 0
     kind: str = field(default="text", init=False)
 
     @property
@@ -76,9 +80,14 @@ class TextSpec:
         return self.max_length * (2 if self.ngram_buckets else 1)
 
     @property
-    def input_length(self) -> int:
-        """Ids per text in the model's input: words, bigrams, then character n-grams."""
+    def bag_start(self) -> int:
+        """Where the whole-document bag begins: after the word, bigram and character n-gram windows."""
         return self.deep_length + (self.char_length if self.char_buckets else 0)
+
+    @property
+    def input_length(self) -> int:
+        """Ids per text in the model's input: words, bigrams, character n-grams, then the bag's ids and counts."""
+        return self.bag_start + 2 * self.bag_length
 
     @property
     def deep_vocabulary(self) -> int:
@@ -269,6 +278,31 @@ def char_ngram_ids(tokens: Sequence[str], spec: TextSpec) -> list[int]:
     return out[: spec.char_length]
 
 
+# Bounded work per text and per token for the whole-document bag: at most this many tokens of a text are
+# read, and a word's character n-grams come from at most its first MAX_GRAM_WORD characters.
+MAX_BAG_TOKENS = 100_000
+MAX_GRAM_WORD = 32
+
+
+def bag_terms(tokens: Sequence[str], spec: TextSpec, index: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct ids of a whole document and their counts, the most frequent first (ties: the smaller id),
+    at most ``bag_length`` of them: known words (no padding or unknown-word id), hashed bigrams and the
+    character n-grams of every word."""
+    tokens = tokens[:MAX_BAG_TOKENS]
+    parts = [np.fromiter((index.get(t, 1) for t in tokens), dtype=np.int64, count=len(tokens))]
+    if spec.ngram_buckets:
+        pairs = (bigram_id(a, b, spec) for a, b in zip(tokens, tokens[1:], strict=False))
+        parts.append(np.fromiter(pairs, dtype=np.int64, count=max(0, len(tokens) - 1)))
+    if spec.char_buckets:
+        hashes = [word_char_hashes(t[:MAX_GRAM_WORD], spec.char_min_n, spec.char_max_n) for t in tokens]
+        grams = np.fromiter((h for word in hashes for h in word), dtype=np.int64)
+        parts.append(spec.deep_vocabulary + grams % spec.char_buckets)
+    ids = np.concatenate(parts)
+    ids, counts = np.unique(ids[ids > 1], return_counts=True)
+    order = np.lexsort((ids, -counts))[: spec.bag_length]
+    return ids[order], counts[order]
+
+
 def token_index(spec: TextSpec) -> dict[str, int]:
     return {token: i for i, token in enumerate(spec.vocabulary)}
 
@@ -276,7 +310,8 @@ def token_index(spec: TextSpec) -> dict[str, int]:
 def encode_texts(texts: Sequence[str], spec: TextSpec, index: dict[str, int] | None = None) -> np.ndarray:
     """Strings -> int32 (N, input_length) ids: word ids truncated or zero-padded at the end, then (with
     ``ngram_buckets``) the hashed ids of the bigrams among the first max_length + 1 words, then (with
-    ``char_buckets``) their character n-gram ids (``char_ngram_ids``). ``index``:
+    ``char_buckets`` and ``char_length``) their character n-gram ids (``char_ngram_ids``), then (with
+    ``bag_length``) the whole document's bag: ids, then counts (``bag_terms``). ``index``:
     token_index(spec), which a server builds once instead of per request."""
     index = index if index is not None else token_index(spec)
     length = spec.max_length
@@ -288,7 +323,12 @@ def encode_texts(texts: Sequence[str], spec: TextSpec, index: dict[str, int] | N
         if spec.ngram_buckets:
             pairs = [bigram_id(a, b, spec) for a, b in zip(tokens[:length], tokens[1 : length + 1], strict=False)]
             out[row, length : length + len(pairs)] = pairs
-        if spec.char_buckets:
+        if spec.char_buckets and spec.char_length:
             grams = char_ngram_ids(tokens, spec)
             out[row, spec.deep_length : spec.deep_length + len(grams)] = grams
+        if spec.bag_length:
+            terms, counts = bag_terms(tokens, spec, index)
+            start, k = spec.bag_start, spec.bag_length
+            out[row, start : start + len(terms)] = terms
+            out[row, start + k : start + k + len(counts)] = np.minimum(counts, 2**31 - 1)
     return out

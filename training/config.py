@@ -193,6 +193,13 @@ class TextModelConfig(_Config):
     char_buckets: StrictInt | None = None
     char_length: StrictInt | None = None
     max_char_length: StrictInt = 1024
+    # The linear half reads the whole document: each text's most frequent distinct words, bigrams and character
+    # n-grams with their counts (sublinear TF-IDF, as scikit-learn's TfidfVectorizer(sublinear_tf=True)), after
+    # the network's windows, which then hold no character n-grams. None: room for the length_percentile of the
+    # training texts' distinct terms, from 64 to max_bag_length; 0: the linear half reads the windows only (the
+    # first max_length words and their n-grams), as before.
+    bag_length: StrictInt | None = Field(None, ge=0)
+    max_bag_length: StrictInt = Field(2048, ge=1)
     embedding_dim: StrictInt = 64
     filters: StrictInt = 128
     kernel_size: StrictInt = 3  # cnn

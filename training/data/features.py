@@ -16,11 +16,14 @@ from itertools import pairwise
 import numpy as np
 
 from serving.preprocess import (
+    MAX_GRAM_WORD,
     ImageSpec,
     Spec,
     TextSpec,
+    bag_terms,
     build_vocabulary,
     preprocess_image_bytes,
+    token_index,
     tokenize,
     word_char_hashes,
 )
@@ -45,7 +48,7 @@ def text_spec(train: Dataset, labels: tuple[str, ...], cfg: RunConfig) -> TextSp
     vocabulary = build_vocabulary(train.inputs, t.max_tokens, t.min_count)
     length = text_length(train.inputs, cfg)
     spec = TextSpec(labels=labels, vocabulary=vocabulary, max_length=length, ngram_buckets=bigram_buckets(train, cfg))
-    return with_char_ngrams(spec, train, cfg)
+    return with_bag(with_char_ngrams(spec, train, cfg), train, cfg)
 
 
 def make_spec(train: Dataset, labels: tuple[str, ...], cfg: RunConfig) -> Spec:
@@ -70,28 +73,57 @@ def room_for(distinct: int, low: int, high: int) -> int:
     return int(min(high, max(low, 2 ** math.ceil(math.log2(2 * distinct + 1)))))
 
 
+def reads_whole_documents(cfg: RunConfig) -> bool:
+    """Whether the linear half reads each text's whole-document bag (text_model.bag_length not 0)."""
+    return cfg.text_model.wide and cfg.text_model.bag_length != 0
+
+
 def with_char_ngrams(spec: TextSpec, train: Dataset, cfg: RunConfig) -> TextSpec:
     """``spec`` with character n-gram ids for the linear half (off without one): buckets for twice the
-    training set's distinct n-grams (a power of two, 4,096 to 262,144) and room for the
-    length_percentile of the training texts' n-gram counts."""
+    training set's distinct n-grams (a power of two, 4,096 to 262,144). With the whole-document bag they are
+    counted over every word and live in the bag only; else they fill a window with room for the
+    length_percentile of the training texts' n-gram counts over their first max_length words."""
     t = cfg.text_model
     if not (t.wide and t.char_ngrams):
         return spec
-    words = [tokenize(text)[: spec.max_length] for text in train.inputs]
-    grams = {w: word_char_hashes(w, spec.char_min_n, spec.char_max_n) for ws in words for w in ws}
+    whole = reads_whole_documents(cfg)
+    words = [tokenize(text) if whole else tokenize(text)[: spec.max_length] for text in train.inputs]
+    cut = MAX_GRAM_WORD if whole else None
+    grams = {w: word_char_hashes(w[:cut], spec.char_min_n, spec.char_max_n) for ws in words for w in ws}
     if t.char_buckets is None:
         buckets = room_for(len({h for hashes in grams.values() for h in hashes}), 4096, 262_144)
     else:
         buckets = t.char_buckets
-    if t.char_length is None:
+    if whole:
+        length = 0
+    elif t.char_length is None:
         per_text = [sum(len(grams[w]) for w in ws) for ws in words] or [16]
         length = int(np.clip(np.ceil(np.percentile(per_text, t.length_percentile)), 16, t.max_char_length))
     else:
         length = t.char_length
-    if not buckets or not length:
+    if not buckets or not (length or whole):
         return spec
-    log.info("character n-grams: %d ids per text, %d buckets", length, buckets)
+    log.info("character n-grams: %d buckets%s", buckets, "" if whole else f", {length} ids per text")
     return dataclasses.replace(spec, char_buckets=buckets, char_length=length)
+
+
+def with_bag(spec: TextSpec, train: Dataset, cfg: RunConfig, sample: int = 2000) -> TextSpec:
+    """``spec`` with the whole-document bag for the linear half: room for text_model.bag_length distinct terms,
+    or (unset) the length_percentile of the distinct terms of up to ``sample`` training texts, 64 to
+    max_bag_length."""
+    t = cfg.text_model
+    if not reads_whole_documents(cfg):
+        return spec
+    if t.bag_length is not None:
+        length = t.bag_length
+    else:
+        probe, index = dataclasses.replace(spec, bag_length=t.max_bag_length), token_index(spec)
+        rng = np.random.default_rng(cfg.train.seed)
+        picked = rng.choice(len(train), min(sample, len(train)), replace=False) if len(train) else np.zeros(0, int)
+        distinct = [len(bag_terms(tokenize(train.inputs[i]), probe, index)[0]) for i in picked] or [64]
+        length = int(np.clip(np.ceil(np.percentile(distinct, t.length_percentile)), 64, t.max_bag_length))
+    log.info("whole-document bag: up to %d distinct terms per text", length)
+    return dataclasses.replace(spec, bag_length=length)
 
 
 def image_side(train: Dataset, cfg: RunConfig) -> int:

@@ -128,4 +128,5 @@ def _refit_linear(fit: LinearFit | None, everything: Dataset, spec: Spec, balanc
         len(spec.labels),
         balanced,
         spec.deep_vocabulary if spec.char_buckets else None,
+        (spec.bag_start, spec.bag_length) if spec.bag_length else None,
     )

@@ -223,6 +223,7 @@ def fit_wide(train: Dataset, val: Dataset, spec: TextSpec, cfg: RunConfig, balan
         balanced,
         spec.deep_vocabulary if spec.char_buckets else None,
         cfg.text_model.linear_model,
+        (spec.bag_start, spec.bag_length) if spec.bag_length else None,
     )
     if spec.char_buckets and not fit.reads(spec.deep_vocabulary):
         spec = dataclasses.replace(spec, char_buckets=0, char_length=0)

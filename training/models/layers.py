@@ -60,14 +60,22 @@ class WeightedBag(keras.layers.Layer):
     words and bigrams (what a TF-IDF + linear SVM sees), in numeric ops that export to ONNX.
 
     With M weights per id and embeddings M x classes wide, M such bags (each normalised on its own) are
-    added: an ensemble of linear models over the same ids (training.models.linear)."""
+    added: an ensemble of linear models over the same ids (training.models.linear). Given a fourth input, the
+    ids are distinct and that input holds their counts: w = IDF * (1 + log(count)), the sublinear TF-IDF of
+    scikit-learn's TfidfVectorizer(sublinear_tf=True), L2-normalised.
+
+    Padding ids (0) carry no weight."""
 
     def call(self, inputs: Any) -> Any:
-        embedded, weights, ids = inputs  # (batch, length, M * classes), (batch, length, M), (batch, length)
+        # (batch, length, M * classes), (batch, length, M), (batch, length)[, (batch, length) counts]
+        embedded, weights, ids, *counts = inputs
         members = weights.shape[-1]
         shape = tf.shape(embedded)
         embedded = tf.reshape(embedded, tf.stack([shape[0], shape[1], members, shape[2] // members]))
         w = weights * tf.cast(tf.not_equal(ids, 0), weights.dtype)[:, :, None]
+        if counts:  # distinct ids with their counts (a whole-document bag): sublinear term frequency 1 + log(tf)
+            tf_ = tf.maximum(tf.cast(counts[0], weights.dtype), 1.0)
+            w = w * (1.0 + tf.math.log(tf_))[:, :, None]
         norm = tf.sqrt(tf.maximum(tf.reduce_sum(w * w, axis=1), 1e-12))  # (batch, M)
         per_member = tf.reduce_sum(embedded * w[:, :, :, None], axis=1) / norm[:, :, None]
         return tf.reduce_sum(per_member, axis=1)
@@ -89,3 +97,19 @@ class Bias(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "units": self.units}
+
+
+@keras.utils.register_keras_serializable(package="kiln")
+class TakeRange(keras.layers.Layer):
+    """Positions ``start`` to ``stop`` of the input ids: one section of the input (the whole-document bag's
+    ids or counts)."""
+
+    def __init__(self, start: int, stop: int, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.start, self.stop = start, stop
+
+    def call(self, ids: Any) -> Any:
+        return ids[:, self.start : self.stop]
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "start": self.start, "stop": self.stop}

@@ -41,7 +41,7 @@ NB_ALPHAS = (0.1, 0.3, 1.0)  # naive Bayes smoothing; hashed bigrams want little
 BLEND_WEIGHTS = np.linspace(0.0, 1.0, 21)  # the linear half's share of the blended logits
 
 Fitted = tuple[np.ndarray, np.ndarray, float, float]  # weights, bias, chosen parameter, validation accuracy
-Split = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # train ids, train labels, val ids, val labels
+Split = tuple["Terms", np.ndarray, "Terms", np.ndarray]  # train terms, train labels, val terms, val labels
 
 
 @dataclass
@@ -56,6 +56,7 @@ class LinearFit:
     params: dict[str, Any]
     val_accuracy: float
     tried: dict[str, float] = field(default_factory=dict)  # validation accuracy of each model fitted
+    section: tuple[int, int] | None = None  # where a whole-document bag sits in the input ids (None: all ids)
 
     @classmethod
     def single(cls, name: str, id_weights: np.ndarray, fitted: Fitted, param: str) -> LinearFit:
@@ -76,8 +77,9 @@ class LinearFit:
         assert not self.reads(vocabulary), "the dropped ids carry weight"
         return dataclasses.replace(self, id_weights=self.id_weights[:vocabulary], weights=self.weights[:vocabulary])
 
-    def logits(self, ids: np.ndarray) -> np.ndarray:
-        members = (bag(ids, self.id_weights[:, m]) @ self.weights[:, m] for m in range(self.members))
+    def logits(self, ids: np.ndarray | Terms) -> np.ndarray:
+        t = terms(ids, self.section)
+        members = (bag(t, self.id_weights[:, m]) @ self.weights[:, m] for m in range(self.members))
         return np.asarray(sum(members)) + self.bias
 
     def summary(self) -> dict[str, Any]:
@@ -89,27 +91,56 @@ class LinearFit:
         }
 
 
-def counts(ids: np.ndarray, vocabulary: int) -> sp.csr_matrix:
-    """(N, vocabulary) occurrence counts of the non-padding ids in each row."""
-    rows = np.repeat(np.arange(len(ids)), ids.shape[1])
-    cols = ids.ravel()
+@dataclass(frozen=True)
+class Terms:
+    """The ids a linear model reads in each row, each with its term-frequency weight: in the windows every
+    occurrence weighs 1 (an id repeats as often as it occurs); in a whole-document bag each distinct id weighs
+    1 + log(count), the sublinear term frequency."""
+
+    ids: np.ndarray  # (N, L) int, 0 = nothing
+    weight: np.ndarray  # (N, L) float
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def terms(ids: np.ndarray | Terms, section: tuple[int, int] | None = None) -> Terms:
+    """The terms of model input rows: the whole row, or the bag ``section`` (start, length) of distinct ids
+    followed by their counts (serving.preprocess.TextSpec.bag_length)."""
+    if isinstance(ids, Terms):
+        return ids
+    if section is None:
+        return Terms(ids, (ids != 0).astype(np.float64))
+    start, k = section
+    slots, count = ids[:, start : start + k], ids[:, start + k : start + 2 * k]
+    return Terms(slots, np.where(slots != 0, 1.0 + np.log(np.maximum(count, 1)), 0.0))
+
+
+def counts(ids: np.ndarray | Terms, vocabulary: int) -> sp.csr_matrix:
+    """(N, vocabulary) term frequencies of the non-padding ids in each row (occurrences, or 1 + log(count))."""
+    t = terms(ids)
+    rows = np.repeat(np.arange(len(t)), t.ids.shape[1])
+    cols, data = t.ids.ravel(), t.weight.ravel()
     keep = cols != 0
-    matrix = sp.csr_matrix((np.ones(int(keep.sum())), (rows[keep], cols[keep])), shape=(len(ids), vocabulary))
+    matrix = sp.csr_matrix((data[keep], (rows[keep], cols[keep])), shape=(len(t), vocabulary))
     matrix.sum_duplicates()
     return matrix
 
 
-def inverse_document_frequency(ids: np.ndarray, vocabulary: int) -> np.ndarray:
+def inverse_document_frequency(ids: np.ndarray | Terms, vocabulary: int) -> np.ndarray:
     """Smoothed IDF as scikit-learn computes it: log((1 + n) / (1 + df)) + 1; unseen ids get the largest."""
-    df = np.asarray((counts(ids, vocabulary) > 0).sum(axis=0)).ravel()
-    return np.log((1 + len(ids)) / (1 + df)) + 1
+    t = terms(ids)
+    df = np.asarray((counts(t, vocabulary) > 0).sum(axis=0)).ravel()
+    return np.log((1 + len(t)) / (1 + df)) + 1
 
 
-def bag(ids: np.ndarray, idf: np.ndarray) -> sp.csr_matrix:
-    """The features models.WeightedBag sees: count * idf per id, over sqrt(sum of squared idf of each occurrence)."""
-    weighted = counts(ids, len(idf)) @ sp.diags(idf)
-    occurrence = np.where(ids != 0, idf[ids], 0.0)
-    norm = np.sqrt(np.maximum((occurrence**2).sum(axis=1), 1e-12))
+def bag(ids: np.ndarray | Terms, idf: np.ndarray) -> sp.csr_matrix:
+    """The features models.WeightedBag sees: term frequency * idf per id, over the L2 norm of the per-slot
+    weights (idf * weight of each occurrence, or of each distinct id of a bag)."""
+    t = terms(ids)
+    weighted = counts(t, len(idf)) @ sp.diags(idf)
+    slot = np.where(t.ids != 0, idf[t.ids] * t.weight, 0.0)
+    norm = np.sqrt(np.maximum((slot**2).sum(axis=1), 1e-12))
     return sp.csr_matrix(sp.diags(1 / norm) @ weighted)
 
 
@@ -187,12 +218,13 @@ def fit_naive_bayes(
     return weights, bias, alpha, score
 
 
-def char_weight(ids: np.ndarray, idf: np.ndarray, char_start: int) -> float:
+def char_weight(ids: np.ndarray | Terms, idf: np.ndarray, char_start: int) -> float:
     """The factor on character n-gram IDF that gives them as much L2 mass as the words and bigrams in a
     typical training text: scikit-learn users stack two separately normalised TF-IDF blocks; one norm over
     both needs the blocks balanced, or the n-grams (several per word) drown the words."""
-    weight = np.where(ids != 0, idf[ids], 0.0) ** 2
-    is_char = ids >= char_start
+    t = terms(ids)
+    weight = np.where(t.ids != 0, idf[t.ids] * t.weight, 0.0) ** 2
+    is_char = t.ids >= char_start
     words, chars = (weight * ~is_char).sum(axis=1), (weight * is_char).sum(axis=1)
     both = (words > 0) & (chars > 0)
     return float(np.sqrt(np.median(words[both] / chars[both]))) if both.any() else 1.0
@@ -208,6 +240,7 @@ def fit_linear_models(
     balanced: bool,
     char_start: int | None = None,
     how: str = "ensemble",
+    section: tuple[int, int] | None = None,
 ) -> LinearFit:
     """Fit the linear half. Its models: logistic regression on the TF-IDF bag of words and bigrams (with
     the character n-grams when the ids from ``char_start`` on are n-grams) and naive Bayes on the counts.
@@ -215,22 +248,23 @@ def fit_linear_models(
     ``ensemble`` adds both, each calibrated on validation (``ensemble``). ``select`` also fits logistic
     regression on words alone and keeps the best single model on validation (the earlier, simpler one on
     a tie or without a validation split). A model that does not read some ids gives them weight 0."""
-    idf = inverse_document_frequency(train_ids, vocabulary)
+    train_terms, val_terms = terms(train_ids, section), terms(val_ids, section)
+    idf = inverse_document_frequency(train_terms, vocabulary)
     words_only = np.ones(vocabulary, dtype=bool)
     if char_start is not None:
         words_only[char_start:] = False
-    data = (train_ids, train_y, val_ids, val_y)
+    data = (train_terms, train_y, val_terms, val_y)
     candidates = []  # in ensemble mode with n-grams: naive Bayes, then logistic regression with n-grams
     if how == "select" or char_start is None:
         word_idf = np.where(words_only, idf, 0.0)
         candidates.append(_logistic("logistic_regression", word_idf, data, classes, balanced))
     candidates.append(_naive_bayes(words_only, data, classes, balanced))
     if char_start is not None:
-        char_idf = np.where(words_only, idf, idf * char_weight(train_ids, idf, char_start))
+        char_idf = np.where(words_only, idf, idf * char_weight(train_terms, idf, char_start))
         candidates.append(_logistic("logistic_regression_chars", char_idf, data, classes, balanced))
     tried = {fit.name: round(fit.val_accuracy, 4) for fit in candidates}
     if how == "ensemble":  # the logistic regression that reads the most, and naive Bayes
-        best = ensemble([candidates[-1], candidates[-2]] if char_start is not None else candidates, val_ids, val_y)
+        best = ensemble([candidates[-1], candidates[-2]] if char_start is not None else candidates, val_terms, val_y)
         tried["ensemble"] = round(best.val_accuracy, 4)
     else:
         best = candidates[0]
@@ -238,6 +272,7 @@ def fit_linear_models(
             if len(val_y) and fit.val_accuracy > best.val_accuracy:
                 best = fit
     best.tried = tried
+    best.section = section
     log.info(
         "wide half: %s (%s), validation accuracy %.4f (%s; %d features)",
         best.name,
@@ -263,14 +298,14 @@ def _naive_bayes(
     """Naive Bayes on the word and bigram counts: it smooths over the features it reads, not the n-grams."""
     train_ids, train_y, val_ids, val_y = data
     ones, read = words_only.astype(float), int(words_only.sum())
-    x = counts(np.where(words_only[train_ids], train_ids, 0), len(ones))[:, :read]
+    x = counts(train_ids, len(ones))[:, :read]  # words and bigrams come first: the n-grams are cut off
     xv = bag(val_ids, ones)[:, :read]
     weights, bias, alpha, score = fit_naive_bayes(x, train_y, xv, val_y, classes, balanced, alphas)
     weights = np.vstack([weights, np.zeros((len(ones) - read, classes))])
     return LinearFit.single("naive_bayes", ones, (weights, bias, alpha, score), "alpha")
 
 
-def ensemble(fits: list[LinearFit], val_ids: np.ndarray, val_y: np.ndarray) -> LinearFit:
+def ensemble(fits: list[LinearFit], val_ids: np.ndarray | Terms, val_y: np.ndarray) -> LinearFit:
     """A weighted mean of ``fits``' logits, each weight proportional to the model's validation temperature so
     that a confident model (naive Bayes' log-probabilities) does not drown a cautious one. The weights sum
     to 1: temperatures run to their bound when validation is separable, and logits that large would leave a
@@ -295,20 +330,23 @@ def ensemble(fits: list[LinearFit], val_ids: np.ndarray, val_y: np.ndarray) -> L
 
 def refit_linear_models(
     fit: LinearFit,
-    ids: np.ndarray,
+    ids: np.ndarray | Terms,
     y: np.ndarray,
     vocabulary: int,
     classes: int,
     balanced: bool,
     char_start: int | None = None,
+    section: tuple[int, int] | None = None,
 ) -> LinearFit:
-    """``fit``'s models learnt again from ``ids`` (training + validation), with everything validation chose
-    kept: which members, their C or alpha, and their ensemble weights. The IDF is recomputed on all of it."""
-    idf = inverse_document_frequency(ids, vocabulary)
+    """``fit``'s models learnt again from ``ids`` (training + validation; a bag, if any, at ``section`` of the
+    refit's own spec), with everything validation chose kept: which members, their C or alpha, and their
+    ensemble weights. The IDF is recomputed on all of it."""
+    everything = terms(ids, section)
+    idf = inverse_document_frequency(everything, vocabulary)
     words_only = np.ones(vocabulary, dtype=bool)
     if char_start is not None:
         words_only[char_start:] = False
-    data = (ids, y, ids[:0], y[:0])
+    data = (everything, y, Terms(everything.ids[:0], everything.weight[:0]), y[:0])
     names = fit.params.get("members", [fit.name])
     shares = fit.params.get("member_weights", [1.0])
 
@@ -325,7 +363,7 @@ def refit_linear_models(
             members.append(_logistic(name, np.where(words_only, idf, 0.0), data, classes, balanced, chosen(name, "C")))
         else:  # logistic_regression_chars
             assert char_start is not None, "a model that reads character n-grams needs them in the spec"
-            char_idf = np.where(words_only, idf, idf * char_weight(ids, idf, char_start))
+            char_idf = np.where(words_only, idf, idf * char_weight(everything, idf, char_start))
             members.append(_logistic(name, char_idf, data, classes, balanced, chosen(name, "C")))
     return LinearFit(
         fit.name,
@@ -335,6 +373,7 @@ def refit_linear_models(
         dict(fit.params),
         fit.val_accuracy,
         dict(fit.tried),
+        section,
     )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from serving.preprocess import TextSpec
 from training.config import TextModelConfig, TrainConfig
 from training.models.head import head, regularizer
-from training.models.layers import Bias, MeanOfIds, PositionEmbedding, TakeWords, WeightedBag
+from training.models.layers import Bias, MeanOfIds, PositionEmbedding, TakeRange, TakeWords, WeightedBag
 from training.tf_env import keras, tf
 
 layers = keras.layers
@@ -87,12 +87,17 @@ def _wide(ids: Any, spec: TextSpec, cfg: TextModelConfig) -> Any:
         trainable=cfg.wide_trainable and cfg.wide_mode == "joint",
         name="wide_weights",
     )
-    return WeightedBag(name="wide_logits", dtype="float32")([table(ids), idf(ids), ids])
+    if not spec.bag_length:  # the windows' ids, repeated as often as they occur
+        return WeightedBag(name="wide_logits", dtype="float32")([table(ids), idf(ids), ids])
+    start, k = spec.bag_start, spec.bag_length
+    terms = TakeRange(start, start + k, name="bag_ids")(ids)
+    counts = TakeRange(start + k, start + 2 * k, name="bag_counts")(ids)
+    return WeightedBag(name="wide_logits", dtype="float32")([table(terms), idf(terms), terms, counts])
 
 
 def _deep_ids(ids: Any, spec: TextSpec) -> Any:
-    """Word and bigram ids: the character n-gram ids that follow them are the linear half's only."""
-    return TakeWords(spec.deep_length, name="word_and_bigram_ids")(ids) if spec.char_buckets else ids
+    """Word and bigram ids: the character n-gram ids and the bag that follow them are the linear half's only."""
+    return TakeWords(spec.deep_length, name="word_and_bigram_ids")(ids) if spec.input_length > spec.deep_length else ids
 
 
 def _text_ngram(ids: Any, spec: TextSpec, cfg: TextModelConfig, reg: Any) -> Any:

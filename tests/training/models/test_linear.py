@@ -188,24 +188,28 @@ def test_binary_and_missing_classes_fill_every_column() -> None:
     assert not (logits.argmax(1) == 2).any()  # a class never seen in training is never predicted
 
 
-def test_character_ngrams_leave_the_spec_when_the_chosen_model_does_not_read_them() -> None:
+@pytest.mark.parametrize("bag_length", [0, None])
+def test_character_ngrams_leave_the_spec_when_the_chosen_model_does_not_read_them(bag_length: int | None) -> None:
+    """Windows only (bag_length 0) or the whole-document bag (None, the default): either way unread n-grams go."""
     train = _texts(120, 0)
-    cfg = load_config(None, {"text_model": {"max_length": 8, "linear_model": "select"}})
+    text_model = {"max_length": 8, "bag_length": bag_length}
+    cfg = load_config(None, {"text_model": text_model | {"linear_model": "select"}})
     spec = make_spec(train, train.label_names, cfg)
-    assert spec.char_buckets and spec.char_length
+    assert spec.char_buckets and (spec.char_length if bag_length == 0 else spec.bag_length and not spec.char_length)
     # validation = training: every candidate scores 1.0, and the tie goes to the simpler words-only model
     final, fit = fit_wide(train, train, spec, cfg, balanced=False)
     assert fit is not None and not fit.reads(spec.deep_vocabulary)
-    assert final.char_buckets == 0 and final.input_length == spec.deep_length
+    assert final.char_buckets == 0 and final.input_length == spec.deep_length + 2 * spec.bag_length
     assert len(fit.id_weights) == len(fit.weights) == final.input_vocabulary
     # the ensemble's logistic regression reads them: they stay
-    ensemble_cfg = load_config(None, {"text_model": {"max_length": 8}})
+    ensemble_cfg = load_config(None, {"text_model": text_model})
     kept, fit = fit_wide(train, train, spec, ensemble_cfg, balanced=False)
     assert fit is not None and fit.name == "ensemble" and fit.reads(spec.deep_vocabulary) and kept == spec
     # a model without a wide half fits nothing and keeps its spec
-    off = load_config(None, {"text_model": {"max_length": 8, "wide": False}})
+    off = load_config(None, {"text_model": text_model | {"wide": False}})
     plain = make_spec(train, train.label_names, off)
-    assert plain.char_buckets == 0 and train.kind.fit_linear(train, train, plain, off, balanced=False) == (plain, None)
+    assert plain.char_buckets == 0 and plain.bag_length == 0
+    assert train.kind.fit_linear(train, train, plain, off, balanced=False) == (plain, None)
 
 
 def _texts(n: int, seed: int) -> Dataset:

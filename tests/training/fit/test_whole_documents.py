@@ -1,0 +1,70 @@
+"""Long documents are read whole: the linear half's bag holds every token, with sublinear term weighting."""
+
+from __future__ import annotations
+
+import pytest
+
+from serving.preprocess import TextSpec, bag_terms, encode_texts, token_index
+from training.data.dataset import DataReport, Dataset
+
+FILLER = [
+    "the",
+    "report",
+    "was",
+    "filed",
+    "on",
+    "time",
+    "and",
+    "then",
+    "read",
+    "by",
+    "every",
+    "member",
+    "of",
+    "the",
+    "board",
+]
+
+
+def _document(label_word: str, variant: int = 0, at: int = 2000, length: int = 2100) -> str:
+    """The same long filler for every document (a few words rotated by ``variant``), the label's word at ``at``."""
+    words = [FILLER[(i + variant) % len(FILLER)] for i in range(length)]
+    words[at] = label_word
+    return " ".join(words)
+
+
+def test_the_bag_counts_every_token_and_keeps_a_rare_word_ahead_of_rare_n_grams() -> None:
+    vocabulary = ("", "[UNK]", "common", "rare")
+    spec = TextSpec(labels=("a", "b"), vocabulary=vocabulary, max_length=4, ngram_buckets=64, bag_length=3)
+    tokens = ["common"] * 5000 + ["unknown"] + ["rare"]
+    ids, counts = bag_terms(tokens, spec, token_index(spec))
+    # the most frequent first (the word, then its bigram); among the terms seen once, the word before bigrams
+    assert ids[0] == 2 and ids[2] == 3 and counts.tolist() == [5000, 4999, 1]
+    assert 1 not in ids.tolist()  # the unknown word's id is not a term
+    row = encode_texts([" ".join(tokens)], spec)[0]
+    assert row.tolist()[: spec.max_length] == [2, 2, 2, 2]  # the network's window: the first words
+    assert row[spec.bag_start : spec.bag_start + 3].tolist() == ids.tolist()
+    assert row[spec.bag_start + 3 :].tolist() == counts.tolist()
+
+
+@pytest.mark.slow
+def test_a_label_deciding_word_at_position_2000_changes_the_prediction() -> None:
+    from training.config import load_config
+    from training.data.features import to_inputs
+    from training.fit.train import train_model
+
+    def split(n: int, offset: int) -> Dataset:
+        labels = ["north" if i % 2 else "south" for i in range(n)]
+        words = {"north": "aurora", "south": "penguin"}
+        texts = [_document(words[label], variant=(offset + i) // 2) for i, label in enumerate(labels)]
+        return Dataset("text", texts, labels, texts, DataReport(source="generated"))
+
+    train, val = split(40, 0), split(12, 40)
+    small = {"embedding_dim": 8, "filters": 8, "dense_units": 8, "kernel_sizes": [3]}
+    cfg = load_config(None, {"text_model": small, "train": {"epochs": 2, "batch_size": 16}})
+    trained = train_model(train, val, cfg)
+    assert trained.spec.max_length <= 512 < 2000  # the network's window never reaches the deciding word
+    probe = [_document(word, variant=3) for word in ("aurora", "penguin")]
+    docs = Dataset("text", probe, ["north", "south"], probe, DataReport(source="probe"))
+    predicted = trained.model.predict(to_inputs(docs, trained.spec), verbose=0).argmax(axis=1)
+    assert [trained.spec.labels[i] for i in predicted] == ["north", "south"]
