@@ -208,6 +208,22 @@ def tune(
     print_tuning_summary(result)
 
 
+# What `kiln run` hands the retrain flow (besides resume); a resumed run gets the same from its run file.
+RUN_PARAMETERS = (
+    "task",
+    "data",
+    "out",
+    "store",
+    "config",
+    "epochs",
+    "text_column",
+    "label_column",
+    "header",
+    "allow_label_change",
+    "trials",
+)
+
+
 def _resumable(run_dir: Path) -> dict:
     """The saved parameters of the run in ``run_dir``, with its directory as ``out``."""
     from training.config import ConfigError
@@ -217,7 +233,8 @@ def _resumable(run_dir: Path) -> dict:
         saved = read_run_file(run_dir)["params"]
     except ConfigError as exc:
         fail(str(exc))
-    return {**saved, "out": str(run_dir)}
+    # The run file also records what the run itself learnt (e.g. "tuned"): hand the flow only its parameters.
+    return {k: v for k, v in saved.items() if k in RUN_PARAMETERS} | {"out": str(run_dir)}
 
 
 data_app = typer.Typer(help="Look at a data set before training on it.", no_args_is_help=True)

@@ -83,3 +83,20 @@ def test_sample_data_writes_digits_and_texts(tmp_path: Path) -> None:
 def test_compress_names_a_missing_version_before_starting_anything(tmp_path: Path) -> None:
     r = runner.invoke(app, ["compress", "--task", "image", "--version", "v0042", "--store", str(tmp_path)])
     assert r.exit_code == 2 and "no image version 'v0042'" in r.output
+
+
+def test_a_resumed_run_hands_the_flow_only_its_parameters(tmp_path: Path) -> None:
+    """The run file also records what the run learnt (``tuned``); resuming must not pass that to the flow."""
+    import inspect
+
+    from flows.cli import RUN_PARAMETERS, _resumable
+    from flows.retrain import retrain
+    from training.config import load_config
+    from training.runs import write_run_file
+
+    assert set(inspect.signature(retrain.fn).parameters) - {"resume"} == set(RUN_PARAMETERS)
+    saved = {"task": "text", "data": "t.csv", "store": "s", "config": None, "epochs": 2, "text_column": None}
+    saved |= {"label_column": None, "header": True, "allow_label_change": False, "trials": 3, "tuned": True}
+    write_run_file(tmp_path, saved, load_config(None))
+    params = _resumable(tmp_path)
+    assert "tuned" not in params and params["out"] == str(tmp_path) and params["trials"] == 3
