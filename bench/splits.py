@@ -190,17 +190,8 @@ def _text_split(source: SplitSource, dest: Path) -> dict[str, Any]:
     _write_csv(dest / "train.csv", train)
     _write_csv(dest / "test.csv", test)
     train_keys = {text_key(t) for t, _ in train}
-    return {
-        "method": method,
-        "described": described,
-        "train": "train.csv",
-        "test": "test.csv",
-        "train_items": len(train),
-        "test_items": len(test),
-        "train_labels": _counts([lab for _, lab in train]),
-        "test_labels": _counts([lab for _, lab in test]),
-        "test_in_train": sum(text_key(t) in train_keys for t, _ in test),
-    }
+    overlap = sum(text_key(t) in train_keys for t, _ in test)
+    return _summary(method, described, ("train.csv", "test.csv"), train, test, overlap)
 
 
 def _image_split(source: SplitSource, dest: Path) -> dict[str, Any]:
@@ -219,16 +210,24 @@ def _image_split(source: SplitSource, dest: Path) -> dict[str, Any]:
     _link_images(dest / "train", train)
     _link_images(dest / "test", test)
     train_keys = {file_key(f) for f, _ in train}
+    overlap = sum(file_key(f) in train_keys for f, _ in test)
+    return _summary(method, described, ("train", "test"), train, test, overlap)
+
+
+def _summary(
+    method: str, described: str, names: tuple[str, str], train: list[Any], test: list[Any], overlap: int
+) -> dict[str, Any]:
+    """split.json: how the split was made, its files, sizes and labels, and test items also in train."""
     return {
         "method": method,
         "described": described,
-        "train": "train",
-        "test": "test",
+        "train": names[0],
+        "test": names[1],
         "train_items": len(train),
         "test_items": len(test),
         "train_labels": _counts([lab for _, lab in train]),
         "test_labels": _counts([lab for _, lab in test]),
-        "test_in_train": sum(file_key(f) in train_keys for f, _ in test),
+        "test_in_train": overlap,
     }
 
 
