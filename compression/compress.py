@@ -126,9 +126,13 @@ def select_served(
     slack: float = 0.05,
     floor_ms: float = 0.0,
     device: str = "cpu",
+    agreement: dict[str, float] | None = None,
 ) -> str:
     """The served variant among those within ``max_drop`` accuracy of fp32 (fp32 always qualifies) that run on
-    ``device`` (fp16 is for cuda only).
+    ``device`` (fp16 is for cuda only) and, given ``agreement`` (each variant's top-1 agreement with fp32 on the
+    same items), that disagree with fp32 on at most ``max_drop`` of them: after the refit the shipped model has
+    seen the validation items, every variant scores nearly 1.0 on them, and only disagreement still shows
+    what compression changed.
 
     ``smallest``: fewest gzip bytes (what pruning buys, and what a download costs). ``fastest``: lowest
     p50 latency at ``latency_batch`` (1 or 32). ``balanced``: the smallest variant that is not slower than
@@ -137,8 +141,13 @@ def select_served(
     """
     fp32 = variants["fp32"]
     floor = fp32["accuracy"] - max_drop - 1e-9
+    agrees = agreement or {}
     eligible = [
-        name for name, v in variants.items() if v["accuracy"] >= floor and v.get("device", "any") in ("any", device)
+        name
+        for name, v in variants.items()
+        if v["accuracy"] >= floor
+        and v.get("device", "any") in ("any", device)
+        and (name == "fp32" or agrees.get(name, 1.0) >= 1.0 - max_drop - 1e-9)
     ]
     if objective == "fastest":
         key = "latency_ms_p50" if latency_batch == 1 else "latency_ms_b32_p50"
@@ -329,6 +338,7 @@ def compress_model(
         c.latency_slack,
         c.latency_floor_ms,
         c.serving_device,
+        {name: p["top1_agreement"] for name, p in parity.items() if "top1_agreement" in p},
     )
     for name, v in variants.items():
         log.info(

@@ -321,3 +321,18 @@ def test_a_linear_chosen_text_model_exports_no_network_and_compression_brings_no
     # nothing to prune in a linear model: the pruned variants are skipped with the reason, never a revived network
     for name in ("pruned", "pruned_int8"):
         assert name not in graphs and "can be pruned" in compressed.parity[name]["skipped"]
+
+
+def test_a_variant_that_disagrees_with_fp32_is_not_served_even_at_equal_accuracy() -> None:
+    """After the refit every variant scores ~1.0 on the validation items it learnt from: disagreement with fp32
+    on those items is what still shows a variant compression damaged."""
+    from compression.compress import select_served
+
+    v = {
+        "fp32": _variant(1.0, 100, 0.05, 0.5),
+        "pruned": _variant(1.0, 40, 0.05, 0.5),
+        "int8": _variant(1.0, 60, 0.05, 0.5),
+    }
+    assert select_served(v, 0.01, "smallest") == "pruned"
+    assert select_served(v, 0.01, "smallest", agreement={"pruned": 0.97, "int8": 0.995}) == "int8"
+    assert select_served(v, 0.01, "smallest", agreement={"pruned": 0.97, "int8": 0.98}) == "fp32"
