@@ -1,6 +1,7 @@
 """The task protocol: what an image task and a text task each own, and the registry that finds one by name.
 
-Stage code asks the task (``dataset.kind``, ``kind_of(spec)``) instead of branching on ``task == "image"``.
+Stage code asks the task (``kind_of(dataset.task)``, ``kind_of(spec.kind)``) instead of branching on
+``task == "image"``.
 A new kind of task (tabular, multi-label...) is a new module under ``training/tasks/`` that implements
 ``TaskKind``, plus one line in ``KINDS``.
 

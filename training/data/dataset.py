@@ -15,8 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from training.kinds import TaskKind, kind_of
-
 # How many quarantined items report.json lists inline; quarantine.csv lists every one of them.
 MAX_LISTED_SKIPS = 50
 
@@ -143,11 +141,6 @@ class Dataset:
 
     def __len__(self) -> int:
         return len(self.inputs)
-
-    @property
-    def kind(self) -> TaskKind:
-        """What this task's kind of data and model does differently (training.kinds)."""
-        return kind_of(self.task)
 
     @property
     def label_names(self) -> tuple[str, ...]:

@@ -53,7 +53,7 @@ def text_spec(train: Dataset, labels: tuple[str, ...], cfg: RunConfig) -> TextSp
 
 def make_spec(train: Dataset, labels: tuple[str, ...], cfg: RunConfig) -> Spec:
     """The preprocessing spec for a new model of the training split's task (its TaskKind decides)."""
-    return train.kind.make_spec(train, labels, cfg)
+    return kind_of(train.task).make_spec(train, labels, cfg)
 
 
 def bigram_buckets(train: Dataset, cfg: RunConfig) -> int:

@@ -22,6 +22,7 @@ from serving.preprocess import build_vocabulary, tokenize
 from training.config import RunConfig
 from training.data.dataset import Dataset
 from training.data.features import class_weights, text_length, token_counts
+from training.kinds import kind_of
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ def summarize(dataset: Dataset, splits: tuple[Dataset, Dataset, Dataset], cfg: R
             for name, part in (("train", train), ("validation", val), ("test", test))
         },
     }
-    return summary | dataset.kind.summary(dataset, train, test, cfg)
+    return summary | kind_of(dataset.task).summary(dataset, train, test, cfg)
 
 
 def near_duplicate_pairs(dataset: Dataset, limit: int = 12) -> list[tuple[int, int]]:

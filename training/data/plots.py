@@ -23,6 +23,7 @@ from serving.preprocess import ImageSpec, decode_image, image_to_array  # noqa: 
 from training.config import RunConfig  # noqa: E402
 from training.data.dataset import Dataset  # noqa: E402
 from training.data.features import token_counts  # noqa: E402
+from training.kinds import kind_of  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -116,4 +117,4 @@ def draw_all(
 ) -> dict[str, Path]:
     """The class histogram and every plot the task's kind draws; returns name -> PNG path."""
     drawn = {"classes": class_histogram(dataset, out / "classes.png")}
-    return drawn | dataset.kind.plots(dataset, train, cfg, out, pairs)
+    return drawn | kind_of(dataset.task).plots(dataset, train, cfg, out, pairs)

@@ -28,6 +28,7 @@ import numpy as np
 from training.config import DataConfig
 from training.data.dataset import Dataset
 from training.data.duplicates import count_near_reference, text_near_key
+from training.kinds import kind_of
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +101,8 @@ def split_dataset(dataset: Dataset, cfg: DataConfig) -> tuple[Dataset, Dataset, 
     dataset.report.details["classes_without_training_items"] = untrained
     dataset.report.details["split"] = s.sizes()
     dataset.report.details["leakage"] = {
-        "test_near_train": dataset.kind.leakage(train, test, cfg),
-        "validation_near_train": dataset.kind.leakage(train, val, cfg),
+        "test_near_train": kind_of(dataset.task).leakage(train, test, cfg),
+        "validation_near_train": kind_of(dataset.task).leakage(train, val, cfg),
     }
     log.info("split: %s; leakage %s", s.sizes(), dataset.report.details["leakage"])
     return train, val, test

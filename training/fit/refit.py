@@ -26,6 +26,7 @@ from training.data.features import class_weights, encode_labels, make_spec, to_i
 from training.fit.callbacks import ProgressLog, maximises
 from training.fit.optimizers import build_optimizer
 from training.fit.pipeline import training_batches
+from training.kinds import kind_of
 from training.models.linear import LinearFit, linear_model, refit_linear_models, warm_start
 from training.tf_env import keras, precision
 
@@ -88,7 +89,7 @@ def refit(
         return linear_model(spec, cfg.text_model, linear), spec, 0
     epochs = best_epochs(chosen.history, chosen.monitor, t.early_stopping_mode)
     with precision("mixed_float16" if mixed else "float32"):
-        model = everything.kind.build_model(spec, cfg)
+        model = kind_of(everything.task).build_model(spec, cfg)
         model.compile(
             optimizer=build_optimizer(t, math.ceil(len(everything) / t.batch_size)),
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
@@ -110,7 +111,7 @@ def refit(
         verbose=1 if sys.stdout.isatty() else 0,
     )
     if mixed:
-        float32 = everything.kind.build_model(spec, cfg)
+        float32 = kind_of(everything.task).build_model(spec, cfg)
         float32.set_weights(model.get_weights())
         model = float32
     return model, spec, epochs

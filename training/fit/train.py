@@ -26,6 +26,7 @@ from training.fit.callbacks import BEST_WEIGHTS, FINISHED, build_callbacks, maxi
 from training.fit.optimizers import build_optimizer
 from training.fit.pipeline import eval_batches, training_batches
 from training.fit.refit import Selected, refit, shipped_spec
+from training.kinds import kind_of
 from training.models import layers as _custom_layers  # noqa: F401 - registers them for load_model (resume)
 from training.models.linear import LinearFit, blend, fit_linear_models, linear_model, network_helps, warm_start
 from training.tf_env import configure_devices, distribution, keras, precision, set_seed, use_mixed_precision
@@ -99,9 +100,9 @@ def train_model(
     strategy, placement = distribution(t.distribute)
     mixed = use_mixed_precision(t.mixed_precision)
     device = ", ".join([device, placement] + ["mixed_float16"] * mixed + ["XLA"] * t.jit_compile)
-    spec, linear = train.kind.fit_linear(train, val, spec, cfg, bool(weights))
+    spec, linear = kind_of(train.task).fit_linear(train, val, spec, cfg, bool(weights))
     with strategy.scope(), precision("mixed_float16" if mixed else "float32"):
-        model = train.kind.build_model(spec, cfg)
+        model = kind_of(train.task).build_model(spec, cfg)
         model.compile(
             optimizer=build_optimizer(t, steps),  # Keras adds loss scaling under mixed_float16
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
@@ -152,7 +153,7 @@ def train_model(
         if run_dir is not None and (run_dir / BEST_WEIGHTS).exists():
             model.load_weights(run_dir / BEST_WEIGHTS)  # the best epoch, also when it came before a kill
         if mixed:  # export and serving want float32 weights and math: the same model, rebuilt in float32
-            float32 = train.kind.build_model(spec, cfg)
+            float32 = kind_of(train.task).build_model(spec, cfg)
             float32.set_weights(model.get_weights())
             model = float32
         if linear is not None:

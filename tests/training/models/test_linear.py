@@ -209,7 +209,7 @@ def test_character_ngrams_leave_the_spec_when_the_chosen_model_does_not_read_the
     off = load_config(None, {"text_model": text_model | {"wide": False}})
     plain = make_spec(train, train.label_names, off)
     assert plain.char_buckets == 0 and plain.bag_length == 0
-    assert train.kind.fit_linear(train, train, plain, off, balanced=False) == (plain, None)
+    assert kind_of(train.task).fit_linear(train, train, plain, off, balanced=False) == (plain, None)
 
 
 def _texts(n: int, seed: int) -> Dataset:
