@@ -43,8 +43,7 @@ class TaskKind(Protocol):
     """What differs between kinds of classifier, from raw data to the exported graph."""
 
     name: str
-    # Tuning search space (dotted config keys, see training.fit.tune.load_space) and pruning fine-tune epochs.
-    search_space: dict[str, dict[str, Any]]
+    # Pruning fine-tune epochs when compress.prune_epochs is unset.
     prune_epochs: int
     # ONNX Runtime INT8 methods to try: static QDQ for convolutional models, plus dynamic for embedding-heavy ones.
     int8_methods: tuple[str, ...]

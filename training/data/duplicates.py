@@ -67,22 +67,26 @@ def pixel_thumbnail(image: Image.Image) -> np.ndarray:
 
 class SamePictures:
     """The pixel-level same-picture test over many thumbnails at once: mean absolute difference of the 16x16
-    RGB thumbnails within ``tolerance``. Block means (4x4 blocks) screen first: their mean absolute difference
-    is a lower bound of the pixels', so most look-alikes are rejected without comparing 768 values."""
+    RGB thumbnails within ``tolerance``. The whole-picture means and the block means (4x4 blocks) screen first:
+    each one's absolute difference is a lower bound of the pixels' mean absolute difference, so most look-alikes
+    are rejected with one subtraction, and large clusters of one hash stay cheap."""
 
     def __init__(self, thumbnails: np.ndarray, tolerance: float = SAME_PICTURE_MAD):
         self.thumbnails = thumbnails.astype(np.int16)
         side, blocks = THUMB_SIDE, 4
         cells = self.thumbnails.reshape(len(thumbnails), blocks, side // blocks, blocks, side // blocks, 3)
         self.blocks = cells.mean(axis=(2, 4)).reshape(len(thumbnails), -1)
+        self.means = self.blocks.mean(axis=1)
         self.tolerance = tolerance
 
     def __call__(self, i: int, others: np.ndarray) -> np.ndarray:
+        # Each screen is a lower bound of the next: the whole-picture means, the 48 block means, the pixels.
         out = np.zeros(len(others), dtype=bool)
-        close = np.abs(self.blocks[others] - self.blocks[i]).mean(axis=1) <= self.tolerance
-        if close.any():
-            pixels = np.abs(self.thumbnails[others[close]] - self.thumbnails[i]).mean(axis=1)
-            out[close] = pixels <= self.tolerance
+        near = others[np.abs(self.means[others] - self.means[i]) <= self.tolerance]
+        close = near[np.abs(self.blocks[near] - self.blocks[i]).mean(axis=1) <= self.tolerance]
+        if len(close):
+            same = close[np.abs(self.thumbnails[close] - self.thumbnails[i]).mean(axis=1) <= self.tolerance]
+            out[np.isin(others, same)] = True
         return out
 
 

@@ -24,6 +24,8 @@ HISTORY = "history.csv"
 TENSORBOARD = "tensorboard"
 BEST_WEIGHTS = "best.weights.h5"  # the best epoch's weights, across a resume
 FINISHED = "trained.keras"  # the trained model, saved before compression starts
+SELECTED = "selected.keras"  # the model validation chose, saved before the refit on training + validation
+DECISIONS = "trained.json"  # what training decided (the wide half's choices, refit epochs), for a resumed report
 
 
 class ProgressLog(keras.callbacks.Callback):
@@ -86,7 +88,7 @@ def build_callbacks(
     if run_dir is not None:
         if not resume:
             shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
-            for stale in (HISTORY, BEST_WEIGHTS, FINISHED):
+            for stale in (HISTORY, BEST_WEIGHTS, FINISHED, SELECTED, DECISIONS):
                 (run_dir / stale).unlink(missing_ok=True)
         run_dir.mkdir(parents=True, exist_ok=True)
         callbacks += [

@@ -8,6 +8,7 @@ for imbalanced data and per-epoch progress logs.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import sys
@@ -22,7 +23,16 @@ from serving.preprocess import Spec, TextSpec
 from training.config import RunConfig, TrainConfig, train_config_for
 from training.data.dataset import Dataset, joined
 from training.data.features import class_weights, encode_labels, make_spec, to_inputs
-from training.fit.callbacks import BEST_WEIGHTS, FINISHED, build_callbacks, maximises, monitor_name, read_history
+from training.fit.callbacks import (
+    BEST_WEIGHTS,
+    DECISIONS,
+    FINISHED,
+    SELECTED,
+    build_callbacks,
+    maximises,
+    monitor_name,
+    read_history,
+)
 from training.fit.optimizers import build_optimizer
 from training.fit.pipeline import eval_batches, training_batches
 from training.fit.refit import Selected, refit, shipped_spec
@@ -128,44 +138,59 @@ def train_model(
     has_val = len(val) > 0
     finished = run_dir / FINISHED if run_dir is not None else None
     started = time.perf_counter()
+    selected_file = run_dir / SELECTED if run_dir is not None else None
     if resume and finished is not None and finished.exists():
         # Killed after training (while compressing or registering): the trained model is kept, not retrained.
         log.info("resuming after training: loading %s", finished)
         model = keras.models.load_model(finished, compile=False)
         if refits(t, cfg, has_val):  # the saved model is the refit one: its spec is made from all the data again
             spec = shipped_spec(spec, joined(train, val), cfg)
+        decided = _read_decisions(finished.parent)
+        blended, refit_epochs = decided.get("wide", {}), int(decided.get("refit_epochs", 0))
         epochs_now, stopped_early = 0, len(read_history(finished.parent).get("loss", [])) < t.epochs
         fitted_history: dict[str, list[float]] = {}
     else:
-        callbacks, early = build_callbacks(t, has_val, run_dir, resume)
-        callbacks += extra_callbacks or []
-        fitted = model.fit(
-            training_batches(train, spec, cfg),
-            validation_data=eval_batches(val, spec, cfg) if has_val else None,
-            epochs=t.epochs,
-            class_weight=weights,
-            callbacks=callbacks,
-            # A progress bar per epoch in a terminal; in files and captured logs, ProgressLog's one line.
-            verbose=1 if sys.stdout.isatty() else 0,
-        )
-        fitted_history = fitted.history
-        epochs_now, stopped_early = len(fitted_history.get("loss", [])), early.stopped_epoch > 0
-        if run_dir is not None and (run_dir / BEST_WEIGHTS).exists():
-            model.load_weights(run_dir / BEST_WEIGHTS)  # the best epoch, also when it came before a kill
-        if mixed:  # export and serving want float32 weights and math: the same model, rebuilt in float32
-            float32 = kind_of(train.task).build_model(spec, cfg)
-            float32.set_weights(model.get_weights())
-            model = float32
-        if linear is not None:
-            assert isinstance(spec, TextSpec)
-            model, blended = finish_wide(model, linear, val, spec, cfg)
+        if resume and selected_file is not None and selected_file.exists():
+            # Killed during the refit: validation's choice is kept; only the refit runs again.
+            log.info("resuming before the refit: loading %s", selected_file)
+            model = keras.models.load_model(selected_file, compile=False)
+            blended = _read_decisions(selected_file.parent).get("wide", {})
+            epochs_now, stopped_early = 0, len(read_history(selected_file.parent).get("loss", [])) < t.epochs
+            fitted_history = {}
+        else:
+            callbacks, early = build_callbacks(t, has_val, run_dir, resume)
+            callbacks += extra_callbacks or []
+            fitted = model.fit(
+                training_batches(train, spec, cfg),
+                validation_data=eval_batches(val, spec, cfg) if has_val else None,
+                epochs=t.epochs,
+                class_weight=weights,
+                callbacks=callbacks,
+                # A progress bar per epoch in a terminal; in files and captured logs, ProgressLog's one line.
+                verbose=1 if sys.stdout.isatty() else 0,
+            )
+            fitted_history = fitted.history
+            epochs_now, stopped_early = len(fitted_history.get("loss", [])), early.stopped_epoch > 0
+            if run_dir is not None and (run_dir / BEST_WEIGHTS).exists():
+                model.load_weights(run_dir / BEST_WEIGHTS)  # the best epoch, also when it came before a kill
+            if mixed:  # export and serving want float32 weights and math: the same model, rebuilt in float32
+                float32 = kind_of(train.task).build_model(spec, cfg)
+                float32.set_weights(model.get_weights())
+                model = float32
+            if linear is not None:
+                assert isinstance(spec, TextSpec)
+                model, blended = finish_wide(model, linear, val, spec, cfg)
+            if selected_file is not None and refits(t, cfg, has_val):
+                model.save(selected_file)
+                _write_decisions(selected_file.parent, {"wide": blended})
         if refits(t, cfg, has_val):
-            selected = Selected(model, spec, _history(run_dir, fitted.history), monitor_name(t, has_val), linear)
+            selected = Selected(model, spec, _history(run_dir, fitted_history), monitor_name(t, has_val), linear)
             selected.network_kept = bool(blended.get("network_kept", True))
             with strategy.scope():
                 model, spec, refit_epochs = refit(selected, train, val, cfg, t, mixed)
         if finished is not None:
             model.save(finished)
+            _write_decisions(finished.parent, {"wide": blended, "refit_epochs": refit_epochs})
     seconds = time.perf_counter() - started
     history = _history(run_dir, fitted_history)
     log.info("trained in %.1fs (%d epochs in this process, %d in all)", seconds, epochs_now, len(history["loss"]))
@@ -202,6 +227,16 @@ def refits(t: TrainConfig, cfg: RunConfig, has_validation: bool) -> bool:
     a validation split to choose on, and not for a blended text model, whose blend weights were fitted to the
     selection network's validation outputs."""
     return t.refit and has_validation and cfg.text_model.wide_mode != "blend"
+
+
+def _write_decisions(run_dir: Path, decided: dict[str, Any]) -> None:
+    (run_dir / DECISIONS).write_text(json.dumps(decided, default=float) + "\n", encoding="utf-8")
+
+
+def _read_decisions(run_dir: Path) -> dict[str, Any]:
+    """What an interrupted run's training decided (training.fit.callbacks.DECISIONS), or nothing."""
+    path = run_dir / DECISIONS
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
 def _history(run_dir: Path | None, fitted: dict[str, list[float]]) -> dict[str, list[float]]:

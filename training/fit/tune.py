@@ -437,9 +437,10 @@ def pending_trials(study: Any, plan: StudyPlan) -> Iterator[int]:
 
 def finish_study(study: Any, cfg: RunConfig, out: Path) -> tuple[RunConfig, dict[str, Any]]:
     """The best configuration, and the summary written to ``out``/tuning.json with the trial table and plots."""
+    best = best_config(study, cfg)  # first: with no finished trial it says so as a ConfigError
     result = summary(study) | {"files": {k: str(v) for k, v in write_outputs(study, cfg, out).items()}}
     (out / "tuning.json").write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
-    return best_config(study, cfg), result
+    return best, result
 
 
 def previous_tuning(run_dir: Path) -> dict[str, Any] | None:

@@ -90,3 +90,31 @@ def test_the_retrain_flow_ships_a_model_that_never_saw_its_test_split(tmp_path: 
     assert own[0] and set(own[0]) <= vocabulary
     assert own[1] and not set(own[1]) & vocabulary
     assert report["metrics"]["split"] == "test" and report["metrics"]["examples"] == split["test"]
+
+
+@pytest.mark.slow
+def test_a_run_killed_during_the_refit_resumes_from_validations_choice(tmp_path: Path) -> None:
+    from training.config import load_config
+    from training.fit.callbacks import FINISHED, HISTORY, SELECTED
+    from training.fit.train import train_model
+
+    rows = make_texts(30)
+    train, val = _marked(rows[:60], "train"), _marked(rows[60:78], "val")
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(TINY_CONFIG.replace("epochs: 12", "epochs: 3"))  # the rule decides: network_kept recorded
+    cfg, run = load_config(cfg_path), tmp_path / "run"
+    first = train_model(train, val, cfg, run)
+    assert (run / SELECTED).exists() and (run / FINISHED).exists()
+    history = (run / HISTORY).read_text()
+
+    # killed after training: the report still says what the refit and the wide half did
+    again = train_model(train, val, cfg, run, resume=True)
+    assert again.summary()["shipped"] == first.summary()["shipped"]
+    assert again.wide is not None and again.wide == first.wide
+
+    # killed during the refit: the selection is not fitted again, the refit runs from validation's choice
+    (run / FINISHED).unlink()
+    resumed = train_model(train, val, cfg, run, resume=True)
+    assert (run / HISTORY).read_text() == history
+    assert resumed.summary()["shipped"]["refit_epochs"] == first.summary()["shipped"]["refit_epochs"]
+    assert set(resumed.spec.vocabulary) == set(first.spec.vocabulary)
