@@ -23,12 +23,11 @@ from serving.preprocess import Spec, TextSpec
 from training.config import RunConfig, TrainConfig
 from training.data.dataset import Dataset, joined
 from training.data.features import class_weights, encode_labels, make_spec, to_inputs
+from training.fit.build import compiled_model, in_float32
 from training.fit.callbacks import ProgressLog, maximises
-from training.fit.optimizers import build_optimizer
 from training.fit.pipeline import training_batches
-from training.kinds import kind_of
-from training.models.linear import LinearFit, linear_model, refit_linear_models, warm_start
-from training.tf_env import keras, precision
+from training.models.linear import LinearFit, linear_model, refit_linear_models
+from training.tf_env import keras
 
 log = logging.getLogger(__name__)
 
@@ -88,16 +87,7 @@ def refit(
         log.info("refit: the linear model alone, on %d training + validation items", len(everything))
         return linear_model(spec, cfg.text_model, linear), spec, 0
     epochs = best_epochs(chosen.history, chosen.monitor, t.early_stopping_mode)
-    with precision("mixed_float16" if mixed else "float32"):
-        model = kind_of(everything.task).build_model(spec, cfg)
-        model.compile(
-            optimizer=build_optimizer(t, math.ceil(len(everything) / t.batch_size)),
-            loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
-            metrics=["accuracy"],
-            jit_compile=t.jit_compile,
-        )
-        if linear is not None:
-            warm_start(model, linear)
+    model = compiled_model(spec, cfg, t, math.ceil(len(everything) / t.batch_size), mixed, linear)
     callbacks: list[Any] = [ProgressLog(epochs)]
     rates = learning_rates(chosen.history, epochs, t)
     if rates is not None:
@@ -111,9 +101,7 @@ def refit(
         verbose=1 if sys.stdout.isatty() else 0,
     )
     if mixed:
-        float32 = kind_of(everything.task).build_model(spec, cfg)
-        float32.set_weights(model.get_weights())
-        model = float32
+        model = in_float32(model, spec, cfg)
     return model, spec, epochs
 
 

@@ -23,6 +23,7 @@ from serving.preprocess import Spec, TextSpec
 from training.config import RunConfig, TrainConfig, train_config_for
 from training.data.dataset import Dataset, joined
 from training.data.features import class_weights, encode_labels, make_spec, to_inputs
+from training.fit.build import compiled_model, in_float32
 from training.fit.callbacks import (
     BEST_WEIGHTS,
     DECISIONS,
@@ -33,13 +34,12 @@ from training.fit.callbacks import (
     monitor_name,
     read_history,
 )
-from training.fit.optimizers import build_optimizer
 from training.fit.pipeline import eval_batches, training_batches
 from training.fit.refit import Selected, refit, shipped_spec
 from training.kinds import kind_of
 from training.models import layers as _custom_layers  # noqa: F401 - registers them for load_model (resume)
-from training.models.linear import LinearFit, blend, fit_linear_models, linear_model, network_helps, warm_start
-from training.tf_env import configure_devices, distribution, keras, precision, set_seed, use_mixed_precision
+from training.models.linear import LinearFit, blend, fit_linear_models, linear_model, network_helps
+from training.tf_env import configure_devices, distribution, keras, set_seed, use_mixed_precision
 
 log = logging.getLogger(__name__)
 
@@ -111,16 +111,8 @@ def train_model(
     mixed = use_mixed_precision(t.mixed_precision)
     device = ", ".join([device, placement] + ["mixed_float16"] * mixed + ["XLA"] * t.jit_compile)
     spec, linear = kind_of(train.task).fit_linear(train, val, spec, cfg, bool(weights))
-    with strategy.scope(), precision("mixed_float16" if mixed else "float32"):
-        model = kind_of(train.task).build_model(spec, cfg)
-        model.compile(
-            optimizer=build_optimizer(t, steps),  # Keras adds loss scaling under mixed_float16
-            loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
-            metrics=["accuracy"],
-            jit_compile=t.jit_compile,
-        )
-        if linear is not None and cfg.text_model.wide_mode == "joint":
-            warm_start(model, linear)
+    with strategy.scope():
+        model = compiled_model(spec, cfg, t, steps, mixed, linear)
     log.info(
         "training %s (%s parameters): %d train / %d validation examples, %d classes; %s, lr %g, %s schedule%s",
         model.name,
@@ -173,10 +165,8 @@ def train_model(
             epochs_now, stopped_early = len(fitted_history.get("loss", [])), early.stopped_epoch > 0
             if run_dir is not None and (run_dir / BEST_WEIGHTS).exists():
                 model.load_weights(run_dir / BEST_WEIGHTS)  # the best epoch, also when it came before a kill
-            if mixed:  # export and serving want float32 weights and math: the same model, rebuilt in float32
-                float32 = kind_of(train.task).build_model(spec, cfg)
-                float32.set_weights(model.get_weights())
-                model = float32
+            if mixed:
+                model = in_float32(model, spec, cfg)
             if linear is not None:
                 assert isinstance(spec, TextSpec)
                 model, blended = finish_wide(model, linear, val, spec, cfg)

@@ -1,0 +1,40 @@
+"""A model ready to fit, and the same weights in float32: shared by the selection run and the refit.
+
+    >>> model = compiled_model(spec, cfg, t, steps, mixed=False, linear=fit)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from serving.preprocess import Spec
+from training.config import RunConfig, TrainConfig
+from training.fit.optimizers import build_optimizer
+from training.kinds import kind_of
+from training.models.linear import LinearFit, warm_start
+from training.tf_env import keras, precision
+
+
+def compiled_model(
+    spec: Spec, cfg: RunConfig, t: TrainConfig, steps: int, mixed: bool, linear: LinearFit | None = None
+) -> Any:
+    """The spec's model built under mixed_float16 or float32 and compiled with the configured optimizer
+    (Keras adds loss scaling under mixed_float16); a joint wide & deep model starts from ``linear``."""
+    with precision("mixed_float16" if mixed else "float32"):
+        model = kind_of(spec.kind).build_model(spec, cfg)
+        model.compile(
+            optimizer=build_optimizer(t, steps),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
+            metrics=["accuracy"],
+            jit_compile=t.jit_compile,
+        )
+        if linear is not None and cfg.text_model.wide_mode == "joint":
+            warm_start(model, linear)
+    return model
+
+
+def in_float32(model: Any, spec: Spec, cfg: RunConfig) -> Any:
+    """The same weights in a float32 model: export and serving want float32 weights and math."""
+    float32 = kind_of(spec.kind).build_model(spec, cfg)
+    float32.set_weights(model.get_weights())
+    return float32
