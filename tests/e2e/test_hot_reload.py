@@ -16,7 +16,7 @@ from tests.conftest import TEXT_LABELS, onnx_text_model, register_onnx
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-CLIENTS, SECONDS, SETTLE = 8, 15.0, 2.5
+CLIENTS, SECONDS = 8, 18.0
 
 
 def test_promote_and_rollback_under_load_without_a_failed_request(
@@ -45,7 +45,7 @@ def test_promote_and_rollback_under_load_without_a_failed_request(
         for t in threads:
             t.start()
         changes = []
-        for at, action in ((3.0, "v0002"), (7.0, "v0003"), (11.0, "rollback")):
+        for at, action in ((3.0, "v0002"), (8.0, "v0003"), (13.0, "rollback")):
             time.sleep(max(0.0, at - (time.monotonic() - started)))
             if action == "rollback":
                 store.rollback("text")
@@ -59,12 +59,16 @@ def test_promote_and_rollback_under_load_without_a_failed_request(
     failed = [s for s in seen if s[2] != 200]
     assert not failed, f"{len(failed)} of {len(seen)} requests failed, first: {failed[:3]}"
     assert len(seen) > 100
-    # a request sent after a pointer move (plus the reload interval and a margin) and answered before the next
-    # move can only have been answered by the new version
+    # Each pointer move is picked up before the next one, and the swap is atomic: once the new version has answered
+    # a request, every request sent after that answer gets the new version (no flip back to the old one). How long
+    # the pick-up takes depends on the machine's load, so the test keys on the first answer, not on a fixed delay.
     phases = [(0.0, "v0001"), *changes, (SECONDS + 60, None)]
     for (begin, version), (end, _) in zip(phases, phases[1:], strict=False):
-        window = {v for sent, answered, _, v in seen if sent >= begin + (SETTLE if begin else 0) and answered < end}
-        assert window == {version}, f"{begin:.1f}-{end:.1f} s: expected {version}, saw {window}"
+        firsts = [answered for sent, answered, _, v in seen if v == version and begin <= answered < end]
+        assert firsts, f"{begin:.1f}-{end:.1f} s: {version} never answered"
+        swapped = min(firsts)
+        window = {v for sent, answered, _, v in seen if sent >= swapped and answered < end}
+        assert window == {version}, f"{begin:.1f}-{end:.1f} s: after {version} first answered, saw {window}"
     assert [v for _, v in changes] == ["v0002", "v0003", "v0002"]
     for name in (
         'kiln_model_info{task="text",variant="fp32",version="v0002"} 1.0',
