@@ -3,8 +3,10 @@
 A watcher thread reads each task's pointer every ``reload_interval`` seconds. When it moves, the new version
 is loaded, its served file verified against its recorded hash, and its session warmed with one prediction;
 only then is it swapped in (one dict assignment: requests already running keep the Classifier they hold).
-A version that fails leaves the current one serving, is logged and counted, and is not retried until the
-pointer moves again. At start-up, a production version that fails verification is reported loudly and the
+A version that fails leaves the current one serving, is logged and counted, and is tried again with backoff
+(reload_interval doubling up to MAX_BACKOFF seconds): a file still being copied or a full disk heals without
+a restart. While the served version differs from the pointer, kiln_model_stale{task} is 1 and /readyz's body says
+since when and why. At start-up, a production version that fails verification is reported loudly and the
 newest earlier version in the pointer's history that loads is served instead.
 
     >>> live = LiveModels(ModelStore(".kiln/store"), Settings())  # doctest: +SKIP
@@ -15,6 +17,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -28,12 +33,28 @@ from serving.store import TASKS, ModelStore, ModelVersion
 log = logging.getLogger("serving")
 
 
+MAX_BACKOFF = 300.0  # seconds between retries of a version that keeps failing to load
+
+
+@dataclass
+class Pending:
+    """A production pointer the server does not serve yet: since when, how often its load failed, why, and
+    when (monotonic clock) it is tried next."""
+
+    pointer: str
+    since: float  # Unix time
+    failures: int = 0
+    error: str = ""
+    next_try: float = 0.0
+
+
 class LiveModels:
     def __init__(self, store: ModelStore, settings: Settings):
         self.store = store
         self.settings = settings
         self._models: dict[str, Classifier] = {}
-        self._acted_on: dict[str, str | None] = {}  # the pointer value each task last loaded or failed
+        self._loaded: dict[str, str] = {}  # the pointer value each task last loaded
+        self._pending: dict[str, Pending] = {}  # tasks whose pointer is not what they serve
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -47,9 +68,29 @@ class LiveModels:
         missing = [t for t in required if t not in self._models]
         return (not missing, f"waiting for {', '.join(missing)}" if missing else "ready")
 
+    def status(self) -> dict[str, Any]:
+        """Per task: the version served, the production pointer and, while they differ, since when and the last
+        load error (the body of /readyz)."""
+        out: dict[str, Any] = {}
+        for task in TASKS:
+            model, pending = self._models.get(task), self._pending.get(task)
+            if model is None and pending is None:
+                continue
+            entry: dict[str, Any] = {"serving": model.info["version"] if model else None}
+            if pending is not None:
+                entry |= {
+                    "production": pending.pointer,
+                    "stale_since": datetime.fromtimestamp(pending.since, UTC).isoformat(timespec="seconds"),
+                    "failed_loads": pending.failures,
+                    "error": pending.error,
+                }
+            else:
+                entry["production"] = self._loaded.get(task)
+            out[task] = entry
+        return out
+
     def _load(self, model: ModelVersion) -> Classifier:
-        served = model.manifest["variants"][model.manifest["served_variant"]]["file"]
-        self.store.verify(model, served)
+        self.store.verify_for_serving(model)
         classifier = Classifier.from_version(model, device=self.settings.device, threads=self.settings.ort_threads)
         classifier.info["variant"] = model.manifest["served_variant"]
         _warm(classifier)
@@ -72,12 +113,33 @@ class LiveModels:
             except Exception as exc:  # noqa: BLE001 - a pointer being rewritten or unreadable: next tick
                 log.warning("cannot read the %s production pointer: %s", task, exc)
                 continue
-            if pointer is None or self._acted_on.get(task) == pointer:
+            if pointer is None or self._loaded.get(task) == pointer:
+                self._settled(task)
                 continue
-            self._acted_on[task] = pointer
-            self._load_task(task, pointer)
+            pending = self._pending.get(task)
+            if pending is None or pending.pointer != pointer:  # a new pointer: try at once
+                pending = self._pending[task] = Pending(pointer, since=time.time())
+                metrics.STALE.labels(task=task).set(1)
+                metrics.STALE_SINCE.labels(task=task).set(pending.since)
+            if time.monotonic() < pending.next_try:
+                continue
+            if self._load_task(task, pointer):
+                self._loaded[task] = pointer
+                self._settled(task)
+            else:
+                pending.failures += 1
+                backoff = min(MAX_BACKOFF, self.settings.reload_interval * 2**pending.failures)
+                pending.next_try = time.monotonic() + backoff
+                log.error("%s: retrying %s in %.0f s (failed %d times)", task, pointer, backoff, pending.failures)
 
-    def _load_task(self, task: str, pointer: str) -> None:
+    def _settled(self, task: str) -> None:
+        if self._pending.pop(task, None) is not None:
+            metrics.STALE.labels(task=task).set(0)
+            metrics.STALE_SINCE.labels(task=task).set(0)
+
+    def _load_task(self, task: str, pointer: str) -> bool:
+        """Serve ``pointer`` (True), or, with nothing served yet, the newest earlier version that loads; False
+        while the pointer's own version does not load (it is retried)."""
         first = task not in self._models
         candidates = [pointer]
         if first:  # nothing serving yet: fall back through the pointer's history rather than serve nothing
@@ -88,6 +150,8 @@ class LiveModels:
             except Exception as exc:  # noqa: BLE001 - a bad version must never take the server down
                 metrics.RELOADS.labels(task=task, result="failure").inc()
                 log.error("cannot serve %s %s: %s", task, version, exc)
+                if version == pointer:
+                    self._pending[task].error = f"{type(exc).__name__}: {exc}"[:500]
                 continue
             self._swap(task, classifier)
             metrics.RELOADS.labels(task=task, result="success").inc()
@@ -103,9 +167,10 @@ class LiveModels:
                 )
             else:
                 log.info("serving %s %s (%s)", task, version, classifier.info["variant"])
-            return
+            return version == pointer
         if not first:
             log.error("%s stays on %s", task, self._models[task].info["version"])
+        return False
 
     def start(self) -> None:
         """Load now, then watch the pointers in a daemon thread."""

@@ -4,6 +4,8 @@ prometheus_client per worker process).
 - kiln_predictions_total{task,label,version}: one per item classified, by predicted label.
 - kiln_model_info{task,version,variant}: 1 for the version each task serves now, 0 for one it replaced.
 - kiln_model_reloads_total{task,result}: hot reloads, result "success" or "failure".
+- kiln_model_stale{task}: 1 while the version served differs from the production pointer (a load failing; it is
+  retried with backoff), else 0; kiln_model_stale_since_seconds{task}: when that began (Unix time), 0 when not.
 - kiln_inference_seconds{task}: the ONNX Runtime call alone (no HTTP, no decoding).
 - kiln_request_bytes{task}: the payload classified (image file bytes; UTF-8 bytes of the texts).
 """
@@ -39,4 +41,16 @@ REQUEST_BYTES = bentoml.metrics.Histogram(
     documentation="Bytes of payload classified per request",
     labelnames=["task"],
     buckets=(256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216),
+)
+STALE = bentoml.metrics.Gauge(
+    name="kiln_model_stale",
+    documentation="1 while the version a task serves differs from its production pointer (its load is retried)",
+    labelnames=["task"],
+    multiprocess_mode="livemax",
+)
+STALE_SINCE = bentoml.metrics.Gauge(
+    name="kiln_model_stale_since_seconds",
+    documentation="Unix time since which the served version differs from the production pointer; 0 when it does not",
+    labelnames=["task"],
+    multiprocess_mode="livemax",
 )

@@ -232,9 +232,18 @@ _NON_WORD = re.compile(r"[^\w']+|_")
 _QUOTES = re.compile(r"(^|\s)'+|'+(\s|$)")
 
 
+# Bounded work per text, the same in training and serving: a text is read up to its first MAX_TEXT_CHARS characters
+# (a longer one is accepted and cut here), the whole-document bag reads at most MAX_BAG_TOKENS of its tokens, and a
+# word's character n-grams come from at most its first MAX_GRAM_WORD characters.
+MAX_TEXT_CHARS = 200_000
+MAX_BAG_TOKENS = 100_000
+MAX_GRAM_WORD = 32
+
+
 def standardize(text: str) -> str:
-    """Unicode-normalise, lower-case, and replace punctuation with spaces (apostrophes inside words stay)."""
-    text = unicodedata.normalize("NFKC", text).lower()
+    """Unicode-normalise, lower-case, and replace punctuation with spaces (apostrophes inside words stay); only
+    the first MAX_TEXT_CHARS characters are read."""
+    text = unicodedata.normalize("NFKC", text[:MAX_TEXT_CHARS]).lower()
     text = _NON_WORD.sub(" ", text)
     text = _QUOTES.sub(" ", text)
     return " ".join(text.split())
@@ -259,29 +268,35 @@ def bigram_id(first: str, second: str, spec: TextSpec) -> int:
     return len(spec.vocabulary) + zlib.crc32(f"{first} {second}".encode()) % spec.ngram_buckets
 
 
-@functools.lru_cache(maxsize=262_144)  # words repeat (Zipf): most requests hash nothing new
-def word_char_hashes(word: str, min_n: int, max_n: int) -> tuple[int, ...]:
-    """CRC-32 of every character n-gram of `` word `` (stable across processes)."""
+def word_char_hashes(word: str, min_n: int, max_n: int) -> np.ndarray:
+    """CRC-32 of every character n-gram of `` word `` (stable across processes), uint32; a word longer than
+    MAX_GRAM_WORD characters is read up to there, so no word costs more than ~130 hashes."""
+    return _char_hashes(word[:MAX_GRAM_WORD], min_n, max_n)
+
+
+# Words repeat (Zipf): most requests hash nothing new. Entries are small arrays of at most ~130 uint32 (a cut word),
+# so the cache holds at most ~40 MB however hostile the input.
+@functools.lru_cache(maxsize=65_536)
+def _char_hashes(word: str, min_n: int, max_n: int) -> np.ndarray:
     padded = f" {word} "
     grams = [padded[i : i + n] for n in range(min_n, max_n + 1) for i in range(len(padded) - n + 1)]
-    return tuple(zlib.crc32(g.encode()) for g in grams) or (zlib.crc32(padded.encode()),)
+    hashes = np.array([zlib.crc32(g.encode()) for g in grams] or [zlib.crc32(padded.encode())], dtype=np.uint32)
+    hashes.flags.writeable = False  # shared by every caller through the cache
+    return hashes
 
 
 def char_ngram_ids(tokens: Sequence[str], spec: TextSpec) -> list[int]:
     """The first char_length character n-gram ids of the first max_length tokens, word by word."""
     offset, buckets = spec.deep_vocabulary, spec.char_buckets
-    out: list[int] = []
+    out: list[np.ndarray] = []
+    total = 0
     for token in tokens[: spec.max_length]:
-        out.extend(offset + h % buckets for h in word_char_hashes(token, spec.char_min_n, spec.char_max_n))
-        if len(out) >= spec.char_length:
+        out.append(word_char_hashes(token, spec.char_min_n, spec.char_max_n))
+        total += len(out[-1])
+        if total >= spec.char_length:
             break
-    return out[: spec.char_length]
-
-
-# Bounded work per text and per token for the whole-document bag: at most this many tokens of a text are
-# read, and a word's character n-grams come from at most its first MAX_GRAM_WORD characters.
-MAX_BAG_TOKENS = 100_000
-MAX_GRAM_WORD = 32
+    hashes = np.concatenate(out) if out else np.zeros(0, dtype=np.uint32)
+    return (offset + hashes[: spec.char_length].astype(np.int64) % buckets).tolist()
 
 
 def bag_terms(tokens: Sequence[str], spec: TextSpec, index: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -294,9 +309,10 @@ def bag_terms(tokens: Sequence[str], spec: TextSpec, index: dict[str, int]) -> t
         pairs = (bigram_id(a, b, spec) for a, b in zip(tokens, tokens[1:], strict=False))
         parts.append(np.fromiter(pairs, dtype=np.int64, count=max(0, len(tokens) - 1)))
     if spec.char_buckets:
-        hashes = [word_char_hashes(t[:MAX_GRAM_WORD], spec.char_min_n, spec.char_max_n) for t in tokens]
-        grams = np.fromiter((h for word in hashes for h in word), dtype=np.int64)
-        parts.append(spec.deep_vocabulary + grams % spec.char_buckets)
+        grams = np.concatenate(
+            [word_char_hashes(t, spec.char_min_n, spec.char_max_n) for t in tokens] or [np.zeros(0, np.uint32)]
+        )
+        parts.append(spec.deep_vocabulary + grams.astype(np.int64) % spec.char_buckets)
     ids = np.concatenate(parts)
     ids, counts = np.unique(ids[ids > 1], return_counts=True)
     order = np.lexsort((ids, -counts))[: spec.bag_length]

@@ -86,7 +86,7 @@ class Classifier:
     def from_version(
         cls, model: ModelVersion, variant: str | None = None, device: str = "auto", threads: int = 0
     ) -> Classifier:
-        spec = spec_from_dict(model.manifest["spec"])
+        spec = spec_from_dict(model.spec())
         session = make_session(model.variant_path(variant), device=device, threads=threads)
         info = {"name": model.name, "version": model.version}
         return cls(session, spec, info)

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
+import anyio
+import anyio.to_thread
 import bentoml
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError
@@ -38,6 +40,13 @@ def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+def busy(message: str) -> JSONResponse:
+    """503 with Retry-After: the server sheds this request; the same one later will be answered."""
+    response = error(503, message)
+    response.headers["Retry-After"] = "1"
+    return response
+
+
 class RequestGuard:
     """ASGI middleware that turns malformed requests into specific 4xx answers before BentoML sees them.
 
@@ -47,48 +56,71 @@ class RequestGuard:
       BentoML itself would answer a missing or misnamed binary field with a 500;
     - /classify_text must be JSON (415): BentoML would try a multipart parse of anything else, and a
       multipart type without a boundary is a 500 there.
-    - GET /docs redirects to BentoML's API documentation page;
-    - more than ``max_concurrency`` requests in flight get 503 with Retry-After, so an overload sheds load
-      instead of queueing without bound.
+    - GET /docs redirects to BentoML's API documentation page; GET /readyz answers with what each task serves;
+    - more than ``max_concurrency`` requests in flight (uploading, queued or running) get 503 with Retry-After,
+      and so does a request whose body would take the bytes buffered by all requests in flight over
+      ``max_buffered``: an overload sheds load instead of queueing without bound or running out of memory.
 
     Having read and checked the body, it answers the two classify routes itself with the service's Handlers
     (the fast path): BentoML would parse the body a second time and spool the upload to a temporary file,
-    which costs more than the model. Everything else (docs, health, metrics) goes on to BentoML.
+    which costs more than the model. The classify work (parsing, preprocessing, ONNX Runtime) runs in worker
+    threads, at most ``threads`` at once, never on the event loop: /livez, /readyz and /metrics answer at once
+    however busy the model is. Everything else (docs, health, metrics) goes on to BentoML.
     """
 
     handlers: Handlers | None = None  # set by the service instance of this worker process
 
-    def __init__(self, app: Any, max_bytes: int, max_concurrency: int = 64):
+    def __init__(
+        self, app: Any, max_bytes: int, max_concurrency: int = 64, max_buffered: int | None = None, threads: int = 2
+    ):
         self.app = app
         self.max_bytes = max_bytes
         self.max_concurrency = max_concurrency
+        self.max_buffered = max_buffered if max_buffered is not None else 4 * max_bytes
         self.in_flight = 0
+        self.buffered = 0  # request body bytes held by the requests in flight
+        self.limiter = anyio.CapacityLimiter(threads)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == "/docs":
             await RedirectResponse("/")(scope, receive, send)
             return
+        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == "/readyz" and self.handlers:
+            await self.handlers.readiness()(scope, receive, send)
+            return
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
         if self.in_flight >= self.max_concurrency:
-            busy = error(503, f"the server is at its limit of {self.max_concurrency} requests in flight; retry")
-            busy.headers["Retry-After"] = "1"
-            await busy(scope, receive, send)
+            await busy(f"the server is at its limit of {self.max_concurrency} requests in flight; retry")(
+                scope, receive, send
+            )
             return
         self.in_flight += 1  # one event loop per worker: no lock needed
+        held = [0]  # this request's share of self.buffered
         try:
-            checked = await self._check(scope, receive)
+            checked = await self._check(scope, receive, held)
             if isinstance(checked, JSONResponse):
                 await checked(scope, receive, send)
             elif self.handlers is not None and isinstance(checked, tuple):
-                await self.handlers.answer(*checked)(scope, receive, send)
+                handlers = self.handlers
+                answer = await anyio.to_thread.run_sync(handlers.answer, *checked, limiter=self.limiter)
+                await answer(scope, receive, send)
             else:
                 await self.app(scope, _replay(checked[1] if isinstance(checked, tuple) else checked), send)
         finally:
             self.in_flight -= 1
+            self.buffered -= held[0]
 
-    async def _check(self, scope: dict, receive: Any) -> JSONResponse | bytes | tuple[str, bytes]:
+    def _hold(self, held: list[int], size: int) -> bool:
+        """Count ``size`` more buffered bytes for this request, unless that takes all requests over the cap."""
+        if self.buffered + size > self.max_buffered:
+            return False
+        self.buffered += size
+        held[0] += size
+        return True
+
+    async def _check(self, scope: dict, receive: Any, held: list[int]) -> JSONResponse | bytes | tuple[str, bytes]:
         """The error response; or, for the classify routes, (route, image file bytes or JSON body); else the
         buffered body."""
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
@@ -109,12 +141,19 @@ class RequestGuard:
                 415,
                 "send the image as multipart/form-data with the file in field 'image' (curl -F image=@photo.png ...)",
             )
+        full = busy(
+            f"the server holds its limit of {self.max_buffered / 1e6:.1f} MB of request bodies in flight "
+            "(server setting KILN_MAX_BUFFERED_BYTES); retry"
+        )
         body = bytearray()
         while True:
             message = await receive()
-            body += message.get("body", b"")
+            chunk = message.get("body", b"")
+            body += chunk
             if len(body) > self.max_bytes:
                 return too_big
+            if not self._hold(held, len(chunk)):
+                return full
             if not message.get("more_body", False):
                 break
         if is_image:
@@ -169,6 +208,14 @@ class Handlers:
             result = self.text(texts)
         return result if isinstance(result, JSONResponse) else JSONResponse(result)
 
+    def readiness(self) -> JSONResponse:
+        """/readyz: 200 when every task that must be served has a model, else 503; the body says, per task, what
+        is served, what production is and, while they differ, since when and why (a failing load)."""
+        ready, why = self.live.ready()
+        return JSONResponse(
+            {"ready": ready, "why": why, "tasks": self.live.status()}, status_code=200 if ready else 503
+        )
+
     def model(self, task: str) -> Classifier | JSONResponse:
         model = self.live.get(task)
         if model is None:
@@ -195,14 +242,8 @@ class Handlers:
         model = self.model("text")
         if isinstance(model, JSONResponse):
             return model
-        limit = self.settings.max_text_chars
-        too_long = [i for i, text in enumerate(texts) if len(text) > limit]
-        if too_long:
-            return error(
-                413,
-                f"texts{too_long[:10]} are longer than {limit:,} characters (server setting KILN_MAX_TEXT_CHARS); "
-                "send the first part of each document",
-            )
+        # A long text is read as training reads it (serving.preprocess.MAX_TEXT_CHARS): only the request body
+        # limit refuses a request for its size.
         batch = model.prepare_texts(texts)
         # Blank as training judges it: no token left after standardisation (punctuation, symbols, spaces). An
         # unknown word still encodes as [UNK] (1), so an all-padding row is exactly a text with no words.
@@ -288,5 +329,9 @@ class Kiln:
 
 # The decorator returns a bentoml Service, which mypy still sees as the plain class.
 Kiln.add_asgi_middleware(  # type: ignore[attr-defined]
-    RequestGuard, max_bytes=_settings.max_upload_bytes, max_concurrency=_settings.max_concurrency
+    RequestGuard,
+    max_bytes=_settings.max_upload_bytes,
+    max_concurrency=_settings.max_concurrency,
+    max_buffered=_settings.max_buffered_bytes,
+    threads=_settings.inference_threads(),
 )

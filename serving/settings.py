@@ -6,6 +6,7 @@ PosixPath('/tmp/models')
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -26,10 +27,16 @@ class Settings(BaseSettings):
     reload_interval: float = Field(2.0, gt=0, description="seconds between checks of the production pointers")
     tasks: str = Field("", description="comma-separated tasks this server must serve before /readyz is 200")
     max_image_pixels: int = Field(16_000_000, ge=1, description="largest image (width x height) decoded")
-    max_text_chars: int = Field(20_000, ge=1, description="longest text accepted, in characters")
     access_log: bool = Field(False, description="log every request (BentoML's access log)")
     trace_requests: bool = Field(False, description="let OpenTelemetry trace the classify routes too")
     max_concurrency: int = Field(64, ge=1, description="requests in flight per worker before 503 + Retry-After")
+    max_buffered_bytes: int = Field(
+        64 * 1024 * 1024, ge=1, description="request body bytes all requests in flight may hold before 503"
+    )
+    threads: int = Field(0, ge=0, description="classify requests worked on at once per worker (0: the CPU count)")
+
+    def inference_threads(self) -> int:
+        return self.threads or len(os.sched_getaffinity(0))
 
     def required_tasks(self) -> list[str]:
         return [t.strip() for t in self.tasks.split(",") if t.strip()]

@@ -4,6 +4,12 @@ Layout::
 
     STORE/<task>/versions/v0001/     manifest.json, spec.json, variants/*.onnx, keras/, report.json
     STORE/<task>/production.json     {"version": "v0002", "history": ["v0001", "v0002"]}
+    STORE/<task>/digests/v0001.sha256  the sha256 of that version's manifest.json, written at registration
+
+Integrity: the manifest records the sha256 of every file of its version, and the digest file records the
+manifest's own. A server verifies the manifest, spec.json (labels, vocabulary, preprocessing) and the served ONNX
+file before it loads a version; version names must match ``v`` + digits, and every file a manifest names must
+resolve inside its version directory.
 
 A version directory is filled under a staging name and renamed into place, so readers never see a
 half-written version; the pointer is written to a temporary file, fsynced and renamed over the old
@@ -20,7 +26,9 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
+import re
 import shutil
 import socket
 import uuid
@@ -30,8 +38,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger(__name__)
+
 TASKS = ("image", "text")
 POINTER = "production.json"
+SPEC = "spec.json"
+DIGESTS = "digests"
+VERSION_NAME = re.compile(r"v\d{4,}")
 
 
 class StoreError(RuntimeError):
@@ -54,7 +67,22 @@ class ModelVersion:
     def variant_path(self, variant: str | None = None) -> Path:
         """Path of an ONNX variant (the served one by default)."""
         variant = variant or self.manifest["served_variant"]
-        return self.path / self.manifest["variants"][variant]["file"]
+        return self.file(self.manifest["variants"][variant]["file"])
+
+    def file(self, relpath: str) -> Path:
+        """A file of this version; a name that leads outside the version directory is refused."""
+        path = (self.path / relpath).resolve()
+        if not path.is_relative_to(self.path.resolve()):
+            raise StoreError(f"{self.task} {self.version}: the manifest names {relpath!r}, outside the version")
+        return path
+
+    def spec(self) -> dict[str, Any]:
+        """The preprocessing spec (labels, vocabulary, ...): spec.json, or the manifest's copy in a version stored
+        before spec.json was hashed on its own."""
+        path = self.path / SPEC
+        if path.is_file():
+            return dict(json.loads(path.read_text(encoding="utf-8")))
+        return dict(self.manifest["spec"])
 
 
 def sha256_file(path: Path) -> str:
@@ -101,6 +129,12 @@ def _check_task(task: str) -> str:
     return task
 
 
+def _check_version(version: str) -> str:
+    if not isinstance(version, str) or not VERSION_NAME.fullmatch(version):
+        raise StoreError(f"{version!r} is not a version name (v0001, v0002, ...); `kiln models` lists them")
+    return version
+
+
 class ModelStore:
     """Reads and writes a store directory. Safe for one writer per task at a time (file lock)."""
 
@@ -115,10 +149,14 @@ class ModelStore:
         vdir = self._task_dir(task) / "versions"
         if not vdir.is_dir():
             return []
-        return sorted(p.name for p in vdir.iterdir() if p.is_dir() and not p.name.startswith("."))
+        names = [p.name for p in vdir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        stray = [n for n in names if not VERSION_NAME.fullmatch(n)]
+        if stray:
+            log.warning("ignoring %s in %s: not version directories (v0001, v0002, ...)", ", ".join(stray), vdir)
+        return sorted((n for n in names if VERSION_NAME.fullmatch(n)), key=lambda n: int(n[1:]))
 
     def get(self, task: str, version: str) -> ModelVersion:
-        path = self._task_dir(task) / "versions" / version
+        path = self._task_dir(task) / "versions" / _check_version(version)
         manifest_path = path / "manifest.json"
         if not manifest_path.is_file():
             known = ", ".join(self.versions(task)) or "none"
@@ -207,6 +245,8 @@ class ModelStore:
             version = f"v{int(existing[-1][1:]) + 1:04d}" if existing else "v0001"
             staging = vdir / f".staging-{version}-{uuid.uuid4().hex[:8]}"
             shutil.copytree(files, staging)
+            if "spec" in manifest and not (staging / SPEC).is_file():  # labels and vocabulary, hashed on their own
+                (staging / SPEC).write_text(json.dumps(manifest["spec"], indent=2), encoding="utf-8")
             hashes = {str(p.relative_to(staging)): sha256_file(p) for p in sorted(staging.rglob("*")) if p.is_file()}
             current = self.production(task)
             if promote and current != expected_production:
@@ -226,6 +266,9 @@ class ModelStore:
             }
             write_json_atomic(staging / "manifest.json", full)
             _fsync_tree(staging)
+            digests = self._task_dir(task) / DIGESTS
+            digests.mkdir(exist_ok=True)
+            (digests / f"{version}.sha256").write_text(sha256_file(staging / "manifest.json") + "\n")
             os.rename(staging, vdir / version)
             _fsync_dir(vdir)
             if promote:
@@ -263,10 +306,31 @@ class ModelStore:
         now = datetime.now(UTC).isoformat(timespec="seconds")
         return {"version": version, "history": history, "updated_at": now}
 
+    def verify_for_serving(self, model: ModelVersion) -> None:
+        """Everything a server reads from a version, checked against what was recorded at registration: the
+        manifest (its digest file), spec.json and the served ONNX file. Raises StoreError saying which."""
+        digest = self._task_dir(model.task) / DIGESTS / f"{model.version}.sha256"
+        if digest.is_file():
+            if sha256_file(model.path / "manifest.json") != digest.read_text().strip():
+                raise StoreError(
+                    f"{model.task} {model.version}: manifest.json does not match the digest recorded at "
+                    "registration; the store was modified after registration — re-run training or roll back"
+                )
+        else:
+            log.warning(
+                "%s %s has no manifest digest (stored by an older Kiln): not verified", model.task, model.version
+            )
+        if (model.path / SPEC).is_file() or SPEC in model.manifest.get("files", {}):
+            self.verify(model, SPEC)
+        self.verify(model, model.manifest["variants"][model.manifest["served_variant"]]["file"])
+
     def verify(self, model: ModelVersion, relpath: str) -> None:
         """Check a file of a version against the hash recorded when it was stored."""
         expected = model.manifest.get("files", {}).get(relpath)
-        actual = sha256_file(model.path / relpath)
+        path = model.file(relpath)
+        if not path.is_file():
+            raise StoreError(f"{model.task} {model.version}: {relpath} is missing; re-run training or roll back")
+        actual = sha256_file(path)
         if expected != actual:
             raise StoreError(
                 f"{model.task} {model.version}: {relpath} does not match its recorded sha256; "

@@ -174,21 +174,27 @@ def onnx_image_model(labels: tuple[str, ...], size: int = 8, channels: int = 1) 
 
 
 def onnx_text_model(labels: tuple[str, ...], vocab_size: int, max_length: int) -> bytes:
-    """Bag of embeddings: (N, max_length) int32 -> softmax probabilities."""
+    """Bag of embeddings: (N, max_length) int32 -> softmax probabilities. Ids are read modulo ``vocab_size``, so
+    a spec whose inputs carry counts (a whole-document bag) still indexes the table."""
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(1)
     table = rng.normal(size=(vocab_size, len(labels))).astype(np.float32)
     graph = helper.make_graph(
         [
-            helper.make_node("Gather", ["table", "tokens"], ["embedded"]),
+            helper.make_node("Mod", ["tokens", "size"], ["ids"]),
+            helper.make_node("Gather", ["table", "ids"], ["embedded"]),
             helper.make_node("ReduceSum", ["embedded", "axes"], ["logits"], keepdims=0),
             helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
         ],
         "text",
         [helper.make_tensor_value_info("tokens", TensorProto.INT32, [None, max_length])],
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, len(labels)])],
-        [numpy_helper.from_array(table, "table"), numpy_helper.from_array(np.array([1], np.int64), "axes")],
+        [
+            numpy_helper.from_array(table, "table"),
+            numpy_helper.from_array(np.array([1], np.int64), "axes"),
+            numpy_helper.from_array(np.array(vocab_size, np.int32), "size"),
+        ],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10).SerializeToString()
 

@@ -76,6 +76,7 @@ def test_promote_and_rollback_under_load_without_a_failed_request(
         'kiln_predictions_total{label="',
         'kiln_inference_seconds_bucket{le="0.001",task="text"}',
         'kiln_request_bytes_count{task="text"}',
+        'kiln_model_stale{task="text"} 0.0',
     ):
         assert name in metrics, name
     assert 'kiln_model_info{task="text",variant="fp32",version="v0003"} 0.0' in metrics  # replaced

@@ -236,15 +236,18 @@ def test_tampered_only_version_is_not_served(onnx_store: Path, monkeypatch: pyte
         assert c.get("/readyz").status_code == 503  # it has a production pointer and nothing loaded
 
 
-def test_limits_answer_4xx_before_decoding_or_tokenising(onnx_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_limits_answer_4xx_before_decoding_and_long_texts_are_read(
+    onnx_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("KILN_MAX_IMAGE_PIXELS", "10000")
-    monkeypatch.setenv("KILN_MAX_TEXT_CHARS", "50")
     with _client(onnx_store, monkeypatch) as c:
         big = png_bytes((200, 200))
         r = c.post("/classify_image", files={"image": ("big.png", big, "image/png")})
         assert r.status_code == 400 and "(40,000 pixels); the limit is 10,000" in r.text
-        r = c.post("/classify_text", json={"texts": ["good", "film " * 20]})
-        assert r.status_code == 413 and "texts[1]" in r.text and "KILN_MAX_TEXT_CHARS" in r.text
+        # a long document is read as training reads it, not refused: only the body size limit answers 413
+        long_text = "good film " * 2_200  # 22,000 characters
+        r = c.post("/classify_text", json={"texts": ["bad", *[long_text] * 63]})
+        assert r.status_code == 200 and len(r.json()["predictions"]) == 64
         psd = b"8BPS" + b"\x00" * 40  # Photoshop header: Pillow has a plugin, the server never opens it
         r = c.post("/classify_image", files={"image": ("x.psd", psd, "image/vnd.adobe.photoshop")})
         assert r.status_code == 400 and "not a recognised image format" in r.text
@@ -360,3 +363,36 @@ def test_image_pillow_cannot_convert_gets_a_clear_400(client: TestClient, monkey
     assert client.get("/livez").status_code == 200
     r = client.post("/classify_image", files={"image": ("x.tiff", _odd_image("CMYK", "TIFF"), "image/tiff")})
     assert r.status_code == 200, r.text  # other modes still convert
+
+
+def test_a_failed_reload_is_retried_and_the_stale_gauge_moves(
+    onnx_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from serving import metrics
+    from serving.preprocess import ImageSpec
+    from serving.store import ModelStore
+    from tests.conftest import onnx_image_model, register_onnx
+
+    monkeypatch.setenv("KILN_RELOAD_INTERVAL", "0.1")
+    store = ModelStore(onnx_store)
+    stale = metrics.STALE.labels(task="image")._value  # the gauges as /metrics exports them
+    stale_since = metrics.STALE_SINCE.labels(task="image")._value
+    spec = ImageSpec(labels=IMAGE_LABELS, height=8, width=8, channels=1).to_dict()
+    with _client(onnx_store, monkeypatch) as c:
+        version = register_onnx(onnx_store, "image", onnx_image_model(IMAGE_LABELS, 8, 1), spec, promote=False)
+        served = store.get("image", version).variant_path()
+        good = served.read_bytes()
+        served.write_bytes(b"still being copied")  # the load fails until the file is whole
+        store._set_production("image", version)  # the pointer moves before the file is whole (no check)
+        _wait_for(lambda: c.get("/readyz").json()["tasks"]["image"].get("failed_loads", 0) >= 1)
+        assert stale.get() == 1.0 and stale_since.get() > 0
+        r = c.get("/readyz")
+        assert r.status_code == 200  # it still serves the earlier version
+        status = r.json()["tasks"]["image"]
+        assert status["serving"] == "v0001" and status["production"] == version
+        assert status["failed_loads"] >= 1 and "does not match" in status["error"] and status["stale_since"]
+        served.write_bytes(good)  # healed: the next retry loads it
+        _wait_for(lambda: c.get("/readyz").json()["tasks"]["image"]["serving"] == version)
+        assert stale.get() == 0.0 and stale_since.get() == 0.0
+        r = c.post("/classify_image", files={"image": ("a.png", png_bytes(), "image/png")})
+        assert r.json()["model"]["version"] == version

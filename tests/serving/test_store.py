@@ -106,3 +106,50 @@ def test_promote_checks_the_version_exists_and_verifies(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="does not match its recorded sha256"):
         store.promote("text", "v0001")
     assert store.production("text") is None
+
+
+def test_version_names_sort_numerically_and_stray_entries_are_ignored(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store")
+    vdir = tmp_path / "store" / "text" / "versions"
+    for name in ("v9999", "v10000", "notes", "v12a"):
+        (vdir / name).mkdir(parents=True)
+    assert store.versions("text") == ["v9999", "v10000"]
+    assert store.register("text", _artefacts(tmp_path), MANIFEST).version == "v10001"
+
+
+@pytest.mark.parametrize("name", ["../../image/versions/v0001", "v0001/../v0002", "/etc", "v1; rm"])
+def test_path_escaping_version_names_are_refused(tmp_path: Path, name: str) -> None:
+    store = ModelStore(tmp_path / "store")
+    store.register("text", _artefacts(tmp_path), MANIFEST)
+    with pytest.raises(StoreError, match="is not a version name"):
+        store.get("text", name)
+
+
+def test_a_variant_file_outside_its_version_is_refused(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store")
+    escaping = {**MANIFEST, "variants": {"fp32": {"file": "../../../../secret.onnx"}}}
+    v = store.register("text", _artefacts(tmp_path), escaping)
+    with pytest.raises(StoreError, match="outside the version"):
+        store.verify_for_serving(v)
+
+
+def test_tampered_manifest_or_spec_is_refused_for_serving(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store")
+    spec = {"kind": "text", "labels": ["neg", "pos"], "vocabulary": ["", "[UNK]"], "max_length": 4}
+    v = store.register("text", _artefacts(tmp_path), {**MANIFEST, "spec": spec})
+    store.verify_for_serving(v)  # untouched: fine
+    assert v.spec() == spec and "spec.json" in v.manifest["files"]
+
+    spec_file = v.path / "spec.json"
+    original_spec = spec_file.read_bytes()
+    spec_file.write_text(json.dumps({**spec, "labels": ["pos", "neg"]}))  # labels swapped
+    with pytest.raises(StoreError, match="spec.json does not match"):
+        store.verify_for_serving(store.get("text", v.version))
+    spec_file.write_bytes(original_spec)
+
+    manifest_file = v.path / "manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    manifest["served_variant"] = "int8"  # even a consistent-looking edit
+    manifest_file.write_text(json.dumps(manifest))
+    with pytest.raises(StoreError, match="manifest.json does not match the digest"):
+        store.verify_for_serving(store.get("text", v.version))

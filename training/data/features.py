@@ -16,7 +16,6 @@ from itertools import pairwise
 import numpy as np
 
 from serving.preprocess import (
-    MAX_GRAM_WORD,
     ImageSpec,
     Spec,
     TextSpec,
@@ -88,10 +87,10 @@ def with_char_ngrams(spec: TextSpec, train: Dataset, cfg: RunConfig) -> TextSpec
         return spec
     whole = reads_whole_documents(cfg)
     words = [tokenize(text) if whole else tokenize(text)[: spec.max_length] for text in train.inputs]
-    cut = MAX_GRAM_WORD if whole else None
-    grams = {w: word_char_hashes(w[:cut], spec.char_min_n, spec.char_max_n) for ws in words for w in ws}
+    grams = {w: word_char_hashes(w, spec.char_min_n, spec.char_max_n) for ws in words for w in ws}
     if t.char_buckets is None:
-        buckets = room_for(len({h for hashes in grams.values() for h in hashes}), 4096, 262_144)
+        distinct = np.unique(np.concatenate(list(grams.values()) or [np.zeros(0, np.uint32)]))
+        buckets = room_for(len(distinct), 4096, 262_144)
     else:
         buckets = t.char_buckets
     if whole:
