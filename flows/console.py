@@ -1,6 +1,6 @@
 """What the `kiln` CLI and the demo print: one-line errors, run and tuning summaries, the variant table.
 
-    >>> print_run_summary(report, Path(".kiln/runs/x"))  # doctest: +SKIP
+>>> print_run_summary(report, Path(".kiln/runs/x"))  # doctest: +SKIP
 """
 
 from __future__ import annotations

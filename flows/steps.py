@@ -20,6 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from compression.compress import Compressed, compress_model
 from compression.report import write_compression_report
 from serving.store import ModelStore, StoreError
+from training import memory
 from training.config import ConfigError, RunConfig, config_to_dict
 from training.data.clean import load_source
 from training.data.dataset import DataError, Dataset, check_label_change, check_trainable
@@ -57,10 +58,17 @@ def _retry_unless_users_fault(task: Any, task_run: Any, state: Any) -> bool:
 
 
 def as_step(fn: Callable[P, R], name: str, retries: int = 0) -> Task[P, R]:
-    """A stage function as a Prefect task. Inputs are arrays and models, which Prefect cannot hash
-    for caching, so every step re-runs. ``retries``: with backoff (2, 10, 30 s), for steps touching storage."""
+    """A stage function as a Prefect task, its peak memory recorded under ``name`` (training.memory). Inputs are
+    arrays and models, which Prefect cannot hash for caching, so every step re-runs. ``retries``: with backoff
+    (2, 10, 30 s), for steps touching storage."""
+
+    @functools.wraps(fn)
+    def metered_fn(*args: P.args, **kwargs: P.kwargs) -> R:
+        with memory.metered(name):
+            return fn(*args, **kwargs)
+
     if not retries:
-        return task(name=name, cache_policy=NO_CACHE)(fn)
+        return task(name=name, cache_policy=NO_CACHE)(metered_fn)
     delays: list[float] = [2.0, 10.0, 30.0][:retries]
     return task(
         name=name,
@@ -68,12 +76,13 @@ def as_step(fn: Callable[P, R], name: str, retries: int = 0) -> Task[P, R]:
         retries=retries,
         retry_delay_seconds=delays,
         retry_condition_fn=_retry_unless_users_fault,
-    )(fn)
+    )(metered_fn)
 
 
 def one_run_per_task(fn: Callable[P, R]) -> Callable[P, R]:
     """Hold the store's run lock for the task during the whole flow: a second retrain of the same task in the
-    same store stops at once with a message (ModelStore.exclusive_run) instead of racing the first."""
+    same store stops at once with a message (ModelStore.exclusive_run) instead of racing the first. Peak memory
+    per stage (training.memory) counts from the flow's start."""
 
     @functools.wraps(fn)
     def locked(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -81,6 +90,7 @@ def one_run_per_task(fn: Callable[P, R]) -> Callable[P, R]:
         bound.apply_defaults()
         store = ModelStore(bound.arguments["store"])
         with store.exclusive_run(bound.arguments["task"], fn.__name__):
+            memory.reset()
             return fn(*args, **kwargs)
 
     return locked
@@ -142,7 +152,8 @@ def gate_and_register(
         per_class=compressed.per_class,
         test_metrics=compressed.test_metrics,
     )
-    version = register_step(model_store, task_name, compressed.directory, manifest | extra, decision.passed)
+    resources = {"resources": memory.resources()}  # every stage up to the gate; register's own is small
+    version = register_step(model_store, task_name, compressed.directory, manifest | extra | resources, decision.passed)
     report = build_report(version)
     write_report(out_dir / "report.json", report)
     return report

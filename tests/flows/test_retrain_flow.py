@@ -35,6 +35,9 @@ def check_report_contract(report: dict) -> None:
     per_class = report["metrics"]["per_class"]
     assert set(per_class) == set(report["data"]["classes"])
     assert all(set(m) == {"precision", "recall", "f1", "support"} for m in per_class.values())
+    peaks = report["resources"]["peak_rss_mib"]  # peak memory per stage, measured
+    assert {"ingest-and-clean", "split", "compress"} <= set(peaks) and all(mib > 50 for mib in peaks.values())
+    assert report["resources"]["run_peak_rss_mib"] == max(peaks.values())
 
 
 @pytest.mark.slow
