@@ -396,3 +396,20 @@ def test_a_failed_reload_is_retried_and_the_stale_gauge_moves(
         assert stale.get() == 0.0 and stale_since.get() == 0.0
         r = c.post("/classify_image", files={"image": ("a.png", png_bytes(), "image/png")})
         assert r.json()["model"]["version"] == version
+
+
+def test_the_openapi_page_describes_what_is_served(client: TestClient) -> None:
+    from serving.service import MAX_TEXTS
+
+    paths = client.get("/docs.json").json()["paths"]
+    text = paths["/classify_text"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert text["required"] == ["texts"]
+    texts = text["properties"]["texts"]
+    assert (texts["minItems"], texts["maxItems"], texts["items"]["type"]) == (1, MAX_TEXTS, "string")
+    assert client.post("/classify_text", json={"texts": ["good"] * MAX_TEXTS}).status_code == 200
+    assert client.post("/classify_text", json={"texts": ["good"] * (MAX_TEXTS + 1)}).status_code == 400
+    assert client.post("/classify_text", json={"texts": []}).status_code == 400
+    image = paths["/classify_image"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert image["required"] == ["image"] and image["properties"]["image"]["format"] == "binary"
+    r = client.post("/classify_image", files={"image": ("a.png", png_bytes(), "image/png")})
+    assert r.status_code == 200
