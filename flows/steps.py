@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -153,7 +154,10 @@ def gate_and_register(
         test_metrics=compressed.test_metrics,
     )
     resources = {"resources": memory.resources()}  # every stage up to the gate; register's own is small
-    version = register_step(model_store, task_name, compressed.directory, manifest | extra | resources, decision.passed)
+    registration = uuid.uuid4().hex  # the same on every retry of the step: a retry never stores twice
+    version = register_step(
+        model_store, task_name, compressed.directory, manifest | extra | resources, decision.passed, registration
+    )
     report = build_report(version)
     write_report(out_dir / "report.json", report)
     return report

@@ -228,6 +228,7 @@ class ModelStore:
         manifest: dict[str, Any],
         promote: bool = False,
         expected_production: str | None = None,
+        registration: str | None = None,
     ) -> ModelVersion:
         """Copy a directory of artefacts in as a new immutable version and return it.
 
@@ -237,11 +238,20 @@ class ModelStore:
         still ``expected_production`` (the version the gate compared against; None: there was none).
         Otherwise another run promoted meanwhile: the version is registered, not promoted, and its
         manifest (``promoted``, ``gate``) says why.
+
+        ``registration``: an id the caller keeps across retries of the same registration. A retry after a
+        failure at any point finds the version the earlier attempt stored under that id and finishes its
+        promotion instead of storing a second one: a registration is idempotent.
         """
         with self._lock(task):
             vdir = self._task_dir(task) / "versions"
             vdir.mkdir(parents=True, exist_ok=True)
             existing = self.versions(task)
+            earlier = self._registered_as(task, registration, existing) if registration else None
+            if earlier is not None:
+                return self._finish(earlier, promote, expected_production)
+            if registration:
+                manifest = manifest | {"registration": registration}
             version = f"v{int(existing[-1][1:]) + 1:04d}" if existing else "v0001"
             staging = vdir / f".staging-{version}-{uuid.uuid4().hex[:8]}"
             shutil.copytree(files, staging)
@@ -274,6 +284,36 @@ class ModelStore:
             if promote:
                 self._set_production(task, version)
         return self.get(task, version)
+
+    def _registered_as(self, task: str, registration: str, versions: list[str]) -> ModelVersion | None:
+        """The version an earlier attempt of ``registration`` stored, if any (the newest are looked at first)."""
+        for name in reversed(versions):
+            model = self.get(task, name)
+            if model.manifest.get("registration") == registration:
+                return model
+        return None
+
+    def _finish(self, model: ModelVersion, promote: bool, expected_production: str | None) -> ModelVersion:
+        """A retried registration: its version is stored; move the pointer if the first attempt meant to and did
+        not get there. Under the task lock."""
+        task, current = model.task, self.production(model.task)
+        log.warning("%s %s was already stored by an earlier attempt of this registration", task, model.version)
+        if not promote or not model.manifest.get("promoted") or current == model.version:
+            return model
+        if current == expected_production:
+            self._set_production(task, model.version)
+            return model
+        # Another run promoted between the attempts: this version never served; its manifest says so.
+        manifest = model.manifest | {
+            "promoted": False,
+            "gate": f"{model.manifest.get('gate', '')} — but not promoted: production moved from "
+            f"{expected_production or 'none'} to {current} while this run was registered",
+        }
+        write_json_atomic(model.path / "manifest.json", manifest)
+        (self._task_dir(task) / DIGESTS / f"{model.version}.sha256").write_text(
+            sha256_file(model.path / "manifest.json") + "\n"
+        )
+        return self.get(task, model.version)
 
     def promote(self, task: str, version: str) -> None:
         """Make ``version`` production (atomic pointer swap) after checking it exists and its served file

@@ -153,3 +153,70 @@ def test_tampered_manifest_or_spec_is_refused_for_serving(tmp_path: Path) -> Non
     manifest_file.write_text(json.dumps(manifest))
     with pytest.raises(StoreError, match="manifest.json does not match the digest"):
         store.verify_for_serving(store.get("text", v.version))
+
+
+class _Crash(RuntimeError):
+    pass
+
+
+def _crash_after(monkeypatch: pytest.MonkeyPatch, target: object, name: str) -> None:
+    """Make ``target.name`` do its work, then fail once (a crash right after that step)."""
+    original = getattr(target, name)
+    calls = [0]
+
+    def crashing(*args, **kwargs):  # type: ignore[no-untyped-def]
+        result = original(*args, **kwargs)
+        calls[0] += 1
+        if calls[0] == 1:
+            raise _Crash(f"injected failure after {name}")
+        return result
+
+    monkeypatch.setattr(target, name, crashing)
+
+
+@pytest.mark.parametrize("after", ["rename", "pointer write"])
+def test_a_retried_registration_stores_one_version_and_reports_its_own_promotion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, after: str
+) -> None:
+    import serving.store as store_module
+
+    store = ModelStore(tmp_path / "store")
+    store.register("text", _artefacts(tmp_path, b"v1"), MANIFEST, promote=True)
+    if after == "rename":
+        _crash_after(monkeypatch, store_module.os, "rename")
+    else:
+        _crash_after(monkeypatch, ModelStore, "_set_production")
+    manifest = {**MANIFEST, "promoted": True, "gate_checks": {"production": {"version": "v0001"}}}
+    files = _artefacts(tmp_path, b"v2")
+
+    def attempt():  # type: ignore[no-untyped-def]
+        return store.register("text", files, manifest, promote=True, expected_production="v0001", registration="r1")
+
+    with pytest.raises(_Crash):
+        attempt()
+    version = attempt()  # the retry
+    assert store.versions("text") == ["v0001", "v0002"]  # exactly one new version
+    assert version.version == "v0002" and version.manifest["promoted"] is True  # no blame on another run
+    assert store.production("text") == "v0002" and store.history("text") == ["v0001", "v0002"]
+    store.verify_for_serving(version)
+
+
+def test_a_retry_after_another_run_promoted_says_this_version_was_not_promoted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import serving.store as store_module
+
+    store = ModelStore(tmp_path / "store")
+    store.register("text", _artefacts(tmp_path, b"v1"), MANIFEST, promote=True)
+    _crash_after(monkeypatch, store_module.os, "rename")
+    manifest = {**MANIFEST, "promoted": True}
+    args = ("text", _artefacts(tmp_path, b"v2"), manifest)
+    with pytest.raises(_Crash):
+        store.register(*args, promote=True, expected_production="v0001", registration="r1")
+    monkeypatch.undo()
+    store.register("text", _artefacts(tmp_path, b"v3"), MANIFEST, promote=True, expected_production="v0001")
+    version = store.register(*args, promote=True, expected_production="v0001", registration="r1")
+    assert version.version == "v0002" and version.manifest["promoted"] is False
+    assert "production moved from v0001 to v0003" in version.manifest["gate"]
+    assert store.production("text") == "v0003"
+    store.verify_for_serving(version)  # the corrected manifest has its digest

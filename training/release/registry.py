@@ -22,11 +22,21 @@ def production_labels(store: ModelStore, task: str) -> tuple[str, ...] | None:
     return tuple(model.manifest["spec"]["labels"]) if model is not None else None
 
 
-def register(store: ModelStore, task: str, artifacts: Path, manifest: dict[str, Any], promote: bool) -> ModelVersion:
-    """Store the artefacts as a new immutable version and move the production pointer if ``promote``."""
+def register(
+    store: ModelStore,
+    task: str,
+    artifacts: Path,
+    manifest: dict[str, Any],
+    promote: bool,
+    registration: str | None = None,
+) -> ModelVersion:
+    """Store the artefacts as a new immutable version and move the production pointer if ``promote``.
+    ``registration``: the same id on every retry, so a retry stores nothing twice (ModelStore.register)."""
     # Compare-and-swap: promote only over the production version the gate compared against.
     expected = manifest.get("gate_checks", {}).get("production", {}).get("version")
-    version = store.register(task, artifacts, manifest, promote=promote, expected_production=expected)
+    version = store.register(
+        task, artifacts, manifest, promote=promote, expected_production=expected, registration=registration
+    )
     if version.manifest.get("promoted"):
         log.info("registered %s %s and promoted it to production", task, version.version)
     elif promote:
