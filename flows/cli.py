@@ -17,6 +17,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
+import httpx
 import typer
 
 from flows.console import fail, print_data_summary, print_run_summary, print_tuning_summary
@@ -423,6 +424,7 @@ def schedule(
     if len(chosen) > 1:
         fail(f"give one of {', '.join(chosen)} at a time")
     try:
+        schedules.wait_for_server(schedules.check_server(), typer.echo)
         if list_:
             _list_schedules()
         elif chosen:
@@ -450,6 +452,8 @@ def schedule(
             _register_schedule(name or f"retrain-{task.value}", cron, params, pool, image)
     except (schedules.ScheduleError, StoreError) as exc:
         fail(str(exc))
+    except httpx.HTTPError as exc:  # the server went away mid-command
+        fail(f"the Prefect server at {os.environ.get('PREFECT_API_URL')} (PREFECT_API_URL) stopped answering: {exc}")
 
 
 def _list_schedules() -> None:

@@ -19,8 +19,11 @@ run lock stops a second retrain of the same task from any other source.
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from typing import Any
 
+import httpx
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.flows import EntrypointType
@@ -43,6 +46,31 @@ def check_server() -> str:
             "(`prefect server start`) and export PREFECT_API_URL=http://127.0.0.1:4200/api"
         )
     return url
+
+
+SERVER_WAIT = 60.0  # seconds `kiln schedule` waits for its Prefect server (KILN_SERVER_WAIT overrides)
+
+
+def wait_for_server(url: str, notify: Callable[[str], None], timeout: float | None = None) -> None:
+    """Return once the Prefect server at ``url`` answers its health check; a server still starting (a service
+    manager starting both at once) gets ``timeout`` seconds, announced once through ``notify``."""
+    timeout = float(os.environ.get("KILN_SERVER_WAIT", SERVER_WAIT)) if timeout is None else timeout
+    deadline, told = time.monotonic() + timeout, False
+    while True:
+        try:
+            if httpx.get(url.rstrip("/") + "/health", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() >= deadline:
+            raise ScheduleError(
+                f"no Prefect server answers at {url} (PREFECT_API_URL) after {timeout:.0f} s: start it "
+                "(`prefect server start`) or point PREFECT_API_URL at a running one"
+            )
+        if not told:
+            notify(f"waiting up to {timeout:.0f} s for the Prefect server at {url} (PREFECT_API_URL) ...")
+            told = True
+        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
 
 def check_cron(cron: str) -> str:

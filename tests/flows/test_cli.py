@@ -100,3 +100,18 @@ def test_a_resumed_run_hands_the_flow_only_its_parameters(tmp_path: Path) -> Non
     write_run_file(tmp_path, saved, load_config(None))
     params = _resumable(tmp_path)
     assert "tuned" not in params and params["out"] == str(tmp_path) and params["trials"] == 3
+
+
+def test_schedule_without_its_server_waits_then_says_so_in_one_line(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from serving.client import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/api"  # nothing listens there
+    monkeypatch.setenv("PREFECT_API_URL", url)
+    monkeypatch.setenv("KILN_SERVER_WAIT", "1.5")
+    result = runner.invoke(app, ["schedule", "--list"])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines[0].startswith(f"waiting up to 2 s for the Prefect server at {url}")
+    assert lines[1].startswith("error: no Prefect server answers at") and "PREFECT_API_URL" in lines[1]
+    assert len(lines) == 2
