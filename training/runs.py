@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -57,13 +58,43 @@ class Run:
     tuned: bool = False
 
 
+def data_fingerprint(data: str | os.PathLike[str]) -> str:
+    """A digest of the data a run reads: a file's bytes; a folder's file names, sizes and modification times
+    (reading every picture of a large folder would cost more than the check is worth)."""
+    path = Path(data)
+    h = hashlib.sha256()
+    if path.is_file():
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    elif path.is_dir():
+        for item in sorted(p for p in path.rglob("*") if p.is_file()):
+            stat = item.stat()
+            h.update(f"{item.relative_to(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    else:
+        return "missing"
+    return h.hexdigest()
+
+
 def start_run(run_dir: Path, params: dict[str, Any], resume: bool) -> Run:
     """Build the run's configuration once: the saved one when resuming, else defaults + the config file +
-    ``params['epochs']``, saved with ``params`` in the run file so --resume can continue it."""
+    ``params['epochs']``, saved with ``params`` and a fingerprint of the data in the run file so --resume can
+    continue it. A resume refuses data that changed since the run started: the vocabulary, the spec and the
+    split would no longer be the ones its checkpoints were trained with."""
     if resume:
         saved = read_run_file(run_dir)
+        recorded, data = saved["params"].get("data_fingerprint"), saved["params"].get("data")
+        now = data_fingerprint(data) if recorded and data else recorded
+        if now == "missing":
+            raise ConfigError(f"{data}, which the run in {run_dir} trained on, is not there; resume from where it is")
+        if now != recorded:
+            raise ConfigError(
+                f"{data} changed since the run in {run_dir} started; --resume continues training on the data it "
+                "started with - start a new run (without --resume) to train on the new data"
+            )
         return Run(resumed_config(saved), bool(saved["params"].get("tuned")))
     epochs = params.get("epochs")
     cfg = load_config(params.get("config"), {"train": {"epochs": epochs}} if epochs else None)
-    write_run_file(run_dir, params, cfg)
+    fingerprint = {"data_fingerprint": data_fingerprint(params["data"])} if params.get("data") else {}
+    write_run_file(run_dir, params | fingerprint, cfg)
     return Run(cfg)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.preprocess import Spec, TextSpec
+from serving.preprocess import Spec, TextSpec, spec_from_dict
 from training.config import RunConfig, TrainConfig, train_config_for
 from training.data.dataset import Dataset, joined
 from training.data.features import class_weights, encode_labels, make_spec, to_inputs
@@ -102,7 +102,10 @@ def train_model(
     t = train_config_for(cfg, train.task)
     set_seed(t.seed)
     device = configure_devices()
-    spec = make_spec(train, train.label_names, cfg)
+    spec = started_spec(run_dir, resume) or make_spec(train, train.label_names, cfg)
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / RUN_SPEC).write_text(json.dumps(spec.to_dict(), indent=2), encoding="utf-8")
     known = [i for i, label in enumerate(val.labels) if label in spec.labels]  # others cannot be scored
     val = val.subset(known)
     weights = class_weights(train.labels, spec.labels, t)
@@ -233,6 +236,17 @@ def _history(run_dir: Path | None, fitted: dict[str, list[float]]) -> dict[str, 
     """The selection run's history per epoch: the run directory's CSV (across a resume), else this fit's."""
     history = read_history(run_dir) if run_dir is not None else {}
     return history or {k: [float(v) for v in vs] for k, vs in fitted.items()}
+
+
+RUN_SPEC = "spec.json"  # in the run directory: the spec the run started with, which a resume keeps
+
+
+def started_spec(run_dir: Path | None, resume: bool) -> Spec | None:
+    """A resumed run's spec as it was made when the run started (its checkpoints' inputs), else None."""
+    path = run_dir / RUN_SPEC if run_dir is not None else None
+    if not resume or path is None or not path.is_file():
+        return None
+    return spec_from_dict(json.loads(path.read_text(encoding="utf-8")))
 
 
 def fit_wide(train: Dataset, val: Dataset, spec: TextSpec, cfg: RunConfig, balanced: bool) -> tuple[Spec, LinearFit]:
