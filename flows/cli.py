@@ -401,6 +401,10 @@ def schedule(
     label_column: LabelColumnOption = None,
     no_header: NoHeaderOption = False,
     trials: Annotated[int | None, typer.Option(min=1, help="Tune with this many Optuna trials in each run.")] = None,
+    keep: Annotated[
+        int | None,
+        typer.Option(min=1, help="After each run, delete versions beyond this much rollback history (`kiln gc`)."),
+    ] = None,
     pool: Annotated[
         str | None, typer.Option(help="Register for this Prefect work pool (its worker runs the retrains) and exit.")
     ] = None,
@@ -448,6 +452,7 @@ def schedule(
                 "label_column": label_column,
                 "header": not no_header,
                 "trials": trials,
+                "keep": keep,
             }
             _register_schedule(name or f"retrain-{task.value}", cron, params, pool, image)
     except (schedules.ScheduleError, StoreError) as exc:
@@ -519,6 +524,33 @@ def rollback(
     except StoreError as exc:
         fail(str(exc))
     typer.echo(f"{task.value}: production {replaced} -> {restored}")
+
+
+@app.command()
+def gc(
+    task: Annotated[Task, typer.Option(help="Whose versions and runs to clean up.")],
+    keep: Annotated[int, typer.Option(min=1, help="Versions of rollback history (and newest versions) to keep.")],
+    runs_older_than: Annotated[
+        float | None, typer.Option(min=0, help="Also delete this task's run directories older than DAYS.")
+    ] = None,
+    store: StoreOption = None,
+) -> None:
+    """Delete old versions: production and the last KEEP of its rollback history stay, as do the KEEP newest
+    versions and every version a kept one was derived from; with --runs-older-than, old run directories too."""
+    import shutil
+
+    from training.runs import old_run_dirs
+
+    try:
+        removed = _store(store).collect_garbage(task.value, keep)
+    except StoreError as exc:
+        fail(str(exc))
+    typer.echo(f"{task.value}: deleted {len(removed)} version(s){': ' + ', '.join(removed) if removed else ''}")
+    if runs_older_than is not None:
+        runs = old_run_dirs(task.value, runs_older_than)
+        for run_dir in runs:
+            shutil.rmtree(run_dir)
+        typer.echo(f"{task.value}: deleted {len(runs)} run director(ies) older than {runs_older_than:g} days")
 
 
 @app.command("sample-data")

@@ -26,6 +26,7 @@ from flows.steps import (
     one_run_per_task,
     publish_markdown,
     report_step,
+    retention_step,
     split_step,
     train_step,
 )
@@ -53,11 +54,13 @@ def retrain(
     allow_label_change: bool = False,
     resume: bool = False,
     trials: int | None = None,
+    keep: int | None = None,
 ) -> dict[str, Any]:
     """Train, compress and register a model for ``task`` from ``data``; returns report.json's content.
 
     With ``resume``, ``out`` is an interrupted run's directory: its saved configuration is used and
-    training continues from its last epoch checkpoint.
+    training continues from its last epoch checkpoint. With ``keep`` (scheduled runs), versions beyond the
+    retention rule (ModelStore.retained) are deleted after registering.
     """
     out_dir = Path(out) if out else new_run_dir(task)  # scheduled runs get a new directory each time
     source = Source(data, text_column, label_column, header)
@@ -89,4 +92,7 @@ def retrain(
         description="Learning curves and test confusion matrix",
     )
     extra = {"source": source.to_dict()} | ({"tuning": tuning} if tuning is not None else {})
-    return gate_and_register(task, cfg, model_store, dataset, test, trained.summary(), compressed, out_dir, extra)
+    report = gate_and_register(task, cfg, model_store, dataset, test, trained.summary(), compressed, out_dir, extra)
+    if keep:
+        retention_step(model_store, task, keep)
+    return report

@@ -31,7 +31,7 @@ from training.fit.train import train_model
 from training.markdown import inline_images
 from training.release.figures import draw_training
 from training.release.gate import evaluate_production, gate
-from training.release.registry import build_manifest, register
+from training.release.registry import apply_retention, build_manifest, register
 from training.release.report import build_report, write_report
 
 P = ParamSpec("P")
@@ -109,6 +109,7 @@ compression_report_step = as_step(write_compression_report, "compression-report"
 production_step = as_step(evaluate_production, "evaluate-production", retries=2)
 gate_step = as_step(gate, "gate")
 register_step = as_step(register, "register", retries=2)
+retention_step = as_step(apply_retention, "retention", retries=2)
 
 
 def publish_markdown(path: Path, base: Path, key: str, description: str) -> None:

@@ -341,6 +341,44 @@ class ModelStore:
             write_json_atomic(self._task_dir(task) / POINTER, self._pointer(restored, history[:-1]))
         return replaced, restored
 
+    def retained(self, task: str, keep: int) -> set[str]:
+        """The versions retention keeps: production and the last ``keep`` entries of its rollback history, the
+        ``keep`` newest versions (a candidate waiting for `kiln promote`), and every version a kept one was
+        derived from (``kiln compress`` records it)."""
+        if keep < 1:
+            raise StoreError(f"--keep {keep}: keep at least 1 version (the production one)")
+        names = self.versions(task)
+        kept = set(self.history(task)[-keep:]) | set(names[-keep:])
+        production = self.production(task)
+        kept |= {production} if production else set()
+        todo = list(kept)
+        while todo:  # derivation chains
+            name = todo.pop()
+            if name not in names:
+                continue
+            parent = self.get(task, name).manifest.get("derived_from", {}).get("version")
+            if parent and parent not in kept:
+                kept.add(parent)
+                todo.append(parent)
+        return kept & set(names)
+
+    def collect_garbage(self, task: str, keep: int) -> list[str]:
+        """Delete the versions ``retained`` does not keep; returns their names, oldest first. Each one leaves by
+        a rename out of ``versions/`` first, so no reader ever sees a half-deleted version."""
+        removed = []
+        with self._lock(task):
+            kept = self.retained(task, keep)
+            vdir = self._task_dir(task) / "versions"
+            for name in self.versions(task):
+                if name in kept:
+                    continue
+                doomed = vdir / f".deleting-{name}-{uuid.uuid4().hex[:8]}"
+                os.rename(vdir / name, doomed)
+                shutil.rmtree(doomed)
+                (self._task_dir(task) / DIGESTS / f"{name}.sha256").unlink(missing_ok=True)
+                removed.append(name)
+        return removed
+
     @staticmethod
     def _pointer(version: str, history: list[str]) -> dict[str, Any]:
         now = datetime.now(UTC).isoformat(timespec="seconds")

@@ -26,6 +26,17 @@ def new_run_dir(name: str) -> Path:
     return Path(os.environ.get("KILN_RUNS", Path(".kiln") / "runs")) / f"{name}-{stamp}"
 
 
+def old_run_dirs(task: str, days: float, root: Path | None = None) -> list[Path]:
+    """Run directories of ``task`` (``kiln run``'s, holding a run file) under ``root`` (default $KILN_RUNS or
+    .kiln/runs) last modified more than ``days`` ago, oldest first."""
+    root = root or Path(os.environ.get("KILN_RUNS", Path(".kiln") / "runs"))
+    if not root.is_dir():
+        return []
+    cutoff = datetime.now(UTC).timestamp() - days * 86400
+    runs = [p for p in root.glob(f"{task}-*") if (p / RUN_FILE).is_file() and p.stat().st_mtime < cutoff]
+    return sorted(runs, key=lambda p: p.stat().st_mtime)
+
+
 def write_run_file(run_dir: Path, params: dict[str, Any], cfg: RunConfig) -> Path:
     """Save the run's parameters and its resolved configuration (the config file may change later)."""
     run_dir.mkdir(parents=True, exist_ok=True)

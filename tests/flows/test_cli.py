@@ -115,3 +115,30 @@ def test_schedule_without_its_server_waits_then_says_so_in_one_line(monkeypatch)
     assert lines[0].startswith(f"waiting up to 2 s for the Prefect server at {url}")
     assert lines[1].startswith("error: no Prefect server answers at") and "PREFECT_API_URL" in lines[1]
     assert len(lines) == 2
+
+
+def test_gc_deletes_old_versions_and_old_run_directories(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import time
+
+    from serving.preprocess import TextSpec
+    from serving.store import ModelStore
+
+    store = tmp_path / "store"
+    spec = TextSpec(labels=TEXT_LABELS, vocabulary=("", "[UNK]", "good"), max_length=4).to_dict()
+    for _ in range(4):
+        register_onnx(store, "text", onnx_text_model(TEXT_LABELS, 3, 4), spec)
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("KILN_RUNS", str(runs))
+    for name, age_days in (("text-old", 10), ("text-new", 1), ("image-old", 10)):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "run.json").write_text("{}")
+        then = time.time() - age_days * 86400
+        os.utime(runs / name, (then, then))
+    result = runner.invoke(
+        app, ["gc", "--task", "text", "--keep", "2", "--runs-older-than", "7", "--store", str(store)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "deleted 2 version(s): v0001, v0002" in result.output
+    assert ModelStore(store).versions("text") == ["v0003", "v0004"]
+    assert sorted(p.name for p in runs.iterdir()) == ["image-old", "text-new"]

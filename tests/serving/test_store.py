@@ -220,3 +220,21 @@ def test_a_retry_after_another_run_promoted_says_this_version_was_not_promoted(
     assert "production moved from v0001 to v0003" in version.manifest["gate"]
     assert store.production("text") == "v0003"
     store.verify_for_serving(version)  # the corrected manifest has its digest
+
+
+def test_retention_keeps_production_its_history_the_newest_and_what_they_derive_from(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "store")
+    for i in range(1, 9):  # v0001..v0008; v0002, v0004, v0005, v0006 promoted in turn; v0007 derived from v0001
+        manifest = {**MANIFEST, "derived_from": {"task": "text", "version": "v0001"}} if i == 7 else MANIFEST
+        files, current = _artefacts(tmp_path, f"v{i}".encode()), store.production("text")
+        store.register("text", files, manifest, promote=i in (2, 4, 5, 6), expected_production=current)
+    assert store.history("text") == ["v0002", "v0004", "v0005", "v0006"]
+    assert store.retained("text", 2) == {"v0005", "v0006", "v0007", "v0008", "v0001"}
+    removed = store.collect_garbage("text", 2)
+    assert removed == ["v0002", "v0003", "v0004"]
+    assert store.versions("text") == ["v0001", "v0005", "v0006", "v0007", "v0008"]
+    assert not (tmp_path / "store" / "text" / "digests" / "v0002.sha256").exists()
+    assert store.rollback("text") == ("v0006", "v0005")  # the kept history still rolls back
+    assert store.register("text", _artefacts(tmp_path, b"v9"), MANIFEST).version == "v0009"  # numbers never reused
+    with pytest.raises(StoreError, match="keep at least 1"):
+        store.collect_garbage("text", 0)

@@ -1,6 +1,6 @@
 """A model ready to fit, and the same weights in float32: shared by the selection run and the refit.
 
-    >>> model = compiled_model(spec, cfg, t, steps, mixed=False, linear=fit)  # doctest: +SKIP
+>>> model = compiled_model(spec, cfg, t, steps, mixed=False, linear=fit)  # doctest: +SKIP
 """
 
 from __future__ import annotations

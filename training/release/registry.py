@@ -79,3 +79,11 @@ def build_manifest(
         "spec": spec,
         "config": config,
     }
+
+
+def apply_retention(store: ModelStore, task: str, keep: int) -> list[str]:
+    """A scheduled run's clean-up after registering: ModelStore.collect_garbage with ``keep``."""
+    removed = store.collect_garbage(task, keep)
+    if removed:
+        log.info("retention (keep %d): deleted %s %s", keep, task, ", ".join(removed))
+    return removed
