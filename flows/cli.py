@@ -367,6 +367,7 @@ def models(
                     **m.get("metrics", {}),
                     "bytes": m["variants"][m["served_variant"]]["bytes"],
                     "gate": m.get("gate"),
+                    "baseline": m.get("gate_checks", {}).get("baseline", {}).get("version"),
                 }
             )
         listing[t] = rows
@@ -383,6 +384,7 @@ def models(
             typer.echo(
                 f" {mark} {r['version']}  {r['created_at']}  {r['served_variant']:5s} {r['bytes']:>10,d} B  "
                 f"accuracy {r['accuracy']:.4f}  macro-F1 {r['macro_f1']:.4f}"
+                + (f"  gated against {r['baseline']}" if r["baseline"] else "")
             )
 
 

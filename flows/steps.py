@@ -138,7 +138,7 @@ def gate_and_register(
         f"compression-{task_name}",
         "Every variant: size, sparsity, validation metrics, latency; the served one marked",
     )
-    production = production_step(model_store, task_name, test)
+    production = production_step(model_store, task_name, test, cfg.gate)
     decision = gate_step(compressed.served_stats(), production, cfg.gate)
     manifest = build_manifest(
         task=task_name,

@@ -173,13 +173,16 @@ def onnx_image_model(labels: tuple[str, ...], size: int = 8, channels: int = 1) 
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10).SerializeToString()
 
 
-def onnx_text_model(labels: tuple[str, ...], vocab_size: int, max_length: int) -> bytes:
+def onnx_text_model(
+    labels: tuple[str, ...], vocab_size: int, max_length: int, table: np.ndarray | None = None
+) -> bytes:
     """Bag of embeddings: (N, max_length) int32 -> softmax probabilities. Ids are read modulo ``vocab_size``, so
     a spec whose inputs carry counts (a whole-document bag) still indexes the table."""
     from onnx import TensorProto, helper, numpy_helper
 
-    rng = np.random.default_rng(1)
-    table = rng.normal(size=(vocab_size, len(labels))).astype(np.float32)
+    if table is None:
+        table = np.random.default_rng(1).normal(size=(vocab_size, len(labels)))
+    table = np.asarray(table, dtype=np.float32)  # (vocab_size, classes): each id's logits
     graph = helper.make_graph(
         [
             helper.make_node("Mod", ["tokens", "size"], ["ids"]),

@@ -347,8 +347,14 @@ class CompressConfig(_Config):
 
 
 class GateConfig(_Config):
-    # New version must be no worse than production by more than this, on accuracy and macro-F1.
+    # New version must be no worse than the baseline by more than this, on accuracy and macro-F1.
     metric_tolerance: Float = 0.01
+    # The baseline, scored on the new run's test items: a pinned version (e.g. "v0003"), or (None) the best of the
+    # last baseline_window production versions. Against production alone, each retrain could lose the tolerance
+    # again and ten nightly runs could lose ten times it with every gate green; against the best recent one, the
+    # tolerance applies once.
+    baseline: Text | None = Field(None, pattern=r"^v\d{4,}$")
+    baseline_window: StrictInt = Field(10, ge=1)
     max_model_bytes: StrictInt | None = None
     max_latency_ms: Float | None = None
 

@@ -1,16 +1,18 @@
 """The promotion gate (DESIGN.md contract 3): the rule alone, apart from registration and reporting.
 
 A new version is promoted only if, on the new run's held-out test split, its served variant is no
-worse than the current production version (accuracy and macro-F1 within tolerance) and meets the
-size/latency budget. Production is scored with its own preprocessing spec, on the same items.
+worse than the baseline (accuracy and macro-F1 within tolerance) and meets the size/latency budget. The
+baseline is a pinned version (gate.baseline) or the best of the last gate.baseline_window production versions,
+so the tolerance cannot be spent again by every retrain. Each is scored with its own preprocessing spec, on the
+same items.
 
-    >>> result = gate(new_stats, evaluate_production(store, "image", test), cfg.gate)  # doctest: +SKIP
+    >>> result = gate(new_stats, evaluate_production(store, "image", test, cfg.gate), cfg.gate)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from serving.runtime import Classifier
@@ -30,6 +32,9 @@ class Production:
     version: str
     metrics: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    # What the candidate is compared with: the best recent production version or the pinned one (None: this one).
+    baseline: Production | None = None
+    baseline_rule: str = "production"
 
 
 @dataclass(frozen=True)
@@ -42,19 +47,42 @@ class GateResult:
         return asdict(self)
 
 
-def evaluate_production(store: ModelStore, task: str, test: Dataset) -> Production | None:
-    """Score the production version's served variant on ``test``; None when there is none yet."""
-    version = store.production(task)
-    if version is None:
-        return None
+def score_version(store: ModelStore, task: str, version: str, test: Dataset) -> Production:
+    """A stored version's served variant on ``test``, with its own spec (or why it could not be scored)."""
     try:
         model = store.get(task, version)
         classifier = Classifier.from_version(model, device="cpu")
         x, y = to_arrays(test, classifier.spec)
         return Production(version=version, metrics=metrics(classifier.predict(x), y))
-    except Exception as exc:  # a broken production model must not crash the run: the gate reports it
-        log.warning("could not evaluate production %s %s: %s", task, version, exc)
+    except Exception as exc:  # a broken model must not crash the run: the gate reports it
+        log.warning("could not evaluate %s %s: %s", task, version, exc)
         return Production(version=version, error=f"{type(exc).__name__}: {exc}")
+
+
+def evaluate_production(
+    store: ModelStore, task: str, test: Dataset, cfg: GateConfig | None = None
+) -> Production | None:
+    """Score the production version's served variant on ``test`` and choose the baseline (``cfg``: the pinned
+    version, else the best by accuracy, then macro-F1, of the last baseline_window production versions that still
+    exist and score); None when there is no production version yet."""
+    cfg = cfg or GateConfig()
+    version = store.production(task)
+    if version is None:
+        return None
+    production = score_version(store, task, version, test)
+    if production.error:
+        return production
+    if cfg.baseline:
+        rule = f"pinned {cfg.baseline} (gate.baseline)"
+        recent = [production if cfg.baseline == version else score_version(store, task, cfg.baseline, test)]
+    else:
+        rule = f"best of the last {cfg.baseline_window} production versions"
+        stored = set(store.versions(task))
+        window = [v for v in dict.fromkeys(reversed(store.history(task))) if v in stored][: cfg.baseline_window]
+        recent = [production] + [score_version(store, task, v, test) for v in window if v != version]
+        recent = [p for p in recent if not p.error] or [production]
+    best = max(recent, key=lambda p: (p.metrics.get("accuracy", -1.0), p.metrics.get("macro_f1", -1.0)))
+    return replace(production, baseline=best, baseline_rule=rule)
 
 
 def _budget(new: dict[str, Any], cfg: GateConfig) -> list[str]:
@@ -86,17 +114,22 @@ def gate(new: dict[str, Any], production: Production | None, cfg: GateConfig) ->
             "not promoted — fix the store or `kiln rollback`",
             checks,
         )
+    base = production.baseline or production
+    if base.error:
+        return GateResult(False, f"baseline {base.version} could not be evaluated ({base.error}); not promoted", checks)
+    checks["baseline"] = {"version": base.version, "rule": production.baseline_rule, **base.metrics}
+    name = "production" if base.version == production.version else "baseline"
     worse = [
-        f"{m} {new[m]:.4f} < production {production.metrics[m]:.4f} - {cfg.metric_tolerance}"
+        f"{m} {new[m]:.4f} < {name} {base.version} {base.metrics[m]:.4f} - {cfg.metric_tolerance}"
         for m in ("accuracy", "macro_f1")
-        if new[m] < production.metrics[m] - cfg.metric_tolerance
+        if new[m] < base.metrics[m] - cfg.metric_tolerance
     ]
     if worse or over_budget:
         return GateResult(False, "not promoted: " + "; ".join(worse + over_budget), checks)
     return GateResult(
         True,
-        f"promoted: accuracy {new['accuracy']:.4f} vs production {production.version} "
-        f"{production.metrics['accuracy']:.4f}, macro-F1 {new['macro_f1']:.4f} vs "
-        f"{production.metrics['macro_f1']:.4f} (tolerance {cfg.metric_tolerance})",
+        f"promoted: accuracy {new['accuracy']:.4f} vs {name} {base.version} {base.metrics['accuracy']:.4f}, "
+        f"macro-F1 {new['macro_f1']:.4f} vs {base.metrics['macro_f1']:.4f} (tolerance {cfg.metric_tolerance}; "
+        f"baseline: {production.baseline_rule})",
         checks,
     )
