@@ -114,6 +114,8 @@ def train_model(
     mixed = use_mixed_precision(t.mixed_precision)
     device = ", ".join([device, placement] + ["mixed_float16"] * mixed + ["XLA"] * t.jit_compile)
     spec, linear = kind_of(train.task).fit_linear(train, val, spec, cfg, bool(weights))
+    if linear is not None:  # text_model.linear_model auto becomes what the linear half chose (its model's shape)
+        cfg = cfg.model_copy(update={"text_model": cfg.text_model.with_linear_choice(linear.members)})
     with strategy.scope():
         model = compiled_model(spec, cfg, t, steps, mixed, linear)
     log.info(

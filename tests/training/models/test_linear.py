@@ -201,10 +201,12 @@ def test_character_ngrams_leave_the_spec_when_the_chosen_model_does_not_read_the
     assert fit is not None and not fit.reads(spec.deep_vocabulary)
     assert final.char_buckets == 0 and final.input_length == spec.deep_length + 2 * spec.bag_length
     assert len(fit.id_weights) == len(fit.weights) == final.input_vocabulary
-    # the ensemble's logistic regression reads them: they stay
-    ensemble_cfg = load_config(None, {"text_model": text_model})
-    kept, fit = fit_wide(train, train, spec, ensemble_cfg, balanced=False)
-    assert fit is not None and fit.name == "ensemble" and fit.reads(spec.deep_vocabulary) and kept == spec
+    # the ensemble's logistic regression and the default's linear SVM read them: they stay
+    for choice in ("ensemble", "auto"):
+        chosen_cfg = load_config(None, {"text_model": text_model | {"linear_model": choice}})
+        kept, fit = fit_wide(train, train, spec, chosen_cfg, balanced=False)
+        assert fit is not None and fit.reads(spec.deep_vocabulary) and kept == spec
+        assert fit.name in (("ensemble",) if choice == "ensemble" else ("linear_svm", "ensemble"))
     # a model without a wide half fits nothing and keeps its spec
     off = load_config(None, {"text_model": text_model | {"wide": False}})
     plain = make_spec(train, train.label_names, off)
@@ -227,9 +229,12 @@ def test_training_reports_the_wide_half_and_the_model_predicts_the_blend(mode: s
     trained = train_model(train, val, cfg)
     wide = trained.wide
     assert wide is not None and wide["mode"] == mode
-    assert wide["linear_model"] == "ensemble"
-    assert wide["members"] == ["logistic_regression_chars", "naive_bayes"]
-    assert trained.spec.char_buckets  # the ensemble's logistic regression reads the character n-grams
+    # the default (auto): the linear SVM alone or with naive Bayes, chosen by cross-validation
+    assert wide["linear_model"] in ("linear_svm", "ensemble") and wide["chosen_by"] == "5-fold cross-validation"
+    if wide["linear_model"] == "ensemble":
+        assert wide["members"] == ["linear_svm", "naive_bayes"]
+    assert {"cv_linear_svm", "cv_ensemble", "linear_svm", "naive_bayes"} <= set(wide["candidates"])
+    assert trained.spec.char_buckets  # the linear SVM reads the character n-grams
     assert trained.summary()["wide"] == wide
     assert trained.model.get_layer("wide_weights").get_weights()[0].any()  # the linear half is in the model
     # tuning scores the model as it ships (training.fit.tune.shipped_scores), not the best epoch's curve
