@@ -222,6 +222,7 @@ RUN_PARAMETERS = (
     "header",
     "allow_label_change",
     "trials",
+    "keep",
 )
 
 

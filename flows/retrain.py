@@ -65,7 +65,7 @@ def retrain(
     out_dir = Path(out) if out else new_run_dir(task)  # scheduled runs get a new directory each time
     source = Source(data, text_column, label_column, header)
     params = {"task": task, "store": store, "config": config, "epochs": epochs} | source.to_dict()
-    params |= {"allow_label_change": allow_label_change, "trials": trials}
+    params |= {"allow_label_change": allow_label_change, "trials": trials, "keep": keep}
     run = start_run(out_dir, params, resume)  # the run's one config: from the file and flags, or as saved
     cfg = run.config
     model_store = ModelStore(store)
