@@ -27,7 +27,7 @@ import random
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -174,44 +174,42 @@ def _link_images(folder: Path, items: Sequence[tuple[Path, str]]) -> None:
         os.symlink(Path(file).resolve(), target)
 
 
-def _text_split(source: SplitSource, dest: Path) -> dict[str, Any]:
+def _items_split(
+    source: SplitSource, read: Callable[[Path], list[tuple[Any, str]]], key: Callable[[Any], str], suffix: str = ""
+) -> tuple[list[tuple[Any, str]], list[tuple[Any, str]], str, str]:
+    """(train, test, method, description) of a source's (item, label) pairs: its official files, or a
+    stratified split in which items with the same ``key`` go to one side. ``suffix``: after each source's name
+    in the description ("/" for folders)."""
     if source.test is not None:
-        train = [row for path in source.train for row in read_text_rows(path)]
-        test = read_text_rows(source.test)
-        method = "official"
-        described = " + ".join(p.name for p in source.train) + f" / {source.test.name}"
-    else:
-        rows = read_text_rows(source.train[0])
-        is_test = stratified_split([text_key(t) for t, _ in rows], [lab for _, lab in rows])
-        train = [row for row, t in zip(rows, is_test, strict=True) if not t]
-        test = [row for row, t in zip(rows, is_test, strict=True) if t]
-        method = "stratified"
-        described = f"{source.train[0].name}, stratified {1 - TEST_FRACTION:.0%}/{TEST_FRACTION:.0%}, seed {SEED}"
+        train = [item for path in source.train for item in read(path)]
+        described = " + ".join(f"{p.name}{suffix}" for p in source.train) + f" / {source.test.name}{suffix}"
+        return train, read(source.test), "official", described
+    items = read(source.train[0])
+    is_test = stratified_split([key(item) for item, _ in items], [label for _, label in items])
+    train = [item for item, t in zip(items, is_test, strict=True) if not t]
+    test = [item for item, t in zip(items, is_test, strict=True) if t]
+    described = f"{source.train[0].name}{suffix}, stratified {1 - TEST_FRACTION:.0%}/{TEST_FRACTION:.0%}, seed {SEED}"
+    return train, test, "stratified", described
+
+
+def _overlap(train: list[tuple[Any, str]], test: list[tuple[Any, str]], key: Callable[[Any], str]) -> int:
+    """Test items whose key (standardised text, file bytes) some train item also has."""
+    train_keys = {key(item) for item, _ in train}
+    return sum(key(item) in train_keys for item, _ in test)
+
+
+def _text_split(source: SplitSource, dest: Path) -> dict[str, Any]:
+    train, test, method, described = _items_split(source, read_text_rows, text_key)
     _write_csv(dest / "train.csv", train)
     _write_csv(dest / "test.csv", test)
-    train_keys = {text_key(t) for t, _ in train}
-    overlap = sum(text_key(t) in train_keys for t, _ in test)
-    return _summary(method, described, ("train.csv", "test.csv"), train, test, overlap)
+    return _summary(method, described, ("train.csv", "test.csv"), train, test, _overlap(train, test, text_key))
 
 
 def _image_split(source: SplitSource, dest: Path) -> dict[str, Any]:
-    if source.test is not None:
-        train = [item for path in source.train for item in image_items(path)]
-        test = image_items(source.test)
-        method = "official"
-        described = " + ".join(f"{p.name}/" for p in source.train) + f" / {source.test.name}/"
-    else:
-        items = image_items(source.train[0])
-        is_test = stratified_split([file_key(f) for f, _ in items], [lab for _, lab in items])
-        train = [item for item, t in zip(items, is_test, strict=True) if not t]
-        test = [item for item, t in zip(items, is_test, strict=True) if t]
-        method = "stratified"
-        described = f"{source.train[0].name}/, stratified {1 - TEST_FRACTION:.0%}/{TEST_FRACTION:.0%}, seed {SEED}"
+    train, test, method, described = _items_split(source, image_items, file_key, "/")
     _link_images(dest / "train", train)
     _link_images(dest / "test", test)
-    train_keys = {file_key(f) for f, _ in train}
-    overlap = sum(file_key(f) in train_keys for f, _ in test)
-    return _summary(method, described, ("train", "test"), train, test, overlap)
+    return _summary(method, described, ("train", "test"), train, test, _overlap(train, test, file_key))
 
 
 def _summary(

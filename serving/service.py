@@ -103,14 +103,20 @@ class RequestGuard:
             if isinstance(checked, JSONResponse):
                 await checked(scope, receive, send)
             elif self.handlers is not None and isinstance(checked, tuple):
-                handlers = self.handlers
-                answer = await anyio.to_thread.run_sync(handlers.answer, *checked, limiter=self.limiter)
+                answer = await anyio.to_thread.run_sync(self.handlers.answer, *checked, limiter=self.limiter)
                 await answer(scope, receive, send)
             else:
                 await self.app(scope, _replay(checked[1] if isinstance(checked, tuple) else checked), send)
         finally:
             self.in_flight -= 1
             self.buffered -= held[0]
+
+    def _too_big(self) -> JSONResponse:
+        return error(
+            413,
+            f"request body is larger than the {self.max_bytes / 1e6:.1f} MB limit "
+            "(server setting KILN_MAX_UPLOAD_BYTES)",
+        )
 
     def _hold(self, held: list[int], size: int) -> bool:
         """Count ``size`` more buffered bytes for this request, unless that takes all requests over the cap."""
@@ -124,14 +130,9 @@ class RequestGuard:
         """The error response; or, for the classify routes, (route, image file bytes or JSON body); else the
         buffered body."""
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        too_big = error(
-            413,
-            f"request body is larger than the {self.max_bytes / 1e6:.1f} MB limit "
-            "(server setting KILN_MAX_UPLOAD_BYTES)",
-        )
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            return too_big
+            return self._too_big()
         is_image = scope["path"] == "/classify_image"
         content_type = headers.get("content-type", "")
         if scope["path"] == "/classify_text" and content_type and not content_type.startswith("application/json"):
@@ -141,19 +142,18 @@ class RequestGuard:
                 415,
                 "send the image as multipart/form-data with the file in field 'image' (curl -F image=@photo.png ...)",
             )
-        full = busy(
-            f"the server holds its limit of {self.max_buffered / 1e6:.1f} MB of request bodies in flight "
-            "(server setting KILN_MAX_BUFFERED_BYTES); retry"
-        )
         body = bytearray()
         while True:
             message = await receive()
             chunk = message.get("body", b"")
             body += chunk
             if len(body) > self.max_bytes:
-                return too_big
+                return self._too_big()
             if not self._hold(held, len(chunk)):
-                return full
+                return busy(
+                    f"the server holds its limit of {self.max_buffered / 1e6:.1f} MB of request bodies in flight "
+                    "(server setting KILN_MAX_BUFFERED_BYTES); retry"
+                )
             if not message.get("more_body", False):
                 break
         if is_image:

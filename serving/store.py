@@ -276,14 +276,21 @@ class ModelStore:
             }
             write_json_atomic(staging / "manifest.json", full)
             _fsync_tree(staging)
-            digests = self._task_dir(task) / DIGESTS
-            digests.mkdir(exist_ok=True)
-            (digests / f"{version}.sha256").write_text(sha256_file(staging / "manifest.json") + "\n")
+            self._record_digest(task, version, staging / "manifest.json")
             os.rename(staging, vdir / version)
             _fsync_dir(vdir)
             if promote:
                 self._set_production(task, version)
         return self.get(task, version)
+
+    def _digest_path(self, task: str, version: str) -> Path:
+        """Where the sha256 of a version's manifest.json is kept (outside the version it vouches for)."""
+        return self._task_dir(task) / DIGESTS / f"{version}.sha256"
+
+    def _record_digest(self, task: str, version: str, manifest: Path) -> None:
+        path = self._digest_path(task, version)
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(sha256_file(manifest) + "\n")
 
     def _registered_as(self, task: str, registration: str, versions: list[str]) -> ModelVersion | None:
         """The version an earlier attempt of ``registration`` stored, if any (the newest are looked at first)."""
@@ -310,9 +317,7 @@ class ModelStore:
             f"{expected_production or 'none'} to {current} while this run was registered",
         }
         write_json_atomic(model.path / "manifest.json", manifest)
-        (self._task_dir(task) / DIGESTS / f"{model.version}.sha256").write_text(
-            sha256_file(model.path / "manifest.json") + "\n"
-        )
+        self._record_digest(task, model.version, model.path / "manifest.json")
         return self.get(task, model.version)
 
     def promote(self, task: str, version: str) -> None:
@@ -375,7 +380,7 @@ class ModelStore:
                 doomed = vdir / f".deleting-{name}-{uuid.uuid4().hex[:8]}"
                 os.rename(vdir / name, doomed)
                 shutil.rmtree(doomed)
-                (self._task_dir(task) / DIGESTS / f"{name}.sha256").unlink(missing_ok=True)
+                self._digest_path(task, name).unlink(missing_ok=True)
                 removed.append(name)
         return removed
 
@@ -387,7 +392,7 @@ class ModelStore:
     def verify_for_serving(self, model: ModelVersion) -> None:
         """Everything a server reads from a version, checked against what was recorded at registration: the
         manifest (its digest file), spec.json and the served ONNX file. Raises StoreError saying which."""
-        digest = self._task_dir(model.task) / DIGESTS / f"{model.version}.sha256"
+        digest = self._digest_path(model.task, model.version)
         if digest.is_file():
             if sha256_file(model.path / "manifest.json") != digest.read_text().strip():
                 raise StoreError(

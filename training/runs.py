@@ -20,16 +20,21 @@ from training.config import ConfigError, RunConfig, config_to_dict, load_config
 RUN_FILE = "run.json"
 
 
+def runs_root() -> Path:
+    """Where run directories go: $KILN_RUNS, default .kiln/runs."""
+    return Path(os.environ.get("KILN_RUNS", Path(".kiln") / "runs"))
+
+
 def new_run_dir(name: str) -> Path:
     """A fresh run directory: $KILN_RUNS (default .kiln/runs) / NAME-<UTC timestamp>."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    return Path(os.environ.get("KILN_RUNS", Path(".kiln") / "runs")) / f"{name}-{stamp}"
+    return runs_root() / f"{name}-{stamp}"
 
 
 def old_run_dirs(task: str, days: float, root: Path | None = None) -> list[Path]:
     """Run directories of ``task`` (``kiln run``'s, holding a run file) under ``root`` (default $KILN_RUNS or
     .kiln/runs) last modified more than ``days`` ago, oldest first."""
-    root = root or Path(os.environ.get("KILN_RUNS", Path(".kiln") / "runs"))
+    root = root or runs_root()
     if not root.is_dir():
         return []
     cutoff = datetime.now(UTC).timestamp() - days * 86400

@@ -164,6 +164,27 @@ def _widen(coef: np.ndarray, intercept: np.ndarray, seen: np.ndarray, classes: i
     return full, bias
 
 
+def _used_columns(x: sp.csr_matrix, xv: sp.csr_matrix) -> tuple[np.ndarray, sp.csr_matrix, sp.csr_matrix]:
+    """Only the features some training row has: hashed buckets are at most half used, and solvers hold copies of
+    features x classes. The other features keep weight 0 (no training row moves them)."""
+    used = np.flatnonzero(np.asarray(x.getnnz(axis=0)).ravel() > 0)
+    return used, x[:, used], xv[:, used]
+
+
+def _class_table(
+    coef: np.ndarray, intercept: np.ndarray, seen: np.ndarray, classes: int, used: np.ndarray, columns: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A scikit-learn linear model's (used features, seen classes) weights as (columns, classes) weights and
+    (classes,) bias. Two classes seen give one weight vector; softmax wants one per class: -w/2 and +w/2."""
+    if coef.shape[1] == 1:
+        coef = np.concatenate([-coef / 2, coef / 2], axis=1)
+        intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
+    full, bias = _widen(coef, intercept, seen, classes)
+    weights = np.zeros((columns, classes))
+    weights[used] = full
+    return weights, bias
+
+
 def fit_linear(
     x: sp.csr_matrix,
     y: np.ndarray,
@@ -177,11 +198,8 @@ def fit_linear(
     its validation accuracy."""
     from sklearn.linear_model import LogisticRegression
 
-    # Only the features some training row has: hashed buckets are at most half used, and the solver holds
-    # several copies of features x classes. The other features keep weight 0 (no training row moves them).
     columns = x.shape[1]
-    used = np.flatnonzero(np.asarray(x.getnnz(axis=0)).ravel() > 0)
-    x, xv = x[:, used], xv[:, used]
+    used, x, xv = _used_columns(x, xv)
     model = LogisticRegression(max_iter=2000, class_weight="balanced" if balanced else None, warm_start=True)
     best: tuple[float, np.ndarray, np.ndarray, float] | None = None
     for c in sorted(grid):  # weakest C first, each fit starting from the last: the same optima, fewer iterations
@@ -192,12 +210,7 @@ def fit_linear(
             best = (score, model.coef_.T.copy(), model.intercept_.copy(), c)
     assert best is not None
     score, coef, intercept, c = best
-    if coef.shape[1] == 1:  # two classes seen: one weight vector; softmax wants one per class
-        coef = np.concatenate([-coef / 2, coef / 2], axis=1)
-        intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
-    full, bias = _widen(coef, intercept, model.classes_, classes)
-    weights = np.zeros((columns, classes))
-    weights[used] = full
+    weights, bias = _class_table(coef, intercept, model.classes_, classes, used, columns)
     return weights, bias, c, score
 
 
@@ -218,19 +231,12 @@ def fit_svm(
     from sklearn.svm import LinearSVC
 
     columns = x.shape[1]
-    used = np.flatnonzero(np.asarray(x.getnnz(axis=0)).ravel() > 0)  # as fit_linear: only features some row has
-    x, xv = x[:, used], xv[:, used]
+    used, x, xv = _used_columns(x, xv)
     model = LinearSVC(C=c, class_weight="balanced" if balanced else None).fit(x, y)
-    coef, intercept = model.coef_.T, model.intercept_
-    if coef.shape[1] == 1:  # two classes: one margin; as logits of the two classes, +-margin/2
-        coef = np.concatenate([-coef / 2, coef / 2], axis=1)
-        intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
-    full, bias = _widen(coef, intercept, model.classes_, classes)
+    weights, bias = _class_table(model.coef_.T, model.intercept_, model.classes_, classes, used, columns)
     if len(model.classes_) < classes:  # an unseen class must never win
         bias[np.setdiff1d(np.arange(classes), model.classes_)] = -1e3
-    weights = np.zeros((columns, classes))
-    weights[used] = full
-    logits = np.asarray(xv @ full) + bias if len(yv) else np.zeros((0, classes))
+    logits = np.asarray(xv @ weights[used]) + bias if len(yv) else np.zeros((0, classes))
     if scale is None:
         scale = temperature(logits, yv, SVM_MAX_TEMPERATURE) if len(yv) else 1.0
     return weights * scale, bias * scale, scale, accuracy(logits, yv)
@@ -331,7 +337,7 @@ def fit_linear_models(
         candidates.append(_logistic("logistic_regression", word_idf, data, classes, balanced))
     candidates.append(_naive_bayes(words_only, data, classes, balanced))
     if char_start is not None:
-        char_idf = np.where(words_only, idf, idf * char_weight(train_terms, idf, char_start))
+        char_idf = char_weighted(train_terms, idf, words_only, char_start)
         candidates.append(_logistic("logistic_regression_chars", char_idf, data, classes, balanced))
     tried = {fit.name: round(fit.val_accuracy, 4) for fit in candidates}
     if how == "ensemble":  # the logistic regression that reads the most, and naive Bayes
@@ -526,7 +532,7 @@ def refit_linear_models(
             members.append(_svm(weighted, data, classes, balanced, chosen(name, "temperature")[0]))
         else:  # logistic_regression_chars
             assert char_start is not None, "a model that reads character n-grams needs them in the spec"
-            char_idf = np.where(words_only, idf, idf * char_weight(everything, idf, char_start))
+            char_idf = char_weighted(everything, idf, words_only, char_start)
             members.append(_logistic(name, char_idf, data, classes, balanced, chosen(name, "C")))
     return LinearFit(
         fit.name,
