@@ -6,6 +6,7 @@ retrain, tune and compress flows import their steps from here.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -33,6 +34,7 @@ from training.release.figures import draw_training
 from training.release.gate import evaluate_production, gate
 from training.release.registry import apply_retention, build_manifest, register
 from training.release.report import build_report, write_report
+from training.tf_env import is_chief
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -82,15 +84,17 @@ def as_step(fn: Callable[P, R], name: str, retries: int = 0) -> Task[P, R]:
 
 def one_run_per_task(fn: Callable[P, R]) -> Callable[P, R]:
     """Hold the store's run lock for the task during the whole flow: a second retrain of the same task in the
-    same store stops at once with a message (ModelStore.exclusive_run) instead of racing the first. Peak memory
-    per stage (training.memory) counts from the flow's start."""
+    same store stops at once with a message (ModelStore.exclusive_run) instead of racing the first. Only the chief
+    of a multi-worker run takes it: the other workers write nothing to the store. Peak memory per stage
+    (training.memory) counts from the flow's start."""
 
     @functools.wraps(fn)
     def locked(*args: P.args, **kwargs: P.kwargs) -> R:
         bound = inspect.signature(fn).bind(*args, **kwargs)
         bound.apply_defaults()
         store = ModelStore(bound.arguments["store"])
-        with store.exclusive_run(bound.arguments["task"], fn.__name__):
+        lock = store.exclusive_run(bound.arguments["task"], fn.__name__) if is_chief() else contextlib.nullcontext()
+        with lock:
             memory.reset()
             return fn(*args, **kwargs)
 

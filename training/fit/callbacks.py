@@ -47,6 +47,24 @@ class ProgressLog(keras.callbacks.Callback):
         log.info("epoch %d/%d: %s (%.1fs)", epoch + 1, self.epochs, shown, time.perf_counter() - self.started)
 
 
+class KeepBest(keras.callbacks.Callback):
+    """The best epoch's weights, kept in memory by every worker alike. The best-weights file is written by the
+    chief of a multi-worker run only, so restoring from it would make the workers diverge (and reading an .h5
+    file into MultiWorkerMirroredStrategy's variables fails); the file stays for ``--resume``."""
+
+    def __init__(self, monitor: str, larger_is_better: bool, threshold: float | None):
+        super().__init__()
+        self.monitor, self.larger_is_better, self.best = monitor, larger_is_better, threshold
+        self.weights: list[Any] | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            return
+        if self.best is None or (value > self.best if self.larger_is_better else value < self.best):
+            self.best, self.weights = float(value), self.model.get_weights()
+
+
 def monitor_name(cfg: TrainConfig, has_validation: bool) -> str:
     """The early-stopping monitor; without a validation split, its training-set twin."""
     monitor = cfg.early_stopping_monitor
@@ -55,8 +73,9 @@ def monitor_name(cfg: TrainConfig, has_validation: bool) -> str:
 
 def build_callbacks(
     cfg: TrainConfig, has_validation: bool, run_dir: Path | None, resume: bool = False
-) -> tuple[list[keras.callbacks.Callback], keras.callbacks.EarlyStopping]:
-    """The run's callbacks and its EarlyStopping (to ask afterwards whether it stopped early).
+) -> tuple[list[keras.callbacks.Callback], keras.callbacks.EarlyStopping, KeepBest]:
+    """The run's callbacks, its EarlyStopping (to ask afterwards whether it stopped early) and its KeepBest
+    (the best epoch's weights; None when no epoch of this process beat the one before a resume).
 
     Without ``resume``, checkpoints and history left in ``run_dir`` by an earlier run are removed, so a
     new run never continues an old one by accident.
@@ -73,7 +92,8 @@ def build_callbacks(
         baseline=best_so_far,
         restore_best_weights=True,
     )
-    callbacks: list[keras.callbacks.Callback] = [early]
+    best = KeepBest(monitor, maximises(monitor, cfg.early_stopping_mode), best_so_far)
+    callbacks: list[keras.callbacks.Callback] = [early, best]
     if cfg.reduce_lr_on_plateau and cfg.lr_schedule == "constant":
         callbacks.append(
             keras.callbacks.ReduceLROnPlateau(
@@ -105,7 +125,7 @@ def build_callbacks(
             # After the history (callbacks run in order): a checkpoint never claims an epoch the CSV lacks.
             keras.callbacks.BackupAndRestore(str(run_dir / CHECKPOINTS)),
         ]
-    return callbacks, early
+    return callbacks, early, best
 
 
 def maximises(monitor: str, mode: str) -> bool:

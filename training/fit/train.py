@@ -39,7 +39,7 @@ from training.fit.refit import Selected, refit, shipped_spec
 from training.kinds import kind_of
 from training.models import layers as _custom_layers  # noqa: F401 - registers them for load_model (resume)
 from training.models.linear import LinearFit, blend, fit_linear_models, linear_model, network_helps
-from training.tf_env import configure_devices, distribution, keras, set_seed, use_mixed_precision
+from training.tf_env import configure_devices, distribution, keras, set_seed, tf, use_mixed_precision
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def train_model(
             epochs_now, stopped_early = 0, len(read_history(selected_file.parent).get("loss", [])) < t.epochs
             fitted_history = {}
         else:
-            callbacks, early = build_callbacks(t, has_val, run_dir, resume)
+            callbacks, early, best = build_callbacks(t, has_val, run_dir, resume)
             callbacks += extra_callbacks or []
             fitted = model.fit(
                 training_batches(train, spec, cfg),
@@ -168,8 +168,10 @@ def train_model(
             )
             fitted_history = fitted.history
             epochs_now, stopped_early = len(fitted_history.get("loss", [])), early.stopped_epoch > 0
-            if run_dir is not None and (run_dir / BEST_WEIGHTS).exists():
-                model.load_weights(run_dir / BEST_WEIGHTS)  # the best epoch, also when it came before a kill
+            if best.weights is not None:
+                model.set_weights(best.weights)  # the best epoch of this process
+            elif run_dir is not None and (run_dir / BEST_WEIGHTS).exists():
+                model.load_weights(run_dir / BEST_WEIGHTS)  # a resume whose best epoch came before the kill
             if mixed:
                 model = in_float32(model, spec, cfg)
             if linear is not None:
@@ -186,6 +188,8 @@ def train_model(
         if finished is not None:
             model.save(finished)
             _write_decisions(finished.parent, {"wide": blended, "refit_epochs": refit_epochs})
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        model = _off_the_cluster(model)
     seconds = time.perf_counter() - started
     history = _history(run_dir, fitted_history)
     log.info("trained in %.1fs (%d epochs in this process, %d in all)", seconds, epochs_now, len(history["loss"]))
@@ -222,6 +226,15 @@ def refits(t: TrainConfig, cfg: RunConfig, has_validation: bool) -> bool:
     a validation split to choose on, and not for a blended text model, whose blend weights were fitted to the
     selection network's validation outputs."""
     return t.refit and has_validation and cfg.text_model.wide_mode != "blend"
+
+
+def _off_the_cluster(model: Any) -> Any:
+    """A copy of a model trained under MultiWorkerMirroredStrategy, outside it: only the chief goes on to
+    compress and evaluate, after the other workers have exited, and any predict on the distributed model
+    would wait for them."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def _write_decisions(run_dir: Path, decided: dict[str, Any]) -> None:
