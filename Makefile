@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Kiln needs Python 3.11, found {sys.version.split()[0]}; set PYTHON=/path/to/python3.11"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[train,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[train,k8s,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -52,25 +52,32 @@ bench-data: install
 bench-render: install
 	$(BIN)/python -m bench.render --dir $(BENCH_DIR) --out docs/BENCHMARKS.md
 
-# Render each Kubernetes overlay, validate every object against the Kubernetes schema offline, and run checkov
-# (zero failures; each waiver is an annotation with its reason next to the resource). Run by .ci/run after the tests.
+# Render each Kubernetes overlay and the multi-worker training Job with kustomize, and the Job the work pool's worker
+# makes for a scheduled retrain with prefect-kubernetes' own code (flows/pool_job.py); validate every object against
+# the Kubernetes schema offline, and run checkov (zero failures; each waiver is an annotation with its reason next
+# to the resource). Run by .ci/run after the tests.
 K8S_VENV := .venv-k8s
 K8S_STAMP := $(K8S_VENV)/.installed
 K8S_VERSION ?= 1.31.0
-OVERLAYS := cpu gpu
+OVERLAYS := overlays/cpu overlays/gpu multi-worker
 $(K8S_STAMP): deploy/k8s/check-requirements.txt
 	$(PYTHON) -m venv $(K8S_VENV)
 	$(K8S_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(K8S_VENV)/bin/python -m pip install --quiet -r deploy/k8s/check-requirements.txt
 	touch $(K8S_STAMP)
 
-k8s-check: $(K8S_STAMP)
+k8s-check: $(K8S_STAMP) install
 	@mkdir -p .kiln/k8s
-	@for overlay in $(OVERLAYS); do \
-		echo "== overlay $$overlay"; \
-		kubectl kustomize deploy/k8s/overlays/$$overlay > .kiln/k8s/$$overlay.yaml || exit 1; \
-		$(K8S_VENV)/bin/kubernetes-validate --strict --quiet -k $(K8S_VERSION) .kiln/k8s/$$overlay.yaml || exit 1; \
-		BC_SKIP_MAPPING=TRUE $(K8S_VENV)/bin/checkov -f .kiln/k8s/$$overlay.yaml --framework kubernetes \
+	@for kustomization in $(OVERLAYS); do \
+		kubectl kustomize deploy/k8s/$$kustomization > .kiln/k8s/$$(basename $$kustomization).yaml || exit 1; \
+	done
+	@$(BIN)/python -m flows.pool_job --template deploy/k8s/retraining/work-pool-job-template.json \
+		--worker deploy/k8s/retraining/prefect-worker.yaml --out .kiln/k8s/pool-job.yaml
+	@# The pool Job is checked beside the overlay it runs in (its NetworkPolicy is there).
+	@for rendered in cpu gpu multi-worker "pool-job cpu"; do \
+		set -- $$rendered; echo "== $$1"; \
+		$(K8S_VENV)/bin/kubernetes-validate --strict --quiet -k $(K8S_VERSION) .kiln/k8s/$$1.yaml || exit 1; \
+		BC_SKIP_MAPPING=TRUE $(K8S_VENV)/bin/checkov $$(for f in "$$@"; do echo "-f .kiln/k8s/$$f.yaml"; done) --framework kubernetes \
 			--compact --quiet --skip-download || exit 1; \
 	done
 

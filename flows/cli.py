@@ -21,6 +21,7 @@ import httpx
 import typer
 
 from flows.console import fail, print_data_summary, print_run_summary, print_tuning_summary
+from flows.pool_job import POOL_STORE
 from serving.settings import Settings
 from serving.store import TASKS, ModelStore, StoreError
 from training.runs import new_run_dir
@@ -412,8 +413,15 @@ def schedule(
         str | None, typer.Option(help="Register for this Prefect work pool (its worker runs the retrains) and exit.")
     ] = None,
     image: Annotated[
-        str | None, typer.Option(help="Training image for --pool runs (default kiln-training:0.1.0).")
+        str | None,
+        typer.Option(
+            help="Training image recorded for --pool runs (default kiln-training:0.1.0); Kiln's own job template "
+            "runs the image it pins."
+        ),
     ] = None,
+    namespace: Annotated[
+        str, typer.Option(help="Kubernetes namespace of the --pool runs' Jobs (where Kiln is deployed).")
+    ] = "kiln",
     list_: Annotated[bool, typer.Option("--list", help="List the retrain schedules on the server.")] = False,
     pause: Annotated[str | None, typer.Option(help="Pause the named schedule (no new runs until --resume).")] = None,
     resume: Annotated[str | None, typer.Option(help="Resume the named schedule.")] = None,
@@ -422,8 +430,10 @@ def schedule(
 ) -> None:
     """Retrain on a schedule on the Prefect server at PREFECT_API_URL. With --task, --data and --cron: register
     the retrain flow as a deployment and serve its runs in this process (it keeps running; use a service manager),
-    or with --pool, register it for a work pool's worker and exit. --list, --pause, --resume, --delete and
-    --run-now manage schedules already registered."""
+    or with --pool, register it for a work pool's worker and exit (then --data, --store and --config are paths
+    as the pool's Job sees them; the store defaults to /models). --list, --pause, --resume, --delete and
+    --run-now manage schedules already registered. A server that requires authentication needs
+    PREFECT_API_AUTH_STRING."""
     from flows import schedule as schedules
 
     actions = {"pause": pause, "resume": resume, "delete": delete, "run-now": run_now}
@@ -443,13 +453,14 @@ def schedule(
                     "give --task, --data and --cron to register a schedule "
                     "(or --list/--pause/--resume/--delete/--run-now)"
                 )
-            _checked_config(data, config)
+            if pool is None:  # a pool's runs read their data and config where the Job mounts them
+                _checked_config(data, config)
             params = {
                 "task": task.value,
-                "data": str(data.resolve()),
+                "data": str(data if pool else data.resolve()),
                 "out": None,
-                "store": str(_store(store).root.resolve()),
-                "config": str(config.resolve()) if config else None,
+                "store": str(store or POOL_STORE) if pool else str(_store(store).root.resolve()),
+                "config": None if config is None else str(config if pool else config.resolve()),
                 "epochs": epochs,
                 "text_column": text_column,
                 "label_column": label_column,
@@ -457,7 +468,7 @@ def schedule(
                 "trials": trials,
                 "keep": keep,
             }
-            _register_schedule(name or f"retrain-{task.value}", cron, params, pool, image)
+            _register_schedule(name or f"retrain-{task.value}", cron, params, pool, image, namespace)
     except (schedules.ScheduleError, StoreError) as exc:
         fail(str(exc))
     except httpx.HTTPError as exc:  # the server went away mid-command
@@ -490,13 +501,13 @@ def _manage_schedule(action: str, name: str) -> None:
         typer.echo(f"{name}: {action}d")
 
 
-def _register_schedule(name: str, cron: str, params: dict, pool: str | None, image: str | None) -> None:
+def _register_schedule(name: str, cron: str, params: dict, pool: str | None, image: str | None, namespace: str) -> None:
     """`kiln schedule --task --data --cron`: register the deployment; serve it here unless --pool."""
     from flows import schedule as schedules
 
-    where = f"work pool {pool}" if pool else "this process (keep it running)"
+    where = f"work pool {pool} (namespace {namespace})" if pool else "this process (keep it running)"
     typer.echo(f"schedule {name}: {cron} (UTC) on {os.environ.get('PREFECT_API_URL')}; runs in {where}")
-    schedules.register_schedule(name, cron, params, pool, image)
+    schedules.register_schedule(name, cron, params, pool, image, namespace)
 
 
 @app.command()

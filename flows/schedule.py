@@ -8,7 +8,8 @@ server at PREFECT_API_URL:
   systemd unit, a container that holds the data and the store).
 - **work pool** (``--pool``): the deployment is registered for a work pool and this process exits; the pool's
   worker runs each retrain wherever the pool says. With deploy/k8s, that is the Kubernetes pool whose worker
-  starts each run as a Job from the training image (``--image``).
+  starts each run as a Job from the training image its job template pins; the deployment chooses only the
+  namespace (flows.pool_job.job_variables).
 
 Either way a deployment runs at most one retrain at a time (a deployment concurrency limit of 1), and the store's
 run lock stops a second retrain of the same task from any other source.
@@ -18,6 +19,7 @@ run lock stops a second retrain of the same task from any other source.
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 from collections.abc import Callable
@@ -28,6 +30,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.flows import EntrypointType
 
+from flows.pool_job import NAMESPACE, job_variables
 from flows.retrain import retrain
 
 FLOW = "retrain"
@@ -59,7 +62,7 @@ def wait_for_server(url: str, notify: Callable[[str], None], timeout: float | No
     while True:
         try:
             if httpx.get(url.rstrip("/") + "/health", timeout=5).status_code == 200:
-                return
+                return check_credentials(url)
         except httpx.HTTPError:
             pass
         if time.monotonic() >= deadline:
@@ -73,6 +76,21 @@ def wait_for_server(url: str, notify: Callable[[str], None], timeout: float | No
         time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
 
+def check_credentials(url: str) -> None:
+    """A server that requires authentication (PREFECT_SERVER_API_AUTH_STRING) refuses a client without
+    PREFECT_API_AUTH_STRING, or with the wrong one: say so in one line, not in a traceback later."""
+    from prefect.settings import PREFECT_API_AUTH_STRING
+
+    auth = PREFECT_API_AUTH_STRING.value()
+    headers = {"Authorization": "Basic " + base64.b64encode(auth.encode()).decode()} if auth else {}
+    if httpx.get(url.rstrip("/") + "/admin/version", headers=headers, timeout=5).status_code == 401:
+        given = "the PREFECT_API_AUTH_STRING given" if auth else "no PREFECT_API_AUTH_STRING"
+        raise ScheduleError(
+            f"the Prefect server at {url} requires authentication and refused {given}: export "
+            "PREFECT_API_AUTH_STRING=user:password (in the cluster: the kiln-prefect-auth Secret, docs/DEPLOY.md)"
+        )
+
+
 def check_cron(cron: str) -> str:
     try:
         CronSchedule(cron=cron)
@@ -82,9 +100,16 @@ def check_cron(cron: str) -> str:
 
 
 def register_schedule(
-    name: str, cron: str, parameters: dict[str, Any], pool: str | None = None, image: str | None = None
+    name: str,
+    cron: str,
+    parameters: dict[str, Any],
+    pool: str | None = None,
+    image: str | None = None,
+    namespace: str = NAMESPACE,
 ) -> None:
-    """Register ``retrain/NAME`` with a cron schedule; without ``pool``, serve its runs in this process (blocks)."""
+    """Register ``retrain/NAME`` with a cron schedule; without ``pool``, serve its runs in this process (blocks).
+    For a pool, the deployment records Kiln's job variables (the namespace) and the image; Kiln's own job
+    template runs the image it pins."""
     check_server()
     check_cron(cron)
     common: dict[str, Any] = {
@@ -98,6 +123,7 @@ def register_schedule(
         retrain.deploy(
             work_pool_name=pool,
             image=image or "kiln-training:0.1.0",
+            job_variables=job_variables(namespace),
             build=False,
             push=False,
             concurrency_limit=1,

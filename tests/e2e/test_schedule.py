@@ -3,6 +3,7 @@ and the upcoming runs the server's scheduler made, run one now and see a new ver
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -33,9 +34,9 @@ def _wait(condition, timeout: float, what: str) -> object:  # type: ignore[no-un
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-@pytest.fixture()
-def prefect_api(tmp_path: Path) -> Iterator[str]:
-    """A real `prefect server start` on loopback with its own SQLite database."""
+@contextlib.contextmanager
+def prefect_server(tmp_path: Path, **settings: str) -> Iterator[str]:
+    """A real `prefect server start` on loopback with its own SQLite database (and ``settings``); its API URL."""
     port = free_port()
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
@@ -44,7 +45,7 @@ def prefect_api(tmp_path: Path) -> Iterator[str]:
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
         stdout=log,
         stderr=subprocess.STDOUT,
-        env=env,
+        env=env | settings,
         start_new_session=True,
     )
     api = f"http://127.0.0.1:{port}/api"
@@ -55,6 +56,12 @@ def prefect_api(tmp_path: Path) -> Iterator[str]:
         server.terminate()
         server.wait(timeout=60)
         log.close()
+
+
+@pytest.fixture()
+def prefect_api(tmp_path: Path) -> Iterator[str]:
+    with prefect_server(tmp_path) as api:
+        yield api
 
 
 def test_schedule_registers_a_cron_deployment_and_a_run_lands_a_version(tmp_path: Path, prefect_api: str) -> None:
