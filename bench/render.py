@@ -145,6 +145,13 @@ def http_section(r: Result) -> list[str]:
         "no input checks (`bench/peers.py`); **keras**: FastAPI calling the trained Keras model's `predict`. "
         "Latencies p50/p95/p99 in ms.\n",
     ]
+    models = p.get("models", {})
+    if models:
+        lines.append(
+            "Models: " + "; ".join(f"**{task}**: {what}" for task, what in models.items()) + " (`bench/serving.py`, "
+            "a default `kiln run` on notMNIST and on CR's training split). The image route sends one "
+            f"{p.get('image_bytes', 0):,}-byte PNG.\n"
+        )
 
     def lat(s: dict[str, Any]) -> str:
         return "/".join(num(s[f"latency_ms_{q}"]) for q in ("p50", "p95", "p99"))

@@ -1,8 +1,12 @@
 """`make bench`: train both sample models, time every variant, and load the HTTP service against its peers.
 
 Writes docs/bench/training.json (the retrain flow on the sample data, every variant re-timed) and
-docs/bench/http.json (`kiln serve` beside a bare ONNX Runtime app and a Keras app), then renders
-docs/BENCHMARKS.md from every result file.
+docs/bench/http.json (`kiln serve` beside a bare ONNX Runtime app and a Keras app, on realistic models), then
+renders docs/BENCHMARKS.md from every result file.
+
+The HTTP models are what a default `kiln run` makes of real data: a 28x28 image model from notMNIST (300 images
+per letter, 4 epochs) and a text model from CR's training split (../shared/datasets; built once under --workdir
+and reused). Without the data sets, the sample models stand in, and the page says so.
 
     $ .venv/bin/python -m bench.serving                # both files
     $ .venv/bin/python -m bench.serving --http-only    # only http.json, on the models already in --workdir
@@ -19,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from bench.common import BENCH_DIR, envelope, utc_now, write_result
+from bench.quality import SHARED
 from bench.render import after_benchmark
 from serving.client import KilnServer
 from serving.loadtest import run_load
@@ -31,7 +36,7 @@ TEXT = "the delivery was not slow at all, it was quick"
 LATENCY_RUNS = 30
 CONCURRENCY = (1, 16, 64)
 SERVERS = ("kiln", "bare", "keras")
-ROUNDS = 3
+ROUNDS = 5
 
 
 def batch_latency(model: Any, variant: str, x: np.ndarray, runs: int = LATENCY_RUNS) -> dict[str, float]:
@@ -96,6 +101,43 @@ def measure_training(sample: dict[str, Path], store: ModelStore, workdir: Path) 
     return envelope("training", parameters, measured=measured, rows=rows)
 
 
+def realistic_store(workdir: Path, datasets: Path) -> tuple[Path, bytes, dict[str, str]] | None:
+    """A store with a realistic image and text model in production (built once, then reused), an image file
+    for requests, and what each model is; None without the development data sets."""
+    from bench.quality import split_source
+    from bench.splits import prepare_split
+    from flows.retrain import retrain
+
+    letters = datasets / "notmnist" / "images"
+    if not letters.is_dir() or not (datasets / "cr").is_dir():
+        return None
+    root = workdir / "realistic"
+    store = ModelStore(root / "store")
+    images = root / "notmnist"
+    if store.production("image") is None:
+        for folder in sorted(p for p in letters.iterdir() if p.is_dir()):
+            (images / folder.name).mkdir(parents=True, exist_ok=True)
+            for item in sorted(folder.iterdir())[:300]:
+                (images / folder.name / item.name).write_bytes(item.read_bytes())
+        retrain(task="image", data=str(images), out=str(root / "runs" / "image"), store=str(store.root), epochs=4)
+    if store.production("text") is None:
+        split = prepare_split(split_source("cr", workdir), root / "splits")
+        retrain(task="text", data=str(split.train), out=str(root / "runs" / "text"), store=str(store.root))
+    image_file = sorted((images / "A").iterdir())[0].read_bytes()
+    return store.root, image_file, {task: _describe(store, task) for task in ("image", "text")}
+
+
+def _describe(store: ModelStore, task: str) -> str:
+    """E.g. "28x28x1 image model, served int8 (0.5 MB)"."""
+    version = store.production_version(task)
+    assert version is not None
+    spec = spec_from_dict(version.manifest["spec"])
+    what = f"{spec.height}x{spec.width}x{spec.channels} image" if isinstance(spec, ImageSpec) else "text"
+    variant = version.manifest["served_variant"]
+    size = version.variant_path().stat().st_size / 1e6
+    return f"{what} model of {len(spec.labels)} classes, served {variant} ({size:.1f} MB)"
+
+
 def _median_stats(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """Per metric, the median over the rounds (errors: their sum)."""
     keys = ("requests_per_s", "latency_ms_p50", "latency_ms_p95", "latency_ms_p99")
@@ -104,7 +146,9 @@ def _median_stats(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
-def measure_http(store: Path, image_file: bytes, workdir: Path, seconds: float, rounds: int = ROUNDS) -> dict[str, Any]:
+def measure_http(
+    store: Path, image_file: bytes, workdir: Path, seconds: float, models: dict[str, str], rounds: int = ROUNDS
+) -> dict[str, Any]:
     """`kiln serve` beside a bare Starlette + ONNX Runtime app (the ceiling) and a FastAPI + Keras app (where users
     start), on the same store, routes, payloads and closed-loop client, as http.json. All three run at once and
     are measured in turn, ``rounds`` times per row, so a slow minute on a shared machine hits all of them alike."""
@@ -112,7 +156,7 @@ def measure_http(store: Path, image_file: bytes, workdir: Path, seconds: float, 
 
     measured = utc_now()
     cases: list[tuple[str, str, dict[str, Any]]] = [
-        ("/classify_image", "one 8x8 PNG", {"files": {"image": ("d.png", image_file, "image/png")}}),
+        ("/classify_image", "one PNG", {"files": {"image": ("d.png", image_file, "image/png")}}),
         ("/classify_text", "1 text", {"json": {"texts": [TEXT]}}),
         ("/classify_text", "32 texts", {"json": {"texts": [TEXT] * 32}}),
     ]
@@ -138,6 +182,7 @@ def measure_http(store: Path, image_file: bytes, workdir: Path, seconds: float, 
                 line = ", ".join(f"{n} {servers[n]['requests_per_s']}" for n in SERVERS)
                 print(f"{route} {payload} c{concurrency}: {line} req/s")
     parameters = {"seconds": seconds, "rounds": rounds, "concurrency": list(CONCURRENCY), "servers": list(SERVERS)}
+    parameters |= {"models": models, "image_bytes": len(image_file)}
     return envelope("http", parameters, measured=measured, rows=rows)
 
 
@@ -154,7 +199,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "training.json", help="the training result")
     parser.add_argument("--http-out", type=Path, default=BENCH_DIR / "http.json", help="the HTTP result")
     parser.add_argument("--workdir", type=Path, default=Path(".kiln/bench"))
-    parser.add_argument("--seconds", type=float, default=9.0, help="load per server, route and concurrency")
+    parser.add_argument("--seconds", type=float, default=15.0, help="load per server, route and concurrency")
+    parser.add_argument("--datasets", type=Path, default=SHARED, help="the shared data sets (realistic models)")
     parser.add_argument(
         "--http-only", action="store_true", help="re-measure only the HTTP section, on the models already in --workdir"
     )
@@ -162,11 +208,17 @@ def main() -> None:
 
     sample = write_sample_data(args.workdir / "sample")
     store = ModelStore(args.workdir / "store")
-    image_file = sorted((sample["images"] / "7").glob("*.png"))[0].read_bytes()
     written = []
     if not args.http_only:
         written.append(write_result(args.out, measure_training(sample, store, args.workdir)))
-    written.append(write_result(args.http_out, measure_http(store.root, image_file, args.workdir, args.seconds)))
+    realistic = realistic_store(args.workdir, args.datasets)
+    if realistic is None:
+        print(f"no development data sets in {args.datasets}: the HTTP benchmark serves the sample models")
+        image_file = sorted((sample["images"] / "7").glob("*.png"))[0].read_bytes()
+        served = store.root, image_file, {task: "sample " + _describe(store, task) for task in ("image", "text")}
+    else:
+        served = realistic
+    written.append(write_result(args.http_out, measure_http(*served[:2], args.workdir, args.seconds, served[2])))
     after_benchmark(*written)
 
 
