@@ -413,3 +413,24 @@ def test_the_openapi_page_describes_what_is_served(client: TestClient) -> None:
     assert image["required"] == ["image"] and image["properties"]["image"]["format"] == "binary"
     r = client.post("/classify_image", files={"image": ("a.png", png_bytes(), "image/png")})
     assert r.status_code == 200
+
+
+def test_answers_are_exactly_the_documented_responses(client: TestClient) -> None:
+    """Each route's 200 body validates against the response model its OpenAPI entry documents, which forbids
+    fields it does not list: the served and the documented answer cannot drift apart."""
+    from serving.service import ImageAnswer, TextAnswer
+
+    spec = client.get("/docs.json").json()
+
+    def documented(route: str) -> set[str]:
+        schema = spec["paths"][route]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+        while "$ref" in schema:
+            schema = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+        return set(schema["properties"])
+
+    image = client.post("/classify_image", files={"image": ("a.png", png_bytes(), "image/png")})
+    text = client.post("/classify_text", json={"texts": ["good film", "bad"]})
+    assert documented("/classify_image") == set(ImageAnswer.model_fields) == set(image.json())
+    assert documented("/classify_text") == set(TextAnswer.model_fields) == set(text.json())
+    ImageAnswer.model_validate(image.json())
+    assert len(TextAnswer.model_validate(text.json()).predictions) == 2
