@@ -1,5 +1,5 @@
-"""The retrain flow: ingest -> clean -> split -> data report -> check -> (tune) -> train -> compress -> gate
--> register.
+"""The retrain flow: ingest -> clean -> split -> label audit -> data report -> check -> (tune) -> train ->
+compress -> gate -> register.
 
 Wiring only: the steps are library functions wrapped as Prefect tasks (flows.steps), so the CLI, tests
 and schedules all run the same code. Runs on Prefect's temporary local server unless ``PREFECT_API_URL``
@@ -17,6 +17,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from flows.steps import (
+    audit_step,
     check_step,
     compress_step,
     figures_step,
@@ -72,8 +73,9 @@ def retrain(
 
     dataset = ingest_step(task, source, cfg.data)
     train, val, test = split_step(dataset, cfg.data)
+    audit, train, val = audit_step(dataset, train, val, cfg.data)
     # The report and quarantine.csv come first: a run that stops on its data still explains why.
-    data_report = report_step(dataset, (train, val, test), cfg, out_dir)
+    data_report = report_step(dataset, (train, val, test), cfg, out_dir, audit=audit)
     publish_markdown(data_report["markdown"], out_dir, f"data-report-{task}", f"Data report for {data}")
     check_step(dataset, cfg.data.min_examples_per_class)
     label_change = labels_step(production_labels(model_store, task), dataset.label_names, allow_label_change)

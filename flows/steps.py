@@ -27,6 +27,7 @@ from training.config import ConfigError, RunConfig, config_to_dict
 from training.data.clean import load_source
 from training.data.dataset import DataError, Dataset, check_label_change, check_trainable
 from training.data.inspect import write_data_report
+from training.data.label_audit import audit_and_exclude
 from training.data.split import split_dataset
 from training.fit.train import train_model
 from training.markdown import inline_images
@@ -105,6 +106,7 @@ ingest_step = as_step(load_source, "ingest-and-clean", retries=2)
 check_step = as_step(check_trainable, "check-trainable")
 labels_step = as_step(check_label_change, "check-label-change")
 split_step = as_step(split_dataset, "split")
+audit_step = as_step(audit_and_exclude, "label-audit")
 report_step = as_step(write_data_report, "data-report")
 figures_step = as_step(draw_training, "training-figures")
 train_step = as_step(train_model, "train")

@@ -44,6 +44,7 @@ LrSchedule = Literal["constant", "step", "exponential", "cosine", "cosine_restar
 EarlyStoppingMode = Literal["auto", "min", "max"]
 ClassWeights = Literal["auto", "balanced", "none"]
 ImageCache = Literal["none", "memory", "disk"]
+LabelIssues = Literal["report", "exclude", "off"]
 MixedPrecision = Literal["auto", "on", "off"]
 Distribute = Literal["auto", "mirrored", "none"]
 ImageArchitecture = Literal["cnn", "resnet", "separable"]
@@ -125,6 +126,9 @@ class DataConfig(_Config):
     image_cache: ImageCache = "none"
     cache_dir: Text | None = None
     shuffle_buffer: StrictInt = 8192
+    # The label audit of training + validation (training.data.label_audit): "report" lists suspects in
+    # label_issues.csv and the data report; "exclude" also leaves them out of fitting; "off" skips it.
+    label_issues: LabelIssues = "report"
 
     @model_validator(mode="after")
     def _disk_cache_has_a_directory(self) -> Self:

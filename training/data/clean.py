@@ -156,6 +156,7 @@ def clean_images(data: Path, cfg: DataConfig | None = None, workers: int | None 
         colours=colours[keep],
         sizes=[(facts[i].width, facts[i].height) for i in keep],
         modes=[facts[i].mode for i in keep],
+        names=[usable[i].name for i in keep],
     )
     _log_summary(report)
     return dataset
@@ -210,6 +211,7 @@ def clean_texts(
         resolution.groups,
         report,
         keys=[near[i] for i in keep],
+        names=[names[i] for i in keep],
     )
     _log_summary(report)
     return dataset

@@ -27,6 +27,7 @@ SKIP_COUNTERS = (
     "empty_skipped",
     "missing_label_skipped",
     "malformed_skipped",
+    "label_issues_excluded",
 )
 
 
@@ -72,6 +73,7 @@ class DataReport:
     empty_skipped: int = 0
     missing_label_skipped: int = 0
     malformed_skipped: int = 0
+    label_issues_excluded: int = 0  # kept by cleaning, then left out of fitting by the label audit (exclude)
     hidden_ignored: int = 0
     near_duplicates: int = 0  # kept items that have a near duplicate (grouped, not removed)
     classes: dict[str, int] = field(default_factory=dict)
@@ -82,6 +84,11 @@ class DataReport:
         assert counter in SKIP_COUNTERS, counter
         setattr(self, counter, getattr(self, counter) + 1)
         self.quarantine.append(Quarantined(item, counter, reason))
+
+    def exclude_label_issue(self, item: str, label: str, reason: str) -> None:
+        """An item the label audit leaves out of fitting: quarantined, and no longer counted as kept."""
+        self.skip("label_issues_excluded", item, reason)
+        self.classes[label] -= 1
 
     @property
     def rows_kept(self) -> int:
@@ -133,6 +140,8 @@ class Dataset:
     colours: np.ndarray | None = None  # (N, 48) uint8 colour signature per image
     sizes: list[tuple[int, int]] = field(default_factory=list)  # (width, height) per image
     modes: list[str] = field(default_factory=list)
+    # per item: its name in quarantine.csv and label_issues.csv ("line N", or the path inside the data folder)
+    names: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         assert len(self.inputs) == len(self.labels) == len(self.groups)
@@ -159,7 +168,12 @@ class Dataset:
             colours=self.colours[indices] if self.colours is not None else None,
             sizes=[self.sizes[i] for i in indices] if self.sizes else [],
             modes=[self.modes[i] for i in indices] if self.modes else [],
+            names=[self.names[i] for i in indices] if self.names else [],
         )
+
+    def name(self, i: int) -> str:
+        """Item ``i`` as quarantine.csv names it."""
+        return self.names[i] if self.names else str(self.inputs[i])
 
 
 def joined(first: Dataset, second: Dataset) -> Dataset:
@@ -183,6 +197,7 @@ def joined(first: Dataset, second: Dataset) -> Dataset:
         colours=stacked(first.colours, second.colours),
         sizes=both(first.sizes, second.sizes),
         modes=both(first.modes, second.modes),
+        names=both(first.names, second.names),
     )
 
 

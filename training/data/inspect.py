@@ -22,11 +22,13 @@ from serving.preprocess import build_vocabulary, tokenize
 from training.config import RunConfig
 from training.data.dataset import Dataset
 from training.data.features import class_weights, text_length, token_counts
+from training.data.label_audit import Audit, audit_and_exclude
 from training.kinds import kind_of
 
 log = logging.getLogger(__name__)
 
 PERCENTILES = (5, 50, 90, 95, 99)
+SUSPECTS_SHOWN = 20  # label-audit suspects shown in the data report (label_issues.csv has all)
 
 
 def inspect_data(
@@ -44,8 +46,9 @@ def inspect_data(
     from training.data.split import split_dataset
 
     dataset = load_dataset(task, data, text_column, label_column, header, cfg.data)
-    splits = split_dataset(dataset, cfg.data)
-    return dataset, write_data_report(dataset, splits, cfg, out, plots)
+    train, val, test = split_dataset(dataset, cfg.data)
+    audit, train, val = audit_and_exclude(dataset, train, val, cfg.data)
+    return dataset, write_data_report(dataset, (train, val, test), cfg, out, plots, audit)
 
 
 def imbalance(train: Dataset, cfg: RunConfig) -> dict[str, Any]:
@@ -132,23 +135,35 @@ def near_duplicate_pairs(dataset: Dataset, limit: int = 12) -> list[tuple[int, i
 
 
 def write_data_report(
-    dataset: Dataset, splits: tuple[Dataset, Dataset, Dataset], cfg: RunConfig, out: Path, plots: bool = True
+    dataset: Dataset,
+    splits: tuple[Dataset, Dataset, Dataset],
+    cfg: RunConfig,
+    out: Path,
+    plots: bool = True,
+    audit: Audit | None = None,
 ) -> dict[str, Path]:
-    """Summarise the data into its report, then write data_report.json, data_report.md, quarantine.csv and
-    (optionally) PNG plots under ``out``."""
+    """Summarise the data into its report, then write data_report.json, data_report.md, quarantine.csv,
+    label_issues.csv (with a label ``audit``) and (optionally) PNG plots under ``out``."""
     from training.data import plots as draw
 
     out.mkdir(parents=True, exist_ok=True)
     dataset.report.details["summary"] = summarize(dataset, splits, cfg)
+    paths: dict[str, Path] = {}
+    if audit is not None:
+        dataset.report.details["label_issues"] = audit.summary()
+        paths["label_issues"] = audit.write_csv(out / "label_issues.csv")
     report = dataset.report.to_dict()
-    paths: dict[str, Path] = {"quarantine": dataset.report.write_quarantine(out / "quarantine.csv")}
+    paths["quarantine"] = dataset.report.write_quarantine(out / "quarantine.csv")
     images: dict[str, Path] = {}
     if plots:
         images = draw.draw_all(dataset, splits[0], cfg, out / "plots", near_duplicate_pairs(dataset))
+        if audit is not None and audit.issues and dataset.task == "image":
+            suspects = audit.issues[:SUSPECTS_SHOWN]
+            images["label_issues"] = draw.label_issue_grid(suspects, out / "plots" / "label_issues.png")
     paths["json"] = out / "data_report.json"
     paths["json"].write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
     paths["markdown"] = out / "data_report.md"
-    paths["markdown"].write_text(render_markdown(dataset, report, images, out), encoding="utf-8")
+    paths["markdown"].write_text(render_markdown(dataset, report, images, out, audit), encoding="utf-8")
     paths.update({f"plot_{k}": v for k, v in images.items()})
     log.info(
         "data report: %s (%d quarantined items in %s)",
@@ -159,13 +174,35 @@ def write_data_report(
     return paths
 
 
+def _label_issue_lines(audit: Audit, task: str) -> list[str]:
+    """The data report's label-audit section: what was measured, and the top suspects (texts in a table; images
+    in the label_issues plot)."""
+    s = audit.summary()
+    lines = [
+        "## Label audit",
+        "",
+        f"{s['flagged']} of {s['items_audited']} training and validation labels look wrong (estimated noise rate "
+        f"{s['estimated_noise_rate']:.1%}; {s['method']}; {s['model']}; {s['seconds']:.1f} s). All of them, most "
+        "suspect first, in label_issues.csv; `data.label_issues: exclude` leaves them out of fitting.",
+    ]
+    if audit.issues and task == "text":
+        rows = [
+            (i.item, i.given, i.suggested, f"{i.score:.2f}", str(i.content)[:100])
+            for i in audit.issues[:SUSPECTS_SHOWN]
+        ]
+        lines += ["", *_table(rows, ("item", "given", "suggested", "score", "text"))]
+    return lines
+
+
 def _table(rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
     return lines
 
 
-def render_markdown(dataset: Dataset, report: dict[str, Any], images: dict[str, Path], out: Path) -> str:
+def render_markdown(
+    dataset: Dataset, report: dict[str, Any], images: dict[str, Path], out: Path, audit: Audit | None = None
+) -> str:
     """The human-readable data report (also published as a Prefect markdown artifact)."""
     summary = report.get("summary", {})
     counted = [
@@ -230,6 +267,8 @@ def render_markdown(dataset: Dataset, report: dict[str, Any], images: dict[str, 
         if pairs:
             lines += ["", "### Near-duplicate texts (kept, same split)", ""]
             lines += _table([(dataset.inputs[a][:80], dataset.inputs[b][:80]) for a, b in pairs], ("text", "near copy"))
+    if audit is not None:
+        lines += ["", *_label_issue_lines(audit, dataset.task)]
     if images:
         lines += ["", "## Plots", ""]
         lines += [f"![{name}]({path.relative_to(out)})" for name, path in images.items()]

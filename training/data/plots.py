@@ -23,6 +23,7 @@ from serving.preprocess import ImageSpec, decode_image, image_to_array  # noqa: 
 from training.config import RunConfig  # noqa: E402
 from training.data.dataset import Dataset  # noqa: E402
 from training.data.features import token_counts  # noqa: E402
+from training.data.label_audit import LabelIssue  # noqa: E402
 from training.kinds import kind_of  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,19 @@ def grid(rows: list[tuple[str, list[np.ndarray]]], title: str, path: Path) -> Pa
         axes[r][0].set_title(label, fontsize=8, loc="left")
     fig.suptitle(title)
     return save(fig, path)
+
+
+def label_issue_grid(issues: list[LabelIssue], path: Path) -> Path:
+    """The label audit's top suspects, each titled "given -> suggested", most suspect first."""
+    per_row = 4
+    rows = [
+        (
+            "   ".join(f"{i.given}->{i.suggested}" for i in issues[r : r + per_row]),
+            [thumbnail(i.content) for i in issues[r : r + per_row]],
+        )
+        for r in range(0, len(issues), per_row)
+    ]
+    return grid(rows, "Labels that look wrong (given -> suggested)", path)
 
 
 def sample_grid(dataset: Dataset, path: Path) -> Path:

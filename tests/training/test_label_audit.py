@@ -1,0 +1,131 @@
+"""The label audit finds planted label errors in texts and images from out-of-fold predictions (confident
+learning), names them as quarantine.csv does, and with `exclude` leaves them out of training and validation."""
+
+from __future__ import annotations
+
+import csv
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import TEXT_CLASSES, make_image_folder, write_csv
+from training.config import DataConfig, RunConfig
+from training.data.clean import clean_images, clean_texts
+from training.data.dataset import joined
+from training.data.label_audit import HEADER, audit_and_exclude, audit_labels, confident_learning
+from training.data.split import split_dataset
+
+ADJECTIVES = ["again", "today", "at last", "as usual", "for once", "twice", "loudly", "quietly", "early", "late"]
+VERBS = ["was great", "looked odd", "surprised us", "ended early", "is back", "felt long", "was late"]
+
+
+def labelled_texts(flip: int, seed: int = 0) -> tuple[list[tuple[str, str]], set[int]]:
+    """Distinct texts whose subject says the class, with ``flip`` of them given another class; the flipped rows'
+    CSV line numbers (header on line 1)."""
+    rng = random.Random(seed)
+    rows = [
+        (f"{subject} {verb} {adjective}", label)
+        for label, subjects in TEXT_CLASSES.items()
+        for subject in subjects
+        for verb in VERBS
+        for adjective in ADJECTIVES[:3]
+    ]
+    rng.shuffle(rows)
+    flipped = set(rng.sample(range(len(rows)), flip))
+    labels = sorted(TEXT_CLASSES)
+    for i in flipped:
+        text, label = rows[i]
+        rows[i] = (text, labels[(labels.index(label) + 1) % len(labels)])
+    return rows, {i + 2 for i in flipped}
+
+
+def test_confident_learning_flags_the_confident_off_diagonal() -> None:
+    y = np.array([0, 0, 0, 1, 1, 1])
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.1, 0.9], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4]])
+    suspects, noise = confident_learning(probs, y)
+    # item 2 is labelled 0 but sure of 1; item 5 is labelled 1 and leans to 0 past class 0's threshold (0.6)
+    assert [i for i, _ in suspects] == [2, 5]
+    assert suspects[0][1] == pytest.approx(0.8) and 0 < noise < 0.5
+
+
+def test_planted_text_label_errors_are_found_and_named_by_line(tmp_path: Path) -> None:
+    rows, flipped_lines = labelled_texts(flip=12)
+    dataset = clean_texts(write_csv(tmp_path / "t.csv", rows))
+    audit = audit_labels(dataset)
+
+    found = {int(issue.item.removeprefix("line ")) for issue in audit.issues}
+    assert all(issue.item.startswith("line ") for issue in audit.issues)
+    assert len(found & flipped_lines) >= 9, (sorted(found), sorted(flipped_lines))  # recall >= 0.75
+    assert len(found - flipped_lines) <= 4  # few clean items accused
+    assert 0.02 < audit.noise_rate < 0.2  # 12 of 378 are wrong: 3%
+    scores = [issue.score for issue in audit.issues]
+    assert scores == sorted(scores, reverse=True)  # most suspect first
+    for issue in audit.issues:
+        assert issue.given != issue.suggested and issue.suggested in TEXT_CLASSES
+
+    path = audit.write_csv(tmp_path / "label_issues.csv")
+    with path.open() as fh:
+        table = list(csv.reader(fh))
+    assert tuple(table[0]) == HEADER and len(table) == len(audit.issues) + 1
+
+
+def test_planted_image_label_errors_are_found_and_named_by_path(tmp_path: Path) -> None:
+    root = make_image_folder(tmp_path / "images", per_class=40)
+    moves = [
+        (path, target)
+        for source, target in (("horizontal", "vertical"), ("vertical", "diagonal"), ("diagonal", "horizontal"))
+        for path in sorted((root / source).glob("*.png"))[:2]
+    ]
+    for path, target in moves:
+        shutil.move(path, root / target / path.name)
+    moved = [f"{target}/{path.name}" for path, target in moves]
+    audit = audit_labels(clean_images(root))
+    found = {issue.item for issue in audit.issues}
+    assert len(found & set(moved)) >= 4, (sorted(found), moved)
+    assert len(found - set(moved)) <= 4
+
+
+def test_exclude_leaves_suspects_out_of_training_and_validation(tmp_path: Path) -> None:
+    rows, flipped_lines = labelled_texts(flip=12, seed=1)
+    dataset = clean_texts(write_csv(tmp_path / "t.csv", rows))
+    kept_before = dataset.report.rows_kept
+    cfg = DataConfig(label_issues="exclude")
+    train, val, test = split_dataset(dataset, cfg)
+    audit, fit_train, fit_val = audit_and_exclude(dataset, train, val, cfg)
+
+    assert audit is not None and audit.issues
+    suspects = {issue.item for issue in audit.issues}
+    fitted = {joined(fit_train, fit_val).name(i) for i in range(len(fit_train) + len(fit_val))}
+    assert not suspects & fitted and len(fitted) == len(train) + len(val) - len(suspects)
+    quarantined = {q.item for q in dataset.report.quarantine if q.kind == "label_issues_excluded"}
+    assert quarantined == suspects
+    assert dataset.report.to_dict()["label_issues_excluded"] == len(suspects)
+    assert dataset.report.rows_kept == kept_before - len(suspects)
+    # the test split is never audited, nor thinned
+    tested = {test.name(i) for i in range(len(test))}
+    assert not tested & suspects and len(test) == len(split_dataset(dataset, cfg)[2])
+
+    report_only, same_train, same_val = audit_and_exclude(dataset, train, val, DataConfig())
+    assert report_only is not None and (same_train, same_val) == (train, val)
+
+
+def test_off_skips_the_audit(tmp_path: Path) -> None:
+    rows, _ = labelled_texts(flip=0)
+    dataset = clean_texts(write_csv(tmp_path / "t.csv", rows))
+    train, val, _ = split_dataset(dataset, DataConfig())
+    assert audit_and_exclude(dataset, train, val, DataConfig(label_issues="off")) == (None, train, val)
+
+
+def test_data_inspect_writes_label_issues(tmp_path: Path) -> None:
+    from training.data.inspect import inspect_data
+
+    rows, _ = labelled_texts(flip=10, seed=2)
+    data = write_csv(tmp_path / "t.csv", rows)
+    _, paths = inspect_data("text", data, tmp_path / "inspect", RunConfig(), plots=False)
+    assert paths["label_issues"] == tmp_path / "inspect" / "label_issues.csv"
+    report = paths["json"].read_text()
+    assert '"label_issues"' in report and '"estimated_noise_rate"' in report
+    assert "## Label audit" in paths["markdown"].read_text()
