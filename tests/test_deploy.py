@@ -123,5 +123,6 @@ def test_retraining_runs_as_kubernetes_jobs_writing_to_the_same_store() -> None:
     serving_claim = {v["name"]: v for v in serving_pod["volumes"]}["model-store"]["persistentVolumeClaim"]["claimName"]
     assert claims["model-store"] == serving_claim  # the Jobs write where the serving pods read
     mounts = {m["name"]: m for m in job["containers"][0]["volumeMounts"]}
-    assert mounts["model-store"]["mountPath"] == template["variables"]["properties"]["env"]["default"]["KILN_STORE"]
+    env = {e["name"]: e["value"] for e in job["containers"][0]["env"]}
+    assert mounts["model-store"]["mountPath"] == env["KILN_STORE"]
     assert template["variables"]["properties"]["image"]["default"].startswith("kiln-training:")

@@ -129,3 +129,10 @@ def test_data_inspect_writes_label_issues(tmp_path: Path) -> None:
     report = paths["json"].read_text()
     assert '"label_issues"' in report and '"estimated_noise_rate"' in report
     assert "## Label audit" in paths["markdown"].read_text()
+
+
+def test_data_that_cannot_be_cross_validated_is_not_audited(tmp_path: Path) -> None:
+    rows = [("the match was great", "sports")] + [(f"the storm {w}", "weather") for w in ADJECTIVES]
+    dataset = clean_texts(write_csv(tmp_path / "t.csv", rows))
+    train, val, _ = split_dataset(dataset, DataConfig())
+    assert audit_and_exclude(dataset, train, val, DataConfig())[0] is None  # one sports item: nothing to judge by

@@ -162,14 +162,30 @@ def confident_learning(probs: np.ndarray, y: np.ndarray) -> tuple[list[tuple[int
     return [(int(flagged[i]), float(margins[i])) for i in order], noise_rate
 
 
+def _not_auditable(items: Dataset) -> str | None:
+    """Why cross-validation cannot judge these labels (the data check stops such a run with its own message)."""
+    counts = np.bincount(np.unique(items.labels, return_inverse=True)[1]) if items.labels else np.array([])
+    if len(counts) < 2:
+        return "fewer than two classes"
+    if counts.min() < 2:
+        return "a class has fewer than two training and validation items"
+    if len(set(items.groups)) < FOLDS:
+        return f"fewer than {FOLDS} distinct items"
+    return None
+
+
 def audit_and_exclude(
     dataset: Dataset, train: Dataset, val: Dataset, cfg: DataConfig
 ) -> tuple[Audit | None, Dataset, Dataset]:
     """The audit of training + validation (None when ``data.label_issues`` is ``off``) and the splits to fit on:
     as they are, or with the suspects left out (``exclude``; each listed in quarantine with the reason)."""
-    if cfg.label_issues == "off" or len(train) + len(val) < 2 * len(dataset.label_names):
+    items = joined(train, val)
+    why_not = None if cfg.label_issues == "off" else _not_auditable(items)
+    if cfg.label_issues == "off" or why_not:
+        if why_not:
+            log.info("label audit skipped: %s", why_not)
         return None, train, val
-    audit = audit_labels(joined(train, val), seed=cfg.seed)
+    audit = audit_labels(items, seed=cfg.seed)
     if cfg.label_issues != "exclude" or not audit.issues:
         return audit, train, val
     dropped = {issue.index for issue in audit.issues}
