@@ -317,7 +317,10 @@ def test_a_linear_chosen_text_model_exports_no_network_and_compression_brings_no
         ops = {node.op_type for node in graph.graph.node}
         assert not ops & NETWORK_OPS, (name, ops & NETWORK_OPS)
         weights = sum(int(np.prod(t.dims)) for t in graph.graph.initializer)
-        assert weights <= linear_parameters + 64, (name, weights, linear_parameters)
+        # Beyond the linear weights only bookkeeping: shapes, and a quantized graph's scales and zero points (a
+        # few per node); a network's smallest table (vocabulary x embedding) would add thousands.
+        bookkeeping = 64 + 4 * len(graph.graph.node)
+        assert weights <= linear_parameters + bookkeeping, (name, weights, linear_parameters, bookkeeping)
     # nothing to prune in a linear model: the pruned variants are skipped with the reason, never a revived network
     for name in ("pruned", "pruned_int8"):
         assert name not in graphs and "can be pruned" in compressed.parity[name]["skipped"]
