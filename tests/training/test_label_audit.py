@@ -47,8 +47,9 @@ def test_confident_learning_flags_the_confident_off_diagonal() -> None:
     probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.1, 0.9], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4]])
     suspects, noise = confident_learning(probs, y)
     # item 2 is labelled 0 but sure of 1; item 5 is labelled 1 and leans to 0 past class 0's threshold (0.6)
-    assert [i for i, _ in suspects] == [2, 5]
-    assert suspects[0][1] == pytest.approx(0.8) and 0 < noise < 0.5
+    assert [i for i, _, _ in suspects] == [2, 5]
+    assert [likely for _, likely, _ in suspects] == [1, 0]  # the suggested label is the confident one
+    assert suspects[0][2] == pytest.approx(0.8) and 0 < noise < 0.5
 
 
 def test_planted_text_label_errors_are_found_and_named_by_line(tmp_path: Path) -> None:

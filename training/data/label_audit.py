@@ -84,8 +84,8 @@ def audit_labels(items: Dataset, folds: int = FOLDS, seed: int = 0) -> Audit:
     model, probs = out_of_fold_probabilities(items, y, len(names), folds, seed)
     suspects, noise_rate = confident_learning(probs, y)
     issues = [
-        LabelIssue(items.name(i), i, names[y[i]], names[int(probs[i].argmax())], margin, items.inputs[i])
-        for i, margin in suspects
+        LabelIssue(items.name(i), i, names[y[i]], names[likely], margin, items.inputs[i])
+        for i, likely, margin in suspects
     ]
     audit = Audit(issues, noise_rate, len(items), time.perf_counter() - started, model)
     log.info(
@@ -138,9 +138,9 @@ def _thumbnails(items: Dataset) -> np.ndarray:
     return np.stack([preprocess_image_bytes(Path(p).read_bytes(), spec).ravel() for p in items.inputs])
 
 
-def confident_learning(probs: np.ndarray, y: np.ndarray) -> tuple[list[tuple[int, float]], float]:
-    """The off-diagonal of the confident joint as (item, normalised margin), most suspect first, and the
-    estimated noise rate."""
+def confident_learning(probs: np.ndarray, y: np.ndarray) -> tuple[list[tuple[int, int, float]], float]:
+    """The off-diagonal of the confident joint as (item, likely label, normalised margin), most suspect first,
+    and the estimated noise rate."""
     n, classes = probs.shape
     counts = np.bincount(y, minlength=classes)
     # A class's threshold: the mean probability the model gives it on the items labelled with it.
@@ -159,7 +159,7 @@ def confident_learning(probs: np.ndarray, y: np.ndarray) -> tuple[list[tuple[int
     flagged = np.flatnonzero(has & (likely != y))
     margins = probs[flagged, likely[flagged]] - probs[flagged, y[flagged]]
     order = np.argsort(-margins, kind="stable")
-    return [(int(flagged[i]), float(margins[i])) for i in order], noise_rate
+    return [(int(flagged[i]), int(likely[flagged[i]]), float(margins[i])) for i in order], noise_rate
 
 
 def _not_auditable(items: Dataset) -> str | None:
@@ -179,11 +179,12 @@ def audit_and_exclude(
 ) -> tuple[Audit | None, Dataset, Dataset]:
     """The audit of training + validation (None when ``data.label_issues`` is ``off``) and the splits to fit on:
     as they are, or with the suspects left out (``exclude``; each listed in quarantine with the reason)."""
+    if cfg.label_issues == "off":
+        return None, train, val
     items = joined(train, val)
-    why_not = None if cfg.label_issues == "off" else _not_auditable(items)
-    if cfg.label_issues == "off" or why_not:
-        if why_not:
-            log.info("label audit skipped: %s", why_not)
+    why_not = _not_auditable(items)
+    if why_not:
+        log.info("label audit skipped: %s", why_not)
         return None, train, val
     audit = audit_labels(items, seed=cfg.seed)
     if cfg.label_issues != "exclude" or not audit.issues:
