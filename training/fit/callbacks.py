@@ -90,7 +90,7 @@ def build_callbacks(
         patience=cfg.early_stopping_patience,
         min_delta=cfg.early_stopping_min_delta,
         baseline=best_so_far,
-        restore_best_weights=True,
+        restore_best_weights=False,  # KeepBest restores after fit: a second in-memory copy would be dead work
     )
     best = KeepBest(monitor, maximises(monitor, cfg.early_stopping_mode), best_so_far)
     callbacks: list[keras.callbacks.Callback] = [early, best]
