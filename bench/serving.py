@@ -121,7 +121,7 @@ def realistic_store(workdir: Path, datasets: Path) -> tuple[Path, bytes, dict[st
                 (images / folder.name / item.name).write_bytes(item.read_bytes())
         retrain(task="image", data=str(images), out=str(root / "runs" / "image"), store=str(store.root), epochs=4)
     if store.production("text") is None:
-        split = prepare_split(split_source("cr", workdir), root / "splits")
+        split = prepare_split(split_source("cr", workdir, datasets), root / "splits")
         retrain(task="text", data=str(split.train), out=str(root / "runs" / "text"), store=str(store.root))
     image_file = sorted((images / "A").iterdir())[0].read_bytes()
     return store.root, image_file, {task: _describe(store, task) for task in ("image", "text")}
