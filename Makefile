@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast lint bench bench-data bench-quality bench-render k8s-check clean
+.PHONY: install demo test test-fast lint bench bench-data bench-quality bench-label-flips bench-render k8s-check clean
 
 # Re-install only when the dependency list changes.
 $(STAMP): pyproject.toml
@@ -46,6 +46,11 @@ bench: install
 bench-quality: install
 	$(BIN)/python -m bench.quality --trials $(QUALITY_TRIALS) --out $(BENCH_DIR)/quality.json
 
+# The label audit against 5% planted flips on every set; report vs exclude runs on two image and two text sets.
+LABEL_FLIP_RUNS ?= notmnist sample_digits subj snips
+bench-label-flips: install
+	$(BIN)/python -m bench.label_flips --runs $(LABEL_FLIP_RUNS) --out $(BENCH_DIR)/label_flips.json
+
 bench-data: install
 	$(BIN)/python -m bench.data_pipeline --out $(BENCH_DIR)/data_pipeline.json
 
@@ -59,7 +64,9 @@ bench-render: install
 K8S_VENV := .venv-k8s
 K8S_STAMP := $(K8S_VENV)/.installed
 K8S_VERSION ?= 1.31.0
-OVERLAYS := overlays/cpu overlays/gpu multi-worker
+# monitoring (a PrometheusRule, a CRD the validators have no schema for) is only rendered here; tests/test_deploy.py
+# checks its structure, its PromQL and the metric names it reads.
+OVERLAYS := overlays/cpu overlays/gpu multi-worker monitoring
 $(K8S_STAMP): deploy/k8s/check-requirements.txt
 	$(PYTHON) -m venv $(K8S_VENV)
 	$(K8S_VENV)/bin/python -m pip install --quiet --upgrade pip

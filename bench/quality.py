@@ -204,7 +204,10 @@ def variant_list(variants: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
 def served_predictions(store: Path, task: str, version_name: str, test: Items) -> tuple[list[str], dict[str, Any]]:
     """The test items classified by the registered version's served variant (the production one; a version the
-    gate kept out of production is scored too, and marked), and that version's spec."""
+    gate kept out of production is scored too, and marked), that version's spec, and how calibrated its scores
+    are on the test file (calibration_of)."""
+    import numpy as np
+
     from serving.runtime import Classifier
     from serving.store import ModelStore
 
@@ -215,12 +218,35 @@ def served_predictions(store: Path, task: str, version_name: str, test: Items) -
         version = model_store.get(task, version_name)
     assert version is not None
     classifier = Classifier.from_version(version)
-    predicted: list[str] = []
+    parts = []
     for start in range(0, len(test.inputs), BATCH):
         chunk = test.inputs[start : start + BATCH]
         batch = classifier.prepare_texts(chunk) if task == "text" else classifier.prepare_images(chunk)
-        predicted += [classifier.labels[int(i)] for i in classifier.predict(batch).argmax(axis=1)]
-    return predicted, {"version": version.version, "promoted": promoted, "spec": version.manifest["spec"]}
+        parts.append(classifier.predict(batch))
+    probs = np.concatenate(parts) if parts else np.zeros((0, len(classifier.labels)))
+    predicted = [classifier.labels[int(i)] for i in probs.argmax(axis=1)]
+    temperature = float(version.manifest.get("metrics", {}).get("temperature", 1.0))
+    calibration = calibration_of(probs, test.labels, classifier.labels, temperature)
+    described = {"version": version.version, "promoted": promoted, "spec": version.manifest["spec"]}
+    return predicted, described | {"calibration": calibration}
+
+
+def calibration_of(probs: Any, truth: Sequence[str], labels: Sequence[str], temperature: float) -> dict[str, Any]:
+    """ECE (15 bins) of the served scores on the test file, with the graph's temperature and without it, and how
+    many top-1 labels the temperature changed (none: it only rescales the logits)."""
+    import numpy as np
+
+    from training.models.calibration import expected_calibration_error, rescaled
+
+    index = {label: i for i, label in enumerate(labels)}
+    y = np.array([index.get(label, -1) for label in truth])
+    raw = rescaled(probs, 1 / temperature)
+    return {
+        "temperature": temperature,
+        "ece": expected_calibration_error(probs, y),
+        "ece_uncalibrated": expected_calibration_error(raw, y),
+        "labels_changed": int(np.sum(raw.argmax(axis=1) != probs.argmax(axis=1))),
+    }
 
 
 def describe_input(spec: dict[str, Any]) -> str:
@@ -231,16 +257,18 @@ def describe_input(spec: dict[str, Any]) -> str:
 
 
 def kiln_run(
-    split: Split, test: Items, workdir: Path, trials: int | None, measured: str
+    split: Split, test: Items, workdir: Path, trials: int | None, measured: str, config: Path | None = None
 ) -> tuple[dict[str, Any], list[str]]:
-    """`kiln run` on the whole train file (default settings; ``--trials`` for the tuned column) in a fresh process
-    with a fresh store, then its served variant scored on the test file: the column and its predictions."""
+    """`kiln run` on the whole train file (default settings; ``--trials`` for the tuned column; ``config`` for a
+    benchmark that changes one setting) in a fresh process with a fresh store, then its served variant scored on
+    the test file: the column and its predictions."""
     tag = f"{split.name}-t{trials}" if trials else f"{split.name}-default"
     run_dir, store = workdir / "runs" / tag, workdir / "store" / tag
     for old in (run_dir, store):  # a fresh store: the run's version is the first, so nothing gates against it
         shutil.rmtree(old, ignore_errors=True)
     cmd = [*kiln_command(), "run", "--task", split.task, "--data", str(split.train)]
     cmd += ["--out", str(run_dir), "--store", str(store)] + (["--trials", str(trials)] if trials else [])
+    cmd += ["--config", str(config)] if config else []
     env = {**os.environ, "PREFECT_HOME": str(workdir / "prefect-home")}
     print(f"{split.name}: {' '.join(cmd[-10:])}", flush=True)
     code, seconds, rss = run_measured(cmd, workdir / "logs" / f"{tag}.log", env)
@@ -265,6 +293,7 @@ def kiln_run(
         "input": describe_input(version["spec"]),
         # Kiln's own held-out split of the train file: what `kiln run` printed, never the benchmark's score
         "internal_test": {"accuracy": report["metrics"]["accuracy"], "items": report["metrics"]["examples"]},
+        "calibration": version["calibration"],  # the served scores on the benchmark's test file
         "measured": measured,
     }
     if trials:

@@ -454,6 +454,40 @@ def quality_section(r: Result) -> list[str]:
         f"\n{summary}" + (f" {pending_line}" if pending_line else ""),
         "",
         *table(detail_header, detail),
+        *calibration_table(rows),
+    ]
+
+
+ECE_TARGET = 0.03  # issue 20: the served variant's ECE on every development set, after calibration
+
+
+def calibration_table(rows: list[Result]) -> list[str]:
+    """The served scores' calibration on each test file (bench.quality.calibration_of), for the rows that have it."""
+    measured = [row for row in rows if row["default"].get("calibration")]
+    if not measured:
+        return []
+    cells = []
+    for row in measured:
+        c = row["default"]["calibration"]
+        cells.append(
+            [
+                row["name"],
+                f"{c['temperature']:.3f}",
+                f"{c['ece_uncalibrated']:.4f}",
+                f"{c['ece']:.4f}",
+                "yes" if c["ece"] <= ECE_TARGET else "no",
+                str(c["labels_changed"]),
+            ]
+        )
+    met = sum(row["default"]["calibration"]["ece"] <= ECE_TARGET for row in measured)
+    header: tuple[str, ...] = ("data set", "temperature T", "ECE without T", "ECE served (with T)")
+    header += (f"<= {ECE_TARGET}", "labels T changed")
+    return [
+        "",
+        "Calibration of the served scores on each test file (expected calibration error, 15 equal-width bins; T is "
+        "fitted on Kiln's validation split, before the refit, and built into every exported graph): "
+        f"{met} of {len(measured)} data sets within {ECE_TARGET}.\n",
+        *table(header, cells),
     ]
 
 
@@ -596,6 +630,76 @@ def variants_section(r: Result) -> list[str]:
     return lines + table(header, table_rows)
 
 
+# ------------------------------------------------------------------------------------------------ label flips
+
+PRECISION_TARGET = 0.7  # issue 20: share of flipped items among the audit's top K, K = the flipped items audited
+
+
+def label_flips_section(r: Result) -> list[str]:
+    """The label audit against planted flips (bench.label_flips), and report vs exclude where both were run."""
+    rows = r["rows"]
+    p = r["parameters"]
+    cells = []
+    for row in rows:
+        cells.append(
+            [
+                row["name"],
+                row["task"],
+                f"{row['items_audited']:,}",
+                f"{row['flipped_audited']:,} of {row['flipped_in_file']:,}",
+                f"{row['precision_at_k']:.3f}" if row["precision_at_k"] is not None else "-",
+                "yes" if (row["precision_at_k"] or 0) >= PRECISION_TARGET else "no",
+                f"{row['flagged']:,} ({row['recall_of_flagged']:.0%} of the flips)",
+                f"{row['audit_seconds']:.1f}",
+                row["model"],
+            ]
+        )
+    met = [row["name"] for row in rows if (row["precision_at_k"] or 0) >= PRECISION_TARGET]
+    header: tuple[str, ...] = ("data set", "task", "items audited", "flipped (audited of file)")
+    header += ("precision at K", f">= {PRECISION_TARGET}", "flagged (recall)", "audit s", "audit model")
+    lines = [
+        "## Label audit against planted label errors (CPU)\n",
+        measured_line(r)
+        + f" On each data set's train file, {p['flip_share']:.0%} of the labels were flipped, each uniformly to "
+        f"another class (seed {p['seed']}). The audit runs as `kiln run` runs it: the flipped file loaded and cleaned "
+        "(a flip that made two copies of one item disagree is dropped there as a conflict, so fewer flips reach the "
+        "audit), Kiln's split, out-of-fold probabilities over training + validation, confident learning. Precision "
+        "at K: the share of flipped items among its K most suspect, K being the flipped items it audited. "
+        f"{len(met)} of {len(rows)} data sets reach {PRECISION_TARGET} ({names(met)}).\n",
+        *table(header, cells),
+    ]
+    runs = [row for row in rows if row.get("runs")]
+    if runs:
+        run_cells = []
+        for row in runs:
+            rep, exc = row["runs"]["report"], row["runs"]["exclude"]
+            run_cells.append(
+                [
+                    row["name"],
+                    f"{rep['accuracy']:.4f}",
+                    f"{exc['accuracy']:.4f} ({exc['excluded']:,} left out)",
+                    f"{100 * (exc['accuracy'] - rep['accuracy']):+.2f}",
+                    f"{rep['audit_seconds']:.1f} of {rep['run_seconds']:.0f}",
+                ]
+            )
+        lines += [
+            "",
+            "`kiln run` on the flipped train file, served model scored on the (clean) test file: "
+            "`data.label_issues: report` (the default, nothing dropped) against `exclude`.\n",
+            *table(
+                (
+                    "data set",
+                    "report: test accuracy",
+                    "exclude: test accuracy",
+                    "exclude - report (points)",
+                    "audit s of whole run s",
+                ),
+                run_cells,
+            ),
+        ]
+    return lines
+
+
 # ------------------------------------------------------------------------------------------------------ page
 
 # (result file's benchmark name, section, what measures it when it is missing), in page order
@@ -606,6 +710,7 @@ SECTIONS: list[tuple[str, Callable[[Result], list[str]], str]] = [
     ("data_pipeline", data_pipeline_section, "data pipeline (`make bench-data`)"),
     ("quality", quality_section, "quality against classic peers (`make bench-quality`)"),
     ("quality", variants_section, ""),
+    ("label_flips", label_flips_section, "label audit against planted flips (`make bench-label-flips`)"),
 ]
 
 

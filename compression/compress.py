@@ -39,6 +39,7 @@ from training.data.dataset import Dataset
 from training.data.features import to_arrays
 from training.fit.train import TrainedModel
 from training.kinds import kind_of
+from training.models.calibration import calibration_metrics, reliability, rescaled
 from training.release.evaluate import agreement, confusion, metrics, per_class
 from training.tf_env import keras
 
@@ -61,6 +62,8 @@ class Compressed:
     confusion: np.ndarray  # the served variant's test confusion matrix
     test_metrics: dict[str, Any]  # the served variant scored once on the test split
     spec: dict[str, Any] = field(default_factory=dict)  # the preprocessing spec, as stored with the version
+    reliability: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # test, with and without T
+    test_scores: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)  # served top-1, test split
 
     def served_stats(self) -> dict[str, Any]:
         """The served variant's size and latency with its test metrics: what the gate compares."""
@@ -81,8 +84,8 @@ def evaluate_variant(
     threads: int = 0,
     device: str = "cpu",
 ) -> tuple[dict, np.ndarray]:
-    """Size, metrics on (x, y) and latency (batch 1 and 32, ``threads`` ORT threads, 0 = all cores) of one
-    ONNX file, plus its probabilities for x."""
+    """Size, metrics on (x, y) with calibration error (with the graph's temperature and without), and latency
+    (batch 1 and 32, ``threads`` ORT threads, 0 = all cores) of one ONNX file, plus its probabilities for x."""
     data = path.read_bytes()
     classifier = Classifier(make_session(data, device=device, threads=threads), trained.spec)
     probs = classifier.predict(x)
@@ -92,6 +95,7 @@ def evaluate_variant(
         "bytes": len(data),
         "gzip_bytes": len(gzip.compress(data, compresslevel=9)),
         **metrics(probs, y),
+        **calibration_metrics(probs, y, trained.temperature),
         **{f"latency_ms_{k}": v for k, v in measure_latency(classifier, x[:1], runs).items()},
         **{f"latency_ms_b32_{k}": v for k, v in b32.items()},
         "throughput_per_s": round(32_000 / b32["p50"], 1) if b32["p50"] else 0.0,
@@ -179,6 +183,10 @@ class _Builder:
     y: np.ndarray
     _pruned: Any = field(default=None, init=False)  # compression.prune.Pruned, made once when first needed
 
+    def export(self, model: keras.Model, path: Path) -> Path:
+        """An ONNX file of ``model`` with the run's temperature built in (as every exported graph has)."""
+        return to_onnx(model, self.trained.spec, path, temperature=self.trained.temperature)
+
     def measure(self, path: Path) -> tuple[dict[str, Any], np.ndarray]:
         c = self.cfg.compress
         check_and_optimize(path)
@@ -226,13 +234,13 @@ class _Builder:
         if name == "int8":
             return self.quantize(fp32, d / "int8.onnx")
         if name == "pruned":
-            path = to_onnx(self.pruned().model, self.trained.spec, d / "pruned.onnx")
+            path = self.export(self.pruned().model, d / "pruned.onnx")
             return _Made(path, {"method": "tfmot_magnitude"} | self.pruned_info(), reference=self.pruned().model)
         if name == "pruned_int8":
             source = d / "pruned.onnx"
             made_here = not source.exists()
             if made_here:  # only the INT8 form was asked for: export the pruned model just for it
-                to_onnx(self.pruned().model, self.trained.spec, source)
+                self.export(self.pruned().model, source)
             made = self.quantize(source, d / "pruned_int8.onnx")
             if made_here:
                 source.unlink()
@@ -243,7 +251,7 @@ class _Builder:
             result = quantize_aware(
                 base, self.train, self.trained.spec, self.cfg, self.trained.calibration, name == "pruned_qat"
             )
-            path = to_onnx(result.model, self.trained.spec, d / f"{name}.onnx")
+            path = self.export(result.model, d / f"{name}.onnx")
             rewritten = store_weights_int8(path)
             info: dict[str, Any] = {"method": "tfmot_qat" + ("_prune_preserve" if name == "pruned_qat" else "")}
             info |= {"qat_layers": len(result.layers), "qat_coverage": round(result.coverage, 4)}
@@ -271,7 +279,7 @@ def _variant_parity(
     }
     reference = made.reference or made.info.get("keras_reference")
     if reference is not None and len(b.x):
-        keras_probs = reference.predict(b.x, verbose=0, batch_size=256)
+        keras_probs = rescaled(reference.predict(b.x, verbose=0, batch_size=256), b.trained.temperature)
         result["keras_max_abs_diff"] = float(np.max(np.abs(keras_probs - probs)))
         result["keras_top1_agreement"] = agreement(keras_probs, probs)
         if made.reference is not None and result["keras_max_abs_diff"] > b.cfg.compress.parity_tolerance:
@@ -320,9 +328,10 @@ def compress_model(
     builder = _Builder(trained, train, cfg, variants_dir, x, y)
 
     log.info("exporting fp32 ONNX")
-    fp32_path = to_onnx(trained.model, trained.spec, variants_dir / "fp32.onnx")
+    fp32_path = builder.export(trained.model, variants_dir / "fp32.onnx")
     stats, fp32_probs = builder.measure(fp32_path)
-    keras_probs = trained.model.predict(x, verbose=0, batch_size=256)
+    # The graph divides the logits by the temperature; the Keras model does not.
+    keras_probs = rescaled(trained.model.predict(x, verbose=0, batch_size=256), trained.temperature)
     parity: dict[str, Any] = {"fp32": check_parity(keras_probs, fp32_probs, c.parity_tolerance)}
     variants = {"fp32": stats | {"method": "tf2onnx", "sparsity": 0.0}}
     made, made_parity = _build_variants(builder, fp32_path, (variants["fp32"], fp32_probs))
@@ -356,12 +365,15 @@ def compress_model(
     served_path = directory / variants[served]["file"]
     session = make_session(served_path.read_bytes(), device=c.serving_device)
     test_probs = Classifier(session, trained.spec).predict(x_test)
-    test_metrics = metrics(test_probs, y_test)
+    test_metrics = metrics(test_probs, y_test) | calibration_metrics(test_probs, y_test, trained.temperature)
+    test_metrics["temperature"] = trained.temperature
     log.info(
-        "serving variant %s: test accuracy %.4f, macro-F1 %.4f",
+        "serving variant %s: test accuracy %.4f, macro-F1 %.4f, ECE %.4f (%.4f without the temperature)",
         served,
         test_metrics["accuracy"],
         test_metrics["macro_f1"],
+        test_metrics["ece"],
+        test_metrics["ece_uncalibrated"],
     )
     (directory / "spec.json").write_text(json.dumps(trained.spec.to_dict(), indent=2), encoding="utf-8")
     (directory / "keras").mkdir(exist_ok=True)
@@ -375,4 +387,9 @@ def compress_model(
         confusion=confusion(test_probs, y_test, len(trained.spec.labels)),
         test_metrics=test_metrics,
         spec=trained.spec.to_dict(),
+        reliability={
+            "calibrated": reliability(test_probs, y_test),
+            "uncalibrated": reliability(rescaled(test_probs, 1 / trained.temperature), y_test),
+        },
+        test_scores=test_probs.max(axis=1) if len(test_probs) else np.zeros(0),
     )

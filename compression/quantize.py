@@ -28,6 +28,7 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from compression.export import TEMPERATURE_NODE
 from training.config import CALIBRATION_METHODS as CALIBRATION_NAMES
 from training.config import CalibrationName
 
@@ -65,15 +66,18 @@ def _input_name(path: Path) -> str:
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()[0].name
 
 
-def _softmax_nodes(path: Path) -> list[str]:
-    return [node.name for node in onnx.load(str(path)).graph.node if node.op_type == "Softmax"]
+def _float_nodes(path: Path) -> list[str]:
+    """The output softmax and the temperature before it: quantizing either would coarsen served scores."""
+    graph = onnx.load(str(path)).graph
+    return [node.name for node in graph.node if node.op_type == "Softmax" or node.name == TEMPERATURE_NODE]
 
 
 def quantize_static_qdq(fp32: Path, out: Path, calibration: np.ndarray, method: CalibrationName = "minmax") -> Path:
     """Per-channel INT8 weights, UINT8 activations, QDQ format; activation ranges from ``calibration``
     by ``method`` (minmax, entropy or percentile: 99.999th, which ignores rare outliers).
 
-    Softmax stays in float: a quantized output would round every served probability to 1/255 steps.
+    Softmax and the temperature stay in float: a quantized output would round every served probability to
+    1/255 steps.
     """
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
@@ -87,7 +91,7 @@ def quantize_static_qdq(fp32: Path, out: Path, calibration: np.ndarray, method: 
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CALIBRATION_METHODS[method],
-            nodes_to_exclude=_softmax_nodes(prepared),
+            nodes_to_exclude=_float_nodes(prepared),
         )
     return out
 

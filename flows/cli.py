@@ -511,6 +511,49 @@ def _register_schedule(name: str, cron: str, params: dict, pool: str | None, ima
 
 
 @app.command()
+def drift(
+    task: Annotated[Task, typer.Option(help="Which task's inputs and scores to check.")],
+    metrics: Annotated[
+        str, typer.Option("--metrics", help="The server's Prometheus endpoint, e.g. http://kiln:3000/metrics.")
+    ],
+    version: Annotated[
+        str | None, typer.Option(help="The version to compare with. Default: the one the server says it serves.")
+    ] = None,
+    store: StoreOption = None,
+) -> None:
+    """Compare what a server has classified (its drift histograms) with the training summary stored with the
+    version: the population stability index per signal and a verdict (< 0.1 stable, < 0.25 shifting, else
+    drifted; fewer than 200 items give none). Exits 1 when a signal drifted, so a scheduled check can alert."""
+    from serving.drift import compare, observed_counts, served_version
+
+    try:
+        scrape = httpx.get(metrics, timeout=10).raise_for_status().text
+    except httpx.HTTPError as exc:
+        fail(f"cannot read {metrics}: {exc}")
+    chosen = version or served_version(scrape, task.value)
+    if chosen is None:
+        fail(f"{metrics} shows no {task.value} model served; pass --version")
+    try:
+        model = _store(store).get(task.value, chosen)
+        baseline = _store(store).drift_baseline(model)
+        seen = observed_counts(scrape, task.value, chosen)
+    except (StoreError, ValueError) as exc:
+        fail(str(exc))
+    if baseline is None:
+        fail(f"{task.value} {chosen} was stored without a training summary (drift.json); retrain to get one")
+    rows = compare(baseline, seen)
+    typer.echo(f"{task.value} {chosen}: what {metrics} saw against the training summary")
+    typer.echo(f"  {'signal':15s} {'items':>8s} {'PSI':>8s}  verdict")
+    for r in rows:
+        value = "-" if r["psi"] is None else f"{r['psi']:.3f}"
+        typer.echo(f"  {r['signal']:15s} {r['items']:>8,d} {value:>8s}  {r['verdict']}")
+    drifted = [r["signal"] for r in rows if r["verdict"] == "drifted"]
+    typer.echo(f"verdict: {'drifted (' + ', '.join(drifted) + ')' if drifted else 'no drift'}")
+    if drifted:
+        raise typer.Exit(1)
+
+
+@app.command()
 def promote(
     task: Annotated[Task, typer.Option(help="The task whose production pointer to move.")],
     version: Annotated[str, typer.Option(help="The stored version to serve, e.g. v0003 (see `kiln models`).")],

@@ -14,8 +14,17 @@ from typing import Any
 from prefect import flow
 
 from compression.stored import stored_config, stored_model, stored_source
-from flows.steps import as_step, compress_step, gate_and_register, ingest_step, one_run_per_task, split_step
+from flows.steps import (
+    as_step,
+    baseline_step,
+    compress_step,
+    gate_and_register,
+    ingest_step,
+    one_run_per_task,
+    split_step,
+)
 from serving.store import ModelStore
+from training.data.dataset import joined
 
 load_model_step = as_step(stored_model, "load-stored-model")
 
@@ -36,6 +45,7 @@ def compress_version(
     trained = load_model_step(source_version, train, cfg)
     out_dir = Path(out)
     compressed = compress_step(trained, train, val, test, cfg, out_dir / "artifacts")
+    baseline_step(joined(train, val), trained.spec, compressed.test_scores, compressed.directory)
     training = source_version.manifest.get("training", {})
     extra = {"source": source.to_dict(), "derived_from": {"version": version, "task": task}}
     return gate_and_register(task, cfg, model_store, dataset, test, training, compressed, out_dir, extra)

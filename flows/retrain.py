@@ -18,6 +18,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.steps import (
     audit_step,
+    baseline_step,
     check_step,
     compress_step,
     figures_step,
@@ -33,7 +34,7 @@ from flows.steps import (
 )
 from flows.tune import tune_for_run
 from serving.store import ModelStore
-from training.data.dataset import Source
+from training.data.dataset import Source, joined
 from training.markdown import markdown_with_images
 from training.release.registry import production_labels
 from training.runs import new_run_dir, start_run
@@ -87,11 +88,14 @@ def retrain(
     if not is_chief():  # multi-worker training: the other workers only helped train
         return {"task": task, "role": "worker", "training": trained.summary()}
     compressed = compress_step(trained, train, val, test, cfg, out_dir / "artifacts")
-    figures = figures_step(trained.history, compressed.confusion, trained.spec.labels, out_dir / "plots")
+    baseline_step(joined(train, val), trained.spec, compressed.test_scores, compressed.directory)
+    figures = figures_step(
+        trained.history, compressed.confusion, trained.spec.labels, out_dir / "plots", compressed.reliability
+    )
     create_markdown_artifact(
         markdown=markdown_with_images(f"Training: {task} model", figures),
         key=f"training-{task}",
-        description="Learning curves and test confusion matrix",
+        description="Learning curves, test confusion matrix and reliability diagram",
     )
     extra = {"source": source.to_dict()} | ({"tuning": tuning} if tuning is not None else {})
     report = gate_and_register(task, cfg, model_store, dataset, test, trained.summary(), compressed, out_dir, extra)

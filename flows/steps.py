@@ -31,6 +31,7 @@ from training.data.label_audit import audit_and_exclude
 from training.data.split import split_dataset
 from training.fit.train import train_model
 from training.markdown import inline_images
+from training.release.drift import write_baseline
 from training.release.figures import draw_training
 from training.release.gate import evaluate_production, gate
 from training.release.registry import apply_retention, build_manifest, register
@@ -109,6 +110,7 @@ split_step = as_step(split_dataset, "split")
 audit_step = as_step(audit_and_exclude, "label-audit")
 report_step = as_step(write_data_report, "data-report")
 figures_step = as_step(draw_training, "training-figures")
+baseline_step = as_step(write_baseline, "drift-baseline")
 train_step = as_step(train_model, "train")
 compress_step = as_step(compress_model, "compress")
 compression_report_step = as_step(write_compression_report, "compression-report")

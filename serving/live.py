@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from serving import metrics
+from serving.drift import DriftCounts
 from serving.preprocess import ImageSpec
 from serving.runtime import Classifier
 from serving.settings import Settings
@@ -93,6 +94,8 @@ class LiveModels:
         self.store.verify_for_serving(model)
         classifier = Classifier.from_version(model, device=self.settings.device, threads=self.settings.ort_threads)
         classifier.info["variant"] = model.manifest["served_variant"]
+        classifier.min_confidence = self.settings.abstain_below(model.task)
+        classifier.drift = DriftCounts(model.task, self.store.drift_baseline(model))
         _warm(classifier)
         return classifier
 
@@ -185,6 +188,17 @@ class LiveModels:
     def _watch(self) -> None:
         while not self._stop.wait(self.settings.reload_interval):
             self.refresh()
+            self.publish_drift()
+
+    def publish_drift(self) -> None:
+        """kiln_drift_psi per task and signal, for each served version with enough items seen."""
+        for task, classifier in list(self._models.items()):
+            if classifier.drift is None:
+                continue
+            for row in classifier.drift.compare():
+                if row["psi"] is not None:
+                    version = classifier.info["version"]
+                    metrics.DRIFT_PSI.labels(task=task, version=version, signal=row["signal"]).set(row["psi"])
 
 
 def _warm(classifier: Classifier) -> None:

@@ -1,18 +1,28 @@
 """Kiln's Prometheus metrics, exported on BentoML's /metrics next to its own (bentoml.metrics wraps
 prometheus_client per worker process).
 
-- kiln_predictions_total{task,label,version}: one per item classified, by predicted label.
+- kiln_predictions_total{task,label,version}: one per item classified, by predicted label ("(abstained)" for an
+  answer below the task's KILN_MIN_CONFIDENCE).
 - kiln_model_info{task,version,variant}: 1 for the version each task serves now, 0 for one it replaced.
 - kiln_model_reloads_total{task,result}: hot reloads, result "success" or "failure".
 - kiln_model_stale{task}: 1 while the version served differs from the production pointer (a load failing; it is
   retried with backoff), else 0; kiln_model_stale_since_seconds{task}: when that began (Unix time), 0 when not.
 - kiln_inference_seconds{task}: the ONNX Runtime call alone (no HTTP, no decoding).
 - kiln_request_bytes{task}: the payload classified (image file bytes; UTF-8 bytes of the texts).
+- Drift signals per item, each a histogram by task and version in serving.drift's buckets: kiln_top_score (both
+  tasks); kiln_input_image_bytes and kiln_input_brightness (images); kiln_input_text_chars and
+  kiln_input_unknown_share (texts).
+- kiln_drift_psi{task,version,signal}: the population stability index of what this server has seen since it loaded
+  the version against the version's training summary (drift.json); set once MIN_ITEMS items were seen.
 """
 
 from __future__ import annotations
 
 import bentoml
+
+from serving.drift import EDGES
+
+ABSTAINED = "(abstained)"  # kiln_predictions_total's label for an answer that abstained
 
 PREDICTIONS = bentoml.metrics.Counter(
     name="kiln_predictions",
@@ -52,5 +62,29 @@ STALE_SINCE = bentoml.metrics.Gauge(
     name="kiln_model_stale_since_seconds",
     documentation="Unix time since which the served version differs from the production pointer; 0 when it does not",
     labelnames=["task"],
+    multiprocess_mode="livemax",
+)
+
+
+def _signal(name: str, signal: str, documentation: str) -> bentoml.metrics.Histogram:
+    return bentoml.metrics.Histogram(
+        name=name, documentation=documentation, labelnames=["task", "version"], buckets=EDGES[signal]
+    )
+
+
+# One histogram per drift signal (serving.drift.SIGNALS), by the signal's name.
+SIGNAL_HISTOGRAMS = {
+    "score": _signal("kiln_top_score", "score", "Top-1 score of each item classified"),
+    "image_bytes": _signal("kiln_input_image_bytes", "image_bytes", "File size of each image classified"),
+    "brightness": _signal("kiln_input_brightness", "brightness", "Mean of each image's model input, in [0, 1]"),
+    "text_chars": _signal("kiln_input_text_chars", "text_chars", "Characters of each text classified"),
+    "unknown_share": _signal(
+        "kiln_input_unknown_share", "unknown_share", "Share of each text's words read that the vocabulary lacks"
+    ),
+}
+DRIFT_PSI = bentoml.metrics.Gauge(
+    name="kiln_drift_psi",
+    documentation="Population stability index of a signal seen since the version loaded vs its training summary",
+    labelnames=["task", "version", "signal"],
     multiprocess_mode="livemax",
 )

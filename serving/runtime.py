@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from serving.drift import DriftCounts
 from serving.preprocess import (
     MAX_IMAGE_PIXELS,
     ImageSpec,
@@ -73,8 +74,12 @@ def make_session(path: Path | str | bytes, device: str = "auto", threads: int = 
 class Classifier:
     """One ONNX model plus its preprocessing spec. Thread-safe: ORT sessions allow concurrent run()."""
 
-    def __init__(self, session: ort.InferenceSession, spec: Spec, info: dict[str, str] | None = None):
+    def __init__(
+        self, session: ort.InferenceSession, spec: Spec, info: dict[str, str] | None = None, min_confidence: float = 0.0
+    ):
         self.session = session
+        self.min_confidence = min_confidence  # a top-1 score below it abstains: label None
+        self.drift: DriftCounts | None = None  # what the server has seen, against the version's training summary
         self.spec = spec
         self.labels = list(spec.labels)
         self.info = info or {}
@@ -105,17 +110,20 @@ class Classifier:
         return np.asarray(self.session.run(None, {self.input_name: batch})[0])
 
     def classify(self, batch: np.ndarray) -> list[dict[str, Any]]:
-        """Model input batch -> [{"label", "score", "scores": {label: prob}}] per row."""
+        """Model input batch -> [{"label", "score", "scores": {label: prob}, "abstained"}] per row."""
         return self.decode(self.predict(batch))
 
     def decode(self, probs: np.ndarray) -> list[dict[str, Any]]:
-        """Probabilities (N, classes) -> one {"label", "score", "scores"} per row."""
+        """Probabilities (N, classes) -> one {"label", "score", "scores", "abstained"} per row: the label is
+        None, and abstained True, where the top-1 score is below ``min_confidence``."""
         return [self._decode(row) for row in probs]
 
     def _decode(self, probs: np.ndarray) -> dict[str, Any]:
         best = int(np.argmax(probs))
         scores = {label: round(float(p), 6) for label, p in zip(self.labels, probs, strict=True)}
-        return {"label": self.labels[best], "score": round(float(probs[best]), 6), "scores": scores}
+        abstained = bool(probs[best] < self.min_confidence)
+        label = None if abstained else self.labels[best]
+        return {"label": label, "score": round(float(probs[best]), 6), "scores": scores, "abstained": abstained}
 
 
 def measure_latency(classifier: Classifier, batch: np.ndarray, runs: int) -> dict[str, float]:

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse
 
-from serving import metrics
+from serving import drift, metrics
 from serving.live import LiveModels, describe
 from serving.preprocess import InvalidImage, TextSpec
 from serving.runtime import Classifier
@@ -213,13 +213,15 @@ class ModelInfo(BaseModel):
 
 
 class Prediction(BaseModel):
-    """One classified item: the most likely label, its probability, and the probability of every label."""
+    """One classified item: the most likely label, its probability, and the probability of every label. With
+    KILN_MIN_CONFIDENCE set for the task, a top-1 score below it gives label null and abstained true."""
 
     model_config = ConfigDict(extra="forbid")  # the documented fields, no more
 
-    label: str
+    label: str | None
     score: float
     scores: dict[str, float]
+    abstained: bool = False
 
 
 class ImageAnswer(Prediction):
@@ -285,7 +287,8 @@ class Handlers:
             batch = model.prepare_images([data], self.settings.max_image_pixels)
         except InvalidImage as exc:
             return error(400, f"field 'image' is not a usable image: {exc}")
-        return {**_predict(model, "image", batch, len(data))[0], "model": describe(model)}
+        signals = drift.image_signals([data], batch)
+        return {**_predict(model, "image", batch, len(data), signals)[0], "model": describe(model)}
 
     def text(self, texts: list[str]) -> dict[str, Any] | JSONResponse:
         model = self.model("text")
@@ -302,11 +305,14 @@ class Handlers:
         if blank:
             return error(400, f"texts{blank[:10]} have no words (empty, whitespace or punctuation only)")
         payload = sum(len(text.encode("utf-8", "replace")) for text in texts)
-        return {"predictions": _predict(model, "text", batch, payload), "model": describe(model)}
+        signals = drift.text_signals(texts, batch, model.spec)
+        return {"predictions": _predict(model, "text", batch, payload, signals), "model": describe(model)}
 
 
-def _predict(model: Classifier, task: str, batch: Any, payload_bytes: int) -> list[dict[str, Any]]:
-    """Run the model on a prepared batch and count it (metrics are per version)."""
+def _predict(
+    model: Classifier, task: str, batch: Any, payload_bytes: int, signals: dict[str, np.ndarray]
+) -> list[dict[str, Any]]:
+    """Run the model on a prepared batch and count it (metrics are per version), with its drift signals."""
     started = time.perf_counter()
     probs = model.predict(batch)
     metrics.INFERENCE_SECONDS.labels(task=task).observe(time.perf_counter() - started)
@@ -314,7 +320,15 @@ def _predict(model: Classifier, task: str, batch: Any, payload_bytes: int) -> li
     predictions = model.decode(probs)
     version = model.info["version"]
     for p in predictions:
-        metrics.PREDICTIONS.labels(task=task, label=p["label"], version=version).inc()
+        label = metrics.ABSTAINED if p["abstained"] else p["label"]
+        metrics.PREDICTIONS.labels(task=task, label=label, version=version).inc()
+    signals = signals | {"score": probs.max(axis=1)}
+    for signal, values in signals.items():
+        histogram = metrics.SIGNAL_HISTOGRAMS[signal].labels(task=task, version=version)
+        for value in values.tolist():
+            histogram.observe(value)
+    if model.drift is not None:
+        model.drift.add(signals)
     return predictions
 
 

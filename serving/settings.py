@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -34,9 +34,19 @@ class Settings(BaseSettings):
         64 * 1024 * 1024, ge=1, description="request body bytes all requests in flight may hold before 503"
     )
     threads: int = Field(0, ge=0, description="classify requests worked on at once per worker (0: the CPU count)")
+    # JSON, e.g. KILN_MIN_CONFIDENCE='{"text": 0.6}'. Scores are calibrated (a temperature fitted on validation
+    # is in every exported graph), so 0.6 means about 60% of such answers are right.
+    min_confidence: dict[Literal["image", "text"], Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
+        default_factory=dict,
+        description="per task, the top-1 score below which an answer abstains (label null, abstained true)",
+    )
 
     def inference_threads(self) -> int:
         return self.threads or len(os.sched_getaffinity(0))
+
+    def abstain_below(self, task: str) -> float:
+        """The task's min_confidence, 0.0 (never abstain) when it has none."""
+        return next((v for k, v in self.min_confidence.items() if k == task), 0.0)
 
     def required_tasks(self) -> list[str]:
         return [t.strip() for t in self.tasks.split(",") if t.strip()]

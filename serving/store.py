@@ -38,6 +38,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from serving.drift import BASELINE
+
 log = logging.getLogger(__name__)
 
 TASKS = ("image", "text")
@@ -406,6 +408,16 @@ class ModelStore:
         if (model.path / SPEC).is_file() or SPEC in model.manifest.get("files", {}):
             self.verify(model, SPEC)
         self.verify(model, model.manifest["variants"][model.manifest["served_variant"]]["file"])
+        if BASELINE in model.manifest.get("files", {}):
+            self.verify(model, BASELINE)
+
+    def drift_baseline(self, model: ModelVersion) -> dict[str, Any] | None:
+        """The version's training summary of the drift signals (serving.drift), verified; None in a version
+        stored without one."""
+        if BASELINE not in model.manifest.get("files", {}):
+            return None
+        self.verify(model, BASELINE)
+        return dict(json.loads(model.file(BASELINE).read_text(encoding="utf-8")))
 
     def verify(self, model: ModelVersion, relpath: str) -> None:
         """Check a file of a version against the hash recorded when it was stored."""

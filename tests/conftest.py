@@ -203,14 +203,23 @@ def onnx_text_model(
 
 
 def register_onnx(
-    store_root: Path, task: str, onnx_bytes: bytes, spec: dict, promote: bool = True, accuracy: float = 0.9
+    store_root: Path,
+    task: str,
+    onnx_bytes: bytes,
+    spec: dict,
+    promote: bool = True,
+    accuracy: float = 0.9,
+    files: dict[str, bytes] | None = None,
 ) -> str:
-    """Put an ONNX model into a real store the way the pipeline does; returns the version name."""
+    """Put an ONNX model (and any other ``files`` of the version) into a real store the way the pipeline does;
+    returns the version name."""
     from serving.store import ModelStore
 
     staging = store_root.parent / f"staging-{task}-{random.random()}"
     (staging / "variants").mkdir(parents=True)
     (staging / "variants" / "fp32.onnx").write_bytes(onnx_bytes)
+    for name, data in (files or {}).items():
+        (staging / name).write_bytes(data)
     variant = {
         "file": "variants/fp32.onnx",
         "bytes": len(onnx_bytes),

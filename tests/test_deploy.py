@@ -45,12 +45,12 @@ def test_dockerfile_has_cpu_gpu_and_training_targets_non_root_and_healthcheck() 
 
 
 def _render(overlay: str) -> dict[tuple[str, str], dict]:
+    """The objects of ``overlay`` (a folder under overlays/, or a path under deploy/k8s), rendered by kustomize."""
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.fail("kubectl is needed to render the overlays (it is on the development and CI machines)")
-    out = subprocess.run(
-        [kubectl, "kustomize", str(K8S / "overlays" / overlay)], capture_output=True, text=True, check=True
-    ).stdout
+    folder = K8S / "overlays" / overlay if (K8S / "overlays" / overlay).is_dir() else K8S / overlay
+    out = subprocess.run([kubectl, "kustomize", str(folder)], capture_output=True, text=True, check=True).stdout
     return {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(out) if d}
 
 
@@ -126,3 +126,28 @@ def test_retraining_runs_as_kubernetes_jobs_writing_to_the_same_store() -> None:
     env = {e["name"]: e["value"] for e in job["containers"][0]["env"]}
     assert mounts["model-store"]["mountPath"] == env["KILN_STORE"]
     assert template["variables"]["properties"]["image"]["default"].startswith("kiln-training:")
+
+
+def alert_rules() -> list[dict]:
+    """Every rule of the example PrometheusRule, rendered as it is applied."""
+    (rule,) = [d for (kind, _), d in _render("monitoring").items() if kind == "PrometheusRule"]
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1" and rule["metadata"]["namespace"] == "kiln"
+    return [r for group in rule["spec"]["groups"] for r in group["rules"]]
+
+
+def test_the_alerts_parse_as_promql_and_read_metrics_the_service_defines() -> None:
+    import re
+
+    import promql_parser
+
+    from serving import metrics
+
+    defined = {m._name for m in vars(metrics).values() if hasattr(m, "_name")}
+    defined |= {h._name for h in metrics.SIGNAL_HISTOGRAMS.values()}
+    rules = alert_rules()
+    assert {"KilnInputDrift", "KilnServingStaleModel"} <= {r["alert"] for r in rules}
+    for r in rules:
+        promql_parser.parse(r["expr"])  # raises on a syntax error
+        assert r["labels"]["severity"] in ("info", "warning", "critical") and r["annotations"]["summary"]
+        used = {re.sub(r"_(bucket|count|sum)$", "", name) for name in re.findall(r"kiln_[a-z_]+", r["expr"])}
+        assert used and used <= defined, f"{r['alert']} reads {used - defined}, which serving/metrics.py lacks"

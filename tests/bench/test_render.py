@@ -248,7 +248,8 @@ def results() -> dict[str, dict[str, Any]]:
         ],
     )
     quality["schema"] = 2
-    return {r["benchmark"]: r for r in (training, http, data, quality)}
+    flips = _result("label_flips", {"flip_share": 0.05, "seed": 20, "only": None, "runs": []}, rows=[])
+    return {r["benchmark"]: r for r in (training, http, data, quality, flips)}
 
 
 def _lines(markdown: str) -> set[str]:
@@ -411,3 +412,45 @@ def test_rows_of_the_earlier_protocol_are_not_shown_as_user_protocol_results(
     assert "| data set | task | train items |" not in md and "| sst2 (train.csv) | text |" not in md
     assert "| sample texts | fp32 | m_fp32 | 1,000 |" in md
     assert "earlier quality protocol (Kiln given the whole data file): sst2 (train.csv), sample texts." in md
+
+
+def test_calibration_and_label_flips_tables_come_from_their_data(results: dict[str, dict[str, Any]]) -> None:
+    mr = results["quality"]["rows"][0]
+    mr["default"]["calibration"] = {"temperature": 1.25, "ece": 0.021, "ece_uncalibrated": 0.0612, "labels_changed": 0}
+    flips = {"items_audited": 4000, "flipped_in_file": 250, "flipped_audited": 190, "flagged": 300}
+    flips |= {"recall_of_flagged": 0.9, "audit_seconds": 3.2, "model": "TF-IDF words 1-2 + logistic regression"}
+    run = {"run_seconds": 140.0, "peak_rss_mib": 900.0, "audit_seconds": 3.4, "flagged": 300}
+    results["label_flips"] = _result(
+        "label_flips",
+        {"flip_share": 0.05, "seed": 20, "only": None, "runs": ["subj"]},
+        rows=[
+            {"name": "subj", "task": "text", "precision_at_k": 0.8211, "estimated_noise_rate": 0.07, **flips}
+            | {
+                "runs": {
+                    "report": run | {"accuracy": 0.9, "macro_f1": 0.9, "excluded": 0},
+                    "exclude": run | {"accuracy": 0.9123, "macro_f1": 0.91, "excluded": 250},
+                }
+            },
+            {"name": "cr", "task": "text", "precision_at_k": 0.55, "estimated_noise_rate": 0.2, **flips},
+        ],
+    )
+    md = render(results)
+    lines = _lines(md)
+    assert "1 of 1 data sets within 0.03." in md
+    assert "| mr | 1.250 | 0.0612 | 0.0210 | yes | 0 |" in lines
+    assert "1 of 2 data sets reach 0.7 (subj)." in md
+    assert (
+        "| subj | text | 4,000 | 190 of 250 | 0.821 | yes | 300 (90% of the flips) | 3.2 "
+        "| TF-IDF words 1-2 + logistic regression |" in lines
+    )
+    assert "| cr | text | 4,000 | 190 of 250 | 0.550 | no |" in md
+    assert "| subj | 0.9000 | 0.9123 (250 left out) | +1.23 | 3.4 of 140 |" in lines
+
+
+def test_flipping_changes_the_share_asked_each_to_another_class() -> None:
+    from bench.label_flips import flip
+
+    labels = [c for c in "abc" for _ in range(100)]
+    flipped, rows = flip(labels, 0.05, seed=1)
+    assert len(rows) == 15 and flip(labels, 0.05, seed=1) == (flipped, rows)
+    assert all((flipped[i] != labels[i]) == (i in rows) for i in range(len(labels)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -339,3 +340,61 @@ def test_a_variant_that_disagrees_with_fp32_is_not_served_even_at_equal_accuracy
     assert select_served(v, 0.01, "smallest") == "pruned"
     assert select_served(v, 0.01, "smallest", agreement={"pruned": 0.97, "int8": 0.995}) == "int8"
     assert select_served(v, 0.01, "smallest", agreement={"pruned": 0.97, "int8": 0.98}) == "fp32"
+
+
+def _with_logits_output(path: Path) -> Any:
+    """An ORT session of the ONNX file at ``path`` that also outputs the input of its output softmax."""
+    import onnx
+    import onnxruntime as ort
+
+    from compression.export import TEMPERATURE_NODE, output_softmax
+
+    model = onnx.load(str(path))
+    temperature = next(node for node in model.graph.node if node.name == TEMPERATURE_NODE)
+    assert output_softmax(model.graph).input[0] == temperature.output[0]
+    model.graph.output.append(onnx.helper.make_value_info(temperature.input[0], onnx.TypeProto()))
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.slow
+def test_the_exported_graph_gives_softmax_of_its_logits_over_the_temperature(tmp_path: Path) -> None:
+    from compression.export import to_onnx
+    from serving.preprocess import ImageSpec
+    from training.tf_env import keras
+
+    spec = ImageSpec(labels=("a", "b", "c"), height=4, width=4, channels=1)
+    inputs = keras.Input((4, 4, 1))
+    logits = keras.layers.Dense(3, name="logits")(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, keras.layers.Activation("softmax", name="probabilities")(logits))
+    x = np.random.default_rng(0).normal(size=(16, 4, 4, 1)).astype(np.float32)
+    keras_logits = keras.Model(inputs, logits).predict(x, verbose=0)
+    session = _with_logits_output(to_onnx(model, spec, tmp_path / "t.onnx", temperature=2.5))
+    probs, graph_logits = session.run(None, {session.get_inputs()[0].name: x})
+    np.testing.assert_allclose(graph_logits, keras_logits, atol=1e-5)
+    expected = np.exp(keras_logits / 2.5) / np.exp(keras_logits / 2.5).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(probs, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="positive"):
+        to_onnx(model, spec, tmp_path / "bad.onnx", temperature=0.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", ["image_run", "text_run"])
+def test_every_variant_serves_the_runs_temperature_and_reports_its_calibration(
+    run: str, request: pytest.FixtureRequest
+) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    trained, compressed, _ = request.getfixturevalue(run)
+    calibrated = trained.calibrated
+    assert calibrated["fitted_on"].startswith("validation") and calibrated["temperature"] > 0
+    for name in ("fp32", "pruned"):  # the graphs exported from Keras models carry it
+        graph = onnx.load(str(compressed.directory / compressed.variants[name]["file"])).graph
+        inverse = {i.name: numpy_helper.to_array(i) for i in graph.initializer}["kiln_inverse_temperature"]
+        assert np.isclose(float(inverse), 1 / calibrated["temperature"], rtol=1e-6)
+    for stats in compressed.variants.values():
+        assert 0.0 <= stats["ece"] <= 1.0 and 0.0 <= stats["ece_uncalibrated"] <= 1.0
+    test = compressed.test_metrics
+    assert test["temperature"] == trained.temperature and {"ece", "ece_uncalibrated"} <= set(test)
+    assert sum(compressed.reliability["calibrated"]["count"]) == test["examples"]
+    assert trained.summary()["calibration"] == calibrated

@@ -32,6 +32,10 @@ def check_report_contract(report: dict) -> None:
         assert set(v) >= VARIANT_KEYS
     assert set(report["training"]) >= TRAINING_KEYS
     assert report["metrics"]["split"] == "test" and report["metrics"]["examples"] > 0
+    # calibration: the served variant's test ECE with the graph's temperature and without, and the temperature
+    assert {"ece", "ece_uncalibrated", "temperature"} <= set(report["metrics"])
+    assert report["training"]["calibration"]["temperature"] == report["metrics"]["temperature"]
+    assert all({"ece", "ece_uncalibrated"} <= set(v) for v in report["variants"].values())
     per_class = report["metrics"]["per_class"]
     assert set(per_class) == set(report["data"]["classes"])
     assert all(set(m) == {"precision", "recall", "f1", "support"} for m in per_class.values())
@@ -54,6 +58,13 @@ def test_text_flow_promotes_first_then_gates_a_worse_model(tmp_path: Path, prefe
     assert first["promoted"] and first["model"]["version"] == "v0001"
     assert first["data"]["empty_skipped"] == 1 and first["data"]["rows_kept"] == 150
     assert json.loads((tmp_path / "run1" / "report.json").read_text()) == first
+    assert (tmp_path / "run1" / "plots" / "reliability.png").stat().st_size > 1000
+    # the version stores its training summary of the drift signals, hashed like its other files
+    stored = ModelStore(store)
+    baseline = stored.drift_baseline(stored.get("text", "v0001"))
+    assert baseline is not None and set(baseline["signals"]) == {"score", "text_chars", "unknown_share"}
+    assert sum(baseline["signals"]["text_chars"]["counts"]) == baseline["items"]["inputs"] > 100
+    assert sum(baseline["signals"]["score"]["counts"]) == first["metrics"]["examples"]
 
     worse = tmp_path / "worse.yaml"
     # one epoch at a tiny rate and no linear half (which alone would match the first model): a worse model

@@ -434,3 +434,30 @@ def test_answers_are_exactly_the_documented_responses(client: TestClient) -> Non
     assert documented("/classify_text") == set(TextAnswer.model_fields) == set(text.json())
     ImageAnswer.model_validate(image.json())
     assert len(TextAnswer.model_validate(text.json()).predictions) == 2
+
+
+def test_a_score_below_the_tasks_min_confidence_abstains(onnx_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """KILN_MIN_CONFIDENCE per task: below it the answer keeps its scores, with label null and abstained true;
+    a task without one never abstains; the metrics count the abstention under its own label."""
+    from serving import metrics
+
+    monkeypatch.setenv("KILN_MIN_CONFIDENCE", '{"image": 1.0}')
+    abstained = metrics.PREDICTIONS.labels(task="image", label=metrics.ABSTAINED, version="v0001")._value
+    counted = abstained.get()
+    with _client(onnx_store, monkeypatch) as client:
+        image = client.post("/classify_image", files={"image": ("a.png", png_bytes(), "image/png")}).json()
+        text = client.post("/classify_text", json={"texts": ["good film"]}).json()
+    assert image["label"] is None and image["abstained"] is True
+    assert image["score"] == max(image["scores"].values()) < 1.0
+    assert text["predictions"][0]["abstained"] is False and text["predictions"][0]["label"] in TEXT_LABELS
+    assert abstained.get() == counted + 1
+
+
+def test_a_malformed_min_confidence_stops_the_server_with_the_setting_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from serving.settings import Settings
+
+    monkeypatch.setenv("KILN_MIN_CONFIDENCE", '{"images": 0.5}')
+    with pytest.raises(ValidationError, match="min_confidence"):
+        Settings()

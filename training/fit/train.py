@@ -38,6 +38,7 @@ from training.fit.pipeline import eval_batches, training_batches
 from training.fit.refit import Selected, refit, shipped_spec
 from training.kinds import kind_of
 from training.models import layers as _custom_layers  # noqa: F401 - registers them for load_model (resume)
+from training.models.calibration import expected_calibration_error, fit_temperature, rescaled
 from training.models.linear import LinearFit, blend, fit_linear_models, linear_model, network_helps
 from training.tf_env import configure_devices, distribution, keras, set_seed, tf, use_mixed_precision
 
@@ -59,6 +60,12 @@ class TrainedModel:
     examples_per_s: float = 0.0
     wide: dict[str, Any] | None = None  # the wide half's fit and blend (text models), for the report
     shipped: dict[str, Any] = field(default_factory=dict)  # what the shipped model learnt from, for the report
+    calibrated: dict[str, Any] = field(default_factory=lambda: {"temperature": 1.0})  # training.models.calibration
+
+    @property
+    def temperature(self) -> float:
+        """The temperature every exported graph divides its logits by (fitted on validation)."""
+        return float(self.calibrated["temperature"])
 
     def summary(self) -> dict[str, Any]:
         """The ``training`` section of report.json."""
@@ -83,6 +90,7 @@ class TrainedModel:
             "class_weights": self.class_weights,
             "wide": self.wide,
             "shipped": self.shipped,
+            "calibration": self.calibrated,
         }
 
 
@@ -111,6 +119,7 @@ def train_model(
     weights = class_weights(train.labels, spec.labels, t)
     steps = math.ceil(len(train) / t.batch_size)
     strategy, placement = distribution(t.distribute)
+    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     mixed = use_mixed_precision(t.mixed_precision)
     device = ", ".join([device, placement] + ["mixed_float16"] * mixed + ["XLA"] * t.jit_compile)
     spec, linear = kind_of(train.task).fit_linear(train, val, spec, cfg, bool(weights))
@@ -144,6 +153,7 @@ def train_model(
             spec = shipped_spec(spec, joined(train, val), cfg)
         decided = _read_decisions(finished.parent)
         blended, refit_epochs = decided.get("wide", {}), int(decided.get("refit_epochs", 0))
+        calibrated = decided.get("calibration") or calibrate(model, val, spec, cfg)
         epochs_now, stopped_early = 0, len(read_history(finished.parent).get("loss", [])) < t.epochs
         fitted_history: dict[str, list[float]] = {}
     else:
@@ -180,6 +190,8 @@ def train_model(
             if selected_file is not None and refits(t, cfg, has_val):
                 model.save(selected_file)
                 _write_decisions(selected_file.parent, {"wide": blended})
+        # Before the refit: the selection model never learnt from validation, so its scores there are honest.
+        calibrated = calibrate(_off_the_cluster(model) if multi_worker else model, val, spec, cfg)
         if refits(t, cfg, has_val):
             selected = Selected(model, spec, _history(run_dir, fitted_history), monitor_name(t, has_val), linear)
             selected.network_kept = bool(blended.get("network_kept", True))
@@ -187,8 +199,9 @@ def train_model(
                 model, spec, refit_epochs = refit(selected, train, val, cfg, t, mixed)
         if finished is not None:
             model.save(finished)
-            _write_decisions(finished.parent, {"wide": blended, "refit_epochs": refit_epochs})
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            decided = {"wide": blended, "refit_epochs": refit_epochs, "calibration": calibrated}
+            _write_decisions(finished.parent, decided)
+    if multi_worker:
         model = _off_the_cluster(model)
     seconds = time.perf_counter() - started
     history = _history(run_dir, fitted_history)
@@ -207,7 +220,32 @@ def train_model(
         examples_per_s=len(train) * epochs_now / seconds if seconds else 0.0,
         wide={"mode": cfg.text_model.wide_mode, **linear.summary(), **blended} if linear is not None else None,
         shipped=shipped_summary(len(train), len(val), refits(t, cfg, has_val), refit_epochs),
+        calibrated=calibrated,
     )
+
+
+def calibrate(model: Any, val: Dataset, spec: Spec, cfg: RunConfig) -> dict[str, Any]:
+    """The temperature for the shipped model's scores, fitted on the selection model's validation outputs
+    (training.models.calibration), and the validation ECE before and after it. 1.0 without validation."""
+    if not len(val):
+        return {"temperature": 1.0, "fitted_on": None}
+    probs = model.predict(eval_batches(val, spec, cfg), verbose=0)
+    y = encode_labels(val.labels, spec.labels)
+    t = fit_temperature(probs, y)
+    summary = {
+        "temperature": round(t, 6),
+        "fitted_on": "validation (the selection model, before the refit)",
+        "items": len(val),
+        "validation_ece_before": expected_calibration_error(probs, y),
+        "validation_ece_after": expected_calibration_error(rescaled(probs, t), y),
+    }
+    log.info(
+        "calibration: temperature %.3f; validation ECE %.4f -> %.4f",
+        t,
+        summary["validation_ece_before"],
+        summary["validation_ece_after"],
+    )
+    return summary
 
 
 def shipped_summary(train_items: int, validation_items: int, refit: bool, epochs: int) -> dict[str, Any]:

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.optimize import minimize_scalar
+
+from training.models.calibration import log_loss, temperature
 
 if TYPE_CHECKING:
     from serving.preprocess import TextSpec
@@ -587,19 +588,6 @@ def linear_model(spec: TextSpec, cfg: TextModelConfig, fit: LinearFit) -> Any:
     return model
 
 
-def _log_loss(logits: np.ndarray, y: np.ndarray) -> float:
-    z = logits - logits.max(axis=1, keepdims=True)
-    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    return float(-log_p[np.arange(len(y)), y].mean())
-
-
-def temperature(logits: np.ndarray, y: np.ndarray, most: float = float(np.exp(4.0))) -> float:
-    """The scale of ``logits`` that minimises the validation log-loss (Guo et al. 2017), in [e^-6, ``most``]."""
-    bounds = (-6.0, float(np.log(most)))
-    found = minimize_scalar(lambda t: _log_loss(logits * np.exp(t), y), bounds=bounds, method="bounded")
-    return float(np.exp(found.x))
-
-
 def choose_blend(deep: np.ndarray, linear: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
     """Scales (network, linear) for ``scale_d * deep + scale_l * linear``, chosen on validation: each half
     is calibrated by temperature, the linear share w is the best validation accuracy on a grid (ties: the
@@ -608,7 +596,7 @@ def choose_blend(deep: np.ndarray, linear: np.ndarray, y: np.ndarray) -> tuple[f
         return 0.5, 0.5, 0.5, 0.0
     t_deep, t_linear = temperature(deep, y), temperature(linear, y)
     mixes = [((1 - w) * t_deep * deep + w * t_linear * linear, w) for w in BLEND_WEIGHTS]
-    score, _, share = max((accuracy(mix, y), -_log_loss(mix, y), w) for mix, w in mixes)
+    score, _, share = max((accuracy(mix, y), -log_loss(mix, y), w) for mix, w in mixes)
     t = temperature((1 - share) * t_deep * deep + share * t_linear * linear, y)
     return t * (1 - share) * t_deep, t * share * t_linear, float(share), score
 

@@ -1,4 +1,5 @@
-"""Figures of a finished run: learning curves and the test confusion matrix (matplotlib, headless)."""
+"""Figures of a finished run: learning curves, the test confusion matrix and the reliability diagram
+(matplotlib, headless)."""
 
 from __future__ import annotations
 
@@ -45,11 +46,35 @@ def confusion_plot(matrix: np.ndarray, labels: tuple[str, ...], path: Path) -> P
     return save(fig, path)
 
 
+def reliability_plot(curves: dict[str, dict[str, list[float]]], path: Path) -> Path:
+    """Accuracy against confidence per bin (compression.compress reliability: the served variant on the test
+    split, with its temperature and without): a calibrated model lies on the diagonal."""
+    fig, (ax, counts) = plt.subplots(2, 1, figsize=(4.5, 5.5), sharex=True, height_ratios=(3, 1))
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="perfect calibration")
+    for (name, curve), style in zip(curves.items(), ("o-", "s--"), strict=False):
+        ax.plot(curve["confidence"], curve["accuracy"], style, label=name, markersize=4)
+        counts.bar(curve["confidence"], curve["count"], width=1 / 30, alpha=0.5, label=name)
+    ax.set_ylabel("accuracy")
+    ax.set_title("Reliability (test split, served variant)")
+    ax.legend(fontsize=8)
+    counts.set_xlabel("confidence (top-1 score)")
+    counts.set_ylabel("items")
+    counts.set_yscale("log")
+    return save(fig, path)
+
+
 def draw_training(
-    history: dict[str, list[float]], matrix: np.ndarray, labels: tuple[str, ...], out: Path
+    history: dict[str, list[float]],
+    matrix: np.ndarray,
+    labels: tuple[str, ...],
+    out: Path,
+    reliability: dict[str, dict[str, list[float]]] | None = None,
 ) -> dict[str, Path]:
-    """Learning curves and the confusion matrix of a finished run, under ``out``."""
-    return {
+    """Learning curves, the confusion matrix and (given its curves) the reliability diagram, under ``out``."""
+    figures = {
         "learning curves": learning_curves(history, out / "learning_curves.png"),
         "confusion matrix": confusion_plot(matrix, labels, out / "confusion_matrix.png"),
     }
+    if reliability:
+        figures["reliability diagram"] = reliability_plot(reliability, out / "reliability.png")
+    return figures

@@ -46,6 +46,11 @@ def register(
     return version
 
 
+# The served variant's calibration on the test split (compression.compress): ECE with the graph's temperature,
+# without it, and the temperature.
+CALIBRATION_KEYS = ("ece", "ece_uncalibrated", "temperature")
+
+
 def build_manifest(
     task: str,
     name: str,
@@ -71,6 +76,7 @@ def build_manifest(
         # The served variant on the test split (variants hold the validation numbers that chose it).
         "metrics": {k: (test_metrics or variants[served])[k] for k in ("accuracy", "macro_f1")}
         | {"examples": (test_metrics or variants[served]).get("examples"), "split": "test" if test_metrics else None}
+        | {k: test_metrics[k] for k in CALIBRATION_KEYS if test_metrics and k in test_metrics}
         | {"per_class": per_class or {}},
         "variants": variants,
         "parity": parity,

@@ -1,0 +1,180 @@
+"""Drift signals: what a server sees per classified item, in the same fixed buckets as the summary training
+stores with every version (``drift.json``), and how far apart the two are (population stability index).
+
+Signals: the top-1 score (both tasks); images, the file size in bytes and the mean brightness of the model's
+input; texts, the length in characters and the share of the words the model reads that are not in its
+vocabulary. The server exports each as a Prometheus histogram per task and version (serving.metrics), counts
+them itself too, and publishes the PSI against the version's training summary as ``kiln_drift_psi``; `kiln
+drift` computes the same from a /metrics scrape.
+
+>>> import numpy as np
+>>> counts = bucket_counts("score", np.array([0.3, 0.95, 0.97, 1.0]))
+>>> sum(counts), psi(counts, counts)
+(4, 0.0)
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from serving.preprocess import TextSpec
+
+# Fixed upper bucket bounds (Prometheus ``le``); values above the last fall in a final +Inf bucket.
+EDGES: dict[str, tuple[float, ...]] = {
+    "score": (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999),
+    "image_bytes": (256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304),
+    "brightness": tuple(round(0.1 * i, 1) for i in range(1, 10)),
+    "text_chars": (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 16384),
+    "unknown_share": (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75),
+}
+SIGNALS: dict[str, tuple[str, ...]] = {
+    "image": ("score", "image_bytes", "brightness"),
+    "text": ("score", "text_chars", "unknown_share"),
+}
+BASELINE = "drift.json"  # in a version directory: the training summary, hashed like every stored file
+MIN_ITEMS = 200  # fewer observed items than this give no verdict: the PSI of a handful is noise
+STABLE, SHIFTING = 0.1, 0.25  # the usual PSI reading: < 0.1 stable, < 0.25 shifting, else drifted
+
+
+def bucket_counts(signal: str, values: np.ndarray) -> list[int]:
+    """How many of ``values`` fall in each of the signal's buckets (v <= le, as Prometheus counts)."""
+    edges = EDGES[signal]
+    which = np.searchsorted(np.asarray(edges), np.asarray(values, dtype=np.float64), side="left")
+    return np.bincount(which, minlength=len(edges) + 1).astype(int).tolist()
+
+
+def psi(expected: list[int] | np.ndarray, actual: list[int] | np.ndarray) -> float:
+    """Population stability index of ``actual`` against ``expected`` bucket counts (half an item added to
+    every bucket, so an empty one does not make it infinite)."""
+    e = np.asarray(expected, dtype=np.float64) + 0.5
+    a = np.asarray(actual, dtype=np.float64) + 0.5
+    p, q = e / e.sum(), a / a.sum()
+    return round(float(np.sum((q - p) * np.log(q / p))), 6)
+
+
+def verdict(value: float | None) -> str:
+    if value is None:
+        return "too few items"
+    return "stable" if value < STABLE else "shifting" if value < SHIFTING else "drifted"
+
+
+def image_signals(files: list[bytes] | list[int], batch: np.ndarray) -> dict[str, np.ndarray]:
+    """Per image: its file size (bytes, or the sizes themselves) and the mean of its model input in [0, 1]."""
+    sizes = [len(f) if isinstance(f, bytes) else f for f in files]
+    return {
+        "image_bytes": np.asarray(sizes, dtype=np.float64),
+        "brightness": batch.reshape(len(batch), -1).mean(axis=1).astype(np.float64),
+    }
+
+
+def text_signals(texts: list[str], batch: np.ndarray, spec: TextSpec) -> dict[str, np.ndarray]:
+    """Per text: its length in characters and the share of the words the network reads that are unknown
+    ([UNK], id 1) among the words it reads."""
+    words = batch[:, : spec.max_length]
+    read = (words > 0).sum(axis=1)
+    unknown = (words == 1).sum(axis=1)
+    return {
+        "text_chars": np.array([len(t) for t in texts], dtype=np.float64),
+        "unknown_share": np.divide(unknown, read, out=np.zeros(len(words)), where=read > 0),
+    }
+
+
+def summary(task: str, values: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The stored form of a task's signals (drift.json): edges and counts per signal."""
+    return {
+        "task": task,
+        "signals": {s: {"edges": list(EDGES[s]), "counts": bucket_counts(s, values[s])} for s in SIGNALS[task]},
+    }
+
+
+def compare(baseline: dict[str, Any], seen: dict[str, list[int]]) -> list[dict[str, Any]]:
+    """Per signal of the baseline: items seen, PSI (None below MIN_ITEMS) and the verdict."""
+    rows = []
+    for signal, stored in baseline["signals"].items():
+        counts = seen.get(signal)
+        if counts is not None and len(counts) != len(stored["counts"]):
+            raise ValueError(f"signal {signal!r}: {len(counts)} buckets observed, {len(stored['counts'])} stored")
+        items = int(sum(counts)) if counts is not None else 0
+        value = psi(stored["counts"], counts) if counts is not None and items >= MIN_ITEMS else None
+        rows.append({"signal": signal, "items": items, "psi": value, "verdict": verdict(value)})
+    return rows
+
+
+@dataclass
+class DriftCounts:
+    """What one served version has seen since it was loaded, per signal, kept by the server (thread-safe)."""
+
+    task: str
+    baseline: dict[str, Any] | None
+    counts: dict[str, np.ndarray] = field(init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.counts = {s: np.zeros(len(EDGES[s]) + 1, dtype=np.int64) for s in SIGNALS[self.task]}
+
+    def add(self, values: dict[str, np.ndarray]) -> None:
+        with self._lock:
+            for signal, counts in self.counts.items():
+                counts += np.asarray(bucket_counts(signal, values[signal]), dtype=np.int64)
+
+    def compare(self) -> list[dict[str, Any]]:
+        """compare() against the version's training summary; nothing when the version has none."""
+        if self.baseline is None:
+            return []
+        with self._lock:
+            seen = {s: c.tolist() for s, c in self.counts.items()}
+        return compare(self.baseline, seen)
+
+
+# Histogram names on /metrics per signal (serving.metrics defines them).
+METRIC_NAMES = {
+    "score": "kiln_top_score",
+    "image_bytes": "kiln_input_image_bytes",
+    "brightness": "kiln_input_brightness",
+    "text_chars": "kiln_input_text_chars",
+    "unknown_share": "kiln_input_unknown_share",
+}
+
+
+def served_version(scrape: str, task: str) -> str | None:
+    """The version ``task`` serves now according to a /metrics scrape (kiln_model_info at 1)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(scrape):
+        if family.name == "kiln_model_info":
+            for sample in family.samples:
+                if sample.labels.get("task") == task and sample.value >= 1:
+                    return sample.labels.get("version")
+    return None
+
+
+def observed_counts(scrape: str, task: str, version: str) -> dict[str, list[int]]:
+    """Per signal, the bucket counts a /metrics scrape holds for ``task`` and ``version`` (Prometheus buckets
+    are cumulative; these are per bucket). Signals with no samples are left out."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    names = {METRIC_NAMES[s]: s for s in SIGNALS[task]}
+    found: dict[str, list[int]] = {}
+    for family in text_string_to_metric_families(scrape):
+        signal = names.get(family.name)
+        if signal is None:
+            continue
+        cumulative = {
+            float(sample.labels["le"]): sample.value
+            for sample in family.samples
+            if sample.name.endswith("_bucket")
+            and sample.labels.get("task") == task
+            and sample.labels.get("version") == version
+        }
+        if not cumulative:
+            continue
+        bounds = sorted(cumulative)
+        if tuple(bounds[:-1]) != tuple(float(e) for e in EDGES[signal]):
+            raise ValueError(f"{family.name} has buckets {bounds[:-1]}, not this Kiln's {list(EDGES[signal])}")
+        running = [cumulative[b] for b in bounds]
+        found[signal] = [int(round(c - p)) for c, p in zip(running, [0.0, *running[:-1]], strict=True)]
+    return found
