@@ -97,6 +97,7 @@ def audit_flipped(task: str, path: Path, flipped: dict[str, str]) -> dict[str, A
         "recall_of_flagged": round(len(planted & set(ranked)) / k, 4) if k else None,
         "estimated_noise_rate": round(audit.noise_rate, 4),
         "model": audit.model,
+        "model_accuracy": round(audit.model_accuracy, 4),  # out of fold, against the (flipped) given labels
         "audit_seconds": round(seconds, 2),
     }
 

@@ -651,12 +651,13 @@ def label_flips_section(r: Result) -> list[str]:
                 "yes" if (row["precision_at_k"] or 0) >= PRECISION_TARGET else "no",
                 f"{row['flagged']:,} ({row['recall_of_flagged']:.0%} of the flips)",
                 f"{row['audit_seconds']:.1f}",
-                row["model"],
+                f"{row['model']}" + (f", {row['model_accuracy']:.3f}" if "model_accuracy" in row else ""),
             ]
         )
     met = [row["name"] for row in rows if (row["precision_at_k"] or 0) >= PRECISION_TARGET]
     header: tuple[str, ...] = ("data set", "task", "items audited", "flipped (audited of file)")
-    header += ("precision at K", f">= {PRECISION_TARGET}", "flagged (recall)", "audit s", "audit model")
+    header += ("precision at K", f">= {PRECISION_TARGET}", "flagged (recall)", "audit s")
+    header += ("audit model, its out-of-fold accuracy",)
     lines = [
         "## Label audit against planted label errors (CPU)\n",
         measured_line(r)

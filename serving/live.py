@@ -104,6 +104,9 @@ class LiveModels:
         self._models[task] = classifier
         if old is not None:  # set to 0, not removed: removal does not reach multiprocess metric files
             metrics.MODEL_INFO.labels(task=task, version=old.info["version"], variant=old.info["variant"]).set(0)
+            if old.drift is not None and old.info["version"] != classifier.info["version"]:
+                for signal in old.drift.counts:  # a version no longer served alerts no more
+                    metrics.DRIFT_PSI.labels(task=task, version=old.info["version"], signal=signal).set(0)
         metrics.MODEL_INFO.labels(
             task=task, version=classifier.info["version"], variant=classifier.info["variant"]
         ).set(1)

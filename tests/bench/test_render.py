@@ -441,7 +441,7 @@ def test_calibration_and_label_flips_tables_come_from_their_data(results: dict[s
     assert "1 of 2 data sets reach 0.7 (subj)." in md
     assert (
         "| subj | text | 4,000 | 190 of 250 | 0.821 | yes | 300 (90% of the flips) | 3.2 "
-        "| TF-IDF words 1-2 + logistic regression |" in lines
+        "| TF-IDF words 1-2 + logistic regression |" in lines  # no model accuracy in this row: none shown
     )
     assert "| cr | text | 4,000 | 190 of 250 | 0.550 | no |" in md
     assert "| subj | 0.9000 | 0.9123 (250 left out) | +1.23 | 3.4 of 140 |" in lines

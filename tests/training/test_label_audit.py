@@ -42,14 +42,19 @@ def labelled_texts(flip: int, seed: int = 0) -> tuple[list[tuple[str, str]], set
     return rows, {i + 2 for i in flipped}
 
 
-def test_confident_learning_flags_the_confident_off_diagonal() -> None:
-    y = np.array([0, 0, 0, 1, 1, 1])
-    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.1, 0.9], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4]])
+def test_confident_learning_flags_as_many_as_its_noise_rate_least_self_confident_first() -> None:
+    y = np.array([0, 0, 0, 1, 1, 1, 2, 2])
+    probs = np.array(
+        [[0.9, 0.05, 0.05], [0.8, 0.1, 0.1], [0.1, 0.85, 0.05], [0.2, 0.7, 0.1], [0.1, 0.8, 0.1], [0.6, 0.35, 0.05]]
+        + [[0.05, 0.05, 0.9], [0.3, 0.3, 0.4]]
+    )
     suspects, noise = confident_learning(probs, y)
-    # item 2 is labelled 0 but sure of 1; item 5 is labelled 1 and leans to 0 past class 0's threshold (0.6)
+    # the confident joint puts items 2 (labelled 0, sure of 1) and 5 (labelled 1, past class 0's threshold) off its
+    # diagonal: a noise rate of 2 in 8, so two suspects, the lower p(given) first; item 7 is unsure, not accused
+    assert noise == pytest.approx(0.25)
     assert [i for i, _, _ in suspects] == [2, 5]
-    assert [likely for _, likely, _ in suspects] == [1, 0]  # the suggested label is the confident one
-    assert suspects[0][2] == pytest.approx(0.8) and 0 < noise < 0.5
+    assert [likely for _, likely, _ in suspects] == [1, 0]  # the most probable other class
+    assert [score for _, _, score in suspects] == pytest.approx([0.9, 0.65])
 
 
 def test_planted_text_label_errors_are_found_and_named_by_line(tmp_path: Path) -> None:
@@ -74,19 +79,23 @@ def test_planted_text_label_errors_are_found_and_named_by_line(tmp_path: Path) -
 
 
 def test_planted_image_label_errors_are_found_and_named_by_path(tmp_path: Path) -> None:
-    root = make_image_folder(tmp_path / "images", per_class=40)
+    # 5% of the labels wrong, as in the label-flip benchmark (on a few dozen pictures the confident joint, whose
+    # thresholds easy items set near 1, counts too few wrong labels to flag them all)
+    root = make_image_folder(tmp_path / "images", per_class=100)
     moves = [
         (path, target)
         for source, target in (("horizontal", "vertical"), ("vertical", "diagonal"), ("diagonal", "horizontal"))
-        for path in sorted((root / source).glob("*.png"))[:2]
+        for path in sorted((root / source).glob("*.png"))[:5]
     ]
     for path, target in moves:
         shutil.move(path, root / target / path.name)
-    moved = [f"{target}/{path.name}" for path, target in moves]
-    audit = audit_labels(clean_images(root))
+    moved = {f"{target}/{path.name}" for path, target in moves}
+    dataset = clean_images(root)
+    audited = moved & set(dataset.names)  # cleaning drops a moved picture whose exact copy keeps the true label
+    audit = audit_labels(dataset)
     found = {issue.item for issue in audit.issues}
-    assert len(found & set(moved)) >= 4, (sorted(found), moved)
-    assert len(found - set(moved)) <= 4
+    assert len(found & audited) >= len(audited) // 2, (sorted(found), sorted(audited))
+    assert len(found - audited) <= 2
 
 
 def test_exclude_leaves_suspects_out_of_training_and_validation(tmp_path: Path) -> None:

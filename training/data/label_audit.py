@@ -2,11 +2,18 @@
 
 Every item of training + validation gets out-of-fold predicted probabilities from a fast model, cross-validated
 inside those items (near duplicates share a fold; the test split never judges a training label). Confident learning
-(Northcutt, Jiang & Chuang, JAIR 2021) then finds the suspects: a per-class threshold (the mean probability a class
-gets on the items labelled with it), the confident joint of given and likely-true labels, and its off-diagonal, ranked
-by normalised margin (the suggested label's probability minus the given label's). ``data.label_issues: report``
-lists them; ``exclude`` also leaves the training and validation suspects out of fitting, in quarantine with the
-reason.
+(Northcutt, Jiang & Chuang, JAIR 2021) then estimates how many labels are wrong: a per-class threshold (the mean
+probability a class gets on the items labelled with it), the confident joint of given and likely-true labels,
+calibrated to the class counts; its off-diagonal share is the noise rate. That many items are flagged ("prune by
+noise rate"), the least self-confident first: ranked by the probability of their given label, lowest first, each
+with another class more probable. ``data.label_issues: report`` lists them; ``exclude`` also leaves the training
+and validation suspects out of fitting, in quarantine with the reason.
+
+Chosen on planted 5% label flips in the train files of the development sets (bench.label_flips; the test files
+never read): ranking by self-confidence found more flips among the top K than the confident joint's off-diagonal
+ranked by margin on every multi-class set (clinc150 0.69 -> 0.94, gtsrb 0.69 -> 0.91 with the image model below)
+and the same on two-class sets, where both orders agree. Images are judged through RBF features of their
+thumbnails (Nystroem), not raw pixels: out-of-fold accuracy 0.85 -> 0.91 on notmnist, 0.90 -> 0.97 on the digits.
 
     >>> audit = audit_labels(joined(train, val))  # doctest: +SKIP
     >>> audit.summary()["flagged"], audit.issues[0].suggested  # doctest: +SKIP
@@ -28,16 +35,24 @@ from training.data.dataset import Dataset, joined
 
 log = logging.getLogger(__name__)
 
-METHOD = "confident learning: 5-fold out-of-fold probabilities, off-diagonal of the confident joint, normalised margin"
+METHOD = (
+    "confident learning: 5-fold out-of-fold probabilities, the confident joint's noise rate, "
+    "that many items ranked by self-confidence"
+)
 FOLDS = 5
 THUMBNAIL = 16  # images are judged on 16x16 thumbnails: fast, and enough to see a label that disagrees
+RBF_FEATURES = 1000  # Nystroem components of the image model's RBF kernel
+# Below this out-of-fold accuracy the suspects were mostly hard items, not flips, on the label-flip benchmark
+# (four sentence-level sentiment sets and the flower photos: 0.31-0.36 of the top suspects were flips).
+WEAK_MODEL = 0.8
 HEADER = ("item", "given_label", "suggested_label", "score")
 
 
 @dataclass(frozen=True)
 class LabelIssue:
     """A suspect: the item (as quarantine.csv names it), its index in the audited items, the given and the
-    suggested label, the normalised margin (larger: more suspect), and the item itself (text, or image path)."""
+    suggested label (the most probable other class), the score 1 - p(given label) (larger: more suspect), and the
+    item itself (text, or image path)."""
 
     item: str
     index: int
@@ -54,6 +69,7 @@ class Audit:
     items: int
     seconds: float
     model: str
+    model_accuracy: float = 0.0  # the fast model's out-of-fold accuracy against the given labels
 
     def summary(self) -> dict[str, Any]:
         """report.json ``data.label_issues``."""
@@ -62,6 +78,7 @@ class Audit:
             "estimated_noise_rate": round(self.noise_rate, 4),
             "method": METHOD,
             "model": self.model,
+            "model_accuracy": round(self.model_accuracy, 4),
             "items_audited": self.items,
             "seconds": round(self.seconds, 2),
         }
@@ -84,10 +101,11 @@ def audit_labels(items: Dataset, folds: int = FOLDS, seed: int = 0) -> Audit:
     model, probs = out_of_fold_probabilities(items, y, len(names), folds, seed)
     suspects, noise_rate = confident_learning(probs, y)
     issues = [
-        LabelIssue(items.name(i), i, names[y[i]], names[likely], margin, items.inputs[i])
-        for i, likely, margin in suspects
+        LabelIssue(items.name(i), i, names[y[i]], names[likely], score, items.inputs[i])
+        for i, likely, score in suspects
     ]
-    audit = Audit(issues, noise_rate, len(items), time.perf_counter() - started, model)
+    accuracy = float(np.mean(probs.argmax(axis=1) == y))
+    audit = Audit(issues, noise_rate, len(items), time.perf_counter() - started, model, accuracy)
     log.info(
         "label audit: %d of %d training and validation labels look wrong (estimated noise rate %.1f%%, %.1fs)",
         len(issues),
@@ -95,6 +113,12 @@ def audit_labels(items: Dataset, folds: int = FOLDS, seed: int = 0) -> Audit:
         100 * noise_rate,
         audit.seconds,
     )
+    if accuracy < WEAK_MODEL:
+        log.warning(
+            "label audit: its fast model agrees with only %.0f%% of the labels out of fold, so most suspects are "
+            "likely hard items rather than wrong labels: read label_issues.csv before using data.label_issues: exclude",
+            100 * accuracy,
+        )
     return audit
 
 
@@ -107,13 +131,14 @@ def out_of_fold_probabilities(
     smallest = int(np.bincount(y, minlength=classes).min())
     k = max(2, min(folds, smallest))
     cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    described, model, features = _fast_model(items)
+    described, model, features = _fast_model(items, seed)
     probs = cross_val_predict(model, features, y, groups=items.groups, cv=cv, method="predict_proba")
     return described, np.asarray(probs, dtype=np.float64)
 
 
-def _fast_model(items: Dataset) -> tuple[str, Any, Any]:
+def _fast_model(items: Dataset, seed: int = 0) -> tuple[str, Any, Any]:
     """A quick, well-calibrated-enough classifier and its input for the task."""
+    from sklearn.kernel_approximation import Nystroem
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -124,10 +149,13 @@ def _fast_model(items: Dataset) -> tuple[str, Any, Any]:
         tfidf = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=2, max_features=200_000)
         model = make_pipeline(tfidf, LogisticRegression(C=10, max_iter=1000))
         return "TF-IDF words 1-2 + logistic regression", model, list(items.inputs)
+    pixels = _thumbnails(items)
+    components = min(RBF_FEATURES, len(pixels) * (FOLDS - 1) // FOLDS)  # no more than a fold's training items
+    rbf = Nystroem(gamma=1.0 / pixels.shape[1], n_components=components, random_state=seed)
     return (
-        f"{THUMBNAIL}x{THUMBNAIL} pixels + logistic regression",
-        make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000)),
-        _thumbnails(items),
+        f"{THUMBNAIL}x{THUMBNAIL} pixels, RBF features (Nystroem, {components:,}) + logistic regression",
+        make_pipeline(StandardScaler(), rbf, LogisticRegression(C=10.0, max_iter=2000)),
+        pixels,
     )
 
 
@@ -139,8 +167,9 @@ def _thumbnails(items: Dataset) -> np.ndarray:
 
 
 def confident_learning(probs: np.ndarray, y: np.ndarray) -> tuple[list[tuple[int, int, float]], float]:
-    """The off-diagonal of the confident joint as (item, likely label, normalised margin), most suspect first,
-    and the estimated noise rate."""
+    """The suspects as (item, suggested label, 1 - p(given label)), most suspect first, and the estimated noise
+    rate: as many suspects as the noise rate says are wrong, the lowest p(given) first, each with another class
+    more probable than its given one."""
     n, classes = probs.shape
     counts = np.bincount(y, minlength=classes)
     # A class's threshold: the mean probability the model gives it on the items labelled with it.
@@ -156,10 +185,13 @@ def confident_learning(probs: np.ndarray, y: np.ndarray) -> tuple[list[tuple[int
     calibrated = np.divide(joint * counts[:, None], rows, out=np.zeros_like(joint), where=rows > 0)
     total = calibrated.sum()
     noise_rate = float((total - np.trace(calibrated)) / total) if total else 0.0
-    flagged = np.flatnonzero(has & (likely != y))
-    margins = probs[flagged, likely[flagged]] - probs[flagged, y[flagged]]
-    order = np.argsort(-margins, kind="stable")
-    return [(int(flagged[i]), int(likely[flagged[i]]), float(margins[i])) for i in order], noise_rate
+    given = probs[np.arange(n), y]
+    others = probs.copy()
+    others[np.arange(n), y] = -1.0
+    suggested = others.argmax(axis=1)
+    doubted = np.flatnonzero(others.max(axis=1) > given)  # another class is more probable than the given one
+    ranked = doubted[np.argsort(given[doubted], kind="stable")][: round(noise_rate * n)]
+    return [(int(i), int(suggested[i]), float(1.0 - given[i])) for i in ranked], noise_rate
 
 
 def _not_auditable(items: Dataset) -> str | None:
@@ -194,8 +226,8 @@ def audit_and_exclude(
         dataset.report.exclude_label_issue(
             issue.item,
             issue.given,
-            f"label {issue.given!r} looks wrong: {issue.suggested!r} is likely "
-            f"(normalised margin {issue.score:.2f}, label audit)",
+            f"label {issue.given!r} looks wrong: {issue.suggested!r} is likelier "
+            f"(p(given label) {1 - issue.score:.2f} out of fold, label audit)",
         )
     keep_train = [i for i in range(len(train)) if i not in dropped]
     keep_val = [i for i in range(len(val)) if i + len(train) not in dropped]

@@ -234,7 +234,7 @@ def calibrate(model: Any, val: Dataset, spec: Spec, cfg: RunConfig) -> dict[str,
     t = fit_temperature(probs, y)
     summary = {
         "temperature": round(t, 6),
-        "fitted_on": "validation (the selection model, before the refit)",
+        "fitted_on": "validation (the model validation chose, before any refit on it)",
         "items": len(val),
         "validation_ece_before": expected_calibration_error(probs, y),
         "validation_ece_after": expected_calibration_error(rescaled(probs, t), y),

@@ -59,3 +59,15 @@ def test_reliability_bins_count_every_item_and_ece_is_zero_only_when_confidence_
 
 def test_no_known_label_leaves_the_temperature_at_one() -> None:
     assert fit_temperature(np.full((3, 2), 0.5), np.array([-1, -1, -1])) == 1.0
+
+
+def test_a_few_wrong_labels_do_not_drag_the_temperature() -> None:
+    """5% of the validation labels flipped: a log-loss fit would soften every score to pay for them; the Brier
+    fit stays near the model's true calibration."""
+    logits, y = _calibrated_draws(4000, 7, seed=3)
+    rng = np.random.default_rng(4)
+    flipped = rng.random(len(y)) < 0.05
+    noisy = np.where(flipped, (y + rng.integers(1, 7, len(y))) % 7, y)
+    t = fit_temperature(_softmax(logits), noisy)
+    assert 0.95 < t < 1.1  # the log-loss fit gives 1.14 here
+    assert expected_calibration_error(rescaled(_softmax(logits), t), y) < 0.03
