@@ -649,7 +649,8 @@ def label_flips_section(r: Result) -> list[str]:
                 f"{row['flipped_audited']:,} of {row['flipped_in_file']:,}",
                 f"{row['precision_at_k']:.3f}" if row["precision_at_k"] is not None else "-",
                 "yes" if (row["precision_at_k"] or 0) >= PRECISION_TARGET else "no",
-                f"{row['flagged']:,} ({row['recall_of_flagged']:.0%} of the flips)",
+                f"{row['flagged']:,}"
+                + (f" ({row['recall_of_flagged']:.0%} of the flips)" if row["recall_of_flagged"] is not None else ""),
                 f"{row['audit_seconds']:.1f}",
                 f"{row['model']}" + (f", {row['model_accuracy']:.3f}" if "model_accuracy" in row else ""),
             ]

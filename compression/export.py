@@ -17,20 +17,20 @@ from training.kinds import kind_of
 from training.tf_env import keras
 
 OPSET = 17
-# The node that divides the logits by the temperature, just before the output softmax. INT8 quantization
-# leaves it (and the softmax) in float: quantized logits would coarsen every served probability.
+# The node that divides the logits by the temperature, just before the output softmax. Static INT8 leaves it and
+# the softmax in float (the logits feeding it are still quantized, as they were before it existed).
 TEMPERATURE_NODE = "kiln_temperature"
 
 
-def to_onnx(model: keras.Model, spec: Spec, path: Path, opset: int = OPSET, temperature: float = 1.0) -> Path:
-    """``model`` as an ONNX file at ``path`` whose output is softmax(logits / ``temperature``)."""
+def to_onnx(model: keras.Model, spec: Spec, path: Path, opset: int = OPSET, temperature: float | None = None) -> Path:
+    """``model`` as an ONNX file at ``path``; with ``temperature``, its output is softmax(logits / temperature)."""
     import tf2onnx  # heavy; only needed here
 
     logging.getLogger("tf2onnx").setLevel(logging.WARNING)
     path.parent.mkdir(parents=True, exist_ok=True)
     signature = kind_of(spec.kind).input_signature(spec)
     tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset, output_path=str(path))
-    return with_temperature(path, temperature)
+    return path if temperature is None else with_temperature(path, temperature)
 
 
 def output_softmax(graph: onnx.GraphProto) -> onnx.NodeProto:

@@ -62,6 +62,13 @@ def verdict(value: float | None) -> str:
     return "stable" if value < STABLE else "shifting" if value < SHIFTING else "drifted"
 
 
+def same_buckets(baseline: dict[str, Any]) -> bool:
+    """Whether a stored training summary was counted in this Kiln's buckets (a version stored by a Kiln with
+    other edges cannot be compared)."""
+    signals = baseline.get("signals", {})
+    return all(s in EDGES and list(v.get("edges", [])) == list(EDGES[s]) for s, v in signals.items())
+
+
 def image_signals(files: list[bytes] | list[int], batch: np.ndarray) -> dict[str, np.ndarray]:
     """Per image: its file size (bytes, or the sizes themselves) and the mean of its model input in [0, 1]."""
     sizes = [len(f) if isinstance(f, bytes) else f for f in files]
@@ -92,15 +99,18 @@ def summary(task: str, values: dict[str, np.ndarray]) -> dict[str, Any]:
 
 
 def compare(baseline: dict[str, Any], seen: dict[str, list[int]]) -> list[dict[str, Any]]:
-    """Per signal of the baseline: items seen, PSI (None below MIN_ITEMS) and the verdict."""
+    """Per signal of the baseline: items seen, PSI and the verdict; no PSI while either side holds fewer than
+    MIN_ITEMS items (a small test split makes a small score summary)."""
+    if not same_buckets(baseline):
+        raise ValueError("the version's drift.json was counted in other buckets than this Kiln's; retrain to compare")
     rows = []
     for signal, stored in baseline["signals"].items():
         counts = seen.get(signal)
-        if counts is not None and len(counts) != len(stored["counts"]):
-            raise ValueError(f"signal {signal!r}: {len(counts)} buckets observed, {len(stored['counts'])} stored")
         items = int(sum(counts)) if counts is not None else 0
-        value = psi(stored["counts"], counts) if counts is not None and items >= MIN_ITEMS else None
-        rows.append({"signal": signal, "items": items, "psi": value, "verdict": verdict(value)})
+        enough = items >= MIN_ITEMS and sum(stored["counts"]) >= MIN_ITEMS
+        value = psi(stored["counts"], counts) if counts is not None and enough else None
+        text = verdict(value) if sum(stored["counts"]) >= MIN_ITEMS else "training summary too small"
+        rows.append({"signal": signal, "items": items, "psi": value, "verdict": text})
     return rows
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from serving import metrics
-from serving.drift import DriftCounts
+from serving.drift import DriftCounts, same_buckets
 from serving.preprocess import ImageSpec
 from serving.runtime import Classifier
 from serving.settings import Settings
@@ -95,7 +95,11 @@ class LiveModels:
         classifier = Classifier.from_version(model, device=self.settings.device, threads=self.settings.ort_threads)
         classifier.info["variant"] = model.manifest["served_variant"]
         classifier.min_confidence = self.settings.abstain_below(model.task)
-        classifier.drift = DriftCounts(model.task, self.store.drift_baseline(model))
+        baseline = self.store.drift_baseline(model)
+        if baseline is not None and not same_buckets(baseline):
+            log.warning("%s %s: drift.json uses other buckets than this Kiln; no drift PSI", model.task, model.version)
+            baseline = None
+        classifier.drift = DriftCounts(model.task, baseline)
         _warm(classifier)
         return classifier
 
@@ -191,7 +195,10 @@ class LiveModels:
     def _watch(self) -> None:
         while not self._stop.wait(self.settings.reload_interval):
             self.refresh()
-            self.publish_drift()
+            try:
+                self.publish_drift()
+            except Exception:  # a drift summary must never stop this thread from following production
+                log.exception("publishing the drift PSI failed")
 
     def publish_drift(self) -> None:
         """kiln_drift_psi per task and signal, for each served version with enough items seen."""

@@ -149,11 +149,12 @@ def train_model(
         # Killed after training (while compressing or registering): the trained model is kept, not retrained.
         log.info("resuming after training: loading %s", finished)
         model = keras.models.load_model(finished, compile=False)
+        decided = _read_decisions(finished.parent)
+        selection = (selected_file if refits(t, cfg, has_val) else finished, spec)  # the model validation chose
+        calibrated = decided.get("calibration") or _calibrate_saved(*selection, val, cfg)
         if refits(t, cfg, has_val):  # the saved model is the refit one: its spec is made from all the data again
             spec = shipped_spec(spec, joined(train, val), cfg)
-        decided = _read_decisions(finished.parent)
         blended, refit_epochs = decided.get("wide", {}), int(decided.get("refit_epochs", 0))
-        calibrated = decided.get("calibration") or calibrate(model, val, spec, cfg)
         epochs_now, stopped_early = 0, len(read_history(finished.parent).get("loss", [])) < t.epochs
         fitted_history: dict[str, list[float]] = {}
     else:
@@ -246,6 +247,14 @@ def calibrate(model: Any, val: Dataset, spec: Spec, cfg: RunConfig) -> dict[str,
         summary["validation_ece_after"],
     )
     return summary
+
+
+def _calibrate_saved(selected: Path | None, spec: Spec, val: Dataset, cfg: RunConfig) -> dict[str, Any]:
+    """The temperature of a run resumed after training whose decisions lack it: fitted on the saved model
+    validation chose (never on a refit model, which learnt from validation); 1.0 when it is gone."""
+    if selected is None or not selected.exists():
+        return {"temperature": 1.0, "fitted_on": None}
+    return calibrate(keras.models.load_model(selected, compile=False), val, spec, cfg)
 
 
 def shipped_summary(train_items: int, validation_items: int, refit: bool, epochs: int) -> dict[str, Any]:

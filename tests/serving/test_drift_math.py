@@ -1,0 +1,35 @@
+"""Drift signals' buckets, PSI and verdicts (serving.drift), without a server."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from serving.drift import EDGES, MIN_ITEMS, bucket_counts, compare, psi, summary
+
+
+def test_buckets_count_as_prometheus_le_does_and_psi_grows_with_the_shift() -> None:
+    assert bucket_counts("score", np.array([0.2, 0.2001, 0.999, 1.0])) == [1, 1] + [0] * 8 + [1, 1]
+    rng = np.random.default_rng(0)
+    base = bucket_counts("brightness", rng.uniform(0.2, 0.6, 5000))
+    same = bucket_counts("brightness", rng.uniform(0.2, 0.6, 5000))
+    moved = bucket_counts("brightness", rng.uniform(0.4, 0.8, 5000))
+    assert psi(base, same) < 0.01 < 0.25 < psi(base, moved)
+
+
+def test_no_verdict_from_a_small_training_summary_or_few_items() -> None:
+    rng = np.random.default_rng(1)
+    values = {"score": rng.uniform(0.5, 1, MIN_ITEMS - 1), "text_chars": rng.uniform(10, 100, 5000)}
+    stored = summary("text", values | {"unknown_share": rng.uniform(0, 0.2, 5000)})
+    seen = {s: bucket_counts(s, values[s][:150]) for s in ("score", "text_chars")}
+    rows = {r["signal"]: r for r in compare(stored, seen)}
+    assert rows["score"]["verdict"] == "training summary too small" and rows["score"]["psi"] is None
+    assert rows["text_chars"]["verdict"] == "too few items" and rows["unknown_share"]["items"] == 0
+
+
+def test_a_summary_counted_in_other_buckets_is_refused() -> None:
+    stored = summary("image", {s: np.ones(300) for s in ("score", "image_bytes", "brightness")})
+    stored["signals"]["brightness"]["edges"] = [0.5]
+    with pytest.raises(ValueError, match="other buckets"):
+        compare(stored, {})
+    assert len(EDGES["score"]) + 1 == len(stored["signals"]["score"]["counts"])
