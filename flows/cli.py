@@ -534,8 +534,8 @@ def drift(
     if chosen is None:
         fail(f"{metrics} shows no {task.value} model served; pass --version")
     try:
-        model = _store(store).get(task.value, chosen)
-        baseline = _store(store).drift_baseline(model)
+        model_store = _store(store)
+        baseline = model_store.drift_baseline(model_store.get(task.value, chosen))
         seen = observed_counts(scrape, task.value, chosen)
     except (StoreError, ValueError) as exc:
         fail(str(exc))

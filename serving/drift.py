@@ -107,9 +107,9 @@ def compare(baseline: dict[str, Any], seen: dict[str, list[int]]) -> list[dict[s
     for signal, stored in baseline["signals"].items():
         counts = seen.get(signal)
         items = int(sum(counts)) if counts is not None else 0
-        enough = items >= MIN_ITEMS and sum(stored["counts"]) >= MIN_ITEMS
-        value = psi(stored["counts"], counts) if counts is not None and enough else None
-        text = verdict(value) if sum(stored["counts"]) >= MIN_ITEMS else "training summary too small"
+        summarised = sum(stored["counts"]) >= MIN_ITEMS
+        value = psi(stored["counts"], counts) if counts is not None and items >= MIN_ITEMS and summarised else None
+        text = verdict(value) if summarised else "training summary too small"
         rows.append({"signal": signal, "items": items, "psi": value, "verdict": text})
     return rows
 

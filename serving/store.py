@@ -393,7 +393,8 @@ class ModelStore:
 
     def verify_for_serving(self, model: ModelVersion) -> None:
         """Everything a server reads from a version, checked against what was recorded at registration: the
-        manifest (its digest file), spec.json and the served ONNX file. Raises StoreError saying which."""
+        manifest (its digest file), spec.json and the served ONNX file (drift.json is verified as it is read, by
+        drift_baseline). Raises StoreError saying which."""
         digest = self._digest_path(model.task, model.version)
         if digest.is_file():
             if sha256_file(model.path / "manifest.json") != digest.read_text().strip():
@@ -408,8 +409,6 @@ class ModelStore:
         if (model.path / SPEC).is_file() or SPEC in model.manifest.get("files", {}):
             self.verify(model, SPEC)
         self.verify(model, model.manifest["variants"][model.manifest["served_variant"]]["file"])
-        if BASELINE in model.manifest.get("files", {}):
-            self.verify(model, BASELINE)
 
     def drift_baseline(self, model: ModelVersion) -> dict[str, Any] | None:
         """The version's training summary of the drift signals (serving.drift), verified; None in a version
