@@ -21,7 +21,6 @@ import csv
 import dataclasses
 import json
 import random
-import time
 from pathlib import Path
 from typing import Any
 
@@ -69,16 +68,16 @@ def audit_flipped(task: str, path: Path, flipped: dict[str, str]) -> dict[str, A
     from training.config import load_config
     from training.data.clean import load_source
     from training.data.dataset import Source, joined
-    from training.data.label_audit import audit_labels
+    from training.data.label_audit import audit_and_exclude
     from training.data.split import split_dataset
 
     cfg = load_config(None)
     dataset = load_source(task, Source(str(path)), cfg.data)
     train, val, _ = split_dataset(dataset, cfg.data)
-    audited = joined(train, val)
-    started = time.perf_counter()
-    audit = audit_labels(audited)
-    seconds = time.perf_counter() - started
+    audit, _, _ = audit_and_exclude(dataset, train, val, cfg.data)  # kiln run's own step, its seed included
+    if audit is None:
+        raise SystemExit(f"{path}: the label audit does not run on this data set")
+    audited = joined(train, val)  # the items the audit's indices count
     # a flipped item kept by cleaning and carrying its flipped label (a duplicate may have kept the true one)
     planted = {
         i
@@ -98,7 +97,7 @@ def audit_flipped(task: str, path: Path, flipped: dict[str, str]) -> dict[str, A
         "estimated_noise_rate": round(audit.noise_rate, 4),
         "model": audit.model,
         "model_accuracy": round(audit.model_accuracy, 4),  # out of fold, against the (flipped) given labels
-        "audit_seconds": round(seconds, 2),
+        "audit_seconds": round(audit.seconds, 2),
     }
 
 
