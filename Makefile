@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast lint bench bench-data bench-quality bench-label-flips bench-render k8s-check clean
+.PHONY: install demo test test-fast lint bench bench-data bench-quality bench-label-flips bench-predict bench-render k8s-check clean
 
 # Re-install only when the dependency list changes.
 $(STAMP): pyproject.toml
@@ -51,6 +51,10 @@ LABEL_FLIP_RUNS ?= notmnist sample_digits subj snips
 bench-label-flips: install
 	$(BIN)/python -m bench.label_flips --runs $(LABEL_FLIP_RUNS) --out $(BENCH_DIR)/label_flips.json
 
+# `kiln predict` on 1,000,000 short texts and 100,000 small images against ONNX Runtime alone (issue 21).
+bench-predict: install
+	$(BIN)/python -m bench.predict --out $(BENCH_DIR)/predict.json
+
 bench-data: install
 	$(BIN)/python -m bench.data_pipeline --out $(BENCH_DIR)/data_pipeline.json
 
@@ -66,7 +70,7 @@ K8S_STAMP := $(K8S_VENV)/.installed
 K8S_VERSION ?= 1.31.0
 # monitoring (a PrometheusRule, a CRD the validators have no schema for) is only rendered here; tests/test_deploy.py
 # checks its structure, its PromQL and the metric names it reads.
-OVERLAYS := overlays/cpu overlays/gpu multi-worker monitoring
+OVERLAYS := overlays/cpu overlays/gpu multi-worker monitoring dask
 $(K8S_STAMP): deploy/k8s/check-requirements.txt
 	$(PYTHON) -m venv $(K8S_VENV)
 	$(K8S_VENV)/bin/python -m pip install --quiet --upgrade pip
@@ -81,7 +85,7 @@ k8s-check: $(K8S_STAMP) install
 	@$(BIN)/python -m flows.pool_job --template deploy/k8s/retraining/work-pool-job-template.json \
 		--worker deploy/k8s/retraining/prefect-worker.yaml --out .kiln/k8s/pool-job.yaml
 	@# The pool Job is checked beside the overlay it runs in (its NetworkPolicy is there).
-	@for rendered in cpu gpu multi-worker "pool-job cpu"; do \
+	@for rendered in cpu gpu multi-worker "pool-job cpu" dask; do \
 		set -- $$rendered; echo "== $$1"; \
 		$(K8S_VENV)/bin/kubernetes-validate --strict --quiet -k $(K8S_VERSION) .kiln/k8s/$$1.yaml || exit 1; \
 		BC_SKIP_MAPPING=TRUE $(K8S_VENV)/bin/checkov $$(for f in "$$@"; do echo "-f .kiln/k8s/$$f.yaml"; done) --framework kubernetes \

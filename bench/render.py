@@ -702,6 +702,57 @@ def label_flips_section(r: Result) -> list[str]:
     return lines
 
 
+# ------------------------------------------------------------------------------------------------ predict
+
+PREDICT_RSS_MIB = 1024  # issue 21: under 1 GiB peak
+PREDICT_RATIO = 0.8  # and at least 80% of ONNX Runtime's own throughput at the same batch size
+
+
+def _span(rows: list[Result], key: str, fmt: str) -> str:
+    """``12,995-14,899``: the lowest and highest of a field over the rounds (one value when they agree)."""
+    low, high = (fmt.format(f(row[key] for row in rows)) for f in (min, max))
+    return low if low == high else f"{low}-{high}"
+
+
+def predict_section(r: Result) -> list[str]:
+    """`kiln predict` at scale against ONNX Runtime alone (bench.predict), one line per task and setting with the
+    range over the interleaved rounds."""
+    p = r["parameters"]
+    groups: dict[tuple[str, int], list[Result]] = {}
+    for row in r["rows"]:
+        groups.setdefault((row["task"], row["workers"]), []).append(row)
+    cells = []
+    for (task, workers), rows in groups.items():
+        rss = max(row["peak_rss_mib"] for row in rows)
+        ratios = [row["ratio"] for row in rows]
+        cells.append(
+            [
+                f"{rows[0]['items']:,} {task}s ({r['variants'].get(task)})",
+                "this process" if workers <= 1 else f"local Dask, {workers} workers",
+                _span(rows, "items_per_s", "{:,.0f}"),
+                _span(rows, "ort_items_per_s", "{:,.0f}"),
+                _span(rows, "ratio", "{:.2f}"),
+                _span(rows, "seconds", "{:.1f}"),
+                f"{rss:,}",
+                "yes" if rss < PREDICT_RSS_MIB else "no",
+                "yes" if min(ratios) >= PREDICT_RATIO else "no",
+            ]
+        )
+    header = ("input", "shards run in", "kiln predict items/s", "ORT alone items/s", "ratio", "flow s")
+    header += ("peak RSS MiB", f"< {PREDICT_RSS_MIB} MiB", f"ratio >= {PREDICT_RATIO}")
+    return [
+        "## Batch prediction at scale (CPU)\n",
+        measured_line(r)
+        + f" `kiln predict` on {p['texts']:,} short texts (one CSV) and {p['images']:,} small PNG images (a folder), "
+        "drawn from the sample data with the sample models, against a bare ONNX Runtime InferenceSession of the same "
+        f"file fed inputs encoded beforehand (inference only), both at batch {p['batch']}, in {p['rounds']} "
+        "interleaved rounds (ranges below). kiln predict's items/s count everything the flow does (reading, decoding, "
+        "preprocessing, inference, writing), not Prefect's start-up; peak RSS is the whole process tree's, Dask "
+        "workers included.\n",
+        *table(header, cells),
+    ]
+
+
 # ------------------------------------------------------------------------------------------------------ page
 
 # (result file's benchmark name, section, what measures it when it is missing), in page order
@@ -713,6 +764,7 @@ SECTIONS: list[tuple[str, Callable[[Result], list[str]], str]] = [
     ("quality", quality_section, "quality against classic peers (`make bench-quality`)"),
     ("quality", variants_section, ""),
     ("label_flips", label_flips_section, "label audit against planted flips (`make bench-label-flips`)"),
+    ("predict", predict_section, "batch prediction at scale (`make bench-predict`)"),
 ]
 
 

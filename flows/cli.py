@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Annotated
 import httpx
 import typer
 
-from flows.console import fail, print_data_summary, print_run_summary, print_tuning_summary
+from flows.console import (
+    fail,
+    print_data_summary,
+    print_prediction_summary,
+    print_run_summary,
+    print_tuning_summary,
+)
 from flows.pool_job import POOL_STORE
 from serving.settings import Settings
 from serving.store import TASKS, ModelStore, StoreError
@@ -427,11 +433,22 @@ def schedule(
     resume: Annotated[str | None, typer.Option(help="Resume the named schedule.")] = None,
     delete: Annotated[str | None, typer.Option(help="Delete the named schedule.")] = None,
     run_now: Annotated[str | None, typer.Option(help="Start a run of the named schedule now.")] = None,
+    predict_out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Schedule a batch prediction (`kiln predict`) of --data with the production model into this "
+            ".csv/.jsonl file, replaced whole by each run, instead of a retrain."
+        ),
+    ] = None,
+    dask: Annotated[
+        str | None, typer.Option(help="With --predict-out: score the shards on the Dask cluster at this address.")
+    ] = None,
 ) -> None:
-    """Retrain on a schedule on the Prefect server at PREFECT_API_URL. With --task, --data and --cron: register
-    the retrain flow as a deployment and serve its runs in this process (it keeps running; use a service manager),
-    or with --pool, register it for a work pool's worker and exit (then --data, --store and --config are paths
-    as the pool's Job sees them; the store defaults to /models). --list, --pause, --resume, --delete and
+    """Retrain (or, with --predict-out, batch-predict) on a schedule on the Prefect server at PREFECT_API_URL. With
+    --task, --data and --cron: register the retrain (or predict) flow as a deployment and serve its runs in this
+    process (it keeps running; use a service manager), or with --pool, register it for a work pool's worker and exit
+    (then --data, --store, --config and --predict-out are paths as the pool's Job sees them; the store defaults to
+    /models, and predictions go under /predictions). --list, --pause, --resume, --delete and
     --run-now manage schedules already registered. A server that requires authentication needs
     PREFECT_API_AUTH_STRING."""
     from flows import schedule as schedules
@@ -453,6 +470,10 @@ def schedule(
                     "give --task, --data and --cron to register a schedule "
                     "(or --list/--pause/--resume/--delete/--run-now)"
                 )
+            if predict_out is not None:
+                prediction = {"out": predict_out, "text_column": text_column, "header": not no_header, "dask": dask}
+                _register_prediction(name, cron, task, data, store, prediction, pool, image, namespace)
+                return
             if pool is None:  # a pool's runs read their data and config where the Job mounts them
                 _checked_config(data, config)
             params = {
@@ -475,6 +496,37 @@ def schedule(
         fail(f"the Prefect server at {os.environ.get('PREFECT_API_URL')} (PREFECT_API_URL) stopped answering: {exc}")
 
 
+def _register_prediction(
+    name: str | None,
+    cron: str,
+    task: Task,
+    data: Path,
+    store: Path | None,
+    options: dict,
+    pool: str | None,
+    image: str | None,
+    namespace: str,
+) -> None:
+    """`kiln schedule --predict-out FILE`: the predict flow on a cron schedule (paths as the runs see them)."""
+    from serving.batch import output_format
+
+    out = Path(options.pop("out"))
+    try:
+        output_format(out)
+    except ValueError as exc:
+        fail(str(exc))
+    if pool is None and not data.exists():
+        fail(f"--data {data} does not exist")
+    params = {
+        "task": task.value,
+        "data": str(data if pool else data.resolve()),
+        "out": str(out if pool else out.resolve()),
+        "store": str(store or POOL_STORE) if pool else str(_store(store).root.resolve()),
+        **options,
+    }
+    _register_schedule(name or f"predict-{task.value}", cron, params, pool, image, namespace, flow="predict")
+
+
 def _list_schedules() -> None:
     """`kiln schedule --list`: every retrain schedule on the server, one line each."""
     from flows import schedule as schedules
@@ -482,7 +534,8 @@ def _list_schedules() -> None:
     rows = schedules.list_schedules()
     for r in rows:
         state = "paused" if r["paused"] else "active"
-        typer.echo(f"{r['name']:24s} {r['cron']:16s} {state:7s} {r['task']}  {r['data']}  pool={r['pool'] or '-'}")
+        line = f"{r['name']:24s} {r['flow']:8s} {r['cron']:16s} {state:7s} {r['task']}  {r['data']}"
+        typer.echo(f"{line}  pool={r['pool'] or '-'}")
     if not rows:
         typer.echo("no retrain schedules on this server")
 
@@ -501,13 +554,21 @@ def _manage_schedule(action: str, name: str) -> None:
         typer.echo(f"{name}: {action}d")
 
 
-def _register_schedule(name: str, cron: str, params: dict, pool: str | None, image: str | None, namespace: str) -> None:
+def _register_schedule(
+    name: str,
+    cron: str,
+    params: dict,
+    pool: str | None,
+    image: str | None,
+    namespace: str,
+    flow: str = "retrain",
+) -> None:
     """`kiln schedule --task --data --cron`: register the deployment; serve it here unless --pool."""
     from flows import schedule as schedules
 
     where = f"work pool {pool} (namespace {namespace})" if pool else "this process (keep it running)"
-    typer.echo(f"schedule {name}: {cron} (UTC) on {os.environ.get('PREFECT_API_URL')}; runs in {where}")
-    schedules.register_schedule(name, cron, params, pool, image, namespace)
+    typer.echo(f"schedule {name} ({flow}): {cron} (UTC) on {os.environ.get('PREFECT_API_URL')}; runs in {where}")
+    schedules.register_schedule(name, cron, params, pool, image, namespace, flow=flow)
 
 
 @app.command()
@@ -551,6 +612,72 @@ def drift(
     typer.echo(f"verdict: {'drifted (' + ', '.join(drifted) + ')' if drifted else 'no drift'}")
     if drifted:
         raise typer.Exit(1)
+
+
+PREDICT_DATA_HELP = (
+    "Images: a folder (images at any depth; label folders are fine) or a manifest with a path column. Texts: a "
+    "CSV, TSV, JSONL or Parquet file with a text column. No label is needed."
+)
+
+
+@app.command()
+def predict(
+    task: TaskOption,
+    data: Annotated[Path, typer.Option(help=PREDICT_DATA_HELP)],
+    out: Annotated[Path, typer.Option(help="Output file: .csv or .jsonl (one row per item, in input order).")],
+    version: Annotated[str | None, typer.Option(help="A stored version, e.g. v0003. Default: production.")] = None,
+    store: StoreOption = None,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Labels and scores per row, best first.")] = 3,
+    batch_size: Annotated[int, typer.Option(min=1, max=4096, help="Items per ONNX Runtime call.")] = 64,
+    text_column: TextColumnOption = None,
+    no_header: NoHeaderOption = False,
+    workers: Annotated[
+        int, typer.Option(min=0, help="Score shards on a local Dask cluster of this many processes (0 or 1: here).")
+    ] = 0,
+    dask: Annotated[
+        str | None,
+        typer.Option(
+            help="Score shards on the Dask cluster at this scheduler address (tcp://host:8786); its workers must "
+            "see --data and --store at the same paths."
+        ),
+    ] = None,
+    shard_items: Annotated[
+        int | None,
+        typer.Option(min=1, help="Items per shard (one Prefect task). Default: 1,024 images or 8,192 texts."),
+    ] = None,
+) -> None:
+    """Score a folder or table with a stored model through the service's own preprocessing and ONNX Runtime path
+    and write one row per item (item, label, score, abstained, top_k, error). An unreadable item is a row with its
+    error, never the end of the job. Runs as the Prefect flow `predict`, whose shards are tasks."""
+    if not data.exists():
+        fail(f"--data {data} does not exist")
+    if workers > 1 and dask:
+        fail("give --workers (a local Dask cluster) or --dask (an existing one), not both")
+    from flows.predict import predict as predict_flow
+    from serving.batch import output_format
+    from training.data.dataset import DataError
+
+    try:
+        output_format(out)
+        root = str(_store(store).root)
+        typer.echo(f"kiln predict: {task.value} model from store {root} on {data} -> {out}")
+        summary = predict_flow(
+            task=task.value,
+            data=str(data),
+            out=str(out),
+            store=root,
+            version=version,
+            top_k=top_k,
+            batch_size=batch_size,
+            text_column=text_column,
+            header=not no_header,
+            workers=workers,
+            dask=dask,
+            shard_items=shard_items,
+        )
+    except (DataError, StoreError, ValueError) as exc:
+        fail(str(exc))
+    print_prediction_summary(summary)
 
 
 @app.command()

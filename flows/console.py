@@ -88,3 +88,14 @@ def print_data_summary(data: dict, out_dir: Path) -> None:
     if imb:
         typer.echo(f"imbalance ratio {imb['ratio']}: class weights {imb['class_weights']}")
     typer.echo(f"data report: {out_dir / 'data_report.md'}; quarantined items: {out_dir / 'quarantine.csv'}")
+
+
+def print_prediction_summary(summary: dict) -> None:
+    """`kiln predict`'s closing lines: where the rows went and how many of each label."""
+    typer.echo(
+        f"{summary['items']:,} items -> {summary['out']} in {summary['seconds']} s with {summary['task']} "
+        f"{summary['version']} ({summary['variant']}): {summary['scored']:,} scored, {summary['errors']:,} errors, "
+        f"{summary['abstained']:,} abstained"
+    )
+    for label, count in summary["labels"].items():
+        typer.echo(f"  {label:24s} {count:>10,d}")

@@ -1,7 +1,7 @@
-"""Scheduled retraining on a Prefect server (``kiln schedule``).
+"""Scheduled retraining and batch prediction on a Prefect server (``kiln schedule``).
 
-Two ways to run the scheduled retrains, both a Prefect deployment of the retrain flow with a cron schedule on the
-server at PREFECT_API_URL:
+A schedule is a Prefect deployment of the retrain flow (or, with ``kiln schedule --predict-out``, of the predict
+flow) with a cron schedule on the server at PREFECT_API_URL. Two ways to run it:
 
 - **served** (default): ``flow.serve`` registers the deployment and keeps this process polling for its runs and
   running them here. One process, no work pool or worker to set up: the right choice on one machine (a VM, a
@@ -31,9 +31,10 @@ from prefect.client.schemas.schedules import CronSchedule
 from prefect.flows import EntrypointType
 
 from flows.pool_job import NAMESPACE, job_variables
+from flows.predict import predict
 from flows.retrain import retrain
 
-FLOW = "retrain"
+FLOWS = {"retrain": retrain, "predict": predict}  # what a schedule can run, by flow name
 
 
 class ScheduleError(ValueError):
@@ -106,21 +107,24 @@ def register_schedule(
     pool: str | None = None,
     image: str | None = None,
     namespace: str = NAMESPACE,
+    flow: str = "retrain",
 ) -> None:
-    """Register ``retrain/NAME`` with a cron schedule; without ``pool``, serve its runs in this process (blocks).
-    For a pool, the deployment records Kiln's job variables (the namespace) and the image; Kiln's own job
-    template runs the image it pins."""
+    """Register ``FLOW/NAME`` (``flow``: retrain or predict) with a cron schedule; without ``pool``, serve its runs
+    in this process (blocks). For a pool, the deployment records Kiln's job variables (the namespace) and the
+    image; Kiln's own job template runs the image it pins."""
     check_server()
     check_cron(cron)
+    what = f"to {parameters['out']}" if flow == "predict" else "model"
     common: dict[str, Any] = {
         "name": name,
         "cron": cron,
         "parameters": parameters,
-        "description": f"kiln retrain of the {parameters['task']} model from {parameters['data']}",
-        "tags": ["kiln", parameters["task"]],
+        "description": f"kiln {flow} of the {parameters['task']} {what} from {parameters['data']}",
+        "tags": ["kiln", parameters["task"], flow],
     }
+    chosen = FLOWS[flow]
     if pool:
-        retrain.deploy(
+        chosen.deploy(
             work_pool_name=pool,
             image=image or "kiln-training:0.1.0",
             job_variables=job_variables(namespace),
@@ -132,30 +136,33 @@ def register_schedule(
             **common,
         )
         return
-    retrain.serve(global_limit=1, print_starting_message=True, **common)
+    chosen.serve(global_limit=1, print_starting_message=True, **common)
 
 
 def _deployment(client: Any, name: str) -> Any:
-    try:
-        return client.read_deployment_by_name(f"{FLOW}/{name}")
-    except Exception:  # noqa: BLE001 - Prefect raises ObjectNotFound, or an HTTP error for odd names
-        known = ", ".join(d["name"] for d in list_schedules()) or "none"
-        raise ScheduleError(f"no schedule named {name!r} on {check_server()} (schedules: {known})") from None
+    for flow in FLOWS:
+        try:
+            return client.read_deployment_by_name(f"{flow}/{name}")
+        except Exception:  # noqa: BLE001, S112 - Prefect raises ObjectNotFound, or an HTTP error for odd names
+            continue
+    known = ", ".join(d["name"] for d in list_schedules()) or "none"
+    raise ScheduleError(f"no schedule named {name!r} on {check_server()} (schedules: {known})")
 
 
 def list_schedules() -> list[dict[str, Any]]:
-    """Every retrain deployment: name, cron, paused, parameters."""
+    """Every retrain and predict deployment: name, flow, cron, paused, parameters."""
     check_server()
     with get_client(sync_client=True) as client:
         flows = {f.id: f.name for f in client.read_flows()}
         rows = []
         for d in client.read_deployments():
-            if flows.get(d.flow_id) != FLOW:
+            if flows.get(d.flow_id) not in FLOWS:
                 continue
             crons = [getattr(s.schedule, "cron", None) for s in d.schedules]
             rows.append(
                 {
                     "name": d.name,
+                    "flow": flows[d.flow_id],
                     "cron": ", ".join(c for c in crons if c) or "-",
                     "paused": bool(d.paused),
                     "task": d.parameters.get("task"),

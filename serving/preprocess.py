@@ -323,6 +323,13 @@ def token_index(spec: TextSpec) -> dict[str, int]:
     return {token: i for i, token in enumerate(spec.vocabulary)}
 
 
+def blank_texts(batch: np.ndarray, spec: TextSpec) -> np.ndarray:
+    """Indices of the rows of an encoded batch with no words: nothing left after standardisation (empty,
+    whitespace, punctuation or symbols only). An unknown word still encodes as [UNK] (1), so an all-padding
+    word window is exactly a text with no words; the service refuses such texts and batch prediction reports them."""
+    return np.flatnonzero(~batch[:, : spec.max_length].any(axis=1))
+
+
 def encode_texts(texts: Sequence[str], spec: TextSpec, index: dict[str, int] | None = None) -> np.ndarray:
     """Strings -> int32 (N, input_length) ids: word ids truncated or zero-padded at the end, then (with
     ``ngram_buckets``) the hashed ids of the bigrams among the first max_length + 1 words, then (with

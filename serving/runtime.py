@@ -120,10 +120,29 @@ class Classifier:
 
     def _decode(self, probs: np.ndarray) -> dict[str, Any]:
         best = int(np.argmax(probs))
-        scores = {label: round(float(p), 6) for label, p in zip(self.labels, probs, strict=True)}
+        scores = {label: shown(p) for label, p in zip(self.labels, probs, strict=True)}
         abstained = bool(probs[best] < self.min_confidence)
         label = None if abstained else self.labels[best]
-        return {"label": label, "score": round(float(probs[best]), 6), "scores": scores, "abstained": abstained}
+        return {"label": label, "score": shown(probs[best]), "scores": scores, "abstained": abstained}
+
+    def top(self, probs: np.ndarray, k: int) -> list[dict[str, Any]]:
+        """Probabilities (N, classes) -> per row the answer ``decode`` gives, with the ``k`` best labels and their
+        scores ("top_k", best first, ties in label order as argmax breaks them) in place of the full score map:
+        what batch prediction writes, without building a dict of every class per row."""
+        k = max(1, min(k, probs.shape[1]))
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        answers = []
+        for row, best in zip(probs, order, strict=True):
+            top = [{"label": self.labels[j], "score": shown(row[j])} for j in best]
+            abstained = bool(row[best[0]] < self.min_confidence)
+            label = None if abstained else top[0]["label"]
+            answers.append({"label": label, "score": top[0]["score"], "abstained": abstained, "top_k": top})
+        return answers
+
+
+def shown(probability: float) -> float:
+    """A probability as every answer shows it: a float to six decimals."""
+    return round(float(probability), 6)
 
 
 def measure_latency(classifier: Classifier, batch: np.ndarray, runs: int) -> dict[str, float]:

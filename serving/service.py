@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse, RedirectResponse
 
 from serving import drift, metrics
 from serving.live import LiveModels, describe
-from serving.preprocess import InvalidImage, TextSpec
+from serving.preprocess import InvalidImage, TextSpec, blank_texts
 from serving.runtime import Classifier
 from serving.settings import Settings
 from serving.store import ModelStore
@@ -297,11 +297,8 @@ class Handlers:
         # A long text is read as training reads it (serving.preprocess.MAX_TEXT_CHARS): only the request body
         # limit refuses a request for its size.
         batch = model.prepare_texts(texts)
-        # Blank as training judges it: no token left after standardisation (punctuation, symbols, spaces). An
-        # unknown word still encodes as [UNK] (1), so an all-padding row is exactly a text with no words.
         assert isinstance(model.spec, TextSpec)
-        words = batch[:, : model.spec.max_length]
-        blank = np.flatnonzero(~words.any(axis=1)).tolist()
+        blank = blank_texts(batch, model.spec).tolist()  # as training judges a blank text
         if blank:
             return error(400, f"texts{blank[:10]} have no words (empty, whitespace or punctuation only)")
         payload = sum(len(text.encode("utf-8", "replace")) for text in texts)

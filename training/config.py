@@ -51,6 +51,8 @@ ImageArchitecture = Literal["cnn", "resnet", "separable"]
 TextArchitecture = Literal["cnn", "kim", "bigru", "transformer", "ngram", "hybrid"]
 Channels = Literal["auto", "1", "3"]
 WideMode = Literal["blend", "joint"]
+VectorsMode = Literal["static", "fine_tune"]
+WORDS_ONLY_TABLES = ("cnn", "kim", "bigru", "transformer")  # text families whose embedding holds words alone
 LinearModel = Literal["auto", "svm", "svm_nb", "ensemble", "select"]
 # fp32 is always made: it is the reference every other variant is measured against.
 CompressionVariant = Literal["int8", "pruned", "pruned_int8", "qat", "pruned_qat", "fp16"]
@@ -236,6 +238,22 @@ class TextModelConfig(_Config):
     # the linear model ships alone (text_linear: no network layer in its graph). On AG News joint training took
     # validation accuracy from 0.8776 (linear) to 0.8614: a network that overfits must not ship.
     require_network_gain: StrictBool = True
+    # Pretrained word vectors (a GloVe or fastText text file: a word, then its numbers, per line; .gz is read too)
+    # initialise the network's word embedding, whose width becomes the file's; vocabulary words missing from the
+    # file start random. fine_tune trains them further; static freezes the table, so it needs a family whose table
+    # holds words alone (hybrid and ngram share it with hashed bigrams). report.json training.pretrained_vectors
+    # says the coverage. The linear half does not read them.
+    pretrained_vectors: str | None = None
+    vectors_mode: VectorsMode = "fine_tune"
+
+    @model_validator(mode="after")
+    def _static_vectors_need_a_words_only_table(self) -> Self:
+        if self.pretrained_vectors and self.vectors_mode == "static" and self.architecture not in WORDS_ONLY_TABLES:
+            raise ValueError(
+                f"text_model.vectors_mode static freezes the embedding, which the {self.architecture} family shares "
+                f"with hashed bigrams: use vectors_mode fine_tune, or architecture {' / '.join(WORDS_ONLY_TABLES)}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _heads_divide_the_embedding(self) -> Self:

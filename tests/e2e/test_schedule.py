@@ -136,3 +136,44 @@ def test_schedule_registers_a_cron_deployment_and_a_run_lands_a_version(tmp_path
     finally:
         served.terminate()
         served.wait(timeout=60)
+
+
+def test_a_scheduled_prediction_writes_its_file_on_each_run(tmp_path: Path, prefect_api: str, onnx_store: Path) -> None:
+    data = tmp_path / "new.csv"
+    data.write_text("text\ngood film\nbad\n")
+    out = tmp_path / "scores" / "latest.jsonl"
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_HOME": str(tmp_path / "client-home")}
+    served = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "schedule", "--task", "text", "--data", str(data), "--cron", "30 2 * * *",
+         "--predict-out", str(out), "--store", str(onnx_store)],
+        stdout=open(tmp_path / "serve.log", "wb"),  # noqa: SIM115 - the process owns it
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        api = httpx.Client(base_url=prefect_api, timeout=10)
+        deployment = _wait(
+            lambda: (r := api.get("/deployments/name/predict/predict-text")).status_code == 200 and r.json(),
+            240,
+            "the deployment",
+        )
+        assert deployment["parameters"]["out"] == str(out.resolve())
+        listed = subprocess.run(
+            [sys.executable, "-m", "flows.cli", "schedule", "--list"], capture_output=True, text=True, env=env
+        )
+        assert "predict-text" in listed.stdout and "predict" in listed.stdout.split("predict-text")[1]
+        run = api.post(f"/deployments/{deployment['id']}/create_flow_run", json={}).json()
+        state = _wait(
+            lambda: (
+                (s := api.get(f"/flow_runs/{run['id']}").json()["state"]["type"]) in ("COMPLETED", "FAILED", "CRASHED")
+                and s
+            ),
+            300,
+            "the prediction run",
+        )
+        assert state == "COMPLETED", (tmp_path / "serve.log").read_text()[-3000:]
+        assert [line.split('"item": ')[1][:8] for line in out.read_text().splitlines()] == ['"line 2"', '"line 3"']
+    finally:
+        served.terminate()
+        served.wait(timeout=60)

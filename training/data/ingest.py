@@ -42,7 +42,7 @@ class ImageItem:
     name: str
 
 
-def _hidden(part: str) -> bool:
+def hidden_part(part: str) -> bool:
     return part.startswith(".") or part == "__MACOSX"
 
 
@@ -69,7 +69,7 @@ def find_image_folders(root: Path, report: DataReport) -> list[ImageItem]:
     found: list[ImageItem] = []
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root)
-        if any(_hidden(part) for part in rel.parts):
+        if any(hidden_part(part) for part in rel.parts):
             report.hidden_ignored += path.is_file()
             continue
         if not path.is_file():
@@ -138,7 +138,7 @@ class Table:
     columns: tuple[str, str] = ("text", "label")
 
 
-def _decode(raw: bytes) -> tuple[str, str]:
+def decode_bytes(raw: bytes) -> tuple[str, str]:
     """Text and the encoding used. A UTF-8 file with a few bad bytes stays UTF-8 (they become U+FFFD)
     rather than turning every accent into mojibake; mostly non-UTF-8 files are read as Windows-1252,
     then latin-1 (which maps every byte)."""
@@ -158,7 +158,7 @@ def _decode(raw: bytes) -> tuple[str, str]:
         return raw.decode("latin-1"), "latin-1"
 
 
-def _check_text(path: Path, raw: bytes) -> None:
+def check_text(path: Path, raw: bytes) -> None:
     """Stop on files that are clearly not text (images, archives, executables) instead of parsing noise."""
     head = raw[:8192]
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
@@ -171,7 +171,7 @@ def _check_text(path: Path, raw: bytes) -> None:
         )
 
 
-def _delimiter(path: Path, sample: str) -> str:
+def sniff_delimiter(path: Path, sample: str) -> str:
     if path.suffix.lower() in (".tsv", ".tab"):
         return "\t"
     try:
@@ -190,7 +190,7 @@ def _column_error(spec: str | None, columns: list[str], sample: Any, what: str, 
     return DataError(f"no {what} column {wanted}; columns found: {columns}; first row: {sample!r}. {fix}")
 
 
-def _resolve(
+def resolve_column(
     spec: str | None,
     columns: list[str] | None,
     width: int,
@@ -235,8 +235,8 @@ def _columns(
     sample: Any,
 ) -> tuple[int, int]:
     """The (text, label) column indices; they must differ."""
-    ti = _resolve(text_column, columns, width, text_aliases, what, 0, sample)
-    li = _resolve(label_column, columns, width, LABEL_ALIASES, "label", 1, sample)
+    ti = resolve_column(text_column, columns, width, text_aliases, what, 0, sample)
+    li = resolve_column(label_column, columns, width, LABEL_ALIASES, "label", 1, sample)
     if ti == li:
         raise DataError(f"{what} and label columns are the same column ({ti}); pass --{what}-column and --label-column")
     return ti, li
@@ -263,8 +263,8 @@ def read_table(
         table = _read_parquet(path, report, text_column, label_column, text_aliases, what)
     else:
         raw = path.read_bytes()
-        _check_text(path, raw)
-        content, encoding = _decode(raw)
+        check_text(path, raw)
+        content, encoding = decode_bytes(raw)
         content = content.replace("\x00", "")  # stray NUL bytes make the csv module raise mid-file
         if not content.strip():
             raise DataError(f"{path} is empty; expected a header row and data rows")
@@ -289,7 +289,7 @@ def _read_csv(
     text_aliases: tuple[str, ...],
     what: str,
 ) -> Table:
-    delimiter = _delimiter(path, content)
+    delimiter = sniff_delimiter(path, content)
     csv.field_size_limit(1 << 24)
     reader = csv.reader(io.StringIO(content, newline=""), delimiter=delimiter)
     rows: list[tuple[int, list[str]]] = []
@@ -317,7 +317,7 @@ def _read_csv(
     return table
 
 
-def _cell(value: Any) -> str:
+def cell_text(value: Any) -> str:
     """A JSON or Parquet value as text: None is empty, bytes are decoded, numbers and booleans are written
     as JSON writes them, anything else (dates, decimals) as its string."""
     if value is None:
@@ -376,7 +376,7 @@ def _read_jsonl(
         if missing:
             report.skip("malformed_skipped", f"line {number}", f"no field {missing[0]!r}")
             continue
-        table.rows.append((f"line {number}", _cell(obj[tf_]), _cell(obj[lf])))
+        table.rows.append((f"line {number}", cell_text(obj[tf_]), cell_text(obj[lf])))
     return table
 
 
@@ -402,5 +402,5 @@ def _read_parquet(
     table = Table(format="parquet", encoding="parquet", columns=(tf_, lf))
     for i, (text, label) in enumerate(zip(texts, labels, strict=True)):
         report.rows_read += 1
-        table.rows.append((f"row {i + 1}", _cell(text), _cell(label)))
+        table.rows.append((f"row {i + 1}", cell_text(text), cell_text(label)))
     return table

@@ -40,6 +40,7 @@ from training.kinds import kind_of
 from training.models import layers as _custom_layers  # noqa: F401 - registers them for load_model (resume)
 from training.models.calibration import expected_calibration_error, fit_temperature, rescaled
 from training.models.linear import LinearFit, blend, fit_linear_models, linear_model, network_helps
+from training.models.text import vectors_summary
 from training.tf_env import configure_devices, distribution, keras, set_seed, tf, use_mixed_precision
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class TrainedModel:
     wide: dict[str, Any] | None = None  # the wide half's fit and blend (text models), for the report
     shipped: dict[str, Any] = field(default_factory=dict)  # what the shipped model learnt from, for the report
     calibrated: dict[str, Any] = field(default_factory=lambda: {"temperature": 1.0})  # training.models.calibration
+    vectors: dict[str, Any] | None = None  # pretrained word vectors: file, width, the shipped vocabulary's coverage
 
     @property
     def temperature(self) -> float:
@@ -91,6 +93,7 @@ class TrainedModel:
             "wide": self.wide,
             "shipped": self.shipped,
             "calibration": self.calibrated,
+            "pretrained_vectors": self.vectors,
         }
 
 
@@ -222,6 +225,7 @@ def train_model(
         wide={"mode": cfg.text_model.wide_mode, **linear.summary(), **blended} if linear is not None else None,
         shipped=shipped_summary(len(train), len(val), refits(t, cfg, has_val), refit_epochs),
         calibrated=calibrated,
+        vectors=vectors_summary(cfg.text_model, spec) if isinstance(spec, TextSpec) else None,
     )
 
 

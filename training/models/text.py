@@ -14,10 +14,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from serving.preprocess import TextSpec
-from training.config import TextModelConfig, TrainConfig
+from training.config import ConfigError, TextModelConfig, TrainConfig
 from training.models.head import head, regularizer
 from training.models.layers import Bias, MeanOfIds, PositionEmbedding, TakeRange, TakeWords, WeightedBag
+from training.models.vectors import read_word_vectors
 from training.tf_env import keras, tf
 
 layers = keras.layers
@@ -27,9 +30,23 @@ def _words(ids: Any, spec: TextSpec) -> Any:
     return TakeWords(spec.max_length, name="words")(ids) if spec.input_length > spec.max_length else ids
 
 
+def _embedded(ids: Any, rows: int, spec: TextSpec, cfg: TextModelConfig) -> Any:
+    """``ids`` through an embedding table of ``rows`` (the vocabulary's words first); with pretrained vectors, the
+    word rows start as the file's vectors (other rows random with their spread) and ``static`` freezes the table.
+    The rows are set as weights once the layer is built, never put into its config."""
+    table = layers.Embedding(rows, cfg.embedding_dim, name="word_embedding")
+    embedded = table(ids)
+    if cfg.pretrained_vectors:
+        vectors = read_word_vectors(cfg.pretrained_vectors, spec.vocabulary)
+        extra = np.random.default_rng(1).normal(0.0, vectors.spread, (rows - len(spec.vocabulary), vectors.dim))
+        table.set_weights([np.vstack([vectors.matrix, extra.astype(np.float32)])])
+        table.trainable = cfg.vectors_mode == "fine_tune"
+    return embedded
+
+
 def _word_embedding(ids: Any, spec: TextSpec, cfg: TextModelConfig) -> Any:
     """Embedded word ids (the word half of the input): a table as large as the vocabulary only."""
-    return layers.Embedding(len(spec.vocabulary), cfg.embedding_dim)(_words(ids, spec))
+    return _embedded(_words(ids, spec), len(spec.vocabulary), spec, cfg)
 
 
 def _text_cnn(ids: Any, spec: TextSpec, cfg: TextModelConfig, reg: Any) -> Any:
@@ -102,7 +119,7 @@ def _deep_ids(ids: Any, spec: TextSpec) -> Any:
 
 def _text_ngram(ids: Any, spec: TextSpec, cfg: TextModelConfig, reg: Any) -> Any:
     ids = _deep_ids(ids, spec)
-    embedded = layers.Embedding(spec.deep_vocabulary, cfg.embedding_dim)(ids)  # words and bigrams alike
+    embedded = _embedded(ids, spec.deep_vocabulary, spec, cfg)  # words and bigrams alike
     return MeanOfIds()([embedded, ids])
 
 
@@ -110,7 +127,7 @@ def _text_hybrid(ids: Any, spec: TextSpec, cfg: TextModelConfig, reg: Any) -> An
     """Kim's convolutions over the words beside the mean of word and bigram embeddings: word order and
     n-gram evidence in one model, sharing one embedding table."""
     ids = _deep_ids(ids, spec)
-    embedded = layers.Embedding(spec.deep_vocabulary, cfg.embedding_dim)(ids)
+    embedded = _embedded(ids, spec.deep_vocabulary, spec, cfg)
     words = TakeWords(spec.max_length, name="words")(embedded) if spec.ngram_buckets else embedded
     return layers.Concatenate()([_kim_features(words, cfg, reg), MeanOfIds()([embedded, ids])])
 
@@ -126,12 +143,32 @@ TEXT_FAMILIES: dict[str, Callable[[Any, TextSpec, TextModelConfig, Any], Any]] =
 
 
 def build_text_model(spec: TextSpec, cfg: TextModelConfig, train: TrainConfig) -> keras.Model:
+    cfg = with_vector_width(cfg, spec)
     reg = regularizer(train)
     inputs = keras.Input((spec.input_length,), dtype="int32", name="tokens")
     features = TEXT_FAMILIES[cfg.architecture](inputs, spec, cfg, reg)
     wide = _wide(inputs, spec, cfg) if cfg.wide else None
     outputs = head(features, cfg.dense_units, cfg.dropout, len(spec.labels), reg, wide)
     return keras.Model(inputs, outputs, name=f"text_{cfg.architecture}")
+
+
+def with_vector_width(cfg: TextModelConfig, spec: TextSpec) -> TextModelConfig:
+    """With pretrained vectors, the network is as wide as the file's vectors (text_model.embedding_dim yields)."""
+    if not cfg.pretrained_vectors:
+        return cfg
+    dim = read_word_vectors(cfg.pretrained_vectors, spec.vocabulary).dim
+    if cfg.architecture == "transformer" and dim % max(1, cfg.heads):
+        raise ConfigError(
+            f"text_model.pretrained_vectors are {dim} wide, not a multiple of text_model.heads ({cfg.heads})"
+        )
+    return cfg.model_copy(update={"embedding_dim": dim})
+
+
+def vectors_summary(cfg: TextModelConfig, spec: TextSpec) -> dict[str, Any] | None:
+    """report.json ``training.pretrained_vectors``: the file, its width and the vocabulary's coverage."""
+    if not cfg.pretrained_vectors:
+        return None
+    return read_word_vectors(cfg.pretrained_vectors, spec.vocabulary).summary(cfg.vectors_mode)
 
 
 def build_linear_text_model(spec: TextSpec, cfg: TextModelConfig) -> keras.Model:

@@ -1,0 +1,113 @@
+"""Items to predict: streamed from tables and folders, named as quarantine.csv names them, bad rows as errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from serving.batch import Item, RowWriter, output_format
+from training.data.dataset import DataError
+from training.data.sources import iter_items
+
+
+def test_csv_rows_are_named_by_the_line_they_start_on(tmp_path: Path) -> None:
+    data = tmp_path / "t.csv"
+    data.write_text('label,text\npos,good film\n\nneg,"two\nlines"\nshort\nneg,caf\u00e9\n', encoding="utf-8")
+    items = list(iter_items("text", data))
+    assert items == [
+        Item("line 2", "good film"),
+        Item("line 4", "two\nlines"),
+        Item("line 6", "", "1 field(s), the text is field 2"),
+        Item("line 7", "caf\u00e9"),
+    ]
+
+
+def test_headerless_tables_single_columns_and_other_encodings(tmp_path: Path) -> None:
+    data = tmp_path / "t.tsv"
+    data.write_bytes("x\tna\u00efve\ny\tr\u00e9sum\u00e9\n".encode("cp1252"))
+    assert [i.payload for i in iter_items("text", data, text_column="1", header=False)] == [
+        "na\u00efve",
+        "r\u00e9sum\u00e9",
+    ]
+    single = tmp_path / "one.csv"
+    single.write_text("whatever\nfirst\nsecond\n")
+    assert [i.payload for i in iter_items("text", single)] == ["first", "second"]
+    with pytest.raises(DataError, match="no text column 'body'"):
+        list(iter_items("text", data, text_column="body"))
+
+
+def test_jsonl_and_parquet(tmp_path: Path) -> None:
+    data = tmp_path / "t.jsonl"
+    data.write_text(json.dumps({"id": 1, "message": "hi"}) + "\n{broken\n[1]\n" + json.dumps({"id": 2}) + "\n")
+    items = list(iter_items("text", data))
+    assert items[0] == Item("line 1", "hi")
+    assert [i.error is not None for i in items[1:]] == [True, True, True]
+    assert "not valid JSON" in str(items[1].error) and "no field 'message'" in str(items[3].error)
+    table = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"label": ["a", "b"], "text": ["one", None]}), table)
+    assert list(iter_items("text", table)) == [Item("row 1", "one"), Item("row 2", "")]
+
+
+def test_image_folders_at_any_depth_and_manifests(tmp_path: Path) -> None:
+    root = tmp_path / "images"
+    (root / "a" / "deeper").mkdir(parents=True)
+    (root / ".hidden").mkdir()
+    for path in ("top.png", "a/x.jpg", "a/deeper/y.webp", ".hidden/z.png", "a/notes.txt"):
+        (root / path).write_bytes(b"")
+    assert [i.name for i in iter_items("image", root)] == ["a/deeper/y.webp", "a/x.jpg", "top.png"]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text('{"image": "images/top.png"}\n{"image": "images/gone.png"}\n{"image": ""}\n')
+    items = list(iter_items("image", manifest))
+    assert items[0] == Item("line 1: images/top.png", str(tmp_path / "images/top.png"))
+    assert "file not found" in str(items[1].error) and items[2].error == "the path is empty"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="holds no image files"):
+        list(iter_items("image", tmp_path / "empty"))
+    with pytest.raises(DataError, match="not a text table"):
+        list(iter_items("text", _png(tmp_path)))
+
+
+def _png(tmp_path: Path) -> Path:
+    path = tmp_path / "picture.csv"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    return path
+
+
+def test_the_writer_replaces_the_output_whole_and_counts(tmp_path: Path) -> None:
+    out = tmp_path / "scores.csv"
+    out.write_text("old results\n")
+    writer = RowWriter(out)
+    rows = [
+        {
+            "item": "line 2",
+            "label": "pos",
+            "score": 0.9,
+            "abstained": False,
+            "top_k": [{"label": "pos", "score": 0.9}],
+            "error": None,
+        },
+        {"item": "line 3", "label": None, "score": None, "abstained": False, "top_k": [], "error": "broken"},
+    ]
+    writer.write(rows)
+    assert out.read_text() == "old results\n"  # nothing replaced until the job finishes
+    writer.close()
+    assert out.read_text().splitlines() == [
+        "item,label,score,abstained,top_k,error",
+        'line 2,pos,0.9,False,"[[""pos"", 0.9]]",',
+        "line 3,,,False,[],broken",
+    ]
+    assert writer.summary() | {"out": ""} == {
+        "out": "",
+        "items": 2,
+        "scored": 1,
+        "errors": 1,
+        "abstained": 0,
+        "labels": {"pos": 1},
+    }
+    assert list(tmp_path.iterdir()) == [out]
+    with pytest.raises(ValueError, match="suffix must be one of"):
+        output_format(tmp_path / "scores.parquet")

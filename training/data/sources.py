@@ -1,0 +1,210 @@
+"""Items to predict, streamed from the same inputs training reads, without labels: image folders (any depth; label
+folders allowed), image manifests (a path column), and text tables (CSV, TSV, JSONL, Parquet).
+
+Nothing is read whole: tables are parsed row by row (Parquet in record batches) and images are yielded as paths, read
+by whoever scores them. Items are named as ``quarantine.csv`` names them (the path relative to the folder, ``line N:
+path`` in a manifest, ``line N`` / ``row N`` in a table), so a prediction can be joined back to its input. A row that
+cannot be an item (too few fields, broken JSON, a missing file) is an Item with an error, never the end of the job.
+
+    >>> items = iter_items("text", Path("new_texts.csv"))  # doctest: +SKIP
+    >>> next(items)  # doctest: +SKIP
+    Item(name='line 2', payload='the parcel was late', error=None)
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from serving.batch import Item
+from training.data.dataset import DataError
+from training.data.ingest import (
+    IMAGE_EXTENSIONS,
+    JSONL_SUFFIXES,
+    PARQUET_SUFFIXES,
+    PATH_ALIASES,
+    TEXT_ALIASES,
+    cell_text,
+    check_text,
+    decode_bytes,
+    hidden_part,
+    resolve_column,
+    sniff_delimiter,
+)
+
+SNIFF_BYTES = 1 << 20  # encoding and delimiter are judged on the first MiB
+PARQUET_BATCH = 4096
+
+
+def iter_items(task: str, data: Path, text_column: str | None = None, header: bool = True) -> Iterator[Item]:
+    """Every item of ``data`` for a ``task`` model, in a stable order. Raises DataError when ``data`` cannot be
+    read at all (missing, not a table, no usable column); a single bad item is an Item with an error."""
+    if not data.exists():
+        raise DataError(f"--data {data} does not exist")
+    if task == "image":
+        if data.is_dir():
+            return image_folder_items(data)
+        if data.suffix.lower() in IMAGE_EXTENSIONS:
+            return iter([Item(data.name, str(data))])
+        return manifest_items(data, header)
+    if data.is_dir():
+        raise DataError(f"--data {data} is a folder; text prediction reads a CSV, TSV, JSONL or Parquet file")
+    return table_items(data, text_column, header, TEXT_ALIASES, "text")
+
+
+def image_folder_items(root: Path) -> Iterator[Item]:
+    """Every image file under ``root`` at any depth (label folders are allowed and ignored), sorted; hidden files
+    and files of other types are skipped."""
+    found = False
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if path.is_file() and not any(hidden_part(p) for p in rel.parts) and path.suffix.lower() in IMAGE_EXTENSIONS:
+            found = True
+            yield Item(str(rel), str(path))
+    if not found:
+        raise DataError(
+            f"image folder {root} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}), at any depth"
+        )
+
+
+def manifest_items(path: Path, header: bool = True) -> Iterator[Item]:
+    """Images listed in a manifest's path column; relative paths are read from the manifest's folder."""
+    for item in table_items(path, None, header, PATH_ALIASES, "path"):
+        name = item.payload.strip()
+        shown = f"{item.name}: {name}"
+        if item.error:
+            yield item
+        elif not name:
+            yield Item(item.name, "", "the path is empty")
+        else:
+            image = Path(name) if Path(name).is_absolute() else path.parent / name
+            yield Item(shown, str(image), None if image.is_file() else f"file not found ({image})")
+
+
+def table_items(path: Path, column: str | None, header: bool, aliases: tuple[str, ...], what: str) -> Iterator[Item]:
+    """One item per row of a CSV/TSV/JSONL/Parquet table: the chosen column's text as the payload."""
+    if not path.is_file():
+        raise DataError(f"--data {path} is not a file; expected a CSV, TSV, JSONL or Parquet file")
+    suffix = path.suffix.lower()
+    if suffix in PARQUET_SUFFIXES:
+        return _parquet_items(path, column, aliases, what)
+    encoding, sample = _sniff(path)
+    if suffix in JSONL_SUFFIXES:
+        return _jsonl_items(path, encoding, column, aliases, what)
+    return _csv_items(path, encoding, sniff_delimiter(path, sample), column, header, aliases, what)
+
+
+def _sniff(path: Path) -> tuple[str, str]:
+    """The codec to stream the file with (judged on its first MiB as training judges a whole file) and that
+    MiB decoded."""
+    with open(path, "rb") as fh:
+        head = fh.read(SNIFF_BYTES)
+    check_text(path, head)
+    if not head.strip():
+        raise DataError(f"{path} is empty; expected rows of {path.suffix.lstrip('.') or 'text'}")
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16", head.decode("utf-16", errors="replace")
+    for cut in range(4):  # the MiB may end inside a multi-byte character
+        try:
+            return "utf-8-sig", head[: len(head) - cut].decode("utf-8-sig")
+        except UnicodeDecodeError:
+            continue
+    text, found = decode_bytes(head)
+    return ("utf-8-sig" if found.startswith("utf-8") else found), text
+
+
+def _lines(path: Path, encoding: str) -> Iterator[str]:
+    with open(path, encoding=encoding, errors="replace", newline="") as fh:
+        for line in fh:
+            yield line.replace("\x00", "")  # stray NUL bytes make the csv module raise mid-file
+
+
+def _csv_items(
+    path: Path,
+    encoding: str,
+    delimiter: str,
+    column: str | None,
+    header: bool,
+    aliases: tuple[str, ...],
+    what: str,
+) -> Iterator[Item]:
+    csv.field_size_limit(1 << 24)
+    reader = csv.reader(_lines(path, encoding), delimiter=delimiter)
+    records = _records(reader)
+    first = next(records, None)
+    if first is None:
+        raise DataError(f"{path} holds no rows")
+    head = first[1] if header else None
+    pending: Iterable[tuple[int, list[str]]] = records if header else _chain(first, records)
+    sample = first[1]
+    width = len(sample)
+    index = 0 if width == 1 and column is None else resolve_column(column, head, width, aliases, what, 0, sample)
+    for line, row in pending:
+        if index >= len(row):
+            yield Item(f"line {line}", "", f"{len(row)} field(s), the {what} is field {index + 1}")
+        else:
+            yield Item(f"line {line}", row[index])
+
+
+def _records(reader: Any) -> Iterator[tuple[int, list[str]]]:
+    """Non-blank records with the line each starts on (a quoted field may span lines)."""
+    start = 1
+    for row in reader:
+        if row and any(cell.strip() for cell in row):
+            yield start, row
+        start = reader.line_num + 1
+
+
+def _chain(first: tuple[int, list[str]], rest: Iterator[tuple[int, list[str]]]) -> Iterator[tuple[int, list[str]]]:
+    yield first
+    yield from rest
+
+
+def _jsonl_items(path: Path, encoding: str, column: str | None, aliases: tuple[str, ...], what: str) -> Iterator[Item]:
+    field: str | None = None
+    # Split on newlines only: str.splitlines also breaks at U+2028 and U+0085, which JSON strings may hold.
+    with open(path, encoding=encoding, errors="replace", newline="\n") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield Item(f"line {number}", "", f"not valid JSON ({exc.msg} at column {exc.colno})")
+                continue
+            if not isinstance(value, dict):
+                yield Item(f"line {number}", "", f"a JSON {type(value).__name__}, not an object")
+                continue
+            if field is None:  # the first object names the field, as a header would
+                fields = list(value)
+                single = len(fields) == 1 and column is None
+                field = (
+                    fields[0]
+                    if single
+                    else fields[resolve_column(column, fields, len(fields), aliases, what, 0, value)]
+                )
+            if field in value:
+                yield Item(f"line {number}", cell_text(value[field]))
+            else:
+                yield Item(f"line {number}", "", f"no field {field!r}")
+
+
+def _parquet_items(path: Path, column: str | None, aliases: tuple[str, ...], what: str) -> Iterator[Item]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise DataError(f"{path} is not a readable Parquet file ({exc})") from None
+    fields = list(table.schema_arrow.names)
+    single = len(fields) == 1 and column is None
+    field = fields[0] if single else fields[resolve_column(column, fields, len(fields), aliases, what, 0, fields)]
+    row = 0
+    for batch in table.iter_batches(batch_size=PARQUET_BATCH, columns=[field]):
+        for value in batch.column(0).to_pylist():
+            row += 1
+            yield Item(f"row {row}", cell_text(value))
