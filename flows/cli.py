@@ -653,19 +653,28 @@ def predict(
         fail(f"--data {data} does not exist")
     if workers > 1 and dask:
         fail("give --workers (a local Dask cluster) or --dask (an existing one), not both")
+    if dask and not os.environ.get("PREFECT_API_URL"):
+        fail(
+            "--dask needs PREFECT_API_URL: the cluster's workers report their task runs to a Prefect server that "
+            "outlives this command (a temporary one is not reachable from them)"
+        )
+    if out.is_dir():
+        fail(f"--out {out} is a folder; give a file name ending in .csv or .jsonl")
     from flows.predict import predict as predict_flow
     from serving.batch import output_format
     from training.data.dataset import DataError
+    from training.data.sources import iter_items
 
     try:
         output_format(out)
-        root = str(_store(store).root)
+        next(iter_items(task.value, data, text_column, not no_header), None)  # unreadable data: one line, now
+        root = _store(store).root
         typer.echo(f"kiln predict: {task.value} model from store {root} on {data} -> {out}")
         summary = predict_flow(
             task=task.value,
-            data=str(data),
+            data=str(data.resolve()),  # as remote Dask workers must find them
+            store=str(root.resolve()),
             out=str(out),
-            store=root,
             version=version,
             top_k=top_k,
             batch_size=batch_size,
@@ -675,8 +684,10 @@ def predict(
             dask=dask,
             shard_items=shard_items,
         )
-    except (DataError, StoreError, ValueError) as exc:
+    except (DataError, StoreError, ValueError, OSError) as exc:
         fail(str(exc))
+    except ImportError as exc:
+        fail(f"{exc}: --workers and --dask need the training install (pip install 'kiln[train]')")
     print_prediction_summary(summary)
 
 

@@ -2,11 +2,13 @@
 per item to a CSV or JSONL file (``kiln predict``, and ``kiln schedule --predict-out`` for scheduled runs).
 
 Wiring only: items stream from ``training.data.sources``, shards are scored by ``serving.batch`` through the served
-variant's ONNX Runtime session (the HTTP service's own path), and the rows are written in input order. At most
-``WINDOW_PER_WORKER`` shards per worker are in flight, so memory stays bounded whatever the input's size.
+variant's ONNX Runtime session (the HTTP service's own path, on the device and threads its settings name), and
+the rows are written in input order. At most ``WINDOW_PER_WORKER`` shards per worker are in flight, so memory stays
+bounded by the shards, not the input (an image folder's file names are listed up front: about 100 bytes each).
 
 Where shards run:
-- by default, in this process (Prefect's thread pool, two shards at a time: reading overlaps inference);
+- by default, in this process (Prefect's thread pool, one shard scoring while this thread reads the next shard's
+  rows and writes the last one's);
 - ``workers=N``: on a local Dask cluster of N processes (prefect-dask's task runner);
 - ``dask="tcp://scheduler:8786"``: on an existing Dask cluster. Its workers must see the data and the store at the
   same paths (the data volume in Kubernetes, docs/DEPLOY.md) and need PREFECT_API_URL of a server that outlives
@@ -42,17 +44,19 @@ log = logging.getLogger(__name__)
 
 SHARD_ITEMS = {"image": 1024, "text": 8192}  # items per Prefect task: seconds of work each, not milliseconds
 WINDOW_PER_WORKER = 2  # shards in flight per worker: one scoring, one queued
-DASK_WINDOW_WORKERS = 8  # an existing cluster's size is its own: keep enough shards in flight for 8 workers
+DASK_CONNECT_SECONDS = 20
 PROGRESS_SECONDS = 10.0
 
 
 @functools.lru_cache(maxsize=2)
-def _classifier(store: str, task_name: str, version: str, min_confidence: float, threads: int) -> Classifier:
+def _classifier(
+    store: str, task_name: str, version: str, min_confidence: float, threads: int, device: str
+) -> Classifier:
     """The served variant of one version, verified like a server verifies it; loaded once per worker process."""
     models = ModelStore(store)
     model = models.get(task_name, version)
     models.verify_for_serving(model)
-    classifier = Classifier.from_version(model, threads=threads)
+    classifier = Classifier.from_version(model, device=device, threads=threads)
     classifier.min_confidence = min_confidence
     return classifier
 
@@ -67,10 +71,11 @@ def score_shard(
     batch_size: int,
     min_confidence: float = 0.0,
     threads: int = 0,
+    device: str = "auto",
     max_pixels: int = Settings.model_fields["max_image_pixels"].default,
 ) -> list[dict[str, Any]]:
     """One shard's rows, in its items' order."""
-    classifier = _classifier(store, task_name, version, min_confidence, threads)
+    classifier = _classifier(store, task_name, version, min_confidence, threads, device)
     return score_items(classifier, items.items, top_k=top_k, batch_size=batch_size, max_pixels=max_pixels)
 
 
@@ -104,6 +109,18 @@ def task_runner(workers: int = 0, dask: str | None = None) -> TaskRunner[Any]:
     env = {"PREFECT_API_URL": api, "OMP_NUM_THREADS": "1"}
     cluster = {"n_workers": workers, "threads_per_worker": 1, "processes": True, "env": env, "dashboard_address": None}
     return DaskTaskRunner(cluster_kwargs=cluster)
+
+
+def dask_workers(address: str) -> int:
+    """How many workers the Dask cluster at ``address`` has now (at least 1): the in-flight window follows it.
+    Raises OSError when the scheduler does not answer."""
+    from distributed import Client
+
+    try:
+        with Client(address, timeout=DASK_CONNECT_SECONDS) as client:
+            return max(1, len(client.scheduler_info().get("workers", {})))
+    except (OSError, TimeoutError) as exc:
+        raise OSError(f"no Dask scheduler answers at {address} (--dask): {exc}") from None
 
 
 def shards(items: Iterator[Item], size: int) -> Iterator[list[Item]]:
@@ -142,20 +159,22 @@ def predict(
         "top_k": top_k,
         "batch_size": batch_size,
         "min_confidence": settings.abstain_below(task),
-        "threads": max(1, (os.cpu_count() or 1) // parallel) if parallel > 1 else 0,
+        # KILN_ORT_THREADS as the service reads it; else local workers share the cores between them.
+        "threads": settings.ort_threads or (max(1, (os.cpu_count() or 1) // parallel) if parallel > 1 else 0),
+        "device": settings.device,
         "max_pixels": settings.max_image_pixels,
     }
     log.info("predict: %s %s (%s) on %s -> %s", task, model.version, model.manifest["served_variant"], data, out)
+    window = WINDOW_PER_WORKER * (parallel or dask_workers(str(dask)))
     writer = RowWriter(Path(out))
     started = time.monotonic()
     try:
         with task_runner(workers, dask) as runner:
-            window = WINDOW_PER_WORKER * (parallel or DASK_WINDOW_WORKERS)
             _score_in_order(runner, shards(items, shard_items or SHARD_ITEMS[task]), params, window, writer, started)
+        writer.close()
     except BaseException:
         writer.abort()
         raise
-    writer.close()
     summary = writer.summary() | {
         "task": task,
         "version": model.version,

@@ -34,7 +34,7 @@ from flows.pool_job import NAMESPACE, job_variables
 from flows.predict import predict
 from flows.retrain import retrain
 
-FLOWS = {"retrain": retrain, "predict": predict}  # what a schedule can run, by flow name
+FLOWS: dict[str, Any] = {"retrain": retrain, "predict": predict}  # what a schedule can run, by flow name
 
 
 class ScheduleError(ValueError):

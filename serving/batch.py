@@ -171,7 +171,8 @@ class RowWriter:
         os.replace(self._tmp, self.path)
 
     def abort(self) -> None:
-        self._fh.close()
+        if not self._fh.closed:
+            self._fh.close()
         self._tmp.unlink(missing_ok=True)
 
     def summary(self) -> dict[str, Any]:

@@ -47,7 +47,11 @@ ImageCache = Literal["none", "memory", "disk"]
 LabelIssues = Literal["report", "exclude", "off"]
 MixedPrecision = Literal["auto", "on", "off"]
 Distribute = Literal["auto", "mirrored", "none"]
-ImageArchitecture = Literal["cnn", "resnet", "separable"]
+ImageArchitecture = Literal[
+    "cnn", "resnet", "separable", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_v2_b0"
+]
+# Keras Applications backbones (training.models.backbones), each with its native input side: the default input size.
+BACKBONE_SIDES = {"mobilenet_v3_small": 224, "mobilenet_v3_large": 224, "efficientnet_v2_b0": 224}
 TextArchitecture = Literal["cnn", "kim", "bigru", "transformer", "ngram", "hybrid"]
 Channels = Literal["auto", "1", "3"]
 WideMode = Literal["blend", "joint"]
@@ -174,6 +178,34 @@ class ImageModelConfig(_Config):
     # sets overfit the dense head first.
     dropout: Float = 0.5
     batch_norm: StrictBool = False
+    # Backbone families only: where their weights come from. imagenet: Keras' own download and cache
+    # ($KERAS_HOME/models, default ~/.keras/models; KILN_OFFLINE=1 never downloads); a path: a weights file (an
+    # air-gapped cluster's copy, e.g. on the data volume); none: trained from scratch in one phase. With weights,
+    # training runs in two phases: the head on the frozen backbone (train.epochs, early stopping), then the top
+    # fine_tune_fraction of the backbone's layers (batch normalisation stays frozen) for up to fine_tune_epochs at
+    # fine_tune_lr_factor times the learning rate.
+    pretrained: str = "imagenet"
+    fine_tune_epochs: StrictInt = Field(10, ge=0)
+    fine_tune_fraction: Float = Field(0.3, ge=0.0, le=1.0)
+    fine_tune_lr_factor: Float = Field(0.1, gt=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _backbones_read_colour(self) -> Self:
+        if self.architecture in BACKBONE_SIDES and self.channels == "1":
+            raise ValueError(
+                f"image_model.architecture {self.architecture} reads colour images: set image_model.channels to "
+                "auto or 3 (grey images are given three equal channels)"
+            )
+        return self
+
+    @property
+    def backbone(self) -> bool:
+        return self.architecture in BACKBONE_SIDES
+
+    @property
+    def transfers(self) -> bool:
+        """A backbone that starts from trained weights: trained in two phases."""
+        return self.backbone and self.pretrained != "none"
 
 
 class TextModelConfig(_Config):

@@ -249,7 +249,14 @@ def results() -> dict[str, dict[str, Any]]:
     )
     quality["schema"] = 2
     flips = _result("label_flips", {"flip_share": 0.05, "seed": 20, "only": None, "runs": []}, rows=[])
-    return {r["benchmark"]: r for r in (training, http, data, quality, flips)}
+    predict_rows = [
+        {"task": "text", "round": r, "workers": 0, "items": 1000, "seconds": s, "wall_seconds": s + 7,
+         "peak_rss_mib": 600, "items_per_s": round(1000 / s), "ort_items_per_s": 5000, "ratio": round(0.2 / s, 3)}
+        for r, s in ((1, 0.5), (2, 0.25))
+    ]  # fmt: skip
+    predict = _result("predict", {"texts": 1000, "images": 0, "batch": 64, "rounds": 2}, rows=predict_rows,
+                      variants={"text": "pruned"})  # fmt: skip
+    return {r["benchmark"]: r for r in (training, http, data, quality, flips, predict)}
 
 
 def _lines(markdown: str) -> set[str]:
@@ -445,6 +452,12 @@ def test_calibration_and_label_flips_tables_come_from_their_data(results: dict[s
     )
     assert "| cr | text | 4,000 | 190 of 250 | 0.550 | no |" in md
     assert "| subj | 0.9000 | 0.9123 (250 left out) | +1.23 | 3.4 of 140 |" in lines
+
+
+def test_the_prediction_table_gives_ranges_over_rounds_and_the_targets(results: dict[str, dict[str, Any]]) -> None:
+    md = render({"predict": results["predict"]})
+    row = "| 1,000 texts (pruned) | this process | 2,000-4,000 | 5,000 | 0.40-0.80 | 0.2-0.5 | 600 | yes | no |"
+    assert row in _lines(md)
 
 
 def test_flipping_changes_the_share_asked_each_to_another_class() -> None:

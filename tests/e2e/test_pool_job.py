@@ -121,6 +121,8 @@ def test_pool_schedule_renders_kiln_s_locked_job_on_an_authenticated_server(tmp_
     assert auth not in json.dumps(job) and "<from" not in json.dumps(job)
     claims = {v["name"]: v.get("persistentVolumeClaim", {}).get("claimName") for v in pod["volumes"]}
     assert claims["model-store"] == "kiln-model-store" and claims["training-data"] == "kiln-training-data"
+    assert claims["predictions"] == "kiln-predictions"  # where scheduled predictions write
     # The retrain pods are what the Prefect server's NetworkPolicy lets in, besides the worker.
     component = job["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]
-    assert component == "retrain" and sorted(_server_policy_components()) == ["prefect-worker", "retrain"]
+    assert component == "retrain"
+    assert sorted(_server_policy_components()) == ["dask-worker", "prefect-worker", "retrain"]

@@ -155,7 +155,7 @@ def test_a_two_worker_dask_cluster_writes_the_single_process_output(
 
 def test_predict_refuses_bad_requests_in_one_line(onnx_store: Path, tmp_path: Path) -> None:
     data = tmp_path / "texts.csv"
-    data.write_text("a,b\nx,y\nz,w\n")
+    data.write_text("text,b\ngood film,y\nbad,w\n")
     store = ["--store", str(onnx_store)]
     cases = {
         ("--out", str(tmp_path / "out.txt")): "suffix must be one of",

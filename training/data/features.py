@@ -26,7 +26,7 @@ from serving.preprocess import (
     tokenize,
     word_char_hashes,
 )
-from training.config import RunConfig, TrainConfig
+from training.config import BACKBONE_SIDES, RunConfig, TrainConfig
 from training.data.dataset import Dataset
 from training.kinds import kind_of
 
@@ -36,8 +36,8 @@ log = logging.getLogger(__name__)
 def image_spec(train: Dataset, labels: tuple[str, ...], cfg: RunConfig) -> ImageSpec:
     """An image model's spec, from the training split only: channels (grey unless the data has colour) and side."""
     m = cfg.image_model
-    channels = (3 if train.colour else 1) if m.channels == "auto" else int(m.channels)
-    side = image_side(train, cfg)
+    channels = 3 if m.backbone else (3 if train.colour else 1) if m.channels == "auto" else int(m.channels)
+    side = BACKBONE_SIDES[m.architecture] if m.backbone else image_side(train, cfg)  # a backbone's native size
     return ImageSpec(labels=labels, height=m.height or side, width=m.width or side, channels=channels)
 
 

@@ -16,9 +16,10 @@ from __future__ import annotations
 import codecs
 import csv
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from serving.batch import Item
 from training.data.dataset import DataError
@@ -36,8 +37,11 @@ from training.data.ingest import (
     sniff_delimiter,
 )
 
+T = TypeVar("T")
 SNIFF_BYTES = 1 << 20  # encoding and delimiter are judged on the first MiB
 PARQUET_BATCH = 4096
+FIELD_SAMPLE = 1000  # JSON objects whose keys choose the text (or path) field, as in training
+UNREADABLE = "\x00unreadable: "  # marks the record the csv module gave up on (a NUL never survives _lines)
 
 
 def iter_items(task: str, data: Path, text_column: str | None = None, header: bool = True) -> Iterator[Item]:
@@ -139,58 +143,88 @@ def _csv_items(
     if first is None:
         raise DataError(f"{path} holds no rows")
     head = first[1] if header else None
-    pending: Iterable[tuple[int, list[str]]] = records if header else _chain(first, records)
+    pending: Iterator[tuple[int, list[str]]] = records if header else _chain(first, rest=records)
+    if header:
+        second = next(records, None)
+        if second is None:
+            raise DataError(f"{path} has a header but no data rows (or give --no-header)")
+        pending = _chain(second, rest=records)
     sample = first[1]
     width = len(sample)
     index = 0 if width == 1 and column is None else resolve_column(column, head, width, aliases, what, 0, sample)
     for line, row in pending:
-        if index >= len(row):
+        if len(row) == 1 and row[0].startswith(UNREADABLE):
+            yield Item(f"line {line}", "", row[0].removeprefix(UNREADABLE) + "; the rest of the file is not read")
+        elif index >= len(row):
             yield Item(f"line {line}", "", f"{len(row)} field(s), the {what} is field {index + 1}")
+        elif head is not None and len(row) > len(head) and any(cell.strip() for cell in row[len(head) :]):
+            # As training: an unquoted delimiter inside a field shifts every later column.
+            why = f"{len(row)} fields, the header has {len(head)} (an unquoted {delimiter!r} inside a field?)"
+            yield Item(f"line {line}", "", why)
         else:
             yield Item(f"line {line}", row[index])
 
 
 def _records(reader: Any) -> Iterator[tuple[int, list[str]]]:
-    """Non-blank records with the line each starts on (a quoted field may span lines)."""
+    """Non-blank records with the line each starts on (a quoted field may span lines). A record the csv module
+    cannot read (a field over 16 MiB) ends the table with a row saying so: its end cannot be found."""
     start = 1
-    for row in reader:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield start, [UNREADABLE + str(exc)]
+            return
         if row and any(cell.strip() for cell in row):
             yield start, row
         start = reader.line_num + 1
 
 
-def _chain(first: tuple[int, list[str]], rest: Iterator[tuple[int, list[str]]]) -> Iterator[tuple[int, list[str]]]:
-    yield first
+def _chain(*first: T, rest: Iterator[T]) -> Iterator[T]:
+    """``first``, then ``rest``: rows read ahead to look at, put back in front."""
+    yield from first
     yield from rest
 
 
 def _jsonl_items(path: Path, encoding: str, column: str | None, aliases: tuple[str, ...], what: str) -> Iterator[Item]:
-    field: str | None = None
+    """Objects, one per line. The field is chosen from the keys of the first FIELD_SAMPLE objects, as training
+    chooses it; an object without it, a broken line or a non-object is an error row."""
+    lines = _json_lines(path, encoding)
+    head = list(islice(lines, FIELD_SAMPLE))
+    objects = [value for _, value, _ in head if isinstance(value, dict)]
+    if not objects:
+        raise DataError(f"no line among the first {len(head):,} of {path} is a JSON object; expected one per line")
+    fields = list(dict.fromkeys(key for obj in objects for key in obj))
+    if column is not None and column in fields:
+        field = column
+    elif len(fields) == 1 and column is None:
+        field = fields[0]
+    else:
+        field = fields[resolve_column(column, fields, len(fields), aliases, what, 0, objects[0])]
+    for number, value, error in _chain(*head, rest=lines):
+        if error is not None:
+            yield Item(f"line {number}", "", error)
+        elif not isinstance(value, dict):
+            yield Item(f"line {number}", "", f"a JSON {type(value).__name__}, not an object")
+        elif field in value:
+            yield Item(f"line {number}", cell_text(value[field]))
+        else:
+            yield Item(f"line {number}", "", f"no field {field!r}")
+
+
+def _json_lines(path: Path, encoding: str) -> Iterator[tuple[int, Any, str | None]]:
+    """(line number, parsed value, None) per non-blank line, or (line number, None, why) for a line that is not JSON."""
     # Split on newlines only: str.splitlines also breaks at U+2028 and U+0085, which JSON strings may hold.
     with open(path, encoding=encoding, errors="replace", newline="\n") as fh:
         for number, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
-                value = json.loads(line)
+                yield number, json.loads(line), None
             except json.JSONDecodeError as exc:
-                yield Item(f"line {number}", "", f"not valid JSON ({exc.msg} at column {exc.colno})")
-                continue
-            if not isinstance(value, dict):
-                yield Item(f"line {number}", "", f"a JSON {type(value).__name__}, not an object")
-                continue
-            if field is None:  # the first object names the field, as a header would
-                fields = list(value)
-                single = len(fields) == 1 and column is None
-                field = (
-                    fields[0]
-                    if single
-                    else fields[resolve_column(column, fields, len(fields), aliases, what, 0, value)]
-                )
-            if field in value:
-                yield Item(f"line {number}", cell_text(value[field]))
-            else:
-                yield Item(f"line {number}", "", f"no field {field!r}")
+                yield number, None, f"not valid JSON ({exc.msg} at column {exc.colno})"
 
 
 def _parquet_items(path: Path, column: str | None, aliases: tuple[str, ...], what: str) -> Iterator[Item]:

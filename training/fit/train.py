@@ -36,6 +36,7 @@ from training.fit.callbacks import (
 )
 from training.fit.pipeline import eval_batches, training_batches
 from training.fit.refit import Selected, refit, shipped_spec
+from training.fit.transfer import fine_tune_backbone
 from training.kinds import kind_of
 from training.models import layers as _custom_layers  # noqa: F401 - registers them for load_model (resume)
 from training.models.calibration import expected_calibration_error, fit_temperature, rescaled
@@ -186,6 +187,10 @@ def train_model(
                 model.set_weights(best.weights)  # the best epoch of this process
             elif run_dir is not None and (run_dir / BEST_WEIGHTS).exists():
                 model.load_weights(run_dir / BEST_WEIGHTS)  # a resume whose best epoch came before the kill
+            done = len(read_history(run_dir).get("loss", [])) if run_dir is not None else epochs_now
+            second = fine_tune_backbone(model, train, val, spec, cfg, t, best.best, weights, done, run_dir)
+            fitted_history = {k: [*v, *second.get(k, [])] for k, v in fitted_history.items()}
+            epochs_now += len(second.get("loss", []))
             if mixed:
                 model = in_float32(model, spec, cfg)
             if linear is not None:
@@ -275,8 +280,9 @@ def shipped_summary(train_items: int, validation_items: int, refit: bool, epochs
 def refits(t: TrainConfig, cfg: RunConfig, has_validation: bool) -> bool:
     """Whether the shipped model learns again from training + validation (``train.refit``): only when there was
     a validation split to choose on, and not for a blended text model, whose blend weights were fitted to the
-    selection network's validation outputs."""
-    return t.refit and has_validation and cfg.text_model.wide_mode != "blend"
+    selection network's validation outputs, nor for a pretrained backbone, whose two phases were each stopped on
+    validation."""
+    return t.refit and has_validation and cfg.text_model.wide_mode != "blend" and not cfg.image_model.transfers
 
 
 def _off_the_cluster(model: Any) -> Any:

@@ -28,7 +28,14 @@ from typing import Any
 import numpy as np
 import yaml
 
-from training.config import ConfigError, RunConfig, config_to_dict, load_config, train_config_for
+from training.config import (
+    WORDS_ONLY_TABLES,
+    ConfigError,
+    RunConfig,
+    config_to_dict,
+    load_config,
+    train_config_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +69,20 @@ DEFAULT_SPACES: dict[str, dict[str, dict[str, Any]]] = {
         "train.weight_decay": {"type": "categorical", "choices": [0.0, 1e-5, 1e-4, 1e-3]},
     },
 }
+
+
+def fitting_space(space: dict[str, dict[str, Any]], cfg: RunConfig) -> dict[str, dict[str, Any]]:
+    """The default space less what the run's configuration fixes: with pretrained word vectors, the embedding is
+    as wide as the file's (no embedding_dim to search), and a static table needs a words-only family."""
+    text = cfg.text_model
+    if not text.pretrained_vectors:
+        return space
+    space = {key: value for key, value in space.items() if key != "text_model.embedding_dim"}
+    families = space.get("text_model.architecture")
+    if text.vectors_mode == "static" and families and "choices" in families:
+        kept = [c for c in families["choices"] if c in WORDS_ONLY_TABLES]
+        space["text_model.architecture"] = {**families, "choices": kept or [text.architecture]}
+    return space
 
 
 def load_space(path: Path | None, task: str) -> dict[str, dict[str, Any]]:
@@ -409,7 +430,7 @@ class StudyPlan:
 
 def open_study(cfg: RunConfig, task: str, out: Path, plan: StudyPlan) -> tuple[Any, dict[str, dict[str, Any]]]:
     """The study (new, or continued with ``top_up``) with the default configuration enqueued, and its space."""
-    space = load_space(plan.space_path, task)
+    space = fitting_space(load_space(plan.space_path, task), cfg)
     out.mkdir(parents=True, exist_ok=True)
     local = out / "study.db"
     if plan.storage is None and not plan.top_up:

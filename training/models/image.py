@@ -1,6 +1,8 @@
 """Image network families by name (``image_model.architecture``): ``cnn`` (stacked 3x3 convolutions, max
 pooling, a dense head), ``resnet`` (residual blocks with batch normalisation and a global-average-pooling head),
-``separable`` (depthwise-separable blocks, the MobileNet idea: fewer weights and multiply-adds).
+``separable`` (depthwise-separable blocks, the MobileNet idea: fewer weights and multiply-adds); and pretrained
+backbones from Keras Applications (``mobilenet_v3_small``, ``mobilenet_v3_large``, ``efficientnet_v2_b0``:
+training.models.backbones) under the same head.
 
 Input: float32 images (N, H, W, C) in [0, 1]; output: the ``probabilities`` layer (training.models.head).
 
@@ -14,6 +16,7 @@ from typing import Any
 
 from serving.preprocess import ImageSpec
 from training.config import ImageModelConfig, TrainConfig
+from training.models.backbones import backbone
 from training.models.head import head, regularizer
 from training.tf_env import keras, tf
 
@@ -81,12 +84,24 @@ IMAGE_FAMILIES: dict[str, Callable[[Any, ImageModelConfig, Any], Any]] = {
 }
 
 
+BACKBONE_LAYERS = "kiln_backbone_layers"  # attribute: the backbone layers phase two unfreezes (fit.transfer)
+
+
 def build_image_model(spec: ImageSpec, cfg: ImageModelConfig, train: TrainConfig) -> keras.Model:
     reg = regularizer(train)
     inputs = keras.Input((spec.height, spec.width, spec.channels), name="image")
-    features = IMAGE_FAMILIES[cfg.architecture](inputs, cfg, reg)
+    names: tuple[str, ...] = ()
+    if cfg.backbone:
+        features, names = backbone(inputs, cfg)
+    else:
+        features = IMAGE_FAMILIES[cfg.architecture](inputs, cfg, reg)
     outputs = head(features, cfg.dense_units, cfg.dropout, len(spec.labels), reg)
-    return keras.Model(inputs, outputs, name=f"image_{cfg.architecture}")
+    model = keras.Model(inputs, outputs, name=f"image_{cfg.architecture}")
+    if cfg.transfers:  # the first phase trains the head on the frozen backbone
+        for name in names:
+            model.get_layer(name).trainable = False
+        setattr(model, BACKBONE_LAYERS, names)
+    return model
 
 
 def image_signature(spec: ImageSpec) -> tuple[tf.TensorSpec, ...]:

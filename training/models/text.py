@@ -34,7 +34,7 @@ def _embedded(ids: Any, rows: int, spec: TextSpec, cfg: TextModelConfig) -> Any:
     """``ids`` through an embedding table of ``rows`` (the vocabulary's words first); with pretrained vectors, the
     word rows start as the file's vectors (other rows random with their spread) and ``static`` freezes the table.
     The rows are set as weights once the layer is built, never put into its config."""
-    table = layers.Embedding(rows, cfg.embedding_dim, name="word_embedding")
+    table = layers.Embedding(rows, cfg.embedding_dim)
     embedded = table(ids)
     if cfg.pretrained_vectors:
         vectors = read_word_vectors(cfg.pretrained_vectors, spec.vocabulary)

@@ -111,3 +111,21 @@ def test_the_writer_replaces_the_output_whole_and_counts(tmp_path: Path) -> None
     assert list(tmp_path.iterdir()) == [out]
     with pytest.raises(ValueError, match="suffix must be one of"):
         output_format(tmp_path / "scores.parquet")
+
+
+def test_fields_are_chosen_over_many_rows_and_shifted_rows_are_errors(tmp_path: Path) -> None:
+    data = tmp_path / "t.jsonl"
+    data.write_text('{"id": 1}\n{"id": 2, "text": "hi"}\n"just a string"\n')
+    assert list(iter_items("text", data)) == [
+        Item("line 1", "", "no field 'text'"),
+        Item("line 2", "hi"),
+        Item("line 3", "", "a JSON str, not an object"),
+    ]
+    table = tmp_path / "t.csv"
+    table.write_text("id,text\n1,hello, world\n2,fine\n")
+    items = list(iter_items("text", table))
+    assert items[0].error is not None and "3 fields, the header has 2" in items[0].error
+    assert items[1] == Item("line 3", "fine")
+    table.write_text("id,text\n")
+    with pytest.raises(DataError, match="header but no data rows"):
+        list(iter_items("text", table))

@@ -58,6 +58,19 @@ def test_a_missing_or_broken_file_is_one_line_naming_it(tmp_path: Path) -> None:
     broken.write_text("good 0.1 0.2 0.3\nbad 0.1\n")
     with pytest.raises(ConfigError, match="line 2: 1 numbers where line 1 had 3"):
         read_word_vectors(str(broken), VOCABULARY)
+    broken.write_text("good 0.1 0.2\nbad 0.1 0.2 0.3\n")
+    with pytest.raises(ConfigError, match="line 2: 3 numbers where line 1 had 2"):
+        read_word_vectors(str(broken), VOCABULARY)
+    broken.write_text("zebra 0.1 0.2\n")
+    with pytest.raises(ConfigError, match="none of the vocabulary's 5 words"):
+        read_word_vectors(str(broken), VOCABULARY)
+
+
+def test_an_exact_word_wins_over_folded_ones_and_the_first_folded_one_over_later(tmp_path: Path) -> None:
+    path = tmp_path / "v.vec"
+    path.write_bytes(b"\xef\xbb\xbf3 2\nFilm 1 1\nFILM 2 2\nGood 3 3\ngood 4 4\n")  # a byte-order mark too
+    vectors = read_word_vectors(str(path), VOCABULARY)
+    assert vectors.matrix[4].tolist() == [1, 1] and vectors.matrix[2].tolist() == [4, 4] and vectors.dim == 2
 
 
 def test_static_needs_a_words_only_table() -> None:
@@ -79,7 +92,7 @@ def test_the_embedding_starts_from_the_vectors(tmp_path: Path, architecture: str
         architecture=architecture, pretrained_vectors=path, vectors_mode=mode, embedding_dim=32, filters=8, wide=False
     )
     model = build_text_model(spec, cfg, TrainConfig())
-    table = model.get_layer("word_embedding")
+    table = next(layer for layer in model.layers if type(layer).__name__ == "Embedding")
     weights = table.get_weights()[0]
     assert weights.shape == (spec.deep_vocabulary if architecture == "hybrid" else len(VOCABULARY), 4)
     np.testing.assert_array_equal(weights[: len(VOCABULARY)], read_word_vectors(path, VOCABULARY).matrix)
@@ -109,3 +122,13 @@ def test_a_run_reports_the_coverage_of_the_shipped_vocabulary(tmp_path: Path) ->
     vocabulary = set(trained.spec.vocabulary[2:])
     assert report["vocabulary_words"] == len(vocabulary)
     assert report["words_found"] == len(vocabulary & set(words[::2])) and 0.3 < report["coverage"] < 0.7
+
+
+def test_tuning_leaves_out_what_the_vectors_fix() -> None:
+    from training.fit.tune import DEFAULT_SPACES, fitting_space
+
+    text_model = {"pretrained_vectors": "v.txt", "vectors_mode": "static", "architecture": "kim"}
+    space = fitting_space(DEFAULT_SPACES["text"], load_config(None, {"text_model": text_model}))
+    assert "text_model.embedding_dim" not in space
+    assert space["text_model.architecture"]["choices"] == ["cnn", "kim"]
+    assert fitting_space(DEFAULT_SPACES["text"], load_config(None, {})) == DEFAULT_SPACES["text"]
