@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -151,3 +152,27 @@ def test_the_alerts_parse_as_promql_and_read_metrics_the_service_defines() -> No
         assert r["labels"]["severity"] in ("info", "warning", "critical") and r["annotations"]["summary"]
         used = {re.sub(r"_(bucket|count|sum)$", "", name) for name in re.findall(r"kiln_[a-z_]+", r["expr"])}
         assert used and used <= defined, f"{r['alert']} reads {used - defined}, which serving/metrics.py lacks"
+
+
+def test_the_dask_cluster_sees_what_the_predict_jobs_see() -> None:
+    objects = _render("dask")
+    workers = objects[("Deployment", "kiln-dask-worker")]["spec"]["template"]["spec"]
+    (container,) = workers["containers"]
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    claims = {v["name"]: v.get("persistentVolumeClaim", {}).get("claimName") for v in workers["volumes"]}
+    job = json.loads((K8S / "retraining" / "work-pool-job-template.json").read_text())
+    job_pod = job["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
+    job_claims = {
+        v["name"]: v["persistentVolumeClaim"]["claimName"] for v in job_pod["volumes"] if "persistentVolumeClaim" in v
+    }
+    # The same store and data, at the same paths, read-only: a shard names its files as the predict Job does.
+    assert mounts["/models"]["readOnly"] and claims[mounts["/models"]["name"]] == job_claims["model-store"]
+    assert mounts["/data"]["readOnly"] and claims[mounts["/data"]["name"]] == job_claims["training-data"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["PREFECT_API_URL"]["value"] == "http://kiln-prefect-server:4200/api"
+    assert container["command"][:3] == ["dask", "worker", "tcp://kiln-dask-scheduler:8786"]
+    service = objects[("Service", "kiln-dask-scheduler")]["spec"]
+    assert {p["port"] for p in service["ports"]} >= {8786}
+    policy = objects[("NetworkPolicy", "kiln-dask")]["spec"]["ingress"][0]["from"][0]["podSelector"]
+    assert "retrain" in policy["matchExpressions"][0]["values"]  # the predict Jobs reach the scheduler
+    assert workers["automountServiceAccountToken"] is False
