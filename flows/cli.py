@@ -471,6 +471,11 @@ def schedule(
                     "(or --list/--pause/--resume/--delete/--run-now)"
                 )
             if predict_out is not None:
+                retrain_only = {"--config": config, "--epochs": epochs, "--label-column": label_column}
+                retrain_only |= {"--trials": trials, "--keep": keep}
+                given = [flag for flag, value in retrain_only.items() if value is not None]
+                if given:
+                    fail(f"{', '.join(given)} configure a retrain, not a scheduled prediction (--predict-out)")
                 prediction = {"out": predict_out, "text_column": text_column, "header": not no_header, "dask": dask}
                 _register_prediction(name, cron, task, data, store, prediction, pool, image, namespace)
                 return
@@ -622,7 +627,7 @@ PREDICT_DATA_HELP = (
 
 @app.command()
 def predict(
-    task: TaskOption,
+    task: Annotated[Task, typer.Option(help="Which task's model scores the data: image or text.")],
     data: Annotated[Path, typer.Option(help=PREDICT_DATA_HELP)],
     out: Annotated[Path, typer.Option(help="Output file: .csv or .jsonl (one row per item, in input order).")],
     version: Annotated[str | None, typer.Option(help="A stored version, e.g. v0003. Default: production.")] = None,

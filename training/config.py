@@ -196,6 +196,12 @@ class ImageModelConfig(_Config):
                 f"image_model.architecture {self.architecture} reads colour images: set image_model.channels to "
                 "auto or 3 (grey images are given three equal channels)"
             )
+        sides = [side for side in (self.height, self.width) if side is not None]
+        if self.architecture in BACKBONE_SIDES and sides and min(sides) < 32:
+            raise ValueError(
+                f"image_model.architecture {self.architecture} needs an input of at least 32x32 (height, width "
+                f"{self.height}, {self.width}); leave them unset for its native {BACKBONE_SIDES[self.architecture]}"
+            )
         return self
 
     @property

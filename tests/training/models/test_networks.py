@@ -11,7 +11,7 @@ import pytest
 from compression.export import to_onnx
 from compression.quantize import quantize_dynamic_int8
 from serving.preprocess import ImageSpec, TextSpec, encode_texts
-from training.config import IMAGE_ARCHITECTURES, TEXT_ARCHITECTURES, load_config
+from training.config import BACKBONE_SIDES, IMAGE_ARCHITECTURES, TEXT_ARCHITECTURES, load_config
 from training.kinds import kind_of
 from training.tf_env import keras, set_seed
 
@@ -61,11 +61,14 @@ def _check_family(model: keras.Model, x: np.ndarray, y: np.ndarray, tmp_path: Pa
 @pytest.mark.parametrize("architecture", IMAGE_ARCHITECTURES)
 def test_image_family(architecture: str, tmp_path: Path) -> None:
     set_seed(0)
-    cfg = load_config(None, {"image_model": {"architecture": architecture, "filters": [8, 16], "dense_units": 16}})
-    spec = ImageSpec(labels=("a", "b", "c"), height=12, width=12, channels=3)
+    image_model = {"architecture": architecture, "filters": [8, 16], "dense_units": 16}
+    backbone = architecture in BACKBONE_SIDES  # the smallest input Keras Applications build, and no download
+    side = 32 if backbone else 12
+    cfg = load_config(None, {"image_model": image_model | ({"pretrained": "none"} if backbone else {})})
+    spec = ImageSpec(labels=("a", "b", "c"), height=side, width=side, channels=3)
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 64)
-    x = (rng.random((64, 12, 12, 3)) * 0.3 + y[:, None, None, None] * 0.3).astype(np.float32)
+    x = (rng.random((64, side, side, 3)) * 0.3 + y[:, None, None, None] * 0.3).astype(np.float32)
     _check_family(kind_of(spec.kind).build_model(spec, cfg), x, np.eye(3)[y], tmp_path, spec)
 
 
