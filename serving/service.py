@@ -366,6 +366,11 @@ class Kiln:
         self.handlers = Handlers(self.live, self.settings)
         RequestGuard.handlers = self.handlers  # this worker's guard answers the classify routes with them
 
+    @bentoml.on_shutdown
+    def stop_watching(self) -> None:
+        """The reload thread ends with the worker (an in-process app's too, when its client closes)."""
+        self.live.stop()
+
     def __is_ready__(self) -> bool:
         ready, why = self.live.ready()
         if not ready:

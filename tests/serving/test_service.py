@@ -461,3 +461,21 @@ def test_a_malformed_min_confidence_stops_the_server_with_the_setting_named(monk
     monkeypatch.setenv("KILN_MIN_CONFIDENCE", '{"images": 0.5}')
     with pytest.raises(ValidationError, match="min_confidence"):
         Settings()
+
+
+def test_the_reload_thread_ends_with_the_app(onnx_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+
+    def watchers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "kiln-model-watcher" and t.is_alive()]
+
+    before = set(watchers())
+    with _client(onnx_store, monkeypatch) as c:
+        assert c.get("/readyz").status_code == 200
+        started = set(watchers()) - before
+        assert started
+    deadline = time.monotonic() + 10
+    while set(watchers()) & started and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not set(watchers()) & started
