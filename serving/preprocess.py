@@ -287,31 +287,46 @@ def _char_hashes(word: str, min_n: int, max_n: int) -> np.ndarray:
 
 def char_ngram_ids(tokens: Sequence[str], spec: TextSpec) -> list[int]:
     """The first char_length character n-gram ids of the first max_length tokens, word by word."""
+    hashes = [word_char_hashes(token, spec.char_min_n, spec.char_max_n) for token in tokens[: spec.max_length]]
+    return _char_window(hashes, spec)
+
+
+def _char_window(hashes: Sequence[np.ndarray], spec: TextSpec) -> list[int]:
+    """The first char_length ids of the per-word hashes of the first max_length words."""
     offset, buckets = spec.deep_vocabulary, spec.char_buckets
     out: list[np.ndarray] = []
     total = 0
-    for token in tokens[: spec.max_length]:
-        out.append(word_char_hashes(token, spec.char_min_n, spec.char_max_n))
-        total += len(out[-1])
+    for word in hashes[: spec.max_length]:
+        out.append(word)
+        total += len(word)
         if total >= spec.char_length:
             break
-    hashes = np.concatenate(out) if out else np.zeros(0, dtype=np.uint32)
-    return (offset + hashes[: spec.char_length].astype(np.int64) % buckets).tolist()
+    joined = np.concatenate(out) if out else np.zeros(0, dtype=np.uint32)
+    return (offset + joined[: spec.char_length].astype(np.int64) % buckets).tolist()
 
 
 def bag_terms(tokens: Sequence[str], spec: TextSpec, index: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
     """The distinct ids of a whole document and their counts, the most frequent first (ties: the smaller id),
     at most ``bag_length`` of them: known words (no padding or unknown-word id), hashed bigrams and the
     character n-grams of every word."""
-    tokens = tokens[:MAX_BAG_TOKENS]
-    parts = [np.fromiter((index.get(t, 1) for t in tokens), dtype=np.int64, count=len(tokens))]
-    if spec.ngram_buckets:
-        pairs = (bigram_id(a, b, spec) for a, b in zip(tokens, tokens[1:], strict=False))
-        parts.append(np.fromiter(pairs, dtype=np.int64, count=max(0, len(tokens) - 1)))
+    return _bag(_Document(tokens[:MAX_BAG_TOKENS], spec, index), spec)
+
+
+class _Document:
+    """One text's per-token ids, each computed once and shared by the windows and the whole-document bag."""
+
+    def __init__(self, tokens: Sequence[str], spec: TextSpec, index: dict[str, int]):
+        self.words = [index.get(t, 1) for t in tokens]
+        pairs = zip(tokens, tokens[1:], strict=False)
+        self.pairs = [bigram_id(a, b, spec) for a, b in pairs] if spec.ngram_buckets else []
+        grams = spec.char_buckets
+        self.hashes = [word_char_hashes(t, spec.char_min_n, spec.char_max_n) for t in tokens] if grams else []
+
+
+def _bag(doc: _Document, spec: TextSpec) -> tuple[np.ndarray, np.ndarray]:
+    parts = [np.asarray(doc.words, dtype=np.int64), np.asarray(doc.pairs, dtype=np.int64)]
     if spec.char_buckets:
-        grams = np.concatenate(
-            [word_char_hashes(t, spec.char_min_n, spec.char_max_n) for t in tokens] or [np.zeros(0, np.uint32)]
-        )
+        grams = np.concatenate(doc.hashes or [np.zeros(0, np.uint32)])
         parts.append(spec.deep_vocabulary + grams.astype(np.int64) % spec.char_buckets)
     ids = np.concatenate(parts)
     ids, counts = np.unique(ids[ids > 1], return_counts=True)
@@ -338,19 +353,24 @@ def encode_texts(texts: Sequence[str], spec: TextSpec, index: dict[str, int] | N
     token_index(spec), which a server builds once instead of per request."""
     index = index if index is not None else token_index(spec)
     length = spec.max_length
+    # The bag reads up to MAX_BAG_TOKENS tokens, the windows max_length (+ 1 for the last bigram): the per-token
+    # ids are computed once over the longer reach and sliced for both.
+    reach = max(MAX_BAG_TOKENS, length + 1) if spec.bag_length else length + 1
     out = np.zeros((len(texts), spec.input_length), dtype=np.int32)
     for row, text in enumerate(texts):
         tokens = tokenize(text)
-        ids = [index.get(token, 1) for token in tokens[:length]]
+        doc = _Document(tokens[:reach], spec, index)
+        ids = doc.words[:length]
         out[row, : len(ids)] = ids
         if spec.ngram_buckets:
-            pairs = [bigram_id(a, b, spec) for a, b in zip(tokens[:length], tokens[1 : length + 1], strict=False)]
+            pairs = doc.pairs[:length]
             out[row, length : length + len(pairs)] = pairs
         if spec.char_buckets and spec.char_length:
-            grams = char_ngram_ids(tokens, spec)
+            grams = _char_window(doc.hashes, spec)
             out[row, spec.deep_length : spec.deep_length + len(grams)] = grams
         if spec.bag_length:
-            terms, counts = bag_terms(tokens, spec, index)
+            bag = doc if reach == MAX_BAG_TOKENS else _Document(tokens[:MAX_BAG_TOKENS], spec, index)
+            terms, counts = _bag(bag, spec)
             start, k = spec.bag_start, spec.bag_length
             out[row, start : start + len(terms)] = terms
             out[row, start + k : start + k + len(counts)] = np.minimum(counts, 2**31 - 1)
