@@ -48,9 +48,6 @@ class Shard:
     def __init__(self, items: Sequence[Item]):
         self.items = items
 
-    def __len__(self) -> int:
-        return len(self.items)
-
 
 def output_format(path: Path) -> str:
     """'csv' or 'jsonl' from the output file's suffix; ValueError names the choices."""

@@ -61,51 +61,15 @@ def test_predict_matches_the_service_on_folders_manifests_and_tables(
         writer.writerows([[i, t] for i, t in enumerate(TEXTS)] + [[99, "!!!"], [100]])
     texts_parquet = tmp_path / "texts.parquet"
     pq.write_table(pa.table({"sentence": TEXTS}), texts_parquet)
-    store = ["--store", str(onnx_store)]
-    kiln(
-        "predict",
-        "--task",
-        "image",
-        "--data",
-        str(folder),
-        "--out",
-        str(tmp_path / "folder.jsonl"),
-        *store,
-        cwd=tmp_path,
-    )
-    kiln(
-        "predict",
-        "--task",
-        "image",
-        "--data",
-        str(manifest),
-        "--out",
-        str(tmp_path / "manifest.csv"),
-        *store,
-        cwd=tmp_path,
-    )
-    kiln(
-        "predict",
-        "--task",
-        "text",
-        "--data",
-        str(texts_csv),
-        "--out",
-        str(tmp_path / "csv.jsonl"),
-        *store,
-        cwd=tmp_path,
-    )
-    kiln(
-        "predict",
-        "--task",
-        "text",
-        "--data",
-        str(texts_parquet),
-        "--out",
-        str(tmp_path / "pq.csv"),
-        *store,
-        cwd=tmp_path,
-    )
+    runs = [
+        ("image", folder, "folder.jsonl"),
+        ("image", manifest, "manifest.csv"),
+        ("text", texts_csv, "csv.jsonl"),
+        ("text", texts_parquet, "pq.csv"),
+    ]
+    for task, data, out in runs:
+        kiln("predict", "--task", task, "--data", str(data), "--out", str(tmp_path / out), "--store", str(onnx_store),
+             cwd=tmp_path)  # fmt: skip
 
     folder_rows = read_rows(tmp_path / "folder.jsonl")
     names = [r["item"] for r in folder_rows]

@@ -64,6 +64,37 @@ def prefect_api(tmp_path: Path) -> Iterator[str]:
         yield api
 
 
+def serve_schedule(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
+    """`kiln schedule ARGS` serving its deployment in a process of its own, its output in serve.log."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "schedule", *args],
+        stdout=open(tmp_path / "serve.log", "wb"),  # noqa: SIM115 - the process owns it
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+
+
+def registered(api: httpx.Client, flow: str, name: str) -> dict:
+    """The deployment ``flow/name`` once the served process has registered it."""
+    return _wait(  # type: ignore[return-value]
+        lambda: (r := api.get(f"/deployments/name/{flow}/{name}")).status_code == 200 and r.json(),
+        240,
+        "the deployment",
+    )
+
+
+def finished_state(api: httpx.Client, run_id: str, what: str) -> str:
+    """The final state type of a flow run: COMPLETED, FAILED or CRASHED."""
+    return _wait(  # type: ignore[return-value]
+        lambda: (
+            (s := api.get(f"/flow_runs/{run_id}").json()["state"]["type"]) in ("COMPLETED", "FAILED", "CRASHED") and s
+        ),
+        300,
+        what,
+    )
+
+
 def test_schedule_registers_a_cron_deployment_and_a_run_lands_a_version(tmp_path: Path, prefect_api: str) -> None:
     data = write_csv(tmp_path / "t.csv", make_texts(40))
     config = tmp_path / "tiny.yaml"
@@ -84,21 +115,13 @@ def test_schedule_registers_a_cron_deployment_and_a_run_lands_a_version(tmp_path
     bad = kiln("--task", "text", "--data", str(data), "--cron", "every night")
     assert bad.returncode == 2 and "not a valid cron expression" in bad.stderr
 
-    served = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "schedule", "--task", "text", "--data", str(data), "--cron", "0 3 * * *",
-         "--name", "nightly", "--store", str(store), "--config", str(config)],
-        stdout=open(tmp_path / "serve.log", "wb"),  # noqa: SIM115 - the process owns it
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
+    served = serve_schedule(
+        tmp_path, env, "--task", "text", "--data", str(data), "--cron", "0 3 * * *", "--name", "nightly",
+        "--store", str(store), "--config", str(config),
     )  # fmt: skip
     try:
         api = httpx.Client(base_url=prefect_api, timeout=10)
-        deployment = _wait(
-            lambda: (r := api.get("/deployments/name/retrain/nightly")).status_code == 200 and r.json(),
-            240,
-            "the deployment",
-        )
+        deployment = registered(api, "retrain", "nightly")
         assert [s["schedule"]["cron"] for s in deployment["schedules"]] == ["0 3 * * *"]
         # the server's scheduler has created the upcoming runs
         filters = {
@@ -113,14 +136,7 @@ def test_schedule_registers_a_cron_deployment_and_a_run_lands_a_version(tmp_path
         started = kiln("--run-now", "nightly")
         assert started.returncode == 0, started.stderr
         run_id = started.stdout.strip().split()[-1]
-        state = _wait(
-            lambda: (
-                (s := api.get(f"/flow_runs/{run_id}").json()["state"]["type"]) in ("COMPLETED", "FAILED", "CRASHED")
-                and s
-            ),
-            300,
-            "the retrain run",
-        )
+        state = finished_state(api, run_id, "the retrain run")
         assert state == "COMPLETED", (tmp_path / "serve.log").read_text()[-3000:]
         assert ModelStore(store).production("text") == "v0001"
         assert list((tmp_path / "runs").glob("text-*/report.json"))  # each scheduled run has its own directory
@@ -143,35 +159,20 @@ def test_a_scheduled_prediction_writes_its_file_on_each_run(tmp_path: Path, pref
     data.write_text("text\ngood film\nbad\n")
     out = tmp_path / "scores" / "latest.jsonl"
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_HOME": str(tmp_path / "client-home")}
-    served = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "schedule", "--task", "text", "--data", str(data), "--cron", "30 2 * * *",
-         "--predict-out", str(out), "--store", str(onnx_store)],
-        stdout=open(tmp_path / "serve.log", "wb"),  # noqa: SIM115 - the process owns it
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
+    served = serve_schedule(
+        tmp_path, env, "--task", "text", "--data", str(data), "--cron", "30 2 * * *", "--predict-out", str(out),
+        "--store", str(onnx_store),
     )  # fmt: skip
     try:
         api = httpx.Client(base_url=prefect_api, timeout=10)
-        deployment = _wait(
-            lambda: (r := api.get("/deployments/name/predict/predict-text")).status_code == 200 and r.json(),
-            240,
-            "the deployment",
-        )
+        deployment = registered(api, "predict", "predict-text")
         assert deployment["parameters"]["out"] == str(out.resolve())
         listed = subprocess.run(
             [sys.executable, "-m", "flows.cli", "schedule", "--list"], capture_output=True, text=True, env=env
         )
         assert "predict-text" in listed.stdout and "predict" in listed.stdout.split("predict-text")[1]
         run = api.post(f"/deployments/{deployment['id']}/create_flow_run", json={}).json()
-        state = _wait(
-            lambda: (
-                (s := api.get(f"/flow_runs/{run['id']}").json()["state"]["type"]) in ("COMPLETED", "FAILED", "CRASHED")
-                and s
-            ),
-            300,
-            "the prediction run",
-        )
+        state = finished_state(api, run["id"], "the prediction run")
         assert state == "COMPLETED", (tmp_path / "serve.log").read_text()[-3000:]
         assert [line.split('"item": ')[1][:8] for line in out.read_text().splitlines()] == ['"line 2"', '"line 3"']
     finally:

@@ -41,7 +41,6 @@ T = TypeVar("T")
 SNIFF_BYTES = 1 << 20  # encoding and delimiter are judged on the first MiB
 PARQUET_BATCH = 4096
 FIELD_SAMPLE = 1000  # JSON objects whose keys choose the text (or path) field, as in training
-UNREADABLE = "\x00unreadable: "  # marks the record the csv module gave up on (a NUL never survives _lines)
 
 
 def iter_items(task: str, data: Path, text_column: str | None = None, header: bool = True) -> Iterator[Item]:
@@ -143,18 +142,19 @@ def _csv_items(
     if first is None:
         raise DataError(f"{path} holds no rows")
     head = first[1] if header else None
-    pending: Iterator[tuple[int, list[str]]] = records if header else _chain(first, rest=records)
     if header:
         second = next(records, None)
         if second is None:
             raise DataError(f"{path} has a header but no data rows (or give --no-header)")
         pending = _chain(second, rest=records)
+    else:
+        pending = _chain(first, rest=records)
     sample = first[1]
     width = len(sample)
     index = 0 if width == 1 and column is None else resolve_column(column, head, width, aliases, what, 0, sample)
     for line, row in pending:
-        if len(row) == 1 and row[0].startswith(UNREADABLE):
-            yield Item(f"line {line}", "", row[0].removeprefix(UNREADABLE) + "; the rest of the file is not read")
+        if isinstance(row, csv.Error):
+            yield Item(f"line {line}", "", f"{row}; the rest of the file is not read")
         elif index >= len(row):
             yield Item(f"line {line}", "", f"{len(row)} field(s), the {what} is field {index + 1}")
         elif head is not None and len(row) > len(head) and any(cell.strip() for cell in row[len(head) :]):
@@ -165,9 +165,9 @@ def _csv_items(
             yield Item(f"line {line}", row[index])
 
 
-def _records(reader: Any) -> Iterator[tuple[int, list[str]]]:
-    """Non-blank records with the line each starts on (a quoted field may span lines). A record the csv module
-    cannot read (a field over 16 MiB) ends the table with a row saying so: its end cannot be found."""
+def _records(reader: Any) -> Iterator[tuple[int, Any]]:
+    """Non-blank records (lists of fields) with the line each starts on (a quoted field may span lines). A record
+    the csv module cannot read (a field over 16 MiB) ends the table with its csv.Error: its end cannot be found."""
     start = 1
     while True:
         try:
@@ -175,7 +175,7 @@ def _records(reader: Any) -> Iterator[tuple[int, list[str]]]:
         except StopIteration:
             return
         except csv.Error as exc:
-            yield start, [UNREADABLE + str(exc)]
+            yield start, exc
             return
         if row and any(cell.strip() for cell in row):
             yield start, row

@@ -22,15 +22,20 @@ def compiled_model(
     (Keras adds loss scaling under mixed_float16); a joint wide & deep model starts from ``linear``."""
     with precision("mixed_float16" if mixed else "float32"):
         model = kind_of(spec.kind).build_model(spec, cfg)
-        model.compile(
-            optimizer=build_optimizer(t, steps),
-            loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
-            metrics=["accuracy"],
-            jit_compile=t.jit_compile,
-        )
+        compile_for_training(model, t, steps)
         if linear is not None and cfg.text_model.wide_mode == "joint":
             warm_start(model, linear)
     return model
+
+
+def compile_for_training(model: Any, t: TrainConfig, steps: int) -> None:
+    """Compile ``model`` with ``t``'s optimizer and schedule (``steps`` per epoch) and the run's loss and metric."""
+    model.compile(
+        optimizer=build_optimizer(t, steps),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
+        metrics=["accuracy"],
+        jit_compile=t.jit_compile,
+    )
 
 
 def in_float32(model: Any, spec: Spec, cfg: RunConfig) -> Any:

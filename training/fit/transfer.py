@@ -17,8 +17,8 @@ from typing import Any
 from serving.preprocess import Spec
 from training.config import RunConfig, TrainConfig
 from training.data.dataset import Dataset
+from training.fit.build import compile_for_training
 from training.fit.callbacks import HISTORY, KeepBest, ProgressLog, maximises, monitor_name
-from training.fit.optimizers import build_optimizer
 from training.fit.pipeline import eval_batches, training_batches
 from training.models.image import BACKBONE_LAYERS
 from training.tf_env import keras
@@ -63,11 +63,7 @@ def fine_tune_backbone(
     opened = unfreeze_top(model, names, m.fine_tune_fraction)
     steps = max(1, math.ceil(len(train) / t.batch_size))
     slower = t.model_copy(update={"learning_rate": (t.learning_rate or 1e-3) * m.fine_tune_lr_factor})
-    model.compile(
-        optimizer=build_optimizer(slower, steps),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
-        metrics=["accuracy"],
-    )
+    compile_for_training(model, slower, steps)
     has_val = len(val) > 0
     monitor = monitor_name(t, has_val)
     keep = KeepBest(monitor, maximises(monitor, t.early_stopping_mode), best_so_far)

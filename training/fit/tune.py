@@ -72,7 +72,7 @@ DEFAULT_SPACES: dict[str, dict[str, dict[str, Any]]] = {
 
 
 def fitting_space(space: dict[str, dict[str, Any]], cfg: RunConfig) -> dict[str, dict[str, Any]]:
-    """The default space less what the run's configuration fixes: with pretrained word vectors, the embedding is
+    """The search space less what the run's configuration fixes: with pretrained word vectors, the embedding is
     as wide as the file's (no embedding_dim to search), and a static table needs a words-only family."""
     text = cfg.text_model
     if not text.pretrained_vectors:

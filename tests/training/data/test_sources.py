@@ -129,3 +129,11 @@ def test_fields_are_chosen_over_many_rows_and_shifted_rows_are_errors(tmp_path: 
     table.write_text("id,text\n")
     with pytest.raises(DataError, match="header but no data rows"):
         list(iter_items("text", table))
+
+
+def test_a_record_the_csv_module_cannot_read_ends_the_table_with_an_error_row(tmp_path: Path) -> None:
+    data = tmp_path / "t.csv"
+    data.write_text("text\nfine\n" + "x" * ((1 << 24) + 1) + "\nnever read\n")
+    items = list(iter_items("text", data))
+    assert items[0] == Item("line 2", "fine")
+    assert len(items) == 2 and items[1].name == "line 3" and "the rest of the file is not read" in str(items[1].error)
