@@ -18,7 +18,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 PATTERNS = ("horizontal", "vertical", "diagonal")
 TINY_CONFIG = """
-image_model: {height: 16, width: 16, filters: [8], dense_units: 16, dropout: 0.1}
+image_model: {height: 16, width: 16, filters: [8], dense_units: 16, dropout: 0.1, kernel: false}
 text_model: {embedding_dim: 16, filters: 16, dense_units: 16, max_length: 16, dropout: 0.1}
 train: {epochs: 12, batch_size: 16, learning_rate: 0.01, early_stopping_patience: 4}
 augment: {enabled: false}

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from serving.preprocess import Spec
     from training.config import DataConfig, RunConfig
     from training.data.dataset import Dataset
+    from training.models.kernel import KernelChoice
     from training.models.linear import LinearFit
 
 # Task name -> "module:attribute" of its TaskKind. The same names as serving.store.TASKS (a test checks).
@@ -73,6 +74,10 @@ class TaskKind(Protocol):
     def fit_linear(
         self, train: Dataset, val: Dataset, spec: Spec, cfg: RunConfig, balanced: bool
     ) -> tuple[Spec, LinearFit | None]: ...
+
+    def fit_beside(
+        self, network: Any, train: Dataset, val: Dataset, spec: Spec, cfg: RunConfig, balanced: bool
+    ) -> tuple[Any, KernelChoice | None]: ...  # a closed-form model beside the trained network; what ships
 
     def input_signature(self, spec: Spec) -> tuple[Any, ...]: ...
 

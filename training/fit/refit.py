@@ -26,6 +26,7 @@ from training.data.features import class_weights, encode_labels, make_spec, to_i
 from training.fit.build import compiled_model, in_float32
 from training.fit.callbacks import ProgressLog, maximises
 from training.fit.pipeline import training_batches
+from training.models.kernel import KernelChoice, KernelFit, blended_model, kernel_model, refit_kernel
 from training.models.linear import LinearFit, linear_model, refit_linear_models
 from training.tf_env import keras
 
@@ -42,6 +43,7 @@ class Selected:
     monitor: str
     linear: LinearFit | None = None
     network_kept: bool = True
+    kernel: KernelChoice | None = None  # image models: the kernel model's choice (training.models.kernel)
 
 
 def best_epochs(history: dict[str, list[float]], monitor: str, mode: str) -> int:
@@ -86,6 +88,10 @@ def refit(
         assert linear is not None and isinstance(spec, TextSpec)
         log.info("refit: the linear model alone, on %d training + validation items", len(everything))
         return linear_model(spec, cfg.text_model, linear), spec, 0
+    kernel = _refit_kernel(chosen.kernel, everything, spec, cfg, t, bool(weights))
+    if kernel is not None and chosen.kernel is not None and chosen.kernel.shipped == "kernel":
+        log.info("refit: the kernel model alone, on %d training + validation items", len(everything))
+        return kernel_model(chosen.model.input.shape[1:], kernel), spec, 0
     epochs = best_epochs(chosen.history, chosen.monitor, t.early_stopping_mode)
     model = compiled_model(spec, cfg, t, math.ceil(len(everything) / t.batch_size), mixed, linear)
     callbacks: list[Any] = [ProgressLog(epochs)]
@@ -102,7 +108,19 @@ def refit(
     )
     if mixed:
         model = in_float32(model, spec, cfg)
+    if kernel is not None and chosen.kernel is not None:
+        model = blended_model(model, kernel, chosen.kernel)
     return model, spec, epochs
+
+
+def _refit_kernel(
+    choice: KernelChoice | None, everything: Dataset, spec: Spec, cfg: RunConfig, t: TrainConfig, balanced: bool
+) -> KernelFit | None:
+    """The kernel model fitted again on training + validation, where validation shipped it (alone or blended)."""
+    if choice is None or choice.shipped == "network":
+        return None
+    x, y = to_inputs(everything, spec), encode_labels(everything.labels, spec.labels)
+    return refit_kernel(choice, x, y, len(spec.labels), balanced, cfg.image_model, t.seed)
 
 
 def _refit_linear(fit: LinearFit | None, everything: Dataset, spec: Spec, balanced: bool) -> LinearFit | None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.preprocess import Spec, TextSpec, spec_from_dict
+from serving.preprocess import ImageSpec, Spec, TextSpec, spec_from_dict
 from training.config import RunConfig, TrainConfig, train_config_for
 from training.data.dataset import Dataset, joined
 from training.data.features import class_weights, encode_labels, make_spec, to_inputs
@@ -40,6 +40,7 @@ from training.fit.transfer import fine_tune_backbone
 from training.kinds import kind_of
 from training.models import layers as _custom_layers  # noqa: F401 - registers them for load_model (resume)
 from training.models.calibration import expected_calibration_error, fit_temperature, rescaled
+from training.models.kernel import KernelChoice, choose, fit_kernel, kernel_applies
 from training.models.linear import LinearFit, blend, fit_linear_models, linear_model, network_helps
 from training.models.text import vectors_summary
 from training.tf_env import configure_devices, distribution, keras, set_seed, tf, use_mixed_precision
@@ -64,6 +65,7 @@ class TrainedModel:
     shipped: dict[str, Any] = field(default_factory=dict)  # what the shipped model learnt from, for the report
     calibrated: dict[str, Any] = field(default_factory=lambda: {"temperature": 1.0})  # training.models.calibration
     vectors: dict[str, Any] | None = None  # pretrained word vectors: file, width, the shipped vocabulary's coverage
+    kernel: dict[str, Any] | None = None  # image models: the kernel model beside the network and what shipped
 
     @property
     def temperature(self) -> float:
@@ -95,6 +97,7 @@ class TrainedModel:
             "shipped": self.shipped,
             "calibration": self.calibrated,
             "pretrained_vectors": self.vectors,
+            "kernel": self.kernel,
         }
 
 
@@ -159,6 +162,7 @@ def train_model(
         if refits(t, cfg, has_val):  # the saved model is the refit one: its spec is made from all the data again
             spec = shipped_spec(spec, joined(train, val), cfg)
         blended, refit_epochs = decided.get("wide", {}), int(decided.get("refit_epochs", 0))
+        kernel = _kernel_choice(decided)
         epochs_now, stopped_early = 0, len(read_history(finished.parent).get("loss", [])) < t.epochs
         fitted_history: dict[str, list[float]] = {}
     else:
@@ -167,6 +171,7 @@ def train_model(
             log.info("resuming before the refit: loading %s", selected_file)
             model = keras.models.load_model(selected_file, compile=False)
             blended = _read_decisions(selected_file.parent).get("wide", {})
+            kernel = _kernel_choice(_read_decisions(selected_file.parent))
             epochs_now, stopped_early = 0, len(read_history(selected_file.parent).get("loss", [])) < t.epochs
             fitted_history = {}
         else:
@@ -196,19 +201,22 @@ def train_model(
             if linear is not None:
                 assert isinstance(spec, TextSpec)
                 model, blended = finish_wide(model, linear, val, spec, cfg)
+            model, kernel = kind_of(train.task).fit_beside(model, train, val, spec, cfg, bool(weights))
             if selected_file is not None and refits(t, cfg, has_val):
                 model.save(selected_file)
-                _write_decisions(selected_file.parent, {"wide": blended})
+                _write_decisions(selected_file.parent, {"wide": blended, **_kernel_decision(kernel)})
         # Before the refit: the selection model never learnt from validation, so its scores there are honest.
         calibrated = calibrate(_off_the_cluster(model) if multi_worker else model, val, spec, cfg)
         if refits(t, cfg, has_val):
             selected = Selected(model, spec, _history(run_dir, fitted_history), monitor_name(t, has_val), linear)
             selected.network_kept = bool(blended.get("network_kept", True))
+            selected.kernel = kernel
             with strategy.scope():
                 model, spec, refit_epochs = refit(selected, train, val, cfg, t, mixed)
         if finished is not None:
             model.save(finished)
             decided = {"wide": blended, "refit_epochs": refit_epochs, "calibration": calibrated}
+            decided.update(_kernel_decision(kernel))
             _write_decisions(finished.parent, decided)
     if multi_worker:
         model = _off_the_cluster(model)
@@ -231,6 +239,7 @@ def train_model(
         shipped=shipped_summary(len(train), len(val), refits(t, cfg, has_val), refit_epochs),
         calibrated=calibrated,
         vectors=vectors_summary(cfg.text_model, spec) if isinstance(spec, TextSpec) else None,
+        kernel=kernel.summary() if kernel is not None else None,
     )
 
 
@@ -354,6 +363,33 @@ def finish_wide(model: Any, fit: LinearFit, val: Dataset, spec: TextSpec, cfg: R
         return model, {}
     decided = network_helps(model, fit, ids, y)
     return (model if decided["network_kept"] else linear_model(spec, cfg.text_model, fit)), decided
+
+
+def finish_kernel(
+    network: Any, train: Dataset, val: Dataset, spec: ImageSpec, cfg: RunConfig, balanced: bool
+) -> tuple[Any, KernelChoice | None]:
+    """Image models: fit the kernel model on the training split (training.models.kernel) and return what
+    validation prefers to ship (the network, the kernel model alone, or both blended) with the choice; the
+    network and None where no kernel model is tried."""
+    if not kernel_applies(spec, cfg.image_model, len(train)):
+        return network, None
+    started = time.perf_counter()
+    val_x, val_y = to_inputs(val, spec), encode_labels(val.labels, spec.labels)
+    train_x, train_y = to_inputs(train, spec), encode_labels(train.labels, spec.labels)
+    seed = train_config_for(cfg, train.task).seed
+    fit = fit_kernel(train_x, train_y, val_x, val_y, len(spec.labels), balanced, cfg.image_model, seed)
+    model, choice = choose(network, fit, val_x, val_y)
+    log.info("kernel model fitted and judged in %.1fs", time.perf_counter() - started)
+    return model, choice
+
+
+def _kernel_decision(choice: KernelChoice | None) -> dict[str, Any]:
+    return {"kernel": choice.summary()} if choice is not None else {}
+
+
+def _kernel_choice(decided: dict[str, Any]) -> KernelChoice | None:
+    saved = decided.get("kernel")
+    return KernelChoice.from_summary(saved) if saved else None
 
 
 def calibration_sample(train: Dataset, spec: Spec, n: int, seed: int) -> np.ndarray:

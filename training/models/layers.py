@@ -113,3 +113,26 @@ class TakeRange(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "start": self.start, "stop": self.stop}
+
+
+@keras.utils.register_keras_serializable(package="kiln")
+class RBFKernel(keras.layers.Layer):
+    """exp(-gamma * ||x - l||^2) between each flattened input x and every stored landmark l (a non-trainable
+    (landmarks, values) weight): the features of an RBF kernel model (training.models.kernel)."""
+
+    def __init__(self, landmarks: int, gamma: float, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.count, self.gamma = landmarks, gamma
+
+    def build(self, input_shape: Any) -> None:
+        shape = (self.count, int(input_shape[-1]))
+        self.landmarks = self.add_weight(name="landmarks", shape=shape, initializer="zeros", trainable=False)
+
+    def call(self, x: Any) -> Any:
+        # ||x||^2 - 2 x.l + ||l||^2 in one matrix product; clipped at 0 where rounding makes it negative.
+        cross = tf.matmul(x, self.landmarks, transpose_b=True)
+        squared = tf.reduce_sum(x * x, axis=-1, keepdims=True) + tf.reduce_sum(self.landmarks**2, axis=-1)[None]
+        return tf.exp(-self.gamma * tf.maximum(squared - 2.0 * cross, 0.0))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "landmarks": self.count, "gamma": self.gamma}

@@ -21,6 +21,7 @@ from training.data.inspect import image_summary
 from training.data.split import image_leakage
 
 if TYPE_CHECKING:
+    from training.models.kernel import KernelChoice
     from training.models.linear import LinearFit
 
 
@@ -80,6 +81,15 @@ class ImageTask:
         self, train: Dataset, val: Dataset, spec: Spec, cfg: RunConfig, balanced: bool
     ) -> tuple[Spec, LinearFit | None]:
         return spec, None  # image models have no linear half
+
+    def fit_beside(
+        self, network: Any, train: Dataset, val: Dataset, spec: Spec, cfg: RunConfig, balanced: bool
+    ) -> tuple[Any, KernelChoice | None]:
+        """The RBF kernel model on the pixels, when it applies (training.fit.train.finish_kernel)."""
+        from training.fit.train import finish_kernel
+
+        assert isinstance(spec, ImageSpec)
+        return finish_kernel(network, train, val, spec, cfg, balanced)
 
     def input_signature(self, spec: Spec) -> tuple[Any, ...]:
         from training.models.image import image_signature

@@ -22,6 +22,7 @@ from training.data.inspect import text_summary
 from training.data.split import text_leakage
 
 if TYPE_CHECKING:
+    from training.models.kernel import KernelChoice
     from training.models.linear import LinearFit
 
 
@@ -78,6 +79,11 @@ class TextTask:
         if not cfg.text_model.wide:
             return spec, None
         return fit_wide(train, val, spec, cfg, balanced)
+
+    def fit_beside(
+        self, network: Any, train: Dataset, val: Dataset, spec: Spec, cfg: RunConfig, balanced: bool
+    ) -> tuple[Any, KernelChoice | None]:
+        return network, None  # the text model's closed-form half is inside it (fit_linear)
 
     def input_signature(self, spec: Spec) -> tuple[Any, ...]:
         from training.models.text import text_signature

@@ -118,3 +118,33 @@ def test_a_run_killed_during_the_refit_resumes_from_validations_choice(tmp_path:
     assert (run / HISTORY).read_text() == history
     assert resumed.summary()["shipped"]["refit_epochs"] == first.summary()["shipped"]["refit_epochs"]
     assert set(resumed.spec.vocabulary) == set(first.spec.vocabulary)
+
+
+@pytest.mark.slow
+def test_the_shipped_kernel_model_holds_training_and_validation_images_and_never_test(tmp_path: Path) -> None:
+    from tests.conftest import make_image_folder
+    from training.config import load_config
+    from training.data.clean import load_dataset
+    from training.data.features import to_inputs
+    from training.data.split import split_dataset
+    from training.fit.train import train_model
+
+    cfg_path = tmp_path / "c.yaml"
+    # A network that cannot learn in one epoch at this rate: validation ships the kernel model (alone or blended).
+    slow = TINY_CONFIG.replace("epochs: 12, batch_size: 16, learning_rate: 0.01", "epochs: 1, learning_rate: 0.000001")
+    cfg_path.write_text(slow.replace("kernel: false", "kernel: true"))
+    cfg = load_config(cfg_path)
+    train, val, test = split_dataset(load_dataset("image", make_image_folder(tmp_path / "images", 40)), cfg.data)
+    trained = train_model(train, val, cfg)
+    kernel = trained.summary()["kernel"]
+    assert kernel["shipped"] in ("kernel", "blend") and kernel["kernel_val_accuracy"] > kernel["network_val_accuracy"]
+    landmarks = trained.model.get_layer("kernel_rbf").get_weights()[0]
+    parts = {"train": train, "val": val, "test": test}
+    flat = {name: to_inputs(part, trained.spec).reshape(len(part), -1) for name, part in parts.items()}
+
+    def held(images: np.ndarray) -> int:
+        return sum(bool(np.isclose(landmarks, image, atol=1e-6).all(axis=1).any()) for image in images)
+
+    assert held(flat["train"]) == len(train) and held(flat["val"]) == len(val)  # all of them: fewer than 1,000
+    assert held(flat["test"]) == 0
+    assert trained.summary()["shipped"]["learnt_from"] == "training + validation"
