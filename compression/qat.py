@@ -156,7 +156,12 @@ def quantize_aware(
     )
     scheme = tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme() if prune_preserve else None
     apply = tfmot.quantization.keras.quantize_apply
-    quantized = apply(annotated, scheme) if scheme else apply(annotated)
+    try:
+        quantized = apply(annotated, scheme) if scheme else apply(annotated)
+    except ValueError as exc:  # the prune-preserving scheme asks every layer for a config, custom ones too
+        if scheme is None or "unsupported layer" not in str(exc):
+            raise
+        raise NotApplicable(f"tfmot's prune-preserving QAT cannot take this model's layers: {exc}") from exc
     started = _start_ranges(quantized, model, calibration)
     epochs = cfg.compress.qat_epochs
     log.info(

@@ -181,11 +181,13 @@ class ImageModelConfig(_Config):
     # An RBF kernel model on the pixels (training.models.kernel: the RBF SVM family, which beats small networks
     # on small grey images) is fitted beside a from-scratch network, and validation decides what ships: the
     # network, the kernel model alone, or both blended. Tried only while an image has at most kernel_max_values
-    # pixel values (H*W*C: raw pixels stop being a good kernel input on larger photos, and the landmarks are
-    # stored in the graph) and the training split has at most kernel_max_items images.
+    # pixel values (H*W*C; 1,024: 32x32 grey) and the training split has at most kernel_max_items images. Distances
+    # between raw pixels suit small aligned grey pictures (digits, letters, clothing); on colour photos the RBF
+    # SVM peer trails small networks (issue 17's table), and the landmarks, stored in the graph, would weigh
+    # 12 MB at 1,000 x 32x32x3.
     kernel: StrictBool = True
     kernel_landmarks: StrictInt = Field(1000, ge=2)
-    kernel_max_values: StrictInt = Field(4096, ge=1)
+    kernel_max_values: StrictInt = Field(1024, ge=1)
     kernel_max_items: StrictInt = Field(20000, ge=1)
     # Backbone families only: where their weights come from. imagenet: Keras' own download and cache
     # ($KERAS_HOME/models, default ~/.keras/models; KILN_OFFLINE=1 never downloads); a path: a weights file (an

@@ -9,9 +9,10 @@ logistic regression on them, its C chosen on validation) and exports it as ordin
 ``RBFKernel`` layer (the landmarks as a constant), and one Dense layer holding K_LL^(-1/2) W.
 
 The blend is the one the wide & deep text model uses (training.models.linear.choose_blend): each half's logits
-temperature-scaled on validation and mixed by the share with the best validation accuracy. A share of 0 ships the
-network as trained; 1 ships the kernel model alone, with no network nodes in its graph. The refit on training +
-validation keeps the choice, C and the scales, and fits both halves again (training.fit.refit).
+temperature-scaled on validation and mixed by the share with the best validation accuracy. The blend ships only
+when it beats both halves alone on validation; else the kernel model alone when it beats the network (its graph
+has no network nodes), else the network as trained. The refit on training + validation keeps the choice, C and
+the scales, and fits both halves again (training.fit.refit).
 
     >>> fit = fit_kernel(train_x, train_y, val_x, val_y, 10, False, cfg.image_model, seed=42)  # doctest: +SKIP
     >>> model, choice = choose(network, fit, val_x, val_y)  # doctest: +SKIP
@@ -267,6 +268,15 @@ def shipped_model(network: Any, fit: KernelFit, choice: KernelChoice) -> Any:
     return blended_model(network, fit, choice)
 
 
+def _shipped(network: float, kernel: float, blend: float, share: float) -> str:
+    """What ships, by validation accuracy; each addition must pay for its bytes and latency. The blend only when
+    it beats both halves alone (an equal score is a tie broken by log-loss, which the landmarks' megabytes do
+    not buy), else the kernel model alone when it beats the network, else the network as trained."""
+    if 0.0 < share < 1.0 and blend > max(network, kernel):
+        return "blend"
+    return "kernel" if kernel > network else "network"
+
+
 def choose(network: Any, fit: KernelFit, val_x: np.ndarray, val_y: np.ndarray) -> tuple[Any, KernelChoice]:
     """After the network trained: the model validation prefers (the network, the kernel model alone, or the
     blend) and the choice. Without validation items nothing can be judged, and the network ships as trained."""
@@ -276,7 +286,7 @@ def choose(network: Any, fit: KernelFit, val_x: np.ndarray, val_y: np.ndarray) -
         scale_n, scale_k, share, score = choose_blend(deep, fit.logits(val_x), val_y)
     else:
         network_score, (scale_n, scale_k, share, score) = 0.0, (1.0, 0.0, 0.0, 0.0)
-    shipped = "network" if share == 0.0 else "kernel" if share == 1.0 else "blend"
+    shipped = _shipped(network_score, fit.val_accuracy, score, share)
     choice = KernelChoice(
         shipped, fit.c, share, scale_n, scale_k, network_score, fit.val_accuracy, score, len(fit.landmarks), fit.tried
     )
