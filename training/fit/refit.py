@@ -91,7 +91,7 @@ def refit(
     kernel = _refit_kernel(chosen.kernel, everything, spec, cfg, t, bool(weights))
     if kernel is not None and chosen.kernel is not None and chosen.kernel.shipped == "kernel":
         log.info("refit: the kernel model alone, on %d training + validation items", len(everything))
-        return kernel_model(chosen.model.input.shape[1:], kernel), spec, 0
+        return kernel_model(tuple(int(side) for side in chosen.model.input.shape[1:]), kernel), spec, 0
     epochs = best_epochs(chosen.history, chosen.monitor, t.early_stopping_mode)
     model = compiled_model(spec, cfg, t, math.ceil(len(everything) / t.batch_size), mixed, linear)
     callbacks: list[Any] = [ProgressLog(epochs)]

@@ -119,10 +119,6 @@ def _landmarks(x: np.ndarray, y: np.ndarray, count: int, seed: int) -> np.ndarra
     return x[np.sort(np.argsort(place, kind="stable")[:count])]
 
 
-def _features(k: np.ndarray, whitening: np.ndarray) -> np.ndarray:
-    return k @ whitening
-
-
 def _whitening(landmarks: np.ndarray, gamma: float) -> np.ndarray:
     """K_LL^(-1/2) on the eigenvalues that carry information (Nystroem's feature map)."""
     values, vectors = np.linalg.eigh(rbf(landmarks, landmarks, gamma))
@@ -173,7 +169,7 @@ def fit_kernel(
     gamma = _gamma(x)
     landmarks = _landmarks(x, train_y, cfg.kernel_landmarks, seed)
     whitening = _whitening(landmarks, gamma)
-    features = _features(rbf(x, landmarks, gamma), whitening)
+    features = rbf(x, landmarks, gamma) @ whitening
     val_k = rbf(_flat(val_x), landmarks, gamma) if len(val_y) else None
     best: tuple[float, float, Any] | None = None
     tried: dict[str, float] = {}
@@ -204,7 +200,7 @@ def refit_kernel(
     gamma = _gamma(flat)
     landmarks = _landmarks(flat, y, cfg.kernel_landmarks, seed)
     whitening = _whitening(landmarks, gamma)
-    model = _logistic(_features(rbf(flat, landmarks, gamma), whitening), y, choice.c, balanced)
+    model = _logistic(rbf(flat, landmarks, gamma) @ whitening, y, choice.c, balanced)
     weights, bias = _full_weights(model, whitening, classes)
     return KernelFit(landmarks.astype(np.float32), gamma, weights, bias, choice.c, choice.kernel_val_accuracy)
 

@@ -48,6 +48,17 @@ def test_the_kernel_model_learns_on_training_items_only_and_keeps_its_best_c(fit
     assert (np.argmax(fit.logits(vx), axis=1) == vy).mean() == pytest.approx(fit.val_accuracy, abs=1e-4)
 
 
+def test_two_classes_give_one_column_of_logits_each() -> None:
+    from training.models.kernel import fit_kernel
+
+    x, y = _images(90, 2)
+    vx, vy = _images(30, 3)
+    keep, vkeep = y < 2, vy < 2
+    fit = fit_kernel(x[keep], y[keep], vx[vkeep], vy[vkeep], 2, True, ImageModelConfig(), seed=0)
+    assert fit.weights.shape == (len(fit.landmarks), 2) and len(fit.landmarks) == keep.sum()  # all: fewer than 1,000
+    assert (np.argmax(fit.logits(vx[vkeep]), axis=1) == vy[vkeep]).mean() == pytest.approx(fit.val_accuracy)
+
+
 def test_the_kernel_graph_computes_the_fit_and_holds_no_network(fitted, tmp_path: Path) -> None:
     import onnx
     import onnxruntime as ort
