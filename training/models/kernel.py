@@ -96,11 +96,12 @@ def _flat(images: np.ndarray) -> np.ndarray:
 
 def rbf(x: np.ndarray, landmarks: np.ndarray, gamma: float) -> np.ndarray:
     """exp(-gamma ||x - l||^2) for every row x and landmark l, in float64, a block of rows at a time."""
-    lsq = np.sum(landmarks.astype(np.float64) ** 2, axis=1)
+    columns = landmarks.T.astype(np.float64)
+    lsq = np.sum(columns**2, axis=0)
     blocks = []
     for start in range(0, len(x), _CHUNK):
         part = x[start : start + _CHUNK].astype(np.float64)
-        squared = np.sum(part**2, axis=1)[:, None] - 2.0 * part @ landmarks.T.astype(np.float64) + lsq[None]
+        squared = np.sum(part**2, axis=1)[:, None] - 2.0 * part @ columns + lsq[None]
         blocks.append(np.exp(-gamma * np.maximum(squared, 0.0)))
     return np.concatenate(blocks) if blocks else np.zeros((0, len(landmarks)))
 
@@ -153,6 +154,28 @@ def _gamma(x: np.ndarray) -> float:
     return 1.0 / (x.shape[1] * variance) if variance > 0 else 1.0
 
 
+@dataclass
+class _Basis:
+    """The Nystroem feature map of one set of images: its landmarks, gamma, whitening and the images' features."""
+
+    landmarks: np.ndarray
+    gamma: float
+    whitening: np.ndarray
+    features: np.ndarray
+
+    @classmethod
+    def of(cls, images: np.ndarray, y: np.ndarray, count: int, seed: int) -> _Basis:
+        x = _flat(images)
+        gamma = _gamma(x)
+        landmarks = _landmarks(x, y, count, seed)
+        whitening = _whitening(landmarks, gamma)
+        return cls(landmarks, gamma, whitening, rbf(x, landmarks, gamma) @ whitening)
+
+    def fitted(self, c: float, y: np.ndarray, classes: int, balanced: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(M, classes) weights on the kernel values and the bias of the logistic regression at ``c``."""
+        return _full_weights(_logistic(self.features, y, c, balanced), self.whitening, classes)
+
+
 def fit_kernel(
     train_x: np.ndarray,
     train_y: np.ndarray,
@@ -165,17 +188,12 @@ def fit_kernel(
 ) -> KernelFit:
     """Fit the kernel model on the training split for each C of KERNEL_C_GRID, keep the best on validation
     (the smallest C when none can be judged)."""
-    x = _flat(train_x)
-    gamma = _gamma(x)
-    landmarks = _landmarks(x, train_y, cfg.kernel_landmarks, seed)
-    whitening = _whitening(landmarks, gamma)
-    features = rbf(x, landmarks, gamma) @ whitening
-    val_k = rbf(_flat(val_x), landmarks, gamma) if len(val_y) else None
+    basis = _Basis.of(train_x, train_y, cfg.kernel_landmarks, seed)
+    val_k = rbf(_flat(val_x), basis.landmarks, basis.gamma) if len(val_y) else None
     best: tuple[float, float, Any] | None = None
     tried: dict[str, float] = {}
     for c in KERNEL_C_GRID:
-        model = _logistic(features, train_y, c, balanced)
-        weights, bias = _full_weights(model, whitening, classes)
+        weights, bias = basis.fitted(c, train_y, classes, balanced)
         score = accuracy(val_k @ weights + bias, val_y) if val_k is not None else 0.0
         tried[f"C={c:g}"] = round(score, 4)
         if best is None or score > best[0]:
@@ -184,25 +202,22 @@ def fit_kernel(
     score, c, (weights, bias) = best
     log.info(
         "kernel model: %d landmarks, gamma %.4g, C %g; validation accuracy %s",
-        len(landmarks),
-        gamma,
+        len(basis.landmarks),
+        basis.gamma,
         c,
         ", ".join(f"{k} {v:.4f}" for k, v in tried.items()),
     )
-    return KernelFit(landmarks.astype(np.float32), gamma, weights, bias, c, score, tried)
+    return KernelFit(basis.landmarks.astype(np.float32), basis.gamma, weights, bias, c, score, tried)
 
 
 def refit_kernel(
     choice: KernelChoice, x: np.ndarray, y: np.ndarray, classes: int, balanced: bool, cfg: ImageModelConfig, seed: int
 ) -> KernelFit:
     """The chosen kernel model again on training + validation: landmarks and gamma from all of it, C as chosen."""
-    flat = _flat(x)
-    gamma = _gamma(flat)
-    landmarks = _landmarks(flat, y, cfg.kernel_landmarks, seed)
-    whitening = _whitening(landmarks, gamma)
-    model = _logistic(rbf(flat, landmarks, gamma) @ whitening, y, choice.c, balanced)
-    weights, bias = _full_weights(model, whitening, classes)
-    return KernelFit(landmarks.astype(np.float32), gamma, weights, bias, choice.c, choice.kernel_val_accuracy)
+    basis = _Basis.of(x, y, cfg.kernel_landmarks, seed)
+    weights, bias = basis.fitted(choice.c, y, classes, balanced)
+    landmarks = basis.landmarks.astype(np.float32)
+    return KernelFit(landmarks, basis.gamma, weights, bias, choice.c, choice.kernel_val_accuracy)
 
 
 # ------------------------------------------------------------------------------------------- in the graph
