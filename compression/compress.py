@@ -29,6 +29,7 @@ from compression.qat import NotApplicable, quantize_aware
 from compression.quantize import (
     check_and_optimize,
     quantize_dynamic_int8,
+    quantize_embeddings_int8,
     quantize_static_qdq,
     store_weights_int8,
     to_fp16,
@@ -39,6 +40,7 @@ from training.data.dataset import Dataset
 from training.data.features import to_arrays
 from training.fit.train import TrainedModel
 from training.kinds import kind_of
+from training.memory import metered
 from training.models.calibration import calibration_metrics, reliability, rescaled
 from training.release.evaluate import agreement, confusion, metrics, per_class
 from training.tf_env import keras
@@ -88,7 +90,7 @@ def evaluate_variant(
     (batch 1 and 32, ``threads`` ORT threads, 0 = all cores) of one ONNX file, plus its probabilities for x."""
     data = path.read_bytes()
     classifier = Classifier(make_session(data, device=device, threads=threads), trained.spec)
-    probs = classifier.predict(x)
+    probs = classifier.predict_all(x)
     b32 = measure_latency(classifier, _batch32(x), max(5, runs // 2)) if len(x) else {"p50": 0.0, "p95": 0.0}
     stats: dict[str, Any] = {
         "file": str(path.relative_to(path.parent.parent)),
@@ -191,7 +193,7 @@ class _Builder:
         need the logits back from float32 probabilities, which lose every logit gap beyond about 69."""
         to_onnx(model, self.trained.spec, path)
         if len(self.x):
-            raw = Classifier(make_session(path.read_bytes(), device="cpu"), self.trained.spec).predict(self.x)
+            raw = Classifier(make_session(path.read_bytes(), device="cpu"), self.trained.spec).predict_all(self.x)
             self.exported[path.name] = (model.predict(self.x, verbose=0, batch_size=256), raw)
         return with_temperature(path, self.trained.temperature)
 
@@ -201,20 +203,21 @@ class _Builder:
         return evaluate_variant(path, self.trained, self.x, self.y, c.latency_runs, c.threads, c.serving_device)
 
     def quantize(self, source: Path, out: Path) -> _Made:
-        """INT8 of ``source`` by each method the task kind tries (static QDQ for convolutional models; static and
-        dynamic for texts), keeping the faster at equal accuracy (``compress.int8_equal_accuracy``), else the more
-        accurate."""
+        """INT8 of ``source`` by each method the task kind tries (static QDQ for convolutional models; for texts
+        also dynamic, and INT8 embedding tables alone), keeping the fastest at equal accuracy
+        (``compress.int8_equal_accuracy``), else the most accurate."""
         calibration = self.cfg.compress.calibration
-        if kind_of(self.trained.spec.kind).int8_methods == ("static",):
+        methods = kind_of(self.trained.spec.kind).int8_methods
+        if methods == ("static",):
             log.info("quantizing %s to INT8 (static QDQ, %s calibration)", source.name, calibration)
             quantize_static_qdq(source, out, self.trained.calibration, calibration)
             return _Made(out, {"method": f"static_qdq_{calibration}"})
-        static, dynamic = out.with_name(out.stem + ".static.onnx"), out.with_name(out.stem + ".dynamic.onnx")
-        log.info("quantizing %s to INT8 (static QDQ and dynamic; keeping the faster)", source.name)
-        quantize_static_qdq(source, static, self.trained.calibration, calibration)
-        quantize_dynamic_int8(source, dynamic)
-        candidates = {f"static_qdq_{calibration}": (static, self.measure(static))}
-        candidates["dynamic"] = (dynamic, self.measure(dynamic))
+        log.info("quantizing %s to INT8 (%s; keeping the fastest)", source.name, ", ".join(methods))
+        candidates: dict[str, tuple[Path, tuple[dict[str, Any], np.ndarray]]] = {}
+        for method in methods:
+            path = out.with_name(f"{out.stem}.{method}.onnx")
+            name = self._quantize_by(method, source, path)
+            candidates[name] = (path, self.measure(path))
         chosen = _pick_int8({name: stats for name, (_, (stats, _)) in candidates.items()}, self.cfg)
         for name, (path, _) in candidates.items():
             if name != chosen:
@@ -227,6 +230,21 @@ class _Builder:
             for name, (_, (stats, _)) in candidates.items()
         }
         return _Made(out, {"method": chosen, "int8_candidates": summary}, measured=measured)
+
+    def _quantize_by(self, method: str, source: Path, out: Path) -> str:
+        """Write ``source`` quantized by ``method`` (a task kind's int8_methods name) to ``out``; returns the
+        name the report gives it."""
+        calibration = self.cfg.compress.calibration
+        if method == "static":
+            quantize_static_qdq(source, out, self.trained.calibration, calibration)
+            return f"static_qdq_{calibration}"
+        if method == "dynamic":
+            quantize_dynamic_int8(source, out)
+            return "dynamic"
+        if method == "embeddings":
+            quantize_embeddings_int8(source, out)
+            return "dynamic_embeddings"
+        raise ValueError(f"unknown INT8 method {method!r}")
 
     def pruned(self) -> Any:
         if self._pruned is None:
@@ -301,9 +319,10 @@ def _build_variants(b: _Builder, fp32_path: Path, fp32: tuple[dict, np.ndarray])
     parity: dict[str, Any] = {}
     for name in b.cfg.compress.variants:
         try:
-            made = b.make(name, fp32_path)
-            stats, probs = made.measured or b.measure(made.path)
-            parity[name] = _variant_parity(name, made, stats, probs, fp32, b)
+            with metered(f"compress/{name}"):  # its own peak in report.json; what it freed goes back after it
+                made = b.make(name, fp32_path)
+                stats, probs = made.measured or b.measure(made.path)
+                parity[name] = _variant_parity(name, made, stats, probs, fp32, b)
         except NotApplicable as exc:
             parity[name] = {"skipped": str(exc)}
         except Exception as exc:  # one variant failing must not cost the run its other variants
@@ -336,10 +355,11 @@ def compress_model(
     builder = _Builder(trained, train, cfg, variants_dir, x, y)
 
     log.info("exporting fp32 ONNX")
-    fp32_path = builder.export(trained.model, variants_dir / "fp32.onnx")
-    keras_probs, graph_probs = builder.exported.get(fp32_path.name, (np.zeros((0, 1)), np.zeros((0, 1))))
-    parity: dict[str, Any] = {"fp32": check_parity(keras_probs, graph_probs, c.parity_tolerance)}
-    stats, fp32_probs = builder.measure(fp32_path)
+    with metered("compress/fp32"):
+        fp32_path = builder.export(trained.model, variants_dir / "fp32.onnx")
+        keras_probs, graph_probs = builder.exported.get(fp32_path.name, (np.zeros((0, 1)), np.zeros((0, 1))))
+        parity: dict[str, Any] = {"fp32": check_parity(keras_probs, graph_probs, c.parity_tolerance)}
+        stats, fp32_probs = builder.measure(fp32_path)
     variants = {"fp32": stats | {"method": "tf2onnx", "sparsity": 0.0}}
     made, made_parity = _build_variants(builder, fp32_path, (variants["fp32"], fp32_probs))
     variants |= made
@@ -371,7 +391,7 @@ def compress_model(
     x_test, y_test = to_arrays(test, trained.spec)
     served_path = directory / variants[served]["file"]
     session = make_session(served_path.read_bytes(), device=c.serving_device)
-    test_probs = Classifier(session, trained.spec).predict(x_test)
+    test_probs = Classifier(session, trained.spec).predict_all(x_test)
     test_metrics = metrics(test_probs, y_test) | calibration_metrics(test_probs, y_test, trained.temperature)
     test_metrics["temperature"] = trained.temperature
     log.info(

@@ -5,8 +5,12 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -29,8 +33,36 @@ def to_onnx(model: keras.Model, spec: Spec, path: Path, opset: int = OPSET, temp
     logging.getLogger("tf2onnx").setLevel(logging.WARNING)
     path.parent.mkdir(parents=True, exist_ok=True)
     signature = kind_of(spec.kind).input_signature(spec)
-    tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset, output_path=str(path))
+    gc.freeze()  # what exists now (TensorFlow, the model) is not garbage: the collections below skip it
+    try:
+        tf2onnx.convert.from_keras(
+            model, input_signature=signature, opset=opset, output_path=str(path), optimizers=_collecting_optimizers()
+        )
+    finally:
+        gc.unfreeze()
     return path if temperature is None else with_temperature(path, temperature)
+
+
+def _collecting_optimizers() -> OrderedDict[str, Callable[[], Any]]:
+    """tf2onnx's own optimizer passes, in its order, each preceded by a garbage collection.
+
+    tf2onnx deep-copies the whole graph, constants included, before every pass of every round, and its graphs
+    hold reference cycles, so the copies wait for a rare full collection: exporting a 26 MB text model grew the
+    process by 1.4 GiB at the peak and kept up to 0.5 GiB of it per export. Collecting before each pass keeps
+    about two copies alive (measured on the same model: peak +0.5 GiB, nothing kept). Same passes, same graph.
+    ``to_onnx`` freezes the objects that existed before the export, so each collection walks only the export's
+    own: 1.4-3.3 s per export, against 4-9 s for tf2onnx as is and 17 s collecting without the freeze."""
+    from tf2onnx import optimizer
+
+    def collected(factory: Callable[[], Any]) -> Callable[[], Any]:
+        def make() -> Any:
+            gc.collect()
+            return factory()
+
+        return make
+
+    # _get_optimizers is the list from_keras applies when given none (tf2onnx is pinned in pyproject.toml)
+    return OrderedDict((name, collected(factory)) for name, factory in optimizer._get_optimizers().items())
 
 
 def output_softmax(graph: onnx.GraphProto) -> onnx.NodeProto:

@@ -53,13 +53,23 @@ CALIBRATION_METHODS: dict[CalibrationName, CalibrationMethod] = {
 
 
 class ArrayReader(CalibrationDataReader):
-    """Feeds calibration samples to ORT in small batches."""
+    """Feeds calibration samples to ORT in small batches. ORT reads it one batch at a time (``set_range``, with
+    ``CalibStridedMinMax`` 1), reducing each batch's activations to ranges before the next runs: given all
+    batches at once it holds every activation of every sample, several GiB on 96x96 photos. MinMax ranges
+    merge exactly across batches; the histograms of entropy and percentile accumulate as ORT's collector does."""
 
     def __init__(self, input_name: str, samples: np.ndarray, batch_size: int = 16):
-        self._batches = iter([{input_name: samples[i : i + batch_size]} for i in range(0, len(samples), batch_size)])
+        self._batches = [{input_name: samples[i : i + batch_size]} for i in range(0, len(samples), batch_size)]
+        self._next = iter(self._batches)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._batches, None)
+        return next(self._next, None)
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._next = iter(self._batches[start_index:end_index])
 
 
 def _input_name(path: Path) -> str:
@@ -92,6 +102,9 @@ def quantize_static_qdq(fp32: Path, out: Path, calibration: np.ndarray, method: 
             weight_type=QuantType.QInt8,
             calibrate_method=CALIBRATION_METHODS[method],
             nodes_to_exclude=_float_nodes(prepared),
+            # one batch at a time (ArrayReader). Not CalibMaxIntermediateOutputs: ORT 1.31 drops the batches it
+            # holds when that count is reached instead of reducing them, then fails with "No data is collected".
+            extra_options={"CalibStridedMinMax": 1},
         )
     return out
 
@@ -101,6 +114,15 @@ def quantize_dynamic_int8(fp32: Path, out: Path) -> Path:
     quantize_dynamic(
         str(fp32), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gather", "Conv"]
     )
+    return out
+
+
+def quantize_embeddings_int8(fp32: Path, out: Path) -> Path:
+    """8-bit embedding tables only: each Gather reads 8-bit rows and dequantizes just those; every MatMul and
+    Conv stays float. The tables hold nearly all of a text model's bytes, and the float compute avoids
+    quantizing activations on every call: on the SST-2 model, 5.0 MB gzipped against fp32's 20.4 MB at fp32's
+    speed, where full dynamic and static INT8 ran 0.6-0.8 ms slower per batch of 32."""
+    quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["Gather"])
     return out
 
 

@@ -71,6 +71,9 @@ def make_session(path: Path | str | bytes, device: str = "auto", threads: int = 
     return ort.InferenceSession(model, sess_options=options, providers=choose_providers(device))
 
 
+OFFLINE_BATCH = 64  # rows per ONNX Runtime run when a whole split is scored (evaluation, not requests)
+
+
 class Classifier:
     """One ONNX model plus its preprocessing spec. Thread-safe: ORT sessions allow concurrent run()."""
 
@@ -108,6 +111,12 @@ class Classifier:
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Model input batch -> probabilities (N, classes)."""
         return np.asarray(self.session.run(None, {self.input_name: batch})[0])
+
+    def predict_all(self, x: np.ndarray, batch_size: int = OFFLINE_BATCH) -> np.ndarray:
+        """Probabilities for a whole split, ``batch_size`` rows per run: ONNX Runtime's arena grows to the
+        largest batch it ran and keeps it (535 64x64 photos in one run: +0.8 GiB; in runs of 64: +0.14 GiB)."""
+        parts = [self.predict(x[start : start + batch_size]) for start in range(0, len(x), batch_size)]
+        return np.concatenate(parts) if parts else np.zeros((0, len(self.labels)), dtype=np.float32)
 
     def classify(self, batch: np.ndarray) -> list[dict[str, Any]]:
         """Model input batch -> [{"label", "score", "scores": {label: prob}, "abstained"}] per row."""

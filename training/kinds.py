@@ -46,7 +46,8 @@ class TaskKind(Protocol):
     name: str
     # Pruning fine-tune epochs when compress.prune_epochs is unset.
     prune_epochs: int
-    # ONNX Runtime INT8 methods to try: static QDQ for convolutional models, plus dynamic for embedding-heavy ones.
+    # ONNX Runtime INT8 methods to try: static QDQ for convolutional models, plus dynamic and INT8 embedding tables
+    # alone (compression.quantize.quantize_embeddings_int8) for embedding-heavy ones.
     int8_methods: tuple[str, ...]
 
     # Data stage (no TensorFlow).

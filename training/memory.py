@@ -13,6 +13,9 @@ its worst during that stage (everything loaded before it included), so the large
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import gc
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -44,11 +47,33 @@ def metered(stage: str) -> Iterator[None]:
     try:
         yield
     finally:
+        give_back()  # what the stage freed goes back before the next stage starts
         done.set()
         sampler.join()
         mib = round(max(peak[0], _rss()) / 2**20, 1)
         with _LOCK:
             _PEAKS[stage] = max(mib, _PEAKS.get(stage, 0.0))
+
+
+def _load_libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+
+
+_LIBC = _load_libc()
+
+
+def give_back() -> None:
+    """Collect garbage and hand the freed heap back to the operating system. glibc keeps freed memory in its
+    arenas: after a tf2onnx export or an ONNX Runtime session, 0.3-0.4 GiB stayed resident per variant and
+    the next one piled on top. ``malloc_trim`` releases it (glibc only; elsewhere only the collection runs)."""
+    gc.collect()
+    trim = getattr(_LIBC, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 def reset() -> None:

@@ -41,6 +41,8 @@ def check_report_contract(report: dict) -> None:
     assert all(set(m) == {"precision", "recall", "f1", "support"} for m in per_class.values())
     peaks = report["resources"]["peak_rss_mib"]  # peak memory per stage, measured
     assert {"ingest-and-clean", "split", "compress"} <= set(peaks) and all(mib > 50 for mib in peaks.values())
+    # and per compression variant, inside the compress stage
+    assert {f"compress/{name}" for name in report["variants"]} <= set(peaks)
     assert report["resources"]["run_peak_rss_mib"] == max(peaks.values())
 
 
