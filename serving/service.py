@@ -312,16 +312,16 @@ def _predict(
     """Run the model on a prepared batch and count it (metrics are per version), with its drift signals."""
     started = time.perf_counter()
     probs = model.predict(batch)
-    metrics.INFERENCE_SECONDS.labels(task=task).observe(time.perf_counter() - started)
-    metrics.REQUEST_BYTES.labels(task=task).observe(payload_bytes)
+    metrics.child(metrics.INFERENCE_SECONDS, task=task).observe(time.perf_counter() - started)
+    metrics.child(metrics.REQUEST_BYTES, task=task).observe(payload_bytes)
     predictions = model.decode(probs)
     version = model.info["version"]
     for p in predictions:
         label = metrics.ABSTAINED if p["abstained"] else p["label"]
-        metrics.PREDICTIONS.labels(task=task, label=label, version=version).inc()
+        metrics.child(metrics.PREDICTIONS, task=task, label=label, version=version).inc()
     signals = signals | {"score": probs.max(axis=1)}
     for signal, values in signals.items():
-        histogram = metrics.SIGNAL_HISTOGRAMS[signal].labels(task=task, version=version)
+        histogram = metrics.child(metrics.SIGNAL_HISTOGRAMS[signal], task=task, version=version)
         for value in values.tolist():
             histogram.observe(value)
     if model.drift is not None:

@@ -33,3 +33,25 @@ def test_a_summary_counted_in_other_buckets_is_refused() -> None:
     with pytest.raises(ValueError, match="other buckets"):
         compare(stored, {})
     assert len(EDGES["score"]) + 1 == len(stored["signals"]["score"]["counts"])
+
+
+def test_the_servers_running_counts_equal_the_summary_buckets() -> None:
+    """DriftCounts counts request by request in Python; the totals are bucket_counts' of all values at once,
+    values on an edge, beyond the last one and NaN included."""
+    from serving.drift import DriftCounts
+
+    rng = np.random.default_rng(2)
+    requests = [
+        {
+            "score": np.append(rng.uniform(0, 1, n), [0.2, 0.999, np.nan][: n % 4]),
+            "text_chars": np.append(rng.uniform(0, 20000, n), [16.0, 16384.0, 99999.0][: n % 4]),
+            "unknown_share": np.append(rng.uniform(0, 1, n), [0.0, 0.75, 1.0][: n % 4]),
+        }
+        for n in (1, 2, 3, 32, 7)
+    ]
+    counts = DriftCounts("text", None)
+    for values in requests:
+        counts.add(values)
+    for signal in counts.counts:
+        every = np.concatenate([values[signal] for values in requests])
+        assert counts.counts[signal] == bucket_counts(signal, every), signal
