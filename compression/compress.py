@@ -118,10 +118,9 @@ def check_parity(keras_probs: np.ndarray, onnx_probs: np.ndarray, tolerance: flo
     return result
 
 
-def _not_slower(v: dict[str, Any], fp32: dict[str, Any], slack: float, floor_ms: float) -> bool:
-    return all(
-        v.get(k, 0.0) <= fp32.get(k, 0.0) * (1 + slack) + floor_ms for k in ("latency_ms_p50", "latency_ms_b32_p50")
-    )
+def _not_slower(v: dict[str, Any], fp32: dict[str, Any], slack: float, floor_ms: float, floor_b32_ms: float) -> bool:
+    floors = {"latency_ms_p50": floor_ms, "latency_ms_b32_p50": floor_b32_ms}
+    return all(v.get(k, 0.0) <= fp32.get(k, 0.0) * (1 + slack) + floor for k, floor in floors.items())
 
 
 def select_served(
@@ -133,6 +132,7 @@ def select_served(
     floor_ms: float = 0.0,
     device: str = "cpu",
     agreement: dict[str, float] | None = None,
+    floor_b32_ms: float | None = None,
 ) -> str:
     """The served variant among those within ``max_drop`` accuracy of fp32 (fp32 always qualifies) that run on
     ``device`` (fp16 is for cuda only) and, given ``agreement`` (each variant's top-1 agreement with fp32 on the
@@ -142,8 +142,9 @@ def select_served(
 
     ``smallest``: fewest gzip bytes (what pruning buys, and what a download costs). ``fastest``: lowest
     p50 latency at ``latency_batch`` (1 or 32). ``balanced``: the smallest variant that is not slower than
-    fp32 at batch 1 or 32 (within ``slack`` plus ``floor_ms``: timing noise) - a smaller model that serves
-    slower is no gain.
+    fp32 at batch 1 or 32 (within ``slack`` plus ``floor_ms`` at batch 1, ``floor_b32_ms`` at batch 32 (default
+    ``floor_ms``): what is noise next to a served request's own cost) - a smaller model that serves slower is no
+    gain.
     """
     fp32 = variants["fp32"]
     floor = fp32["accuracy"] - max_drop - 1e-9
@@ -159,7 +160,8 @@ def select_served(
         key = "latency_ms_p50" if latency_batch == 1 else "latency_ms_b32_p50"
         return min(eligible, key=lambda name: variants[name].get(key, 0.0))
     if objective == "balanced":
-        eligible = [name for name in eligible if _not_slower(variants[name], fp32, slack, floor_ms)] or ["fp32"]
+        b32 = floor_ms if floor_b32_ms is None else floor_b32_ms
+        eligible = [name for name in eligible if _not_slower(variants[name], fp32, slack, floor_ms, b32)] or ["fp32"]
     return min(eligible, key=lambda name: (variants[name]["gzip_bytes"], variants[name]["bytes"]))
 
 
@@ -375,6 +377,7 @@ def compress_model(
         c.latency_floor_ms,
         c.serving_device,
         {name: p["top1_agreement"] for name, p in parity.items() if "top1_agreement" in p},
+        floor_b32_ms=c.latency_floor_b32_ms,
     )
     for name, v in variants.items():
         log.info(

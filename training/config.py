@@ -401,6 +401,10 @@ class CompressConfig(_Config):
     # costs over 1 ms in HTTP and decoding alone (docs/BENCHMARKS.md, serving), so 0.1 ms more in the model is no
     # reason to ship a 4x larger file (measured on CR: int8 0.171 ms vs fp32 0.152 ms at batch 1, 4.4 vs 17.5 MB).
     latency_floor_ms: Float = Field(0.1, ge=0)
+    # The same at batch 32: a request of 32 texts costs about 6.5 ms through `kiln serve` (docs/BENCHMARKS.md,
+    # serving), so 0.5 ms more in the model is under a tenth of it. INT8 text models read 8-bit rows and
+    # dequantize each one they gather: 0.2-0.3 ms more per 32 texts than fp32 for a quarter of the bytes.
+    latency_floor_b32_ms: Float = Field(0.5, ge=0)
     # Where the served model runs: fp16 is only eligible for cuda, and the timings run there when it exists.
     serving_device: ServingDevice = "cpu"
     # ONNX Runtime intra-op threads for the timings; 0: all cores (recorded per variant)

@@ -311,6 +311,11 @@ def test_selection_tolerates_timing_noise_and_skips_gpu_only_variants() -> None:
     }
     assert select_served(v, 0.01, "balanced", slack=0.05) == "fp32"
     assert select_served(v, 0.01, "balanced", slack=0.05, floor_ms=0.01) == "int8"
+    # batch 32 has its own floor: 0.3 ms slower per 32 items is within 0.5, not within 0.01
+    v["int8"]["latency_ms_b32_p50"] = 0.8
+    assert select_served(v, 0.01, "balanced", slack=0.05, floor_ms=0.01) == "fp32"
+    assert select_served(v, 0.01, "balanced", slack=0.05, floor_ms=0.01, floor_b32_ms=0.5) == "int8"
+    v["int8"]["latency_ms_b32_p50"] = 0.4
     assert select_served(v, 0.01, "fastest", latency_batch=32) == "int8"  # fp16 is not for CPU serving
     assert select_served(v, 0.01, "fastest", device="cuda") == "fp16"
 
