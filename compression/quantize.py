@@ -1,8 +1,9 @@
 """INT8 and FP16 ONNX variants with ONNX Runtime, and the checks and offline optimisation every variant gets.
 
 Static QDQ with calibration for convolutional models (dynamic INT8 makes small CNNs several times slower:
-ConvInteger). Text models are quantized both ways and the caller keeps the faster at equal accuracy:
-static QDQ fuses into QLinear kernels, dynamic quantizes activations on every call.
+ConvInteger). Text models are quantized three ways and the caller keeps the fastest at equal accuracy: static
+QDQ fuses into QLinear kernels, dynamic quantizes activations on every call, and 8-bit embedding tables alone
+keep every MatMul in float.
 
     >>> quantize_static_qdq(Path("fp32.onnx"), Path("int8.onnx"), calibration, "minmax")  # doctest: +SKIP
 """
@@ -53,10 +54,11 @@ CALIBRATION_METHODS: dict[CalibrationName, CalibrationMethod] = {
 
 
 class ArrayReader(CalibrationDataReader):
-    """Feeds calibration samples to ORT in small batches. ORT reads it one batch at a time (``set_range``, with
-    ``CalibStridedMinMax`` 1), reducing each batch's activations to ranges before the next runs: given all
-    batches at once it holds every activation of every sample, several GiB on 96x96 photos. MinMax ranges
-    merge exactly across batches; the histograms of entropy and percentile accumulate as ORT's collector does."""
+    """Feeds calibration samples to ORT in small batches. For minmax, ORT reads it one batch at a time
+    (``set_range``, with ``CalibStridedMinMax`` 1) and reduces each batch's activations to ranges before the next
+    runs: given all batches at once it holds every activation of every sample, several GiB on 64x64 photos.
+    Min/max merge exactly across batches; the histograms of entropy and percentile would not (the first batch
+    would fix the bins), so those still read every batch at once."""
 
     def __init__(self, input_name: str, samples: np.ndarray, batch_size: int = 16):
         self._batches = [{input_name: samples[i : i + batch_size]} for i in range(0, len(samples), batch_size)]
@@ -89,6 +91,11 @@ def quantize_static_qdq(fp32: Path, out: Path, calibration: np.ndarray, method: 
     Softmax and the temperature stay in float: a quantized output would round every served probability to
     1/255 steps.
     """
+    if not len(calibration):
+        raise ValueError("static INT8 needs calibration samples and there are none; set compress.calibration_samples")
+    # minmax: one batch at a time (ArrayReader). Not CalibMaxIntermediateOutputs: ORT 1.31 drops the batches it
+    # holds when that count is reached instead of reducing them, then fails with "No data is collected".
+    strided = {"CalibStridedMinMax": 1} if method == "minmax" else {}
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
@@ -102,9 +109,7 @@ def quantize_static_qdq(fp32: Path, out: Path, calibration: np.ndarray, method: 
             weight_type=QuantType.QInt8,
             calibrate_method=CALIBRATION_METHODS[method],
             nodes_to_exclude=_float_nodes(prepared),
-            # one batch at a time (ArrayReader). Not CalibMaxIntermediateOutputs: ORT 1.31 drops the batches it
-            # holds when that count is reached instead of reducing them, then fails with "No data is collected".
-            extra_options={"CalibStridedMinMax": 1},
+            extra_options=strided,
         )
     return out
 

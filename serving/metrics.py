@@ -28,9 +28,11 @@ from serving.drift import EDGES
 
 @functools.lru_cache(maxsize=4096)
 def child(metric: Any, **labels: str) -> Any:
-    """``metric.labels(**labels)``, looked up once per label set. Every labels() call goes through bentoml's lazy
-    wrapper, validates the names and takes a lock: six a request cost about 36 us of a one-text answer. The set
-    of label values is bounded (tasks x versions x classes), as Prometheus keeps every child anyway."""
+    """``metric.labels(**labels)``, looked up once per label set: prometheus_client validates the names and takes
+    a lock on every labels() call, and six a request cost about 36 us of a one-text answer. The set of label
+    values is bounded (tasks x versions x classes), as Prometheus keeps every child anyway. A child got here must
+    never be removed from its metric (Kiln sets a retired version's series to 0 instead): the cache would keep
+    handing out the removed one."""
     return metric.labels(**labels)
 
 

@@ -412,8 +412,8 @@ class CompressConfig(_Config):
     calibration_samples: StrictInt = 256
     # Activation ranges for static INT8: minmax, entropy (KL) or percentile (99.999th).
     calibration: CalibrationName = "minmax"
-    # Text models: static QDQ and dynamic INT8 within this accuracy of each other count as equal, and the
-    # faster is kept; otherwise the more accurate.
+    # Text models: INT8 methods (static QDQ, dynamic, 8-bit embedding tables alone) within this accuracy of the
+    # best count as equal, and the fastest of those is kept.
     int8_equal_accuracy: Float = 0.002
     latency_runs: StrictInt = 50
     # Variants made besides fp32: int8 (ORT post-training), pruned (tfmot magnitude pruning, fine-tuned),

@@ -3,6 +3,8 @@
 Each Prefect step runs inside ``metered(name)``: a sampler thread reads the process's resident set every
 ``INTERVAL`` seconds while the stage runs and keeps the largest value. A stage's peak is what the process held at
 its worst during that stage (everything loaded before it included), so the largest stage peak is the run's.
+Compression nests one ``metered("compress/<variant>")`` per variant inside its stage. When a block ends,
+``give_back`` returns what it freed to the operating system, so one stage's peak does not carry into the next.
 
     >>> with metered("train"):  # doctest: +SKIP
     ...     train_model(...)
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import gc
 import threading
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from typing import Any
 import psutil
 
 INTERVAL = 0.1  # seconds between samples: a spike shorter than this can be missed
-_PEAKS: dict[str, float] = {}  # MiB per stage name, in the order stages ran
+_PEAKS: dict[str, float] = {}  # MiB per stage name, in the order stages ended
 _LOCK = threading.Lock()
 
 
@@ -47,23 +48,25 @@ def metered(stage: str) -> Iterator[None]:
     try:
         yield
     finally:
-        give_back()  # what the stage freed goes back before the next stage starts
         done.set()
         sampler.join()
         mib = round(max(peak[0], _rss()) / 2**20, 1)
         with _LOCK:
             _PEAKS[stage] = max(mib, _PEAKS.get(stage, 0.0))
+        give_back()  # what the stage freed goes back before the next stage starts
 
 
-def _load_libc() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("c")
+def _malloc_trim() -> Any:
+    """glibc's malloc_trim, or None where the C library has none (macOS, musl, Windows)."""
     try:
-        return ctypes.CDLL(name) if name else None
-    except OSError:
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
         return None
+    trim.argtypes = [ctypes.c_size_t]
+    return trim
 
 
-_LIBC = _load_libc()
+_MALLOC_TRIM = _malloc_trim()
 
 
 def give_back() -> None:
@@ -71,9 +74,8 @@ def give_back() -> None:
     arenas: after a tf2onnx export or an ONNX Runtime session, 0.3-0.4 GiB stayed resident per variant and
     the next one piled on top. ``malloc_trim`` releases it (glibc only; elsewhere only the collection runs)."""
     gc.collect()
-    trim = getattr(_LIBC, "malloc_trim", None)
-    if trim is not None:
-        trim(0)
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def reset() -> None:

@@ -274,6 +274,30 @@ def test_calibration_batch_by_batch_gives_the_ranges_of_every_batch_at_once(imag
     assert all(np.array_equal(mine[name], theirs[name]) for name in mine)
 
 
+def test_the_export_runs_tf2onnxs_own_passes_and_unfreezes_after_a_failure(tmp_path: Path) -> None:
+    import gc
+
+    from tf2onnx import optimizer
+
+    from compression.export import _collecting_optimizers, to_onnx
+    from serving.preprocess import ImageSpec
+
+    assert list(_collecting_optimizers()) == list(optimizer._get_optimizers())  # same passes, same order
+    with pytest.raises(Exception):  # noqa: B017 - whatever tf2onnx raises for a non-model
+        to_onnx(object(), ImageSpec(labels=["a", "b"], height=8, width=8, channels=1), tmp_path / "x.onnx")
+    assert gc.get_freeze_count() == 0
+
+
+def test_an_unknown_int8_method_is_refused(tmp_path: Path) -> None:
+    from compression.compress import _Builder
+    from training.config import RunConfig
+
+    builder = _Builder.__new__(_Builder)  # the method reads only the run's config
+    builder.cfg = RunConfig()
+    with pytest.raises(ValueError, match="unknown INT8 method 'bogus'"):
+        builder._quantize_by("bogus", tmp_path / "in.onnx", tmp_path / "out.onnx")
+
+
 def _variant(accuracy: float, gzip_bytes: int, b1: float, b32: float) -> dict:
     return {
         "accuracy": accuracy,

@@ -55,3 +55,15 @@ def test_the_servers_running_counts_equal_the_summary_buckets() -> None:
     for signal in counts.counts:
         every = np.concatenate([values[signal] for values in requests])
         assert counts.counts[signal] == bucket_counts(signal, every), signal
+
+
+def test_a_metric_child_is_looked_up_once_and_is_the_one_exported() -> None:
+    from prometheus_client import generate_latest
+
+    from serving import metrics
+
+    first = metrics.child(metrics.PREDICTIONS, task="text", label="pos", version="v-child-test")
+    assert metrics.child(metrics.PREDICTIONS, task="text", label="pos", version="v-child-test") is first
+    assert first is metrics.PREDICTIONS.labels(task="text", label="pos", version="v-child-test")
+    first.inc()
+    assert b'version="v-child-test"' in generate_latest()

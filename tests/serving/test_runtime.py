@@ -160,3 +160,13 @@ def test_classifier_from_store_batches_and_decodes(onnx_store: Path) -> None:
     assert np.isclose(sum(results[0]["scores"].values()), 1.0, atol=1e-4)
     latency = runtime.measure_latency(clf, batch[:1], runs=5)
     assert 0 < latency["p50"] <= latency["p95"]
+
+
+def test_a_whole_split_is_scored_in_runs_that_give_the_answers_of_one(onnx_store: Path) -> None:
+    model = ModelStore(onnx_store).production_version("image")
+    assert model is not None
+    clf = runtime.Classifier.from_version(model, device="cpu")
+    x = np.random.default_rng(0).uniform(0, 1, (runtime.OFFLINE_BATCH * 2 + 5, 8, 8, 1)).astype(np.float32)
+    assert np.allclose(clf.predict_all(x), clf.predict(x), atol=1e-6)
+    assert np.allclose(clf.predict_all(x, batch_size=7), clf.predict(x), atol=1e-6)
+    assert clf.predict_all(x[:0]).shape == (0, len(IMAGE_LABELS))
