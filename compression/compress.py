@@ -34,7 +34,7 @@ from compression.quantize import (
     store_weights_int8,
     to_fp16,
 )
-from serving.runtime import Classifier, make_session, measure_latency
+from serving.runtime import OFFLINE_BATCH, Classifier, make_session, measure_latency
 from training.config import RunConfig
 from training.data.dataset import Dataset
 from training.data.features import to_arrays
@@ -196,7 +196,7 @@ class _Builder:
         to_onnx(model, self.trained.spec, path)
         if len(self.x):
             raw = Classifier(make_session(path.read_bytes(), device="cpu"), self.trained.spec).predict_all(self.x)
-            self.exported[path.name] = (model.predict(self.x, verbose=0, batch_size=256), raw)
+            self.exported[path.name] = (model.predict(self.x, verbose=0, batch_size=OFFLINE_BATCH), raw)
         return with_temperature(path, self.trained.temperature)
 
     def measure(self, path: Path) -> tuple[dict[str, Any], np.ndarray]:

@@ -98,6 +98,7 @@ def one_run_per_task(fn: Callable[P, R]) -> Callable[P, R]:
         lock = store.exclusive_run(bound.arguments["task"], fn.__name__) if is_chief() else contextlib.nullcontext()
         with lock:
             memory.reset()
+            memory.tune_allocator()
             return fn(*args, **kwargs)
 
     return locked

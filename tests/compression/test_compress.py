@@ -288,6 +288,39 @@ def test_the_export_runs_tf2onnxs_own_passes_and_unfreezes_after_a_failure(tmp_p
     assert gc.get_freeze_count() == 0
 
 
+def test_qat_start_ranges_read_in_runs_equal_the_ranges_of_the_whole_sample() -> None:
+    from compression.qat import _ranges
+    from serving.runtime import OFFLINE_BATCH
+    from training.tf_env import keras
+
+    inputs = keras.Input((6,))
+    hidden = keras.layers.Dense(5, activation="relu", name="hidden")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="out")(hidden))
+    sample = np.random.default_rng(3).normal(size=(2 * OFFLINE_BATCH + 7, 6)).astype(np.float32) * 4
+
+    found = _ranges(model, sample)
+
+    w1, b1 = model.get_layer("hidden").get_weights()
+    w2, b2 = model.get_layer("out").get_weights()
+    pre1 = sample @ w1 + b1
+    out1 = np.maximum(pre1, 0)
+    pre2 = out1 @ w2 + b2
+    out2 = np.exp(pre2) / np.exp(pre2).sum(axis=1, keepdims=True)
+
+    def spans(values: np.ndarray) -> tuple[float, float]:  # always containing 0, as tfmot needs
+        return min(0.0, float(values.min())), max(0.0, float(values.max()))
+
+    expected = {
+        "hidden": {"output": spans(out1), "pre_activation": spans(pre1)},
+        "out": {"output": spans(out2), "pre_activation": spans(pre2)},
+    }
+    assert found.keys() == expected.keys()
+    for name, entry in expected.items():
+        assert found[name].keys() == entry.keys()
+        for key, (lo, hi) in entry.items():
+            assert found[name][key] == pytest.approx((lo, hi), abs=1e-5)
+
+
 def test_an_unknown_int8_method_is_refused(tmp_path: Path) -> None:
     from compression.compress import _Builder
     from training.config import RunConfig

@@ -126,3 +126,53 @@ def test_texts_split_with_configured_fractions(tmp_path: Path, fractions: tuple[
     train, val, test = split_dataset(ds, DataConfig(val_fraction=fractions[0], test_fraction=fractions[1]))
     assert len(train) + len(val) + len(test) == len(ds)
     assert abs(len(test) / len(ds) - fractions[1]) < 0.08
+
+
+def _named(names: list[str], groups: list[str] | None = None):  # type: ignore[no-untyped-def]
+    from training.data.dataset import DataReport, Dataset
+
+    labels = [name.split("/")[0] for name in names]
+    return Dataset(
+        "image",
+        [Path(name) for name in names],
+        labels,
+        groups or [f"item{i}" for i in range(len(names))],
+        DataReport(source="frames"),
+        names=names,
+    )
+
+
+def test_frames_of_one_recording_stay_in_one_split_placed_by_the_recording() -> None:
+    names = [f"{c}/{track:05d}_{frame:05d}.png" for c in "ab" for track in range(12) for frame in range(30)]
+    groups = [f"item{i}" for i in range(len(names))]
+    groups[names.index("a/00003_00007.png")] = groups[names.index("a/00004_00000.png")]  # a near copy across two
+    dataset = _named(names, groups)
+    train, val, test = split_dataset(dataset, DataConfig(seed=5, group_recordings=True))
+
+    where = {name: part for part, ds in (("train", train), ("val", val), ("test", test)) for name in ds.names}
+    by_track: dict[str, set[str]] = {}
+    for name in names:
+        by_track.setdefault(name.rsplit("_", 1)[0], set()).add(where[name])
+    assert all(len(parts) == 1 for parts in by_track.values())  # no recording straddles splits
+    assert by_track["a/00003"] == by_track["a/00004"]  # joined through the near copy
+    assert len(val) and len(test)  # placed by the recording, not by the most train-ward of 30 frames
+    assert dataset.report.details["recordings"]["recordings"] == 24
+    # a new frame of a recording lands where its recording is
+    more = _named([*names, "b/00002_00030.png"])
+    _, _, test_more = split_dataset(more, DataConfig(seed=5, group_recordings=True))
+    off = _named(names)
+    split_dataset(off, DataConfig(seed=5))  # opt-in: off by default
+    assert "recordings" not in off.report.details
+    assert ("b/00002_00030.png" in test_more.names) == (where["b/00002_00000.png"] == "test")
+
+
+def test_a_naming_scheme_is_not_read_as_recordings() -> None:
+    from training.data.split import recordings
+
+    scheme = [f"{c}/{c}_{i:04d}.png" for c in ("digit", "letter") for i in range(50)]  # one "recording" per class
+    assert recordings(scheme, [n.split("/")[0] for n in scheme]) is None
+    photos = [f"{c}/{i}_{h:x}.jpg" for c in ("rose", "tulip") for i, h in enumerate(range(1000, 1050))]
+    assert recordings(photos, [n.split("/")[0] for n in photos]) is None
+    plain = _named([f"{c}/{i:05d}.png" for c in "ab" for i in range(40)])
+    train, val, test = split_dataset(plain, DataConfig(group_recordings=True))
+    assert "recordings" not in plain.report.details and len(train) + len(val) + len(test) == 80
