@@ -72,7 +72,10 @@ def _ranges(model: keras.Model, calibration: np.ndarray) -> dict[str, dict[str, 
     (always containing 0, as tfmot's quantizers require).
 
     The sample goes through in runs of ``OFFLINE_BATCH``: every layer's output for 256 photos at once took
-    about 1 GiB that the process kept, while the ranges of the runs combine exactly."""
+    about 1 GiB that the process kept. A range is the smallest minimum and largest maximum over the runs (the
+    same as over the whole sample, up to the rounding of a different batch size)."""
+    if not len(calibration):
+        raise ValueError("QAT's activation ranges need calibration items; the calibration sample is empty")
     # A fresh graph: layers of a stripped (pruned) model also belong to the graph they were cloned from.
     original, model = model, keras.models.clone_model(model)
     model.set_weights(original.get_weights())
@@ -83,6 +86,7 @@ def _ranges(model: keras.Model, calibration: np.ndarray) -> dict[str, dict[str, 
         if isinstance(layer, keras.layers.Dense) and getattr(layer, "activation", None) is not None
     ]
     inbound = [layer.input[0] if isinstance(layer.input, list) else layer.input for layer in activated]
+    weights = [(layer.get_weights()[0], layer.get_weights()[1] if layer.use_bias else 0.0) for layer in activated]
     probe = keras.Model(model.inputs, [layer.output for layer in layers] + inbound)
     seen: dict[tuple[str, str], tuple[float, float]] = {}
 
@@ -96,8 +100,7 @@ def _ranges(model: keras.Model, calibration: np.ndarray) -> dict[str, dict[str, 
         outputs = [np.asarray(o) for o in (outputs if isinstance(outputs, list) else [outputs])]
         for layer, out in zip(layers, outputs[: len(layers)], strict=True):
             widen((layer.name, "output"), out)
-        for layer, hidden in zip(activated, outputs[len(layers) :], strict=True):
-            kernel, bias = layer.get_weights()[0], (layer.get_weights()[1] if layer.use_bias else 0.0)
+        for layer, (kernel, bias), hidden in zip(activated, weights, outputs[len(layers) :], strict=True):
             widen((layer.name, "pre_activation"), hidden @ kernel + bias)
     by_layer: dict[str, dict[str, tuple[float, float]]] = {}
     for (name, key), found in seen.items():

@@ -127,7 +127,7 @@ class DataConfig(_Config):
     # ...and whose 4x4 colour thumbnails differ by at most this much per channel (0-255): the hash alone
     # ignores colour, so differently coloured images of one shape are not duplicates.
     image_colour_tolerance: StrictInt = 32
-    # Files named <recording>_<frame> (video frames, bursts, GTSRB's tracks), at least 3 recordings in every
+    # Files named <recording>_<frame> (video frames, bursts, GTSRB's tracks), at least 5 recordings in every
     # class: the frames of one recording stay in one split (training.data.split.with_recordings). Opt-in until
     # early stopping follows accuracy: on GTSRB honest validation loss rises from epoch 1 (README).
     group_recordings: StrictBool = False

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from typing import Any
 
 import psutil
 
+log = logging.getLogger(__name__)
 INTERVAL = 0.1  # seconds between samples: a spike shorter than this can be missed
 _PEAKS: dict[str, float] = {}  # MiB per stage name, in the order stages ended
 _LOCK = threading.Lock()
@@ -72,7 +74,7 @@ _LIBC = _libc()
 M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8  # mallopt's parameter numbers (malloc.h)
 MMAP_THRESHOLD = 4 * 2**20  # bytes: every larger block gets its own mapping, returned to the system when freed
 # malloc arenas the process's threads share: one per core (glibc's own limit is eight per core), two at least
-ARENA_MAX = max(2, os.cpu_count() or 1)
+ARENA_MAX = max(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
 def tune_allocator() -> bool:
@@ -85,7 +87,10 @@ def tune_allocator() -> bool:
     settings (False without glibc)."""
     if _LIBC is None:
         return False
-    return bool(_LIBC.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(_LIBC.mallopt(M_ARENA_MAX, ARENA_MAX))
+    taken = [bool(_LIBC.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)), bool(_LIBC.mallopt(M_ARENA_MAX, ARENA_MAX))]
+    if not all(taken):
+        log.warning("glibc refused a malloc setting (mmap threshold, arenas): %s; memory may stay resident", taken)
+    return all(taken)
 
 
 def give_back() -> None:

@@ -98,8 +98,10 @@ def text_leakage(train: Dataset, other: Dataset, cfg: DataConfig) -> int:
 # A file named "<recording>_<frame number>" (or with "-"): GTSRB's "00012_00029.png", video frames, bursts.
 _FRAME_NAME = re.compile(r"^(?P<recording>.+?)[_-]\d+$")
 # Names are read as recordings only when every class has at least this many: "digit_0001.png" in every class
-# folder is a naming scheme, not one recording per class.
-MIN_RECORDINGS_PER_CLASS = 3
+# folder is a naming scheme, not one recording per class; and with recordings placed whole, a class of 5 has a
+# 0.2% chance (0.3^5) of no training item at the default fractions, one of 3 a 2.7% chance.
+MIN_RECORDINGS_PER_CLASS = 5
+_MANIFEST_LINE = re.compile(r"^line \d+: ")  # a manifest item's name: "line N: <path as listed>" (ingest)
 
 
 def recordings(names: list[str], labels: list[str]) -> list[str | None] | None:
@@ -110,7 +112,7 @@ def recordings(names: list[str], labels: list[str]) -> list[str | None] | None:
         return None
     keys: list[str | None] = []
     for name in names:
-        path = PurePosixPath(name)
+        path = PurePosixPath(_MANIFEST_LINE.sub("", name))
         found = _FRAME_NAME.match(path.stem)
         keys.append(f"{path.parent}/{found['recording']}" if found else None)
     counts = Counter(k for k in keys if k is not None)
@@ -131,9 +133,18 @@ def with_recordings(dataset: Dataset) -> Dataset:
     perceptual hash does not join: split by image, validation sees the signs training learnt from and
     scores 0.99 where new signs score 0.58, so early stopping, every choice made on validation and the
     temperature all read a number that is not there. A group that holds a near copy from another recording
-    joins that recording too (its most train-ward member places it, as for near copies)."""
+    joins that recording too (its most train-ward member places it, as for near copies).
+
+    Whether the names read as recordings is decided over the whole data set on every run: data added later that
+    changes the answer (a class with fewer recordings, files named otherwise) places every item again, the one
+    exception to the split's stability."""
     found = recordings(dataset.names, dataset.labels)
     if found is None:
+        log.warning(
+            "data.group_recordings: the file names do not read as recordings (<recording>_<frame>, shared by at "
+            "least half of the items, at least %d recordings in every class); split item by item",
+            MIN_RECORDINGS_PER_CLASS,
+        )
         return dataset
     parent: dict[str, str] = {}
 

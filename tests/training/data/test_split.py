@@ -158,16 +158,24 @@ def test_frames_of_one_recording_stay_in_one_split_placed_by_the_recording() -> 
     assert len(val) and len(test)  # placed by the recording, not by the most train-ward of 30 frames
     assert dataset.report.details["recordings"]["recordings"] == 24
     # a new frame of a recording lands where its recording is
-    more = _named([*names, "b/00002_00030.png"])
-    _, _, test_more = split_dataset(more, DataConfig(seed=5, group_recordings=True))
+    for frame in ("b/00002_00030.png", "a/00007_00030.png"):
+        parts = split_dataset(_named([*names, frame]), DataConfig(seed=5, group_recordings=True))
+        now = next(part for part, ds in zip(("train", "val", "test"), parts, strict=True) if frame in ds.names)
+        assert now == where[frame.replace("_00030", "_00000")]
     off = _named(names)
     split_dataset(off, DataConfig(seed=5))  # opt-in: off by default
     assert "recordings" not in off.report.details
-    assert ("b/00002_00030.png" in test_more.names) == (where["b/00002_00000.png"] == "test")
 
 
-def test_a_naming_scheme_is_not_read_as_recordings() -> None:
+def test_a_naming_scheme_is_not_read_as_recordings_and_manifests_are_read_by_their_paths() -> None:
     from training.data.split import recordings
+
+    listed = [
+        f"line {i + 2}: {c}/{t:03d}-{f:02d}.png"
+        for i, (c, t, f) in enumerate((c, t, f) for c in "ab" for t in range(6) for f in range(4))
+    ]
+    found = recordings(listed, [n.split(": ")[1][0] for n in listed])
+    assert found is not None and found[0] == "a/000" and len(set(found)) == 12
 
     scheme = [f"{c}/{c}_{i:04d}.png" for c in ("digit", "letter") for i in range(50)]  # one "recording" per class
     assert recordings(scheme, [n.split("/")[0] for n in scheme]) is None
