@@ -88,23 +88,20 @@ def _ranges(model: keras.Model, calibration: np.ndarray) -> dict[str, dict[str, 
     inbound = [layer.input[0] if isinstance(layer.input, list) else layer.input for layer in activated]
     weights = [(layer.get_weights()[0], layer.get_weights()[1] if layer.use_bias else 0.0) for layer in activated]
     probe = keras.Model(model.inputs, [layer.output for layer in layers] + inbound)
-    seen: dict[tuple[str, str], tuple[float, float]] = {}
+    by_layer: dict[str, dict[str, tuple[float, float]]] = {}
 
-    def widen(key: tuple[str, str], values: np.ndarray) -> None:
-        lo, hi = seen.get(key, (0.0, 0.0))
-        seen[key] = (min(lo, float(values.min())), max(hi, float(values.max())))
+    def widen(name: str, key: str, values: np.ndarray) -> None:
+        lo, hi = by_layer.setdefault(name, {}).get(key, (0.0, 0.0))
+        by_layer[name][key] = (min(lo, float(values.min())), max(hi, float(values.max())))
 
     for start in range(0, len(calibration), OFFLINE_BATCH):
         # Direct calls, not predict(): one probe per model, no tf.function retracing warnings.
         outputs = probe(calibration[start : start + OFFLINE_BATCH], training=False)
         outputs = [np.asarray(o) for o in (outputs if isinstance(outputs, list) else [outputs])]
         for layer, out in zip(layers, outputs[: len(layers)], strict=True):
-            widen((layer.name, "output"), out)
+            widen(layer.name, "output", out)
         for layer, (kernel, bias), hidden in zip(activated, weights, outputs[len(layers) :], strict=True):
-            widen((layer.name, "pre_activation"), hidden @ kernel + bias)
-    by_layer: dict[str, dict[str, tuple[float, float]]] = {}
-    for (name, key), found in seen.items():
-        by_layer.setdefault(name, {})[key] = found
+            widen(layer.name, "pre_activation", hidden @ kernel + bias)
     return by_layer
 
 

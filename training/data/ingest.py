@@ -15,6 +15,7 @@ import csv
 import io
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,20 @@ def find_image_folders(root: Path, report: DataReport) -> list[ImageItem]:
     return found
 
 
+_LISTED = re.compile(r"^(?:line|row) \d+: ")  # the row of a manifest item's name (manifest_item_name)
+
+
+def manifest_item_name(where: str, listed: str) -> str:
+    """A manifest item's name in quarantine.csv and label_issues.csv: its row ("line N", "row N") and its path
+    as the manifest lists it."""
+    return f"{where}: {listed}"
+
+
+def listed_path(name: str) -> str:
+    """The path an item's name holds: a folder item's name is its path; a manifest item's drops its row."""
+    return _LISTED.sub("", name)
+
+
 def read_manifest(path: Path, report: DataReport) -> list[ImageItem]:
     """Items from a manifest with path and label columns (CSV/TSV) or fields (JSONL).
 
@@ -110,12 +125,12 @@ def read_manifest(path: Path, report: DataReport) -> list[ImageItem]:
             continue
         image = Path(name) if Path(name).is_absolute() else base / name
         if not label.strip():
-            report.skip("missing_label_skipped", f"{where}: {name}", "label is empty")
+            report.skip("missing_label_skipped", manifest_item_name(where, name), "label is empty")
             continue
         if not image.is_file():
-            report.skip("missing_file_skipped", f"{where}: {name}", f"file not found ({image})")
+            report.skip("missing_file_skipped", manifest_item_name(where, name), f"file not found ({image})")
             continue
-        found.append(ImageItem(image, label.strip(), f"{where}: {name}"))
+        found.append(ImageItem(image, label.strip(), manifest_item_name(where, name)))
     if table.rows and report.missing_file_skipped == len(table.rows):
         raise DataError(
             f"none of the {len(table.rows)} files listed in {path} exist (first: {table.rows[0][1]!r}); "

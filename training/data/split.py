@@ -32,6 +32,7 @@ import numpy as np
 from training.config import DataConfig
 from training.data.dataset import Dataset
 from training.data.duplicates import count_near_reference, text_near_key
+from training.data.ingest import listed_path
 from training.kinds import kind_of
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,6 @@ _FRAME_NAME = re.compile(r"^(?P<recording>.+?)[_-]\d+$")
 # folder is a naming scheme, not one recording per class; and with recordings placed whole, a class of 5 has a
 # 0.2% chance (0.3^5) of no training item at the default fractions, one of 3 a 2.7% chance.
 MIN_RECORDINGS_PER_CLASS = 5
-_MANIFEST_LINE = re.compile(r"^line \d+: ")  # a manifest item's name: "line N: <path as listed>" (ingest)
 
 
 def recordings(names: list[str], labels: list[str]) -> list[str | None] | None:
@@ -112,7 +112,7 @@ def recordings(names: list[str], labels: list[str]) -> list[str | None] | None:
         return None
     keys: list[str | None] = []
     for name in names:
-        path = PurePosixPath(_MANIFEST_LINE.sub("", name))
+        path = PurePosixPath(listed_path(name))
         found = _FRAME_NAME.match(path.stem)
         keys.append(f"{path.parent}/{found['recording']}" if found else None)
     counts = Counter(k for k in keys if k is not None)

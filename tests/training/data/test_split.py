@@ -176,6 +176,8 @@ def test_a_naming_scheme_is_not_read_as_recordings_and_manifests_are_read_by_the
     ]
     found = recordings(listed, [n.split(": ")[1][0] for n in listed])
     assert found is not None and found[0] == "a/000" and len(set(found)) == 12
+    rows = [name.replace("line ", "row ") for name in listed]  # a Parquet manifest names its rows so
+    assert recordings(rows, [n.split(": ")[1][0] for n in rows]) == found
 
     scheme = [f"{c}/{c}_{i:04d}.png" for c in ("digit", "letter") for i in range(50)]  # one "recording" per class
     assert recordings(scheme, [n.split("/")[0] for n in scheme]) is None
