@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast lint bench bench-data bench-quality bench-label-flips bench-predict bench-render k8s-check clean
+.PHONY: install demo test test-fast lint bench bench-data bench-quality bench-label-flips bench-image-recipe bench-predict bench-render k8s-check clean
 
 # Re-install only when the dependency list changes.
 $(STAMP): pyproject.toml
@@ -50,6 +50,11 @@ bench-quality: install
 LABEL_FLIP_RUNS ?= notmnist sample_digits subj snips
 bench-label-flips: install
 	$(BIN)/python -m bench.label_flips --runs $(LABEL_FLIP_RUNS) --out $(BENCH_DIR)/label_flips.json
+
+# Image training recipes (the previous default, one change at a time, the current default) on Kiln's own splits
+# of the image sets' train files: how the image training defaults were chosen (issue 17).
+bench-image-recipe: install
+	$(BIN)/python -m bench.image_recipe --out $(BENCH_DIR)/image_recipe.json
 
 # `kiln predict` on 1,000,000 short texts and 100,000 small images against ONNX Runtime alone (issue 21).
 bench-predict: install

@@ -702,6 +702,75 @@ def label_flips_section(r: Result) -> list[str]:
     return lines
 
 
+# ------------------------------------------------------------------------------------------- image recipe
+
+
+def _recipe_cell(row: Result) -> str:
+    return f"{row['val_accuracy']:.4f} / {row['test_accuracy']:.4f}"
+
+
+def image_recipe_section(r: Result) -> list[str]:
+    """How the image training defaults were chosen (bench.image_recipe): each recipe's network on Kiln's own
+    validation and internal test splits of each image set's train file, one row per data set."""
+    rows = r["rows"]
+    recipes = [name for name in r["parameters"]["recipes"] if any(row["recipe"] == name for row in rows)]
+    sets = list(dict.fromkeys(row["data_set"] for row in rows))
+    by = {(row["data_set"], row["recipe"]): row for row in rows}
+    cells = []
+    for name in sets:
+        first = next(by[(name, recipe)] for recipe in recipes if (name, recipe) in by)
+        items = first["items"]
+        split = f"{items['train']:,} / {items['validation']:,} / {items['test']:,}"
+        if first.get("recordings"):
+            split += f" ({first['recordings']:,} recordings kept whole)"
+        row_cells = [name, split]
+        for recipe in recipes:
+            row = by.get((name, recipe))
+            row_cells.append(
+                f"{_recipe_cell(row)} ({row['epochs_run']} ep, {row['train_seconds']:.0f} s)" if row else "-"
+            )
+        cells.append(row_cells)
+    means = ["mean", ""]
+    for recipe in recipes:
+        done = [by[(name, recipe)] for name in sets if (name, recipe) in by]
+        means.append(
+            _recipe_cell({k: sum(row[k] for row in done) / len(done) for k in ("val_accuracy", "test_accuracy")})
+            + ("" if len(done) == len(sets) else f" ({len(done)} of {len(sets)} sets)")
+            if done
+            else "-"
+        )
+    cells.append(means)
+    complete = [recipe for recipe in recipes if all((name, recipe) in by for name in sets)]
+
+    def best(key: str) -> str:
+        return max(complete, key=lambda recipe: sum(by[(name, recipe)][key] for name in sets))
+
+    verdict = (
+        f" Of the recipes run on every data set, **{best('val_accuracy')}** has the highest mean validation "
+        f"accuracy and **{best('test_accuracy')}** the highest mean internal test accuracy."
+        if complete
+        else ""
+    )
+    settings = "; ".join(
+        f"**{recipe}**: "
+        + ", ".join(f"{k} {v}" for k, v in by[next((n, recipe) for n in sets if (n, recipe) in by)]["settings"].items())
+        for recipe in recipes
+    )
+    return [
+        "## Image training recipe (CPU)\n",
+        measured_line(r)
+        + " How the image training defaults were chosen (issue 17 item 4; `bench/image_recipe.py`): each recipe "
+        "trains the network alone (no kernel model, no refit) on Kiln's own split of each image set's train file, "
+        "the quality benchmark's train side; its early stopping picks the epoch on Kiln's validation split, and "
+        "Kiln's internal test split, which neither the fit nor the epoch choice saw, scores it once more. The "
+        "quality benchmark's test files are never read. Each cell: validation / internal test accuracy (epochs "
+        "run, training seconds). Split: training / validation / internal test items.\n",
+        *table(("data set", "split", *recipes), cells),
+        "",
+        f"Settings: {settings}.{verdict}",
+    ]
+
+
 # ------------------------------------------------------------------------------------------------ predict
 
 PREDICT_RSS_MIB = 1024  # issue 21: under 1 GiB peak
@@ -773,6 +842,7 @@ SECTIONS: list[tuple[str, Callable[[Result], list[str]], str]] = [
     ("quality", quality_section, "quality against classic peers (`make bench-quality`)"),
     ("quality", variants_section, ""),
     ("label_flips", label_flips_section, "label audit against planted flips (`make bench-label-flips`)"),
+    ("image_recipe", image_recipe_section, "image training recipe (`make bench-image-recipe`)"),
     ("predict", predict_section, "batch prediction at scale (`make bench-predict`)"),
 ]
 

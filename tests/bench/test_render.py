@@ -256,7 +256,11 @@ def results() -> dict[str, dict[str, Any]]:
     ]  # fmt: skip
     predict = _result("predict", {"texts": 1000, "images": 0, "batch": 64, "rounds": 2}, rows=predict_rows,
                       variants={"text": "pruned"})  # fmt: skip
-    return {r["benchmark"]: r for r in (training, http, data, quality, flips, predict)}
+    recipe_row = {"data_set": "gtsrb", "recipe": "default", "settings": {"batch_norm": True}, "recordings": None}
+    recipe_row |= {"items": {"train": 70, "validation": 15, "test": 15}, "epochs_run": 40, "train_seconds": 9.0}
+    recipe_row |= {"val_accuracy": 0.5, "test_accuracy": 0.6}
+    recipe = _result("image_recipe", {"recipes": {"default": {}}}, rows=[recipe_row])
+    return {r["benchmark"]: r for r in (training, http, data, quality, flips, predict, recipe)}
 
 
 def _lines(markdown: str) -> set[str]:
@@ -467,3 +471,33 @@ def test_flipping_changes_the_share_asked_each_to_another_class() -> None:
     flipped, rows = flip(labels, 0.05, seed=1)
     assert len(rows) == 15 and flip(labels, 0.05, seed=1) == (flipped, rows)
     assert all((flipped[i] != labels[i]) == (i in rows) for i in range(len(labels)))
+
+
+def test_the_image_recipe_table_compares_recipes_per_set_and_on_average() -> None:
+    def row(name: str, recipe: str, val: float, test: float, recordings: int | None = None) -> dict[str, Any]:
+        items = {"train": 700, "validation": 150, "test": 150}
+        settings = {"batch_norm": recipe == "default", "early_stopping_monitor": "val_accuracy"}
+        scores = {"epochs_run": 40, "train_seconds": 12.3, "val_accuracy": val, "test_accuracy": test}
+        return {
+            "data_set": name,
+            "recipe": recipe,
+            "settings": settings,
+            "items": items,
+            "recordings": recordings,
+        } | scores
+
+    recipes = {"previous": {"train": {}}, "default": {}}
+    rows = [row("gtsrb", "previous", 0.1, 0.2, 216), row("gtsrb", "default", 0.5, 0.6, 216)]
+    rows.append(row("notmnist", "default", 0.9, 0.8))
+    md = render({"image_recipe": _result("image_recipe", {"recipes": recipes}, rows=rows)})
+    lines = _lines(md)
+    assert "| data set | split | previous | default |" in lines
+    assert (
+        "| gtsrb | 700 / 150 / 150 (216 recordings kept whole) | 0.1000 / 0.2000 (40 ep, 12 s) "
+        "| 0.5000 / 0.6000 (40 ep, 12 s) |" in lines
+    )
+    assert "| notmnist | 700 / 150 / 150 | - | 0.9000 / 0.8000 (40 ep, 12 s) |" in lines
+    assert "| mean |  | 0.1000 / 0.2000 (1 of 2 sets) | 0.7000 / 0.7000 |" in lines
+    assert "**default**: batch_norm True, early_stopping_monitor val_accuracy" in md
+    # previous ran on one set of two: only default competes
+    assert "**default** has the highest mean validation accuracy and **default** the highest mean internal" in md

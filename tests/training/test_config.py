@@ -23,6 +23,7 @@ from training.config import (
     OPTIMIZERS,
     SELECTION_OBJECTIVES,
     SERVING_DEVICES,
+    TASK_TRAIN_DEFAULTS,
     TEXT_ARCHITECTURES,
     WIDE_MODES,
     CompressConfig,
@@ -223,6 +224,19 @@ def test_configs_are_frozen() -> None:
         cfg.train = TrainConfig()  # type: ignore[misc]
     assert cfg.train.epochs == 40
     assert train_config_for(cfg, "text").learning_rate == 3e-4 and cfg.train.learning_rate is None  # a copy
+
+
+def test_unset_train_settings_take_the_tasks_defaults_and_set_ones_win() -> None:
+    image, text = train_config_for(load_config(None), "image"), train_config_for(load_config(None), "text")
+    assert (image.lr_schedule, image.label_smoothing, image.early_stopping_monitor) == ("cosine", 0.1, "val_accuracy")
+    assert (text.lr_schedule, text.label_smoothing, text.early_stopping_monitor) == ("constant", 0.0, "val_loss")
+    assert all(getattr(t, key) is not None for t in (image, text) for key in TASK_TRAIN_DEFAULTS["image"])
+    chosen = load_config(None, {"train": {"lr_schedule": "one_cycle", "label_smoothing": 0.0}})
+    assert (train_config_for(chosen, "image").lr_schedule, train_config_for(chosen, "image").label_smoothing) == (
+        "one_cycle",
+        0.0,
+    )
+    assert train_config_for(chosen, "image").early_stopping_patience == 10  # what was left unset still follows
 
 
 def test_with_overrides_lays_values_over_and_validates() -> None:

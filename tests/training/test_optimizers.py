@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.config import LR_SCHEDULES, OPTIMIZERS, TrainConfig
+from training.config import LR_SCHEDULES, OPTIMIZERS, RunConfig, TrainConfig, train_config_for
 from training.fit.optimizers import _OPTIMIZERS, build_optimizer, current_learning_rate
 from training.tf_env import keras, set_seed
 
@@ -13,7 +13,9 @@ STEPS_PER_EPOCH = 8
 
 
 def _fit(cfg: TrainConfig) -> tuple[list[float], list[float]]:
-    """Train a softmax regression on separable blobs; returns (loss per epoch, lr per epoch)."""
+    """Train a softmax regression on separable blobs; returns (loss per epoch, lr per epoch). Settings left
+    unset take the text task's defaults (a constant rate, no smoothing)."""
+    cfg = train_config_for(RunConfig(train=cfg), "text")
     set_seed(0)
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 256)

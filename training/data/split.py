@@ -140,7 +140,7 @@ def with_recordings(dataset: Dataset) -> Dataset:
     exception to the split's stability."""
     found = recordings(dataset.names, dataset.labels)
     if found is None:
-        log.warning(
+        log.info(
             "data.group_recordings: the file names do not read as recordings (<recording>_<frame>, shared by at "
             "least half of the items, at least %d recordings in every class); split item by item",
             MIN_RECORDINGS_PER_CLASS,
@@ -171,8 +171,8 @@ def with_recordings(dataset: Dataset) -> Dataset:
 
 def split_dataset(dataset: Dataset, cfg: DataConfig) -> tuple[Dataset, Dataset, Dataset]:
     """(train, validation, test) Datasets of ``dataset`` split by ``cfg``; sizes and leakage go into its report.
-    With ``cfg.group_recordings``, frames of one recording share a split (``with_recordings``)."""
-    if cfg.group_recordings:
+    With ``cfg.group_recordings``, frames of one recording share a split (``with_recordings``; image files only)."""
+    if cfg.group_recordings and dataset.task == "image":
         dataset = with_recordings(dataset)
     s = stable_split(dataset.labels, dataset.groups, dataset.keys, cfg.val_fraction, cfg.test_fraction, cfg.seed)
     train, val, test = dataset.subset(s.train), dataset.subset(s.val), dataset.subset(s.test)

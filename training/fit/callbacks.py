@@ -66,8 +66,10 @@ class KeepBest(keras.callbacks.Callback):
 
 
 def monitor_name(cfg: TrainConfig, has_validation: bool) -> str:
-    """The early-stopping monitor; without a validation split, its training-set twin."""
+    """The early-stopping monitor; without a validation split, its training-set twin. ``cfg`` is the task's
+    (training.config.train_config_for), where the monitor is always set."""
     monitor = cfg.early_stopping_monitor
+    assert monitor is not None, "an unresolved TrainConfig: pass train_config_for(cfg, task)"
     return monitor if has_validation or not monitor.startswith("val_") else monitor[len("val_") :]
 
 

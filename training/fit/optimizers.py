@@ -60,7 +60,7 @@ def build_schedule(cfg: TrainConfig, steps_per_epoch: int) -> Any:
     if cfg.lr_schedule == "exponential":
         return schedules.ExponentialDecay(lr, steps, cfg.decay_rate)
     if cfg.lr_schedule == "cosine":
-        warmup = int(cfg.warmup_epochs * steps)
+        warmup = int((cfg.warmup_epochs or 0.0) * steps)
         if warmup == 0:
             return schedules.CosineDecay(lr, total, alpha=0.01)
         return schedules.CosineDecay(

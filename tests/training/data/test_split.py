@@ -162,9 +162,17 @@ def test_frames_of_one_recording_stay_in_one_split_placed_by_the_recording() -> 
         parts = split_dataset(_named([*names, frame]), DataConfig(seed=5, group_recordings=True))
         now = next(part for part, ds in zip(("train", "val", "test"), parts, strict=True) if frame in ds.names)
         assert now == where[frame.replace("_00030", "_00000")]
+    on = _named(names)
+    assert split_dataset(on, DataConfig(seed=5))[0].names == train.names  # on by default
     off = _named(names)
-    split_dataset(off, DataConfig(seed=5))  # opt-in: off by default
+    split_dataset(off, DataConfig(seed=5, group_recordings=False))
     assert "recordings" not in off.report.details
+    from training.data.dataset import DataReport, Dataset
+
+    labels = [name.split("/")[0] for name in names]  # a table's rows are not files: never read as recordings
+    texts = Dataset("text", list(names), labels, list(names), DataReport(source="rows"), names=names)
+    split_dataset(texts, DataConfig(seed=5))
+    assert "recordings" not in texts.report.details
 
 
 def test_a_naming_scheme_is_not_read_as_recordings_and_manifests_are_read_by_their_paths() -> None:

@@ -26,8 +26,13 @@ def test_the_best_epoch_and_its_learning_rates_come_from_the_selection_history()
     assert best_epochs(history, "val_loss", "auto") == 3
     assert best_epochs({"val_accuracy": [0.5, 0.9, 0.8]}, "val_accuracy", "auto") == 2
     # epoch k ran at the rate recorded at the end of epoch k-1
-    assert learning_rates(history, 3, TrainConfig(learning_rate=0.01)) == [0.01, 0.01, 0.01]
-    assert learning_rates(history, 4, TrainConfig(learning_rate=0.01)) == [0.01, 0.01, 0.01, 0.005]
+    assert learning_rates(history, 3, TrainConfig(learning_rate=0.01, lr_schedule="constant")) == [0.01, 0.01, 0.01]
+    assert learning_rates(history, 4, TrainConfig(learning_rate=0.01, lr_schedule="constant")) == [
+        0.01,
+        0.01,
+        0.01,
+        0.005,
+    ]
     assert learning_rates(history, 3, TrainConfig(learning_rate=0.01, lr_schedule="cosine")) is None
 
 
