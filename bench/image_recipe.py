@@ -105,7 +105,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=BENCH_DIR / f"{RESULT}.json")
     args = parser.parse_args()
     previous = read_result(args.out) or {}
-    rows = {(r["data_set"], r["recipe"]): r for r in previous.get("rows", [])}
+    # rows of recipes or data sets no longer defined here are dropped: their settings are not described any more
+    rows = {(r["data_set"], r["recipe"]): r for r in previous.get("rows", []) if r["recipe"] in RECIPES}
+    rows = {key: row for key, row in rows.items() if row["data_set"] in SETS}
     written = args.out
     for name in args.only:
         for recipe in args.recipes:

@@ -33,7 +33,7 @@ from training.fit.train import train_model
 from training.markdown import inline_images
 from training.release.drift import write_baseline
 from training.release.figures import draw_training
-from training.release.gate import evaluate_production, gate
+from training.release.gate import evaluate_production, gate, split_by_recordings
 from training.release.registry import apply_retention, build_manifest, register
 from training.release.report import build_report, write_report
 from training.tf_env import is_chief
@@ -147,7 +147,7 @@ def gate_and_register(
         f"compression-{task_name}",
         "Every variant: size, sparsity, validation metrics, latency; the served one marked",
     )
-    production = production_step(model_store, task_name, test, cfg.gate)
+    production = production_step(model_store, task_name, test, cfg.gate, split_by_recordings(dataset.report.details))
     decision = gate_step(compressed.served_stats(), production, cfg.gate)
     manifest = build_manifest(
         task=task_name,

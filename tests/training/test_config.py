@@ -264,3 +264,28 @@ def test_config_to_dict_is_plain_and_round_trips(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(json.loads(json.dumps(data))))
     assert load_config(path) == cfg == RunConfig().with_overrides(data)
     assert RunConfig() == load_config(None)
+
+
+def test_an_image_run_gets_the_image_recipes_callbacks_and_warm_up() -> None:
+    from training.fit.callbacks import build_callbacks
+
+    image = train_config_for(load_config(None), "image")
+    callbacks, early, _ = build_callbacks(image, True, None)
+    assert (early.monitor, early.patience) == ("val_accuracy", 10)
+    assert not any(type(c).__name__ == "ReduceLROnPlateau" for c in callbacks)  # the cosine schedule decides
+    assert image.warmup_epochs == 2.0
+    assert train_config_for(load_config(None, {"train": {"epochs": 3}}), "image").warmup_epochs == 0.15
+    text = train_config_for(load_config(None), "text")
+    assert {k: getattr(text, k) for k in TASK_TRAIN_DEFAULTS["text"]} == {
+        "learning_rate": 3e-4,
+        "lr_schedule": "constant",
+        "warmup_epochs": 0.0,
+        "label_smoothing": 0.0,
+        "early_stopping_monitor": "val_loss",
+        "early_stopping_patience": 6,
+    }
+    callbacks, early, _ = build_callbacks(text, True, None)
+    assert (early.monitor, early.patience) == ("val_loss", 6)
+    assert any(type(c).__name__ == "ReduceLROnPlateau" for c in callbacks)
+    assert set(TASK_TRAIN_DEFAULTS["image"]) == set(TASK_TRAIN_DEFAULTS["text"])
+    assert all(getattr(TrainConfig(), key) is None for key in TASK_TRAIN_DEFAULTS["image"])

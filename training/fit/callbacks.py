@@ -2,7 +2,7 @@
 rate, and, when the run has a directory, per-epoch checkpoints (for ``--resume``), a CSV history that
 survives a kill, and TensorBoard logs.
 
-    >>> callbacks = build_callbacks(cfg.train, has_validation=True, run_dir=Path("run"))  # doctest: +SKIP
+    >>> callbacks = build_callbacks(train_config_for(cfg, "image"), True, Path("run"))  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -62,7 +62,9 @@ def fine_tune_backbone(
     before = model.get_weights()  # the first phase's best, restored unless this phase beats it
     opened = unfreeze_top(model, names, m.fine_tune_fraction)
     steps = max(1, math.ceil(len(train) / t.batch_size))
-    slower = t.model_copy(update={"learning_rate": (t.learning_rate or 1e-3) * m.fine_tune_lr_factor})
+    # The phase's own schedule: a cosine schedule decays over fine_tune_epochs, with no second warm-up.
+    rate = (t.learning_rate or 1e-3) * m.fine_tune_lr_factor
+    slower = t.model_copy(update={"learning_rate": rate, "epochs": m.fine_tune_epochs, "warmup_epochs": 0.0})
     compile_for_training(model, slower, steps)
     has_val = len(val) > 0
     monitor = monitor_name(t, has_val)

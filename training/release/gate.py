@@ -35,6 +35,9 @@ class Production:
     # What the candidate is compared with: the best recent production version or the pinned one (None: this one).
     baseline: Production | None = None
     baseline_rule: str = "production"
+    # Its data was split by another rule (recordings kept whole or not): it may have learnt from items of this
+    # test split, so its score is no bar for the candidate.
+    other_split: bool = False
 
 
 @dataclass(frozen=True)
@@ -47,40 +50,49 @@ class GateResult:
         return asdict(self)
 
 
-def score_version(store: ModelStore, task: str, version: str, test: Dataset) -> Production:
-    """A stored version's served variant on ``test``, with its own spec (or why it could not be scored)."""
+def split_by_recordings(data: dict[str, Any]) -> bool:
+    """Whether a data report (a run's, or a version's manifest ``data``) says recordings were kept whole."""
+    return bool(data.get("recordings"))
+
+
+def score_version(store: ModelStore, task: str, version: str, test: Dataset, recordings: bool = False) -> Production:
+    """A stored version's served variant on ``test``, with its own spec (or why it could not be scored).
+    ``recordings``: whether this run's split kept recordings whole, to compare with the version's own split."""
     try:
         model = store.get(task, version)
         classifier = Classifier.from_version(model, device="cpu")
         x, y = to_arrays(test, classifier.spec)
-        return Production(version=version, metrics=metrics(classifier.predict_all(x), y))
+        other = split_by_recordings(model.manifest.get("data") or {}) != recordings
+        return Production(version=version, metrics=metrics(classifier.predict_all(x), y), other_split=other)
     except Exception as exc:  # a broken model must not crash the run: the gate reports it
         log.warning("could not evaluate %s %s: %s", task, version, exc)
         return Production(version=version, error=f"{type(exc).__name__}: {exc}")
 
 
 def evaluate_production(
-    store: ModelStore, task: str, test: Dataset, cfg: GateConfig | None = None
+    store: ModelStore, task: str, test: Dataset, cfg: GateConfig | None = None, recordings: bool = False
 ) -> Production | None:
     """Score the production version's served variant on ``test`` and choose the baseline (``cfg``: the pinned
     version, else the best by accuracy, then macro-F1, of the last baseline_window production versions that still
-    exist and score); None when there is no production version yet."""
+    exist, score and were split by the same rule as this run: ``recordings``, whether it kept recordings whole);
+    None when there is no production version yet."""
     cfg = cfg or GateConfig()
     version = store.production(task)
     if version is None:
         return None
-    production = score_version(store, task, version, test)
+    production = score_version(store, task, version, test, recordings)
     if production.error:
         return production
     if cfg.baseline:
         rule = f"pinned {cfg.baseline} (gate.baseline)"
-        recent = [production if cfg.baseline == version else score_version(store, task, cfg.baseline, test)]
+        pinned = production if cfg.baseline == version else score_version(store, task, cfg.baseline, test, recordings)
+        recent = [pinned]
     else:
         rule = f"best of the last {cfg.baseline_window} production versions"
         stored = set(store.versions(task))
         window = [v for v in dict.fromkeys(reversed(store.history(task))) if v in stored][: cfg.baseline_window]
-        recent = [production] + [score_version(store, task, v, test) for v in window if v != version]
-        recent = [p for p in recent if not p.error] or [production]
+        recent = [production] + [score_version(store, task, v, test, recordings) for v in window if v != version]
+        recent = [p for p in recent if not p.error and not p.other_split] or [production]
     best = max(recent, key=lambda p: (p.metrics.get("accuracy", -1.0), p.metrics.get("macro_f1", -1.0)))
     return replace(production, baseline=best, baseline_rule=rule)
 
@@ -118,6 +130,15 @@ def gate(new: dict[str, Any], production: Production | None, cfg: GateConfig) ->
     if base.error:
         return GateResult(False, f"baseline {base.version} could not be evaluated ({base.error}); not promoted", checks)
     checks["baseline"] = {"version": base.version, "rule": production.baseline_rule, **base.metrics}
+    if base.other_split:
+        return GateResult(
+            False,
+            f"not promoted: {base.version} was trained on a split made by another rule (data.group_recordings: "
+            "frames of one recording kept whole in one run and not in the other), so it may have learnt from this "
+            "test split's items and its score is no bar; check this version's test metrics in report.json and "
+            "promote it with `kiln promote` if it should serve",
+            checks,
+        )
     name = "production" if base.version == production.version else "baseline"
     worse = [
         f"{m} {new[m]:.4f} < {name} {base.version} {base.metrics[m]:.4f} - {cfg.metric_tolerance}"

@@ -109,3 +109,16 @@ def test_a_pinned_baseline_is_the_one_compared(tmp_path: Path) -> None:
     assert promoted
     checks = store.get("text", "v0003").manifest["gate_checks"]
     assert checks["baseline"]["version"] == "v0001" and "pinned v0001" in checks["baseline"]["rule"]
+
+
+def test_a_version_split_by_another_rule_is_no_bar(onnx_store: Path) -> None:
+    texts = ["good film", "bad film"]
+    test = Dataset("text", texts, ["pos", "neg"], texts, DataReport("t"))
+    perfect = NEW | {"accuracy": 1.0, "macro_f1": 1.0}
+    same = evaluate_production(ModelStore(onnx_store), "text", test)
+    assert same is not None and not same.other_split and gate(perfect, same, GateConfig()).passed
+    # this run kept recordings whole, production's run did not: production may have trained on these test items
+    other = evaluate_production(ModelStore(onnx_store), "text", test, recordings=True)
+    assert other is not None and other.other_split and other.metrics == same.metrics
+    result = gate(perfect, other, GateConfig())
+    assert not result.passed and "split made by another rule" in result.reason and "kiln promote" in result.reason
