@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -43,28 +42,27 @@ RECIPES: dict[str, dict[str, Any]] = {
     "default + batch norm": {"image_model": {"batch_norm": True}},
     "default + brightness 0.2": {"augment": {"brightness": 0.2}},
 }
+# The train settings a recipe result records (as the image task resolves them), beside image_model.batch_norm.
+RECIPE_SETTINGS = (
+    "lr_schedule",
+    "warmup_epochs",
+    "label_smoothing",
+    "early_stopping_monitor",
+    "early_stopping_patience",
+)
 # The network alone, fitted once on the training split: what the recipe itself does.
 NETWORK_ONLY = {"image_model": {"kernel": False}, "train": {"refit": False}, "data": {"label_issues": "off"}}
-
-
-def _accuracy(model: Any, dataset: Any, spec: Any) -> float:
-    import numpy as np
-
-    from training.data.features import encode_labels, to_inputs
-
-    known = dataset.subset([i for i, label in enumerate(dataset.labels) if label in spec.labels])
-    probabilities = model.predict(to_inputs(known, spec), batch_size=64, verbose=0)
-    return float(np.mean(probabilities.argmax(axis=1) == encode_labels(known.labels, spec.labels)))
 
 
 def measure(name: str, recipe: str, workdir: Path) -> dict[str, Any]:
     """Train ``recipe`` on Kiln's split of data set ``name``'s train side; its scores on validation and test."""
     from training import memory
-    from training.config import RunConfig, merge_config, train_config_for
+    from training.config import RunConfig, merge_config
     from training.data.clean import load_source
     from training.data.dataset import Source
     from training.data.split import split_dataset
     from training.fit.train import train_model
+    from training.fit.tune import shipped_scores
     from training.tf_env import keras
 
     memory.tune_allocator()
@@ -73,10 +71,8 @@ def measure(name: str, recipe: str, workdir: Path) -> dict[str, Any]:
     cfg = RunConfig().with_overrides(merge_config(NETWORK_ONLY, RECIPES[recipe]))
     dataset = load_source("image", Source(str(split.train), None, None, True), cfg.data)
     train, val, test = split_dataset(dataset, cfg.data)
-    started = time.perf_counter()
     trained = train_model(train, val, cfg)
-    seconds = time.perf_counter() - started
-    t = train_config_for(cfg, "image")
+    t = trained.config  # the recipe as the task resolved it
     curve = trained.history.get("val_accuracy", [])
     recordings = dataset.report.details.get("recordings")
     return {
@@ -84,15 +80,14 @@ def measure(name: str, recipe: str, workdir: Path) -> dict[str, Any]:
         "recipe": recipe,
         "settings": {
             "batch_norm": cfg.image_model.batch_norm,
-            **{k: getattr(t, k) for k in ("lr_schedule", "warmup_epochs", "label_smoothing")},
-            **{k: getattr(t, k) for k in ("early_stopping_monitor", "early_stopping_patience")},
+            **{k: getattr(t, k) for k in RECIPE_SETTINGS},
         },
         "items": {"train": len(train), "validation": len(val), "test": len(test)},
         "recordings": recordings["recordings"] if recordings else None,
         "epochs_run": len(curve),
-        "train_seconds": round(seconds, 1),
-        "val_accuracy": round(_accuracy(trained.model, val, trained.spec), 4),
-        "test_accuracy": round(_accuracy(trained.model, test, trained.spec), 4),
+        "train_seconds": round(trained.seconds, 1),
+        "val_accuracy": round(shipped_scores(trained, val)[1], 4),
+        "test_accuracy": round(shipped_scores(trained, test)[1], 4),
         "val_accuracy_curve": [round(float(v), 4) for v in curve],
     }
 

@@ -373,8 +373,9 @@ def trial_fitter(train: Any, val: Any) -> Callable[[RunConfig, Any], tuple[float
 
 
 def shipped_scores(trained: Any, val: Any) -> tuple[float, float]:
-    """Validation log-loss and accuracy of a wide & deep text model as it ships: after the blend, or with
-    the network dropped when it did not help (training.models.linear), which the per-epoch curves do not show."""
+    """Log-loss and accuracy of a trained model as it ships on ``val`` (items of labels it knows): for a wide &
+    deep text model after the blend, or with the network dropped when it did not help (training.models.linear),
+    which the per-epoch curves do not show."""
     from training.data.features import encode_labels, to_inputs
 
     val = val.subset([i for i, label in enumerate(val.labels) if label in trained.spec.labels])
