@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast lint bench bench-data bench-quality bench-label-flips bench-image-recipe bench-predict bench-render k8s-check clean
+.PHONY: install demo test test-fast lint bench bench-data bench-quality bench-label-flips bench-image-recipe bench-text-recipe bench-predict bench-render k8s-check clean
 
 # Re-install only when the dependency list changes.
 $(STAMP): pyproject.toml
@@ -55,6 +55,10 @@ bench-label-flips: install
 # of the image sets' train files: how the image training defaults were chosen (issue 17).
 bench-image-recipe: install
 	$(BIN)/python -m bench.image_recipe --out $(BENCH_DIR)/image_recipe.json
+
+# Text training recipes on Kiln's own splits of the text sets' train files: how text training defaults are chosen.
+bench-text-recipe: install
+	$(BIN)/python -m bench.text_recipe --out $(BENCH_DIR)/text_recipe.json
 
 # `kiln predict` on 1,000,000 short texts and 100,000 small images against ONNX Runtime alone (issue 21).
 bench-predict: install

@@ -709,9 +709,9 @@ def _recipe_cell(row: Result) -> str:
     return f"{row['val_accuracy']:.4f} / {row['test_accuracy']:.4f}"
 
 
-def image_recipe_section(r: Result) -> list[str]:
-    """How the image training defaults were chosen (bench.image_recipe): each recipe's network on Kiln's own
-    validation and internal test splits of each image set's train file, one row per data set."""
+def _recipe_table(r: Result) -> list[str]:
+    """A recipe benchmark's table (bench.recipes): each recipe on Kiln's own validation and internal test splits
+    of each set's train file, one row per data set and their mean, then the settings and the verdict."""
     rows = r["rows"]
     recipes = [name for name in r["parameters"]["recipes"] if any(row["recipe"] == name for row in rows)]
     sets = list(dict.fromkeys(row["data_set"] for row in rows))
@@ -756,6 +756,12 @@ def image_recipe_section(r: Result) -> list[str]:
         + ", ".join(f"{k} {v}" for k, v in by[next((n, recipe) for n in sets if (n, recipe) in by)]["settings"].items())
         for recipe in recipes
     )
+    return [*table(("data set", "split", *recipes), cells), "", f"Settings: {settings}.{verdict}"]
+
+
+def image_recipe_section(r: Result) -> list[str]:
+    """How the image training defaults were chosen (bench.image_recipe)."""
+    lines = _recipe_table(r)
     return [
         "## Image training recipe (CPU)\n",
         measured_line(r)
@@ -765,9 +771,24 @@ def image_recipe_section(r: Result) -> list[str]:
         "Kiln's internal test split, which neither the fit nor the epoch choice saw, scores it once more. The "
         "quality benchmark's test files are never read. Each cell: validation / internal test accuracy (epochs "
         "run, training seconds). Split: training / validation / internal test items.\n",
-        *table(("data set", "split", *recipes), cells),
-        "",
-        f"Settings: {settings}.{verdict}",
+        *lines,
+    ]
+
+
+def text_recipe_section(r: Result) -> list[str]:
+    """How text training defaults were chosen (bench.text_recipe)."""
+    lines = _recipe_table(r)
+    return [
+        "## Text training recipe (CPU)\n",
+        measured_line(r)
+        + " How text training defaults were chosen (issue 17; `bench/text_recipe.py`): each recipe runs the whole "
+        "text training once (the linear half's fits and their choice by cross-validation, the network, the "
+        "choice of what ships; no refit, no label audit) on Kiln's own split of each text set's train file, the "
+        "quality benchmark's train side, and the model it would ship is scored on Kiln's validation split, where "
+        "every choice was made, and on its internal test split, which none saw. The quality benchmark's test "
+        "files are never read. Each cell: validation / internal test accuracy (epochs run, training seconds). "
+        "Split: training / validation / internal test items.\n",
+        *lines,
     ]
 
 
@@ -843,6 +864,7 @@ SECTIONS: list[tuple[str, Callable[[Result], list[str]], str]] = [
     ("quality", variants_section, ""),
     ("label_flips", label_flips_section, "label audit against planted flips (`make bench-label-flips`)"),
     ("image_recipe", image_recipe_section, "image training recipe (`make bench-image-recipe`)"),
+    ("text_recipe", text_recipe_section, "text training recipe (`make bench-text-recipe`)"),
     ("predict", predict_section, "batch prediction at scale (`make bench-predict`)"),
 ]
 

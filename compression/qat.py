@@ -15,6 +15,7 @@ QAT variant that quantizes almost nothing.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,7 @@ from serving.preprocess import Spec
 from serving.runtime import OFFLINE_BATCH
 from training.config import RunConfig
 from training.data.dataset import Dataset
+from training.models.layers import PerImageStandardize
 from training.tf_env import keras
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,41 @@ def _registry() -> Any:
     )
 
     return default_8bit_quantize_registry.Default8BitQuantizeRegistry()
+
+
+# Weightless custom layers tfmot's registries do not know, quantized at their output as tfmot quantizes the
+# activations of the layers it knows (the prune-preserving scheme refuses a model holding an unknown layer).
+OUTPUT_QUANTIZED_LAYERS: tuple[type, ...] = (PerImageStandardize,)
+
+
+@functools.cache
+def _output_only_config() -> type:
+    """A tfmot QuantizeConfig with no weights or activations to quantize and one 8-bit output quantizer (made on
+    first use: tfmot loads only when a QAT variant is made)."""
+    import tensorflow_model_optimization as tfmot
+
+    quantizers = tfmot.quantization.keras.quantizers
+
+    class OutputQuantized(tfmot.quantization.keras.QuantizeConfig):  # type: ignore[misc]
+        def get_weights_and_quantizers(self, layer: Any) -> list[Any]:
+            return []
+
+        def get_activations_and_quantizers(self, layer: Any) -> list[Any]:
+            return []
+
+        def set_quantize_weights(self, layer: Any, quantize_weights: list[Any]) -> None:
+            pass
+
+        def set_quantize_activations(self, layer: Any, quantize_activations: list[Any]) -> None:
+            pass
+
+        def get_output_quantizers(self, layer: Any) -> list[Any]:
+            return [quantizers.MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False, narrow_range=False)]
+
+        def get_config(self) -> dict[str, Any]:
+            return {}
+
+    return OutputQuantized
 
 
 def quantizable(model: keras.Model) -> tuple[set[str], float]:
@@ -161,15 +198,23 @@ def quantize_aware(
             f"{cfg.compress.qat_min_coverage:.0%}); the largest unsupported: {_unsupported_summary(model, names)}"
         )
     annotate = tfmot.quantization.keras.quantize_annotate_layer
+    output_only = _output_only_config()
+
+    def annotated_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
+        if layer.name in names:
+            return annotate(layer)
+        if isinstance(layer, OUTPUT_QUANTIZED_LAYERS):  # Kiln's weightless layers: their output on the INT8 grid
+            return annotate(layer, quantize_config=output_only())
+        return layer
+
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
-    annotated = keras.models.clone_model(
-        copy, clone_function=lambda layer: annotate(layer) if layer.name in names else layer
-    )
+    annotated = keras.models.clone_model(copy, clone_function=annotated_layer)
     scheme = tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme() if prune_preserve else None
     apply = tfmot.quantization.keras.quantize_apply
     try:
-        quantized = apply(annotated, scheme) if scheme else apply(annotated)
+        with tfmot.quantization.keras.quantize_scope({output_only.__name__: output_only}):
+            quantized = apply(annotated, scheme) if scheme else apply(annotated)
     except ValueError as exc:  # the prune-preserving scheme asks every layer for a config, custom ones too
         if scheme is None or "unsupported layer" not in str(exc):
             raise

@@ -260,7 +260,8 @@ def results() -> dict[str, dict[str, Any]]:
     recipe_row |= {"items": {"train": 70, "validation": 15, "test": 15}, "epochs_run": 40, "train_seconds": 9.0}
     recipe_row |= {"val_accuracy": 0.5, "test_accuracy": 0.6}
     recipe = _result("image_recipe", {"recipes": {"default": {}}}, rows=[recipe_row])
-    return {r["benchmark"]: r for r in (training, http, data, quality, flips, predict, recipe)}
+    text_recipe = _result("text_recipe", {"recipes": {"default": {}}}, rows=[recipe_row | {"data_set": "cr"}])
+    return {r["benchmark"]: r for r in (training, http, data, quality, flips, predict, recipe, text_recipe)}
 
 
 def _lines(markdown: str) -> set[str]:
@@ -501,3 +502,25 @@ def test_the_image_recipe_table_compares_recipes_per_set_and_on_average() -> Non
     assert "**default**: batch_norm True, early_stopping_monitor val_accuracy" in md
     # previous ran on one set of two: only default competes
     assert "**default** has the highest mean validation accuracy and **default** the highest mean internal" in md
+
+
+def test_the_text_recipe_table_uses_the_same_layout() -> None:
+    def row(recipe: str, val: float) -> dict[str, Any]:
+        return {
+            "data_set": "cr",
+            "recipe": recipe,
+            "settings": {"wide_trainable": recipe != "default"},
+            "items": {"train": 2100, "validation": 450, "test": 460},
+            "recordings": None,
+            "epochs_run": 11,
+            "train_seconds": 17.2,
+            "val_accuracy": val,
+            "test_accuracy": 0.83,
+        }
+
+    recipes = {"wide table fine-tuned": {}, "default": {}}
+    rows = [row("wide table fine-tuned", 0.82), row("default", 0.83)]
+    md = render({"text_recipe": _result("text_recipe", {"recipes": recipes}, rows=rows)})
+    assert "## Text training recipe (CPU)" in md
+    assert "| cr | 2,100 / 450 / 460 | 0.8200 / 0.8300 (11 ep, 17 s) | 0.8300 / 0.8300 (11 ep, 17 s) |" in _lines(md)
+    assert "**default** has the highest mean validation accuracy" in md

@@ -18,6 +18,7 @@ from serving.preprocess import ImageSpec
 from training.config import ImageModelConfig, TrainConfig
 from training.models.backbones import backbone
 from training.models.head import head, regularizer
+from training.models.layers import PerImageStandardize
 from training.tf_env import keras, tf
 
 layers = keras.layers
@@ -94,7 +95,8 @@ def build_image_model(spec: ImageSpec, cfg: ImageModelConfig, train: TrainConfig
     if cfg.backbone:
         features, names = backbone(inputs, cfg)
     else:
-        features = IMAGE_FAMILIES[cfg.architecture](inputs, cfg, reg)
+        pixels = PerImageStandardize(name="standardize")(inputs) if cfg.standardize else inputs
+        features = IMAGE_FAMILIES[cfg.architecture](pixels, cfg, reg)
     outputs = head(features, cfg.dense_units, cfg.dropout, len(spec.labels), reg)
     model = keras.Model(inputs, outputs, name=f"image_{cfg.architecture}")
     if cfg.transfers:  # the first phase trains the head on the frozen backbone

@@ -136,3 +136,16 @@ class RBFKernel(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "landmarks": self.count, "gamma": self.gamma}
+
+
+@keras.utils.register_keras_serializable(package="kiln")
+class PerImageStandardize(keras.layers.Layer):
+    """Each image minus its own mean over pixels and channels, divided by its own standard deviation (at least
+    1/sqrt(values), as tf.image.per_image_standardization): a picture taken in dim light and one in sunshine
+    reach the network alike. No weights: it exports as a few reductions and quantizes as the input does."""
+
+    def call(self, images: Any) -> Any:
+        values = tf.cast(tf.reduce_prod(tf.shape(images)[1:]), images.dtype)
+        mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
+        spread = tf.sqrt(tf.reduce_mean(tf.square(images - mean), axis=[1, 2, 3], keepdims=True))
+        return (images - mean) / tf.maximum(spread, tf.math.rsqrt(values))

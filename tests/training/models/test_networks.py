@@ -68,7 +68,9 @@ def test_image_family(architecture: str, tmp_path: Path) -> None:
     spec = ImageSpec(labels=("a", "b", "c"), height=side, width=side, channels=3)
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 64)
-    x = (rng.random((64, side, side, 3)) * 0.3 + y[:, None, None, None] * 0.3).astype(np.float32)
+    x = rng.random((64, side, side, 3)).astype(np.float32) * 0.3
+    for label in range(3):  # each class a bright band in its own rows: a pattern, which standardisation keeps
+        x[y == label, label * side // 3 : (label + 1) * side // 3] += 0.6
     _check_family(kind_of(spec.kind).build_model(spec, cfg), x, np.eye(3)[y], tmp_path, spec)
 
 
@@ -91,3 +93,17 @@ def test_text_family(architecture: str, tmp_path: Path) -> None:
     if chars:  # then character n-gram ids, which only the linear half reads
         assert x[:, 12:].min() >= spec.deep_vocabulary and x[:, 12:].max() < spec.input_vocabulary
     _check_family(kind_of(spec.kind).build_model(spec, cfg), x, np.eye(2)[y], tmp_path, spec)
+
+
+def test_per_image_standardisation_removes_lighting_and_keeps_the_picture() -> None:
+    from training.models.layers import PerImageStandardize
+
+    rng = np.random.default_rng(0)
+    images = rng.random((4, 8, 8, 3)).astype(np.float32)
+    layer = PerImageStandardize()
+    out = layer(images).numpy()
+    assert np.allclose(out.mean(axis=(1, 2, 3)), 0, atol=1e-5) and np.allclose(out.std(axis=(1, 2, 3)), 1, atol=1e-3)
+    dim = images * 0.3 + 0.05  # the same scenes photographed darker, with less contrast
+    assert np.allclose(layer(dim).numpy(), out, atol=1e-4)
+    flat = layer(np.full((1, 8, 8, 3), 0.7, np.float32)).numpy()  # no spread: zeros, not NaN
+    assert np.all(np.isfinite(flat)) and np.allclose(flat, 0)

@@ -1,0 +1,41 @@
+"""How text training defaults are chosen (issue 17): each recipe runs the whole text training (the linear half's
+fits and their choice by cross-validation, the network, the choice of what ships) once on Kiln's own split of
+each text set's train file, the quality benchmark's train side, and is scored on Kiln's validation split (where
+every choice was made) and its internal test split (which none saw). The benchmark's test files are never read.
+
+Recipes (``RECIPES``): ``default`` is what the configuration says now; ``wide table fine-tuned`` lets the joint
+model's training move the linear half's closed-form per-term weights (text_model.wide_trainable), the default
+before this benchmark.
+
+    $ .venv/bin/python -m bench.text_recipe                                  # every text set and recipe
+    $ .venv/bin/python -m bench.text_recipe --only cr sst2 --recipes default
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.recipes import RecipeBench, main
+
+RECIPES: dict[str, dict[str, Any]] = {
+    "wide table fine-tuned": {"text_model": {"wide_trainable": True}},
+    "default": {},  # the wide table as the closed-form fit left it
+}
+
+
+def _settings(cfg: Any) -> dict[str, Any]:
+    t = cfg.text_model
+    return {"architecture": t.architecture, "wide_mode": t.wide_mode, "wide_trainable": t.wide_trainable}
+
+
+BENCH = RecipeBench(
+    result="text_recipe",
+    task="text",
+    sets=("sample_texts", "cr", "mr", "subj", "mpqa", "sst2", "ag_news", "ohsumed23", "snips"),
+    recipes=RECIPES,
+    base={"train": {"refit": False}, "data": {"label_issues": "off"}},  # fitted once on the training split
+    settings=_settings,
+)
+
+if __name__ == "__main__":
+    main(BENCH, __doc__)
