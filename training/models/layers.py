@@ -142,7 +142,8 @@ class RBFKernel(keras.layers.Layer):
 class PerImageStandardize(keras.layers.Layer):
     """Each image minus its own mean over pixels and channels, divided by its own standard deviation (at least
     1/sqrt(values), as tf.image.per_image_standardization): a picture taken in dim light and one in sunshine
-    reach the network alike. No weights: it exports as a few reductions and quantizes as the input does."""
+    reach the network alike. No weights: it exports as a few reductions; QAT quantizes its output
+    (compression.qat.OUTPUT_QUANTIZED_LAYERS)."""
 
     def call(self, images: Any) -> Any:
         values = tf.cast(tf.reduce_prod(tf.shape(images)[1:]), images.dtype)
