@@ -42,18 +42,12 @@ class RecipeBench:
     settings: Callable[[Any], dict[str, Any]]  # the model settings a row records, from the RunConfig
 
 
-def _source(task: str, path: Path) -> Any:
-    from training.data.dataset import Source
-
-    # the quality benchmark writes texts as text,label CSV files and images as label folders
-    return Source(str(path), "text", "label", True) if task == "text" else Source(str(path), None, None, True)
-
-
 def measure(bench: RecipeBench, name: str, recipe: str, workdir: Path) -> dict[str, Any]:
     """Train ``recipe`` on Kiln's split of data set ``name``'s train side; its scores on validation and test."""
     from training import memory
     from training.config import RunConfig, merge_config
     from training.data.clean import load_source
+    from training.data.dataset import Source
     from training.data.split import split_dataset
     from training.fit.train import train_model
     from training.fit.tune import shipped_scores
@@ -63,7 +57,8 @@ def measure(bench: RecipeBench, name: str, recipe: str, workdir: Path) -> dict[s
     keras.backend.clear_session()
     split = prepare_split(split_source(name, workdir), workdir / "splits")
     cfg = RunConfig().with_overrides(merge_config(bench.base, bench.recipes[recipe]))
-    dataset = load_source(bench.task, _source(bench.task, split.train), cfg.data)
+    # read as `kiln run` reads the file the quality benchmark hands it: columns found by their names
+    dataset = load_source(bench.task, Source(str(split.train)), cfg.data)
     train, val, test = split_dataset(dataset, cfg.data)
     trained = train_model(train, val, cfg)
     t = trained.config  # the recipe as the task resolved it

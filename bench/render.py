@@ -759,37 +759,39 @@ def _recipe_table(r: Result) -> list[str]:
     return [*table(("data set", "split", *recipes), cells), "", f"Settings: {settings}.{verdict}"]
 
 
+def _recipe_section(r: Result, title: str, how: str) -> list[str]:
+    """A recipe benchmark's section: its title, what the recipes ran (``how``), what every cell holds, the table."""
+    return [
+        f"## {title} (CPU)\n",
+        f"{measured_line(r)} {how} The quality benchmark's test files are never read. Each cell: validation / "
+        "internal test accuracy (epochs run, training seconds). Split: training / validation / internal test items.\n",
+        *_recipe_table(r),
+    ]
+
+
 def image_recipe_section(r: Result) -> list[str]:
     """How the image training defaults were chosen (bench.image_recipe)."""
-    lines = _recipe_table(r)
-    return [
-        "## Image training recipe (CPU)\n",
-        measured_line(r)
-        + " How the image training defaults were chosen (issue 17 item 4; `bench/image_recipe.py`): each recipe "
+    return _recipe_section(
+        r,
+        "Image training recipe",
+        "How the image training defaults were chosen (issue 17 item 4; `bench/image_recipe.py`): each recipe "
         "trains the network alone (no kernel model, no refit) on Kiln's own split of each image set's train file, "
         "the quality benchmark's train side; its early stopping picks the epoch on Kiln's validation split, and "
-        "Kiln's internal test split, which neither the fit nor the epoch choice saw, scores it once more. The "
-        "quality benchmark's test files are never read. Each cell: validation / internal test accuracy (epochs "
-        "run, training seconds). Split: training / validation / internal test items.\n",
-        *lines,
-    ]
+        "Kiln's internal test split, which neither the fit nor the epoch choice saw, scores it once more.",
+    )
 
 
 def text_recipe_section(r: Result) -> list[str]:
     """How text training defaults were chosen (bench.text_recipe)."""
-    lines = _recipe_table(r)
-    return [
-        "## Text training recipe (CPU)\n",
-        measured_line(r)
-        + " How text training defaults were chosen (issue 17; `bench/text_recipe.py`): each recipe runs the whole "
+    return _recipe_section(
+        r,
+        "Text training recipe",
+        "How text training defaults were chosen (issue 17; `bench/text_recipe.py`): each recipe runs the whole "
         "text training once (the linear half's fits and their choice by cross-validation, the network, the "
         "choice of what ships; no refit, no label audit) on Kiln's own split of each text set's train file, the "
         "quality benchmark's train side, and the model it would ship is scored on Kiln's validation split, where "
-        "every choice was made, and on its internal test split, which none saw. The quality benchmark's test "
-        "files are never read. Each cell: validation / internal test accuracy (epochs run, training seconds). "
-        "Split: training / validation / internal test items.\n",
-        *lines,
-    ]
+        "every choice was made, and on its internal test split, which none saw.",
+    )
 
 
 # ------------------------------------------------------------------------------------------------ predict
