@@ -71,6 +71,7 @@ def measure(bench: RecipeBench, name: str, recipe: str, workdir: Path) -> dict[s
         "items": {"train": len(train), "validation": len(val), "test": len(test)},
         "recordings": recordings["recordings"] if recordings else None,
         "model": trained.model.name,
+        "parameters": int(trained.model.count_params()),
         "epochs_run": len(curve),
         "train_seconds": round(trained.seconds, 1),
         "val_accuracy": round(shipped_scores(trained, val)[1], 4),

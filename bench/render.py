@@ -730,15 +730,21 @@ def _recipe_table(r: Result) -> list[str]:
                 f"{_recipe_cell(row)} ({row['epochs_run']} ep, {row['train_seconds']:.0f} s)" if row else "-"
             )
         cells.append(row_cells)
+
+    def mean(recipe: str, names: list[str]) -> str:
+        done = [by[(name, recipe)] for name in names]
+        return _recipe_cell({k: sum(row[k] for row in done) / len(done) for k in ("val_accuracy", "test_accuracy")})
+
     means = ["mean", ""]
     for recipe in recipes:
-        done = [by[(name, recipe)] for name in sets if (name, recipe) in by]
-        means.append(
-            _recipe_cell({k: sum(row[k] for row in done) / len(done) for k in ("val_accuracy", "test_accuracy")})
-            + ("" if len(done) == len(sets) else f" ({len(done)} of {len(sets)} sets)")
-            if done
-            else "-"
-        )
+        done = [name for name in sets if (name, recipe) in by]
+        cell = mean(recipe, done) if done else "-"
+        if done and len(done) < len(sets):
+            cell += f" ({len(done)} of {len(sets)} sets"
+            if recipe != "default" and all((name, "default") in by for name in done):
+                cell += f"; default on them: {mean('default', done)}"  # the comparison the partial mean allows
+            cell += ")"
+        means.append(cell)
     cells.append(means)
     complete = [recipe for recipe in recipes if all((name, recipe) in by for name in sets)]
 

@@ -47,7 +47,7 @@ def text_spec(train: Dataset, labels: tuple[str, ...], cfg: RunConfig) -> TextSp
     vocabulary = build_vocabulary(train.inputs, t.max_tokens, t.min_count)
     length = text_length(train.inputs, cfg)
     spec = TextSpec(labels=labels, vocabulary=vocabulary, max_length=length, ngram_buckets=bigram_buckets(train, cfg))
-    return with_bag(with_char_ngrams(spec, train, cfg), train, cfg)
+    return with_bag(within_wide_budget(with_char_ngrams(spec, train, cfg), cfg), train, cfg)
 
 
 def make_spec(train: Dataset, labels: tuple[str, ...], cfg: RunConfig) -> Spec:
@@ -104,6 +104,52 @@ def with_char_ngrams(spec: TextSpec, train: Dataset, cfg: RunConfig) -> TextSpec
         return spec
     log.info("character n-grams: %d buckets%s", buckets, "" if whole else f", {length} ids per text")
     return dataclasses.replace(spec, char_buckets=buckets, char_length=length)
+
+
+# The hashed bucket counts a budget may halve, in the order that breaks a tie, each with its floor.
+BUDGETED_BUCKETS = (("char_buckets", 4096), ("ngram_buckets", 1024))
+
+
+def within_wide_budget(spec: TextSpec, cfg: RunConfig) -> TextSpec:
+    """``spec`` with the hashed buckets the data sized halved, the larger first, until the wide half's table
+    (input ids x linear members x classes) holds at most text_model.max_wide_weights: with many classes the
+    table, not the data, would set the model's size, its memory in training and export, and its latency.
+    Buckets set in the configuration are kept as set."""
+    t = cfg.text_model
+    if not t.wide or t.max_wide_weights is None:
+        return spec
+    columns = t.most_linear_members * len(spec.labels)
+    chosen = {"char_buckets": t.char_buckets, "ngram_buckets": t.ngram_buckets}
+    start = (spec.ngram_buckets, spec.char_buckets)
+    while spec.input_vocabulary * columns > t.max_wide_weights:
+        shrinkable = [
+            (name, getattr(spec, name))
+            for name, floor in BUDGETED_BUCKETS
+            if chosen[name] is None and getattr(spec, name) > floor
+        ]
+        if not shrinkable:
+            log.warning(
+                "the wide table needs %s weights (%d ids x %d columns), over text_model.max_wide_weights (%s), with "
+                "its hashed buckets at their floors; lower text_model.max_tokens to shrink it further",
+                f"{spec.input_vocabulary * columns:,}",
+                spec.input_vocabulary,
+                columns,
+                f"{t.max_wide_weights:,}",
+            )
+            break
+        name, buckets = max(shrinkable, key=lambda item: item[1])
+        spec = dataclasses.replace(spec, **{name: buckets // 2})
+    if (spec.ngram_buckets, spec.char_buckets) != start:
+        log.info(
+            "wide table within %s weights (%d classes): bigram buckets %d -> %d, character n-gram buckets %d -> %d",
+            f"{t.max_wide_weights:,}",
+            len(spec.labels),
+            start[0],
+            spec.ngram_buckets,
+            start[1],
+            spec.char_buckets,
+        )
+    return spec
 
 
 def with_bag(spec: TextSpec, train: Dataset, cfg: RunConfig, sample: int = 2000) -> TextSpec:

@@ -28,14 +28,20 @@ def learning_curves(history: dict[str, list[float]], path: Path) -> Path:
     return save(fig, path)
 
 
+MAX_CONFUSION_INCHES = 24.0
+
+
 def confusion_plot(matrix: np.ndarray, labels: tuple[str, ...], path: Path) -> Path:
     """The test confusion matrix, counts in the cells, rows true and columns predicted."""
-    size = max(4.0, 0.45 * len(labels) + 2)
+    # Grows with the classes up to MAX_CONFUSION_INCHES (150 classes at 0.45 in each drew a 5,600-pixel square
+    # that took 1.1 GiB); beyond that the cells and their tick labels shrink instead.
+    size = min(MAX_CONFUSION_INCHES, max(4.0, 0.45 * len(labels) + 2))
     fig, ax = plt.subplots(figsize=(size, size))
     ax.imshow(matrix, cmap="Blues")
     ticks = range(len(labels))
-    ax.set_xticks(ticks, labels, rotation=60 if len(labels) > 6 else 0)
-    ax.set_yticks(ticks, labels)
+    points = min(10.0, 0.7 * 72 * (size - 2) / max(1, len(labels)))  # a tick label no taller than its cell
+    ax.set_xticks(ticks, labels, rotation=60 if len(labels) > 6 else 0, fontsize=points)
+    ax.set_yticks(ticks, labels, fontsize=points)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     if len(labels) <= 30:
