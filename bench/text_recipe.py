@@ -6,7 +6,8 @@ every choice was made) and its internal test split (which none saw). The benchma
 Recipes (``RECIPES``): ``default`` is what the configuration says now; ``wide table fine-tuned`` lets the joint
 model's training move the linear half's closed-form per-term weights (text_model.wide_trainable), the default
 before this benchmark; ``no wide-table budget`` lets the hashed buckets grow with the data whatever the class count
-(text_model.max_wide_weights None), the default before the budget.
+(text_model.max_wide_weights None), the default before the budget; ``NBSVM linear half`` makes the linear half
+NBSVM (text_model.linear_model nb_svm; two-class sets only), which auto's cross-validation would prefer on CR and MR.
 
     $ .venv/bin/python -m bench.text_recipe                                  # every text set and recipe
     $ .venv/bin/python -m bench.text_recipe --only cr sst2 --recipes default
@@ -21,6 +22,7 @@ from bench.recipes import RecipeBench, main
 RECIPES: dict[str, dict[str, Any]] = {
     "wide table fine-tuned": {"text_model": {"wide_trainable": True}},
     "no wide-table budget": {"text_model": {"max_wide_weights": None}},
+    "NBSVM linear half": {"text_model": {"linear_model": "nb_svm"}},
     "default": {},  # the wide table as the closed-form fit left it, within text_model.max_wide_weights
 }
 
@@ -32,6 +34,7 @@ def _settings(cfg: Any) -> dict[str, Any]:
         "wide_mode": t.wide_mode,
         "wide_trainable": t.wide_trainable,
         "max_wide_weights": t.max_wide_weights,
+        "linear_model": t.linear_model,
     }
 
 

@@ -29,6 +29,7 @@ import numpy as np
 import yaml
 
 from training.config import (
+    LINEAR_MODELS,
     WORDS_ONLY_TABLES,
     ConfigError,
     RunConfig,
@@ -50,7 +51,7 @@ DEFAULT_SPACES: dict[str, dict[str, dict[str, Any]]] = {
         "text_model.embedding_dim": {"type": "categorical", "choices": [32, 64, 128]},
         "text_model.dropout": {"type": "float", "low": 0.1, "high": 0.5},
         "text_model.length_percentile": {"type": "categorical", "choices": [90.0, 95.0, 99.0]},
-        "text_model.linear_model": {"type": "categorical", "choices": ["auto", "svm", "svm_nb", "ensemble", "select"]},
+        "text_model.linear_model": {"type": "categorical", "choices": list(LINEAR_MODELS)},
         "train.optimizer": {"type": "categorical", "choices": ["adam", "adamw", "rmsprop", "nesterov"]},
         # the network trains on top of a warm-started linear half: large steps undo it in the first epoch
         "train.learning_rate": {"type": "float", "low": 1e-4, "high": 3e-3, "log": True},

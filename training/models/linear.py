@@ -307,7 +307,8 @@ def fit_linear_models(
     """Fit the linear half. Its models: logistic regression on the TF-IDF bag of words and bigrams (with
     the character n-grams when the ids from ``char_start`` on are n-grams) and naive Bayes on the counts.
 
-    ``svm`` fits the linear SVM alone on the same TF-IDF bag (words, bigrams and character n-grams).
+    ``svm`` fits the linear SVM alone on the same TF-IDF bag (words, bigrams and character n-grams); ``nb_svm``
+    the SVM on that bag weighted by the naive Bayes log-count ratio (two classes; else the SVM).
     ``ensemble`` adds logistic regression and naive Bayes, each calibrated on validation. ``select`` also fits
     logistic regression on words alone and keeps the best single model on validation (the earlier, simpler one
     on a tie or without a validation split). A model that does not read some ids gives them weight 0."""
@@ -317,11 +318,13 @@ def fit_linear_models(
     if char_start is not None:
         words_only[char_start:] = False
     data = (train_terms, train_y, val_terms, val_y)
-    if how in ("svm", "svm_nb", "auto"):
+    if how in ("svm", "nb_svm", "svm_nb", "auto"):
         weighted = char_weighted(train_terms, idf, words_only, char_start)
-        best = _svm(weighted, data, classes, balanced)
+        best = (_nb_svm(weighted, data, classes, balanced) if how == "nb_svm" else None) or _svm(
+            weighted, data, classes, balanced
+        )
         best.tried = {best.name: round(best.val_accuracy, 4)}
-        if how != "svm":
+        if how in ("svm_nb", "auto"):
             best = _svm_or_ensemble(best, weighted, words_only, data, classes, balanced, decide=how == "auto")
         best.section = section
         log.info(
@@ -370,13 +373,46 @@ def _logistic(
     return LinearFit.single(name, id_weights, fit_linear(x, train_y, xv, val_y, classes, balanced, grid), "C")
 
 
-def _svm(id_weights: np.ndarray, data: Split, classes: int, balanced: bool, scale: float | None = None) -> LinearFit:
+def _svm(
+    id_weights: np.ndarray,
+    data: Split,
+    classes: int,
+    balanced: bool,
+    scale: float | None = None,
+    name: str = "linear_svm",
+) -> LinearFit:
     train_ids, train_y, val_ids, val_y = data
     x, xv = bag(train_ids, id_weights), bag(val_ids, id_weights)
     weights, bias, t, score = fit_svm(x, train_y, xv, val_y, classes, balanced, scale=scale)
-    fit = LinearFit.single("linear_svm", id_weights, (weights, bias, SVM_C, score), "C")
+    fit = LinearFit.single(name, id_weights, (weights, bias, SVM_C, score), "C")
     fit.params["temperature"] = round(t, 6)
     return fit
+
+
+NB_RATIO_ALPHA = 1.0  # the smoothing of the presence counts behind the log-count ratio (Wang & Manning's alpha)
+
+
+def nb_ratio(t: Terms, y: np.ndarray, vocabulary: int, alpha: float = NB_RATIO_ALPHA) -> np.ndarray | None:
+    """Per id, |log-count ratio| between the two classes (Wang & Manning 2012): how much more often texts of one
+    class hold the id than texts of the other, from presence counts smoothed by ``alpha``. None unless ``y``
+    holds exactly two classes (the ratio compares two)."""
+    present = np.unique(y)
+    if len(present) != 2:
+        return None
+    seen = (counts(t, vocabulary) > 0).astype(np.float64)
+    p = alpha + np.asarray(seen[y == present[1]].sum(axis=0)).ravel()
+    q = alpha + np.asarray(seen[y == present[0]].sum(axis=0)).ravel()
+    return np.abs(np.log(p / p.sum()) - np.log(q / q.sum()))
+
+
+def _nb_svm(
+    weighted: np.ndarray, data: Split, classes: int, balanced: bool, scale: float | None = None
+) -> LinearFit | None:
+    """NBSVM (Wang & Manning 2012) in the TF-IDF bag: the linear SVM on the bag whose per-id weights are the IDF
+    times the naive Bayes log-count ratio, so the terms that tell the two classes apart weigh more. One table,
+    like the SVM's; serving still sends ids. None unless the training items hold exactly two classes."""
+    ratio = nb_ratio(data[0], data[1], len(weighted)) if classes == 2 else None
+    return None if ratio is None else _svm(weighted * ratio, data, classes, balanced, scale, name="nb_svm")
 
 
 CV_FOLDS = 5  # auto: folds over training + validation that choose between the SVM and the SVM + NB ensemble
@@ -396,7 +432,9 @@ def _svm_or_ensemble(
     cross-validation over training + validation (the SVM on a tie: one table, half the size). Measured on
     Kiln's own splits of 7 development sets, neither wins everywhere: naive Bayes adds 0.5-1.1 points on
     sentiment and subjectivity (CR, SST-2, SUBJ) and costs 0.5-2.2 on the others (MPQA, MR, OHSUMED); one
-    validation split of a few hundred items cannot tell which case a data set is, the folds can."""
+    validation split of a few hundred items cannot tell which case a data set is, the folds can. NBSVM
+    (nb_svm) is not a candidate: the folds prefer it on CR and MR, yet on the 5 two-class development sets the
+    model that would ship scores lower with it on average (docs/BENCHMARKS.md, text training recipe)."""
     nb = _naive_bayes(words_only, data, classes, balanced)
     val_terms, val_y = data[2], data[3]
     both = ensemble([svm, nb], val_terms, val_y)
@@ -531,6 +569,11 @@ def refit_linear_models(
         elif name == "linear_svm":
             weighted = char_weighted(everything, idf, words_only, char_start)
             members.append(_svm(weighted, data, classes, balanced, chosen(name, "temperature")[0]))
+        elif name == "nb_svm":  # the ratio counted again on everything, as the IDF is
+            weighted = char_weighted(everything, idf, words_only, char_start)
+            refitted = _nb_svm(weighted, data, classes, balanced, chosen(name, "temperature")[0])
+            assert refitted is not None, "NBSVM was chosen on two classes; training + validation holds both"
+            members.append(refitted)
         else:  # logistic_regression_chars
             assert char_start is not None, "a model that reads character n-grams needs them in the spec"
             char_idf = char_weighted(everything, idf, words_only, char_start)

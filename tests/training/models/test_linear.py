@@ -28,8 +28,11 @@ from training.models.linear import (
     fit_naive_bayes,
     inverse_document_frequency,
     linear_model,
+    nb_ratio,
     network_helps,
+    refit_linear_models,
     temperature,
+    terms,
     warm_start,
 )
 from training.tf_env import keras, set_seed
@@ -212,6 +215,32 @@ def test_character_ngrams_leave_the_spec_when_the_chosen_model_does_not_read_the
     plain = make_spec(train, train.label_names, off)
     assert plain.char_buckets == 0 and plain.bag_length == 0
     assert kind_of(train.task).fit_linear(train, train, plain, off, balanced=False) == (plain, None)
+
+
+def test_nbsvm_weighs_each_term_by_how_well_it_tells_the_two_classes_apart() -> None:
+    """NBSVM (text_model.linear_model nb_svm): the per-id weights are the IDF times |log-count ratio|; the refit
+    counts the ratio again; more than two classes get the SVM."""
+    spec = TextSpec(labels=("neg", "pos"), vocabulary=("", "[UNK]", "good", "bad", "plot", "film"), max_length=4)
+    texts = ["good plot", "good film", "good", "bad plot", "bad film", "bad"] * 10
+    y = np.array([1, 1, 1, 0, 0, 0] * 10)
+    x = encode_texts(texts, spec)
+    ratio = nb_ratio(terms(x), y, spec.input_vocabulary)
+    assert ratio is not None
+    good, bad, plot = (spec.vocabulary.index(w) for w in ("good", "bad", "plot"))
+    assert ratio[good] == pytest.approx(ratio[bad]) and ratio[good] > 2.0 and ratio[plot] == pytest.approx(0.0)
+    assert nb_ratio(terms(x), np.zeros_like(y), spec.input_vocabulary) is None  # one class: nothing to compare
+    fit = fit_linear_models(x, y, x, y, spec.input_vocabulary, 2, False, how="nb_svm")
+    idf = inverse_document_frequency(x, spec.input_vocabulary)
+    assert fit.name == "nb_svm" and fit.val_accuracy == 1.0
+    np.testing.assert_allclose(fit.id_weights[:, 0], idf * ratio)
+    again = refit_linear_models(fit, x[:30], y[:30], spec.input_vocabulary, 2, False)
+    assert again.name == "nb_svm" and again.params["temperature"] == fit.params["temperature"]
+    np.testing.assert_allclose(
+        again.id_weights[:, 0], inverse_document_frequency(x[:30], 6) * nb_ratio(terms(x[:30]), y[:30], 6)
+    )
+    y3 = np.arange(len(y)) % 3
+    three = fit_linear_models(x, y3, x, y3, spec.input_vocabulary, 3, False, how="nb_svm")
+    assert three.name == "linear_svm"  # the ratio compares two classes
 
 
 def test_a_many_class_wide_table_is_held_within_its_weight_budget() -> None:
