@@ -228,7 +228,8 @@ def served_predictions(store: Path, task: str, version_name: str, test: Items) -
     temperature = float(version.manifest.get("metrics", {}).get("temperature", 1.0))
     calibration = calibration_of(probs, test.labels, classifier.labels, temperature)
     described = {"version": version.version, "promoted": promoted, "spec": version.manifest["spec"]}
-    return predicted, described | {"calibration": calibration}
+    stored = sum(path.stat().st_size for path in version.path.rglob("*") if path.is_file())  # every variant, Keras
+    return predicted, described | {"calibration": calibration, "stored_bytes": stored}
 
 
 def calibration_of(probs: Any, truth: Sequence[str], labels: Sequence[str], temperature: float) -> dict[str, Any]:
@@ -289,6 +290,7 @@ def kiln_run(
         "peak_rss_mib": round(rss, 1),
         "kept_items": report["data"]["rows_kept"],  # what Kiln's cleaning kept of the train file
         "version": version["version"],
+        "stored_bytes": version["stored_bytes"],  # the registered version's directory on disk
         "promoted": version["promoted"],
         "input": describe_input(version["spec"]),
         # Kiln's own held-out split of the train file: what `kiln run` printed, never the benchmark's score

@@ -286,6 +286,11 @@ def kib(n: float) -> str:
     return f"{n / 1024:,.1f} KiB"
 
 
+def stored_part(column: Result) -> str:
+    """``; version 12.3 MB on disk``: the registered version's directory (rows measured before it was recorded: none)."""
+    return f"; version {column['stored_bytes'] / 1e6:,.1f} MB on disk" if "stored_bytes" in column else ""
+
+
 def _latest(row: Result) -> str:
     """When a data set's row last changed: the newest stamp of its peer, default and tuned parts."""
     return max(part["measured"] for part in (row["peer"], row["default"], row.get("tuned")) if part)
@@ -394,7 +399,7 @@ def quality_section(r: Result) -> list[str]:
                 f"{row['train_items']:,}",
                 f"{row['test_items']:,}",
                 f"{default['accuracy']:.4f} ({default['model']}, {default['variant']}, "
-                f"{kib(default['gzip_bytes'])} gzip)",
+                f"{kib(default['gzip_bytes'])} gzip{stored_part(default)})",
                 tuned_cell(row),
                 f"{peer['name']} {peer['accuracy']:.4f}",
                 f"{100 * (default['accuracy'] - peer['accuracy']):+.2f}",

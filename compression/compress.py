@@ -38,6 +38,7 @@ from serving.runtime import OFFLINE_BATCH, Classifier, make_session, measure_lat
 from training.config import RunConfig
 from training.data.dataset import Dataset
 from training.data.features import to_arrays
+from training.fit.build import save_for_inference
 from training.fit.train import TrainedModel
 from training.kinds import kind_of
 from training.memory import metered
@@ -407,7 +408,7 @@ def compress_model(
     )
     (directory / "spec.json").write_text(json.dumps(trained.spec.to_dict(), indent=2), encoding="utf-8")
     (directory / "keras").mkdir(exist_ok=True)
-    trained.model.save(directory / "keras" / "model.keras")
+    save_for_inference(trained.model, directory / "keras" / "model.keras")
     return Compressed(
         directory=directory,
         variants=variants,

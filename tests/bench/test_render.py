@@ -83,19 +83,23 @@ def _quality_row(
 ) -> dict:
     """A user-protocol row (schema 2), as bench.quality.quality_row writes it."""
     old = _earlier_row(name, task, peer_acc, default_acc, measured, **kw)
-    default = old["default"] | {
-        "macro_f1": round(default_acc - 0.01, 6),
-        "correct": round(default_acc * 1000),
-        "gzip_bytes": 46553,
-        "bytes": 50000,
-        "run_seconds": 180.4,
-        "peak_rss_mib": 1234.5,
-        "kept_items": 4990,
-        "version": "v1",
-        "promoted": True,
-        "input": "max 64 tokens, 8,000 words",
-        "internal_test": {"accuracy": 0.5, "items": 750},
-    }
+    default = (
+        old["default"]
+        | {
+            "macro_f1": round(default_acc - 0.01, 6),
+            "correct": round(default_acc * 1000),
+            "gzip_bytes": 46553,
+            "bytes": 50000,
+            "run_seconds": 180.4,
+            "peak_rss_mib": 1234.5,
+            "kept_items": 4990,
+            "version": "v1",
+            "promoted": True,
+            "input": "max 64 tokens, 8,000 words",
+            "internal_test": {"accuracy": 0.5, "items": 750},
+        }
+        | ({"stored_bytes": kw["stored"]} if "stored" in kw else {})
+    )
     candidates = [
         {"name": "TF-IDF 1-2-gram + LinearSVC", "accuracy": peer_acc, "macro_f1": peer_acc - 0.02, "converged": True},
         {"name": "counts + multinomial NB", "accuracy": peer_acc - 0.01, "macro_f1": 0.7, "converged": False},
@@ -242,7 +246,7 @@ def results() -> dict[str, dict[str, Any]]:
             "sets": ["sample_texts", "mr", "cr", "sst2"],
         },
         rows=[
-            _quality_row("mr", "text", 0.7678, 0.7876, EARLIER, 60, 40, 0.0569, tuned=tuned),
+            _quality_row("mr", "text", 0.7678, 0.7876, EARLIER, 60, 40, 0.0569, tuned=tuned, stored=12_345_678),
             _quality_row("cr", "text", 0.8152, 0.8014, EARLIER, 3, 17, 0.0026, served="fp32", pi8_ratio=9.5),
             _earlier_row("sample texts", "text", 0.9, 0.95, EARLIER),
         ],
@@ -288,7 +292,7 @@ def test_renders_every_table_with_its_rows(results: dict[str, dict[str, Any]]) -
     assert "it shares the 2 cores" in md and "3 rounds of 3 s per row" in md
     # quality: a user-protocol row per data set; the earlier protocol's row is not in the table
     assert (
-        "| mr | text | 5,000 | 1,000 | 0.7876 (text_hybrid, pruned_int8, 45.5 KiB gzip) "
+        "| mr | text | 5,000 | 1,000 | 0.7876 (text_hybrid, pruned_int8, 45.5 KiB gzip; version 12.3 MB on disk) "
         "| 0.8500 (text_kim, int8, 4 trials, beat the default on val, +8.22 vs peer, p<0.001) "
         "| TF-IDF 1-2-gram + LinearSVC 0.7678 | +1.98 | 0.057 (60/40) | win | 61 (180) | 1,234 |" in lines
     )

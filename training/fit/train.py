@@ -23,7 +23,7 @@ from serving.preprocess import ImageSpec, Spec, TextSpec, spec_from_dict
 from training.config import RunConfig, TrainConfig, train_config_for
 from training.data.dataset import Dataset, joined
 from training.data.features import class_weights, encode_labels, make_spec, to_inputs
-from training.fit.build import compiled_model, in_float32
+from training.fit.build import compiled_model, in_float32, save_for_inference
 from training.fit.callbacks import (
     BEST_WEIGHTS,
     DECISIONS,
@@ -206,7 +206,7 @@ def train_model(
                 model, blended = finish_wide(model, linear, val, spec, cfg)
             model, kernel = kind_of(train.task).fit_beside(model, train, val, spec, cfg, bool(weights))
             if selected_file is not None and refits(t, cfg, has_val):
-                model.save(selected_file)
+                save_for_inference(model, selected_file)
                 _write_decisions(selected_file.parent, {"wide": blended, **_kernel_decision(kernel)})
         # Before the refit: the selection model never learnt from validation, so its scores there are honest.
         calibrated = calibrate(_off_the_cluster(model) if multi_worker else model, val, spec, cfg)
@@ -217,7 +217,7 @@ def train_model(
             with strategy.scope():
                 model, spec, refit_epochs = refit(selected, train, val, cfg, t, mixed)
         if finished is not None:
-            model.save(finished)
+            save_for_inference(model, finished)
             decided = {"wide": blended, "refit_epochs": refit_epochs, "calibration": calibrated}
             decided.update(_kernel_decision(kernel))
             _write_decisions(finished.parent, decided)
