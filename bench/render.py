@@ -287,7 +287,7 @@ def kib(n: float) -> str:
 
 
 def stored_part(column: Result) -> str:
-    """``; version 12.3 MB on disk``: the registered version's directory (rows measured before it was recorded: none)."""
+    """``; version 12.3 MB on disk``: the registered version's directory (none for rows measured before it was)."""
     return f"; version {column['stored_bytes'] / 1e6:,.1f} MB on disk" if "stored_bytes" in column else ""
 
 
@@ -756,12 +756,15 @@ def _recipe_table(r: Result) -> list[str]:
     def best(key: str) -> str:
         return max(complete, key=lambda recipe: sum(by[(name, recipe)][key] for name in sets))
 
-    verdict = (
-        f" Of the recipes run on every data set, **{best('val_accuracy')}** has the highest mean validation "
-        f"accuracy and **{best('test_accuracy')}** the highest mean internal test accuracy."
-        if complete
-        else ""
-    )
+    if len(complete) > 1:
+        verdict = (
+            f" Of the recipes run on every data set, **{best('val_accuracy')}** has the highest mean validation "
+            f"accuracy and **{best('test_accuracy')}** the highest mean internal test accuracy."
+        )
+    elif complete:  # nothing to rank: each other recipe is compared with it on the sets it ran (the mean row)
+        verdict = f" Only **{complete[0]}** ran on every data set; the mean row compares each other recipe with it."
+    else:
+        verdict = ""
     settings = "; ".join(
         f"**{recipe}**: "
         + ", ".join(f"{k} {v}" for k, v in by[next((n, recipe) for n in sets if (n, recipe) in by)]["settings"].items())

@@ -7,7 +7,7 @@ Recipes (``RECIPES``): ``default`` is what the configuration says now; ``wide ta
 model's training move the linear half's closed-form per-term weights (text_model.wide_trainable), the default
 before this benchmark; ``no wide-table budget`` lets the hashed buckets grow with the data whatever the class count
 (text_model.max_wide_weights None), the default before the budget; ``NBSVM linear half`` makes the linear half
-NBSVM (text_model.linear_model nb_svm; two-class sets only), which auto's cross-validation would prefer on CR and MR.
+NBSVM (text_model.linear_model nb_svm; two-class sets only).
 
     $ .venv/bin/python -m bench.text_recipe                                  # every text set and recipe
     $ .venv/bin/python -m bench.text_recipe --only cr sst2 --recipes default

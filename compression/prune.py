@@ -21,6 +21,7 @@ import numpy as np
 from compression.finetune import fine_tune
 from training.config import RunConfig
 from training.data.dataset import Dataset
+from training.fit.build import weights_copy
 from training.kinds import kind_of
 from training.tf_env import keras
 
@@ -82,9 +83,7 @@ def prune_model(trained: Any, train: Dataset, cfg: RunConfig) -> Pruned:
         return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule)
 
     # The wrappers share the weights of the layers they wrap: wrap a copy, so the trained model keeps its own.
-    copy = keras.models.clone_model(trained.model)
-    copy.set_weights(trained.model.get_weights())
-    clone = keras.models.clone_model(copy, clone_function=wrap)
+    clone = keras.models.clone_model(weights_copy(trained.model), clone_function=wrap)
     if not targets:
         raise ValueError("no layer of this model can be pruned by tfmot")
     log.info(

@@ -27,6 +27,7 @@ from serving.preprocess import Spec
 from serving.runtime import OFFLINE_BATCH
 from training.config import RunConfig
 from training.data.dataset import Dataset
+from training.fit.build import weights_copy
 from training.models.layers import PerImageStandardize
 from training.tf_env import keras
 
@@ -114,8 +115,7 @@ def _ranges(model: keras.Model, calibration: np.ndarray) -> dict[str, dict[str, 
     if not len(calibration):
         raise ValueError("QAT's activation ranges need calibration items; the calibration sample is empty")
     # A fresh graph: layers of a stripped (pruned) model also belong to the graph they were cloned from.
-    original, model = model, keras.models.clone_model(model)
-    model.set_weights(original.get_weights())
+    model = weights_copy(model)
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     activated = [
         layer
@@ -207,9 +207,7 @@ def quantize_aware(
             return annotate(layer, quantize_config=output_only())
         return layer
 
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    annotated = keras.models.clone_model(copy, clone_function=annotated_layer)
+    annotated = keras.models.clone_model(weights_copy(model), clone_function=annotated_layer)
     scheme = tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme() if prune_preserve else None
     apply = tfmot.quantization.keras.quantize_apply
     try:

@@ -55,6 +55,10 @@ def make_spec(train: Dataset, labels: tuple[str, ...], cfg: RunConfig) -> Spec:
     return kind_of(train.task).make_spec(train, labels, cfg)
 
 
+BIGRAM_FLOOR = 1024  # the fewest hashed-bigram buckets the data may size (when the family reads bigrams)
+CHAR_FLOOR, CHAR_CEILING = 4096, 262_144  # the fewest and most hashed character n-gram buckets the data may size
+
+
 def bigram_buckets(train: Dataset, cfg: RunConfig) -> int:
     """Hashed-bigram buckets: as configured, else (for the families that read bigrams) room for twice the
     training set's distinct bigrams, a power of two between 1,024 and 65,536, so a small corpus keeps a
@@ -64,7 +68,7 @@ def bigram_buckets(train: Dataset, cfg: RunConfig) -> int:
     if t.ngram_buckets is not None or not ceiling:
         return ceiling
     distinct = {pair for text in train.inputs for pair in pairwise(tokenize(text))}
-    return room_for(len(distinct), 1024, ceiling)
+    return room_for(len(distinct), BIGRAM_FLOOR, ceiling)
 
 
 def room_for(distinct: int, low: int, high: int) -> int:
@@ -90,7 +94,7 @@ def with_char_ngrams(spec: TextSpec, train: Dataset, cfg: RunConfig) -> TextSpec
     grams = {w: word_char_hashes(w, spec.char_min_n, spec.char_max_n) for ws in words for w in ws}
     if t.char_buckets is None:
         distinct = np.unique(np.concatenate(list(grams.values()) or [np.zeros(0, np.uint32)]))
-        buckets = room_for(len(distinct), 4096, 262_144)
+        buckets = room_for(len(distinct), CHAR_FLOOR, CHAR_CEILING)
     else:
         buckets = t.char_buckets
     if whole:
@@ -106,50 +110,67 @@ def with_char_ngrams(spec: TextSpec, train: Dataset, cfg: RunConfig) -> TextSpec
     return dataclasses.replace(spec, char_buckets=buckets, char_length=length)
 
 
-# The hashed bucket counts a budget may halve, in the order that breaks a tie, each with its floor.
-BUDGETED_BUCKETS = (("char_buckets", 4096), ("ngram_buckets", 1024))
+WIDEST_LINEAR_MODEL = 2  # linear members (models.WeightedBag's bags) of the widest linear half: SVM + NB
+# The hashed bucket counts a budget may halve (text_model fields of the same names), in the order that breaks a tie,
+# each with its floor.
+BUDGETED_BUCKETS = (("char_buckets", CHAR_FLOOR), ("ngram_buckets", BIGRAM_FLOOR))
 
 
 def within_wide_budget(spec: TextSpec, cfg: RunConfig) -> TextSpec:
     """``spec`` with the hashed buckets the data sized halved, the larger first, until the wide half's table
-    (input ids x linear members x classes) holds at most text_model.max_wide_weights: with many classes the
+    (input ids x 2 linear members x classes) holds at most text_model.max_wide_weights: with many classes the
     table, not the data, would set the model's size, its memory in training and export, and its latency.
     Buckets set in the configuration are kept as set."""
     t = cfg.text_model
     if not t.wide or t.max_wide_weights is None:
         return spec
-    columns = t.most_linear_members * len(spec.labels)
-    chosen = {"char_buckets": t.char_buckets, "ngram_buckets": t.ngram_buckets}
-    start = (spec.ngram_buckets, spec.char_buckets)
+    # two members whatever linear_model says: auto chooses after the spec is made, and the refit's spec (made once
+    # the choice is known) must come out of the same rule as the selection's, or the model validation judged
+    # would not be the one that ships
+    columns = WIDEST_LINEAR_MODEL * len(spec.labels)
+    start = spec
     while spec.input_vocabulary * columns > t.max_wide_weights:
         shrinkable = [
             (name, getattr(spec, name))
             for name, floor in BUDGETED_BUCKETS
-            if chosen[name] is None and getattr(spec, name) > floor
+            if getattr(t, name) is None and getattr(spec, name) > floor
         ]
         if not shrinkable:
-            log.warning(
-                "the wide table needs %s weights (%d ids x %d columns), over text_model.max_wide_weights (%s), with "
-                "its hashed buckets at their floors; lower text_model.max_tokens to shrink it further",
-                f"{spec.input_vocabulary * columns:,}",
-                spec.input_vocabulary,
-                columns,
-                f"{t.max_wide_weights:,}",
-            )
+            _over_budget(spec, cfg, columns)
             break
         name, buckets = max(shrinkable, key=lambda item: item[1])
         spec = dataclasses.replace(spec, **{name: buckets // 2})
-    if (spec.ngram_buckets, spec.char_buckets) != start:
+    if spec != start:
         log.info(
             "wide table within %s weights (%d classes): bigram buckets %d -> %d, character n-gram buckets %d -> %d",
             f"{t.max_wide_weights:,}",
             len(spec.labels),
-            start[0],
+            start.ngram_buckets,
             spec.ngram_buckets,
-            start[1],
+            start.char_buckets,
             spec.char_buckets,
         )
     return spec
+
+
+def _over_budget(spec: TextSpec, cfg: RunConfig, columns: int) -> None:
+    """Say that the wide table stays over its budget, why (each bucket count configured or at its floor) and what
+    would shrink it."""
+    t = cfg.text_model
+    why = ", ".join(
+        f"text_model.{name} ({getattr(spec, name)}, {'as configured' if getattr(t, name) is not None else 'its floor'})"
+        for name, _ in BUDGETED_BUCKETS
+        if getattr(spec, name)
+    )
+    log.warning(
+        "the wide table needs %s weights (%d ids x %d columns), over text_model.max_wide_weights (%s): %s. Lower "
+        "text_model.max_tokens or the configured buckets, or raise text_model.max_wide_weights (null: no bound)",
+        f"{spec.input_vocabulary * columns:,}",
+        spec.input_vocabulary,
+        columns,
+        f"{t.max_wide_weights:,}",
+        why,
+    )
 
 
 def with_bag(spec: TextSpec, train: Dataset, cfg: RunConfig, sample: int = 2000) -> TextSpec:

@@ -32,10 +32,13 @@ SAMPLES_PER_CLASS = 8
 MAX_CLASSES_SHOWN = 20
 
 
+DPI = 80  # every figure's pixels per inch
+
+
 def save(fig: plt.Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
 

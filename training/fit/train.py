@@ -23,7 +23,7 @@ from serving.preprocess import ImageSpec, Spec, TextSpec, spec_from_dict
 from training.config import RunConfig, TrainConfig, train_config_for
 from training.data.dataset import Dataset, joined
 from training.data.features import class_weights, encode_labels, make_spec, to_inputs
-from training.fit.build import compiled_model, in_float32, save_for_inference
+from training.fit.build import compiled_model, in_float32, save_for_inference, weights_copy
 from training.fit.callbacks import (
     BEST_WEIGHTS,
     DECISIONS,
@@ -301,9 +301,7 @@ def _off_the_cluster(model: Any) -> Any:
     """A copy of a model trained under MultiWorkerMirroredStrategy, outside it: only the chief goes on to
     compress and evaluate, after the other workers have exited, and any predict on the distributed model
     would wait for them."""
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    return copy
+    return weights_copy(model)
 
 
 def _write_decisions(run_dir: Path, decided: dict[str, Any]) -> None:

@@ -57,7 +57,7 @@ class LinearFit:
     """Linear models as the wide layers hold them, one bag per member m:
     logits = sum_m bag(ids, id_weights[:, m]) @ weights[:, m] + bias. A single model has one member."""
 
-    name: str  # logistic_regression | naive_bayes | logistic_regression_chars | ensemble
+    name: str  # linear_svm | nb_svm | logistic_regression | naive_bayes | logistic_regression_chars | ensemble
     id_weights: np.ndarray  # (vocabulary, members): IDF for logistic regression, ones for naive Bayes; 0: not read
     weights: np.ndarray  # (vocabulary, members, classes)
     bias: np.ndarray  # (classes,)
@@ -320,9 +320,11 @@ def fit_linear_models(
     data = (train_terms, train_y, val_terms, val_y)
     if how in ("svm", "nb_svm", "svm_nb", "auto"):
         weighted = char_weighted(train_terms, idf, words_only, char_start)
-        best = (_nb_svm(weighted, data, classes, balanced) if how == "nb_svm" else None) or _svm(
-            weighted, data, classes, balanced
-        )
+        best = _nb_svm(weighted, data, classes, balanced) if how == "nb_svm" else None
+        if best is None:
+            if how == "nb_svm":
+                log.info("nb_svm compares two classes; the training split holds %d: the linear SVM instead", classes)
+            best = _svm(weighted, data, classes, balanced)
         best.tried = {best.name: round(best.val_accuracy, 4)}
         if how in ("svm_nb", "auto"):
             best = _svm_or_ensemble(best, weighted, words_only, data, classes, balanced, decide=how == "auto")
@@ -433,8 +435,8 @@ def _svm_or_ensemble(
     Kiln's own splits of 7 development sets, neither wins everywhere: naive Bayes adds 0.5-1.1 points on
     sentiment and subjectivity (CR, SST-2, SUBJ) and costs 0.5-2.2 on the others (MPQA, MR, OHSUMED); one
     validation split of a few hundred items cannot tell which case a data set is, the folds can. NBSVM
-    (nb_svm) is not a candidate: the folds prefer it on CR and MR, yet on the 5 two-class development sets the
-    model that would ship scores lower with it on average (docs/BENCHMARKS.md, text training recipe)."""
+    (nb_svm) is not a candidate: on the 5 two-class development sets the model that would ship scores lower with
+    it on average (docs/BENCHMARKS.md, text training recipe)."""
     nb = _naive_bayes(words_only, data, classes, balanced)
     val_terms, val_y = data[2], data[3]
     both = ensemble([svm, nb], val_terms, val_y)
@@ -566,14 +568,15 @@ def refit_linear_models(
             members.append(_naive_bayes(words_only, data, classes, balanced, chosen(name, "alpha")))
         elif name == "logistic_regression":
             members.append(_logistic(name, np.where(words_only, idf, 0.0), data, classes, balanced, chosen(name, "C")))
-        elif name == "linear_svm":
+        elif name in ("linear_svm", "nb_svm"):
             weighted = char_weighted(everything, idf, words_only, char_start)
-            members.append(_svm(weighted, data, classes, balanced, chosen(name, "temperature")[0]))
-        elif name == "nb_svm":  # the ratio counted again on everything, as the IDF is
-            weighted = char_weighted(everything, idf, words_only, char_start)
-            refitted = _nb_svm(weighted, data, classes, balanced, chosen(name, "temperature")[0])
-            assert refitted is not None, "NBSVM was chosen on two classes; training + validation holds both"
-            members.append(refitted)
+            scale = chosen(name, "temperature")[0]
+            if name == "linear_svm":
+                members.append(_svm(weighted, data, classes, balanced, scale))
+            else:  # NBSVM's ratio is counted again on everything, as the IDF is
+                refitted = _nb_svm(weighted, data, classes, balanced, scale)
+                assert refitted is not None, "NBSVM was chosen on two classes; training + validation holds both"
+                members.append(refitted)
         else:  # logistic_regression_chars
             assert char_start is not None, "a model that reads character n-grams needs them in the spec"
             char_idf = char_weighted(everything, idf, words_only, char_start)

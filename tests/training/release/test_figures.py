@@ -7,9 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from training.data.plots import DPI
 from training.release.figures import MAX_CONFUSION_INCHES, confusion_plot
-
-DPI = 80  # training.data.plots.save
 
 
 def test_the_confusion_matrix_grows_with_the_classes_up_to_a_bound(tmp_path: Path) -> None:
@@ -21,5 +20,5 @@ def test_the_confusion_matrix_grows_with_the_classes_up_to_a_bound(tmp_path: Pat
             assert image.size[0] == image.size[1]
             sides[classes] = image.size[0]
     assert sides[3] < sides[20] < sides[150]
-    # 150 classes at 0.45 inch each would be a 68-inch, 5,400-pixel square (1.1 GiB to draw)
+    # 150 classes at 0.45 inch each would be a 69.5-inch, 5,560-pixel square (1.1 GiB to draw)
     assert sides[150] <= MAX_CONFUSION_INCHES * DPI

@@ -1,0 +1,44 @@
+"""Specs made from data: the wide half's table held within its weight budget."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from training.config import load_config
+from training.data.dataset import DataReport, Dataset
+from training.data.features import make_spec
+
+
+def _many_classes(classes: int = 40) -> Dataset:
+    rng = np.random.default_rng(0)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    words = ["".join(rng.choice(letters, 7)) for _ in range(3000)]
+    texts = [" ".join(rng.choice(words, 12)) for _ in range(1500)]
+    labels = [f"class{i % classes}" for i in range(len(texts))]
+    return Dataset("text", texts, labels, texts, DataReport(source="generated"))
+
+
+def test_a_many_class_wide_table_is_held_within_its_weight_budget(caplog: pytest.LogCaptureFixture) -> None:
+    """With many classes the table (ids x 2 members x classes) would outgrow the data: the buckets the data sized
+    are halved, the larger first, until it fits; every linear model choice gets the same spec (auto's choice comes
+    after the spec, and the refit must match the selection); buckets set in the configuration are kept as set."""
+    train = _many_classes()
+
+    def spec(**text_model: object):  # noqa: ANN202 - a TextSpec
+        return make_spec(train, train.label_names, load_config(None, {"text_model": text_model}))
+
+    free = spec(max_wide_weights=None)
+    assert (free.ngram_buckets, free.char_buckets) == (65536, 131072)  # room for twice the distinct ones
+    budget, columns = 3_000_000, 2 * 40
+    bounded = spec(max_wide_weights=budget)
+    assert bounded.input_vocabulary * columns <= budget < (bounded.input_vocabulary + bounded.ngram_buckets) * columns
+    assert bounded.vocabulary == free.vocabulary and (bounded.ngram_buckets, bounded.char_buckets) == (16384, 16384)
+    for choice in ("svm", "svm_nb", "nb_svm", "select"):
+        assert spec(max_wide_weights=budget, linear_model=choice) == bounded
+    with caplog.at_level(logging.WARNING, logger="training.data.features"):
+        kept = spec(max_wide_weights=budget, ngram_buckets=65536)
+    assert kept.ngram_buckets == 65536 and kept.char_buckets == 4096  # over budget at the floor, and said so
+    assert "text_model.ngram_buckets (65536, as configured)" in caplog.text and "max_wide_weights" in caplog.text
