@@ -33,7 +33,7 @@ MAX_CONFUSION_INCHES = 24.0
 
 def confusion_plot(matrix: np.ndarray, labels: tuple[str, ...], path: Path) -> Path:
     """The test confusion matrix, counts in the cells, rows true and columns predicted."""
-    # Grows with the classes up to MAX_CONFUSION_INCHES (150 classes at 0.45 in each drew a 5,600-pixel square
+    # Grows with the classes up to MAX_CONFUSION_INCHES (150 classes at 0.45 in each drew a 5,560-pixel square
     # that took 1.1 GiB); beyond that the cells and their tick labels shrink instead.
     size = min(MAX_CONFUSION_INCHES, max(4.0, 0.45 * len(labels) + 2))
     fig, ax = plt.subplots(figsize=(size, size))
