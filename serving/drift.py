@@ -49,6 +49,36 @@ def bucket_counts(signal: str, values: np.ndarray) -> list[int]:
     return np.bincount(which, minlength=len(edges) + 1).astype(int).tolist()
 
 
+@dataclass(frozen=True)
+class Counted:
+    """One request's values of one signal, counted: items per bucket index (non-empty buckets only, the +Inf
+    bucket last, as bucket_counts numbers them) and the sum of the values that are numbers."""
+
+    buckets: dict[int, int]
+    total: float
+
+
+def count_request(values: dict[str, np.ndarray]) -> dict[str, Counted]:
+    """Per signal, one request's values counted once, for both the server's own counts (DriftCounts) and its
+    Prometheus histograms (serving.metrics.observe_counted). Per value in Python (bisect): a request holds one item
+    or a few dozen, where numpy calls per signal cost more than the model's answer. NaN falls after every edge,
+    as numpy's searchsorted puts it, and stays out of the sum."""
+    counted = {}
+    for signal, array in values.items():
+        edges = EDGES[signal]
+        buckets: dict[int, int] = {}
+        total = 0.0
+        for value in array.tolist():
+            if math.isnan(value):
+                index = len(edges)
+            else:
+                index = bisect.bisect_left(edges, value)
+                total += value
+            buckets[index] = buckets.get(index, 0) + 1
+        counted[signal] = Counted(buckets, total)
+    return counted
+
+
 def psi(expected: list[int] | np.ndarray, actual: list[int] | np.ndarray) -> float:
     """Population stability index of ``actual`` against ``expected`` bucket counts (half an item added to
     every bucket, so an empty one does not make it infinite)."""
@@ -128,15 +158,12 @@ class DriftCounts:
     def __post_init__(self) -> None:
         self.counts = {s: [0] * (len(EDGES[s]) + 1) for s in SIGNALS[self.task]}
 
-    def add(self, values: dict[str, np.ndarray]) -> None:
-        """Count one request's values, in bucket_counts' buckets. Per value in Python (bisect): a request holds
-        one item or a few dozen, where three numpy calls per signal cost more than the model's answer."""
+    def add(self, counted: dict[str, Counted]) -> None:
+        """Add one request's counts (count_request) of this task's signals."""
         with self._lock:
             for signal, counts in self.counts.items():
-                edges = EDGES[signal]
-                for value in values[signal].tolist():
-                    # NaN after every edge, as numpy's searchsorted puts it
-                    counts[len(edges) if math.isnan(value) else bisect.bisect_left(edges, value)] += 1
+                for index, items in counted[signal].buckets.items():
+                    counts[index] += items
 
     def compare(self) -> list[dict[str, Any]]:
         """compare() against the version's training summary; nothing when the version has none."""

@@ -92,7 +92,9 @@ class LiveModels:
 
     def _load(self, model: ModelVersion) -> Classifier:
         self.store.verify_for_serving(model)
-        classifier = Classifier.from_version(model, device=self.settings.device, threads=self.settings.ort_threads)
+        classifier = Classifier.from_version(
+            model, device=self.settings.device, threads=self.settings.ort_threads, spinning=self.settings.ort_spinning
+        )
         classifier.info["variant"] = model.manifest["served_variant"]
         classifier.min_confidence = self.settings.abstain_below(model.task)
         baseline = self.store.drift_baseline(model)

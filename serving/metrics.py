@@ -23,7 +23,7 @@ from typing import Any
 
 import bentoml
 
-from serving.drift import EDGES
+from serving.drift import EDGES, Counted
 
 
 @functools.lru_cache(maxsize=4096)
@@ -34,6 +34,17 @@ def child(metric: Any, **labels: str) -> Any:
     never be removed from its metric (Kiln sets a retired version's series to 0 instead): the cache would keep
     handing out the removed one."""
     return metric.labels(**labels)
+
+
+def observe_counted(histogram: Any, counted: Counted) -> None:
+    """Add one request's counted values (serving.drift.count_request) to a histogram child: the series that one
+    observe() per value gives (prometheus_client keeps a histogram's buckets non-cumulative and adds them up when
+    scraped), at one increment per non-empty bucket; 32 texts took about 100 observe() calls, 8% of the
+    request. It reaches into the child's bucket and sum values (prometheus_client has no bulk observe);
+    tests/serving/test_drift_math.py checks it against observe() on the pinned version."""
+    for index, items in counted.buckets.items():
+        histogram._buckets[index].inc(items)
+    histogram._sum.inc(counted.total)
 
 
 ABSTAINED = "(abstained)"  # kiln_predictions_total's label for an answer that abstained

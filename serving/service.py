@@ -11,6 +11,7 @@ violations (wrong JSON types, missing fields) get BentoML's 400 with pydantic's 
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import time
@@ -316,16 +317,14 @@ def _predict(
     metrics.child(metrics.REQUEST_BYTES, task=task).observe(payload_bytes)
     predictions = model.decode(probs)
     version = model.info["version"]
-    for p in predictions:
-        label = metrics.ABSTAINED if p["abstained"] else p["label"]
-        metrics.child(metrics.PREDICTIONS, task=task, label=label, version=version).inc()
-    signals = signals | {"score": probs.max(axis=1)}
-    for signal, values in signals.items():
-        histogram = metrics.child(metrics.SIGNAL_HISTOGRAMS[signal], task=task, version=version)
-        for value in values.tolist():
-            histogram.observe(value)
+    labels = collections.Counter(metrics.ABSTAINED if p["abstained"] else p["label"] for p in predictions)
+    for label, items in labels.items():
+        metrics.child(metrics.PREDICTIONS, task=task, label=label, version=version).inc(items)
+    counted = drift.count_request(signals | {"score": probs.max(axis=1)})
+    for signal, values in counted.items():
+        metrics.observe_counted(metrics.child(metrics.SIGNAL_HISTOGRAMS[signal], task=task, version=version), values)
     if model.drift is not None:
-        model.drift.add(signals)
+        model.drift.add(counted)
     return predictions
 
 

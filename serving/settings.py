@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1, description="largest request body accepted")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="ONNX Runtime execution device")
     ort_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads (0: its default)")
+    # Off: busy-waiting ORT threads take the cores that the other requests in flight and the event loop need.
+    ort_spinning: bool = Field(False, description="let ONNX Runtime's idle intra-op threads busy-wait for work")
     reload_interval: float = Field(2.0, gt=0, description="seconds between checks of the production pointers")
     tasks: str = Field("", description="comma-separated tasks this server must serve before /readyz is 200")
     max_image_pixels: int = Field(16_000_000, ge=1, description="largest image (width x height) decoded")

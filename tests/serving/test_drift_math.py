@@ -38,23 +38,56 @@ def test_a_summary_counted_in_other_buckets_is_refused() -> None:
 def test_the_servers_running_counts_equal_the_summary_buckets() -> None:
     """DriftCounts counts request by request in Python; the totals are bucket_counts' of all values at once,
     values on an edge, beyond the last one and NaN included."""
-    from serving.drift import DriftCounts
+    from serving.drift import DriftCounts, count_request
 
+    requests = _text_requests(nan=True)
+    counts = DriftCounts("text", None)
+    for values in requests:
+        counts.add(count_request(values))
+    for signal in counts.counts:
+        every = np.concatenate([values[signal] for values in requests])
+        assert counts.counts[signal] == bucket_counts(signal, every), signal
+
+
+def _text_requests(nan: bool) -> list[dict[str, np.ndarray]]:
+    """Five requests of 1-32 texts' signal values, with values on an edge, beyond the last one and (``nan``)
+    NaN."""
     rng = np.random.default_rng(2)
-    requests = [
+    return [
         {
-            "score": np.append(rng.uniform(0, 1, n), [0.2, 0.999, np.nan][: n % 4]),
+            "score": np.append(rng.uniform(0, 1, n), [0.2, 0.999, np.nan if nan else 1.0][: n % 4]),
             "text_chars": np.append(rng.uniform(0, 20000, n), [16.0, 16384.0, 99999.0][: n % 4]),
             "unknown_share": np.append(rng.uniform(0, 1, n), [0.0, 0.75, 1.0][: n % 4]),
         }
         for n in (1, 2, 3, 32, 7)
     ]
-    counts = DriftCounts("text", None)
-    for values in requests:
-        counts.add(values)
-    for signal in counts.counts:
-        every = np.concatenate([values[signal] for values in requests])
-        assert counts.counts[signal] == bucket_counts(signal, every), signal
+
+
+def test_a_histogram_given_counted_requests_exports_what_observe_per_value_does() -> None:
+    """observe_counted writes into prometheus_client's histogram internals; this holds it to what observe() per
+    value exports (buckets, count, sum) on the installed prometheus_client."""
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from serving.drift import count_request
+    from serving.metrics import observe_counted
+
+    requests = _text_requests(nan=False)
+    for signal in ("score", "text_chars", "unknown_share"):
+        exported = []
+        for bulk in (False, True):
+            registry = CollectorRegistry()
+            histogram = Histogram("kiln_test", "test", buckets=EDGES[signal], registry=registry)
+            for values in requests:
+                if bulk:
+                    observe_counted(histogram, count_request({signal: values[signal]})[signal])
+                else:
+                    for value in values[signal].tolist():
+                        histogram.observe(value)
+            exported.append({s.name + str(s.labels): s.value for m in registry.collect() for s in m.samples})
+        per_value, counted = exported
+        assert per_value.keys() == counted.keys() and len(per_value) == len(EDGES[signal]) + 4, signal
+        for name, value in per_value.items():
+            assert counted[name] == pytest.approx(value, rel=1e-12), (signal, name)
 
 
 def test_a_metric_child_is_looked_up_once_and_is_the_one_exported() -> None:

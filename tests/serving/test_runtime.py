@@ -162,6 +162,24 @@ def test_classifier_from_store_batches_and_decodes(onnx_store: Path) -> None:
     assert 0 < latency["p50"] <= latency["p95"]
 
 
+def test_the_service_loads_sessions_whose_idle_threads_sleep(onnx_store: Path) -> None:
+    """KILN_ORT_SPINNING is off by default: the service's sessions do not busy-wait between runs (the cores go
+    to the other requests in flight); a batch job keeps ONNX Runtime's default."""
+    from serving.live import LiveModels
+    from serving.settings import Settings
+
+    key = "session.intra_op.allow_spinning"
+    live = LiveModels(ModelStore(onnx_store), Settings(store=onnx_store, device="cpu"))
+    live.refresh()
+    served = live.get("image")
+    assert served is not None and served.session.get_session_options().get_session_config_entry(key) == "0"
+    model = ModelStore(onnx_store).production_version("image")
+    assert model is not None
+    default = runtime.Classifier.from_version(model, device="cpu").session.get_session_options()
+    with pytest.raises(Exception, match=key):  # not set: ONNX Runtime's default (spinning) applies
+        default.get_session_config_entry(key)
+
+
 def test_a_whole_split_is_scored_in_runs_that_give_the_answers_of_one(onnx_store: Path) -> None:
     model = ModelStore(onnx_store).production_version("image")
     assert model is not None
