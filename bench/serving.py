@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,8 @@ from bench.quality import SHARED
 from bench.render import after_benchmark
 from serving.client import KilnServer
 from serving.loadtest import run_load
-from serving.preprocess import ImageSpec, encode_texts, spec_from_dict
-from serving.runtime import Classifier, measure_latency
+from serving.preprocess import ImageSpec, Spec, encode_texts, spec_from_dict
+from serving.runtime import Classifier, make_session, measure_latency
 from serving.store import ModelStore
 from training.data.sample_data import generate_texts, write_sample_data
 
@@ -39,9 +40,9 @@ SERVERS = ("kiln", "bare", "keras")
 ROUNDS = 5
 
 
-def batch_latency(model: Any, variant: str, x: np.ndarray, runs: int = LATENCY_RUNS) -> dict[str, float]:
-    """Batch-1 p50/p95 and batch-32 p50 latency (ms) of one stored variant on the CPU."""
-    clf = Classifier.from_version(model, variant=variant, device="cpu")
+def batch_latency(path: Path, spec: Spec, x: np.ndarray, runs: int = LATENCY_RUNS) -> dict[str, float]:
+    """Batch-1 p50/p95 and batch-32 p50 latency (ms) of one ONNX variant on the CPU."""
+    clf = Classifier(make_session(path, device="cpu"), spec)
     b1 = measure_latency(clf, x[:1], runs)
     b32 = measure_latency(clf, np.repeat(x[:1], 32, axis=0), runs)
     return {
@@ -51,9 +52,11 @@ def batch_latency(model: Any, variant: str, x: np.ndarray, runs: int = LATENCY_R
     }
 
 
-def training_row(task: str, report: dict[str, Any], model: Any, wall_seconds: float) -> dict[str, Any]:
-    """One task of training.json: the flow's timings, the served variant's test score, every variant re-timed."""
-    x = _probe_input(model)
+def training_row(task: str, report: dict[str, Any], artifacts: Path, wall_seconds: float) -> dict[str, Any]:
+    """One task of training.json: the flow's timings, the served variant's test score, every variant re-timed
+    (from the run's artefacts: the store keeps only the served variant)."""
+    spec = spec_from_dict(json.loads((artifacts / "spec.json").read_text(encoding="utf-8")))
+    x = _probe_input(spec)
     variants = []
     for name, v in report["variants"].items():
         variants.append(
@@ -65,7 +68,7 @@ def training_row(task: str, report: dict[str, Any], model: Any, wall_seconds: fl
                 "sparsity": float(v.get("sparsity", 0.0)),
                 "accuracy": float(v["accuracy"]),
                 "macro_f1": float(v["macro_f1"]),
-                **batch_latency(model, name, x),
+                **batch_latency(artifacts / v["file"], spec, x),
             }
         )
     test = report["metrics"]
@@ -92,7 +95,7 @@ def measure_training(sample: dict[str, Path], store: ModelStore, workdir: Path) 
             task=task, data=str(sample[task + "s"]), out=str(workdir / "runs" / task), store=str(store.root)
         )
         wall = time.perf_counter() - started
-        rows.append(training_row(task, report, store.get(task, report["model"]["version"]), wall))
+        rows.append(training_row(task, report, workdir / "runs" / task / "artifacts", wall))
     parameters = {
         "sample_images": sum(1 for _ in sample["images"].rglob("*.png")),
         "sample_texts": len(generate_texts()),
@@ -186,9 +189,8 @@ def measure_http(
     return envelope("http", parameters, measured=measured, rows=rows)
 
 
-def _probe_input(model: Any) -> np.ndarray:
+def _probe_input(spec: Spec) -> np.ndarray:
     """One model input row for timing, shaped by the version's spec."""
-    spec = spec_from_dict(model.manifest["spec"])
     if isinstance(spec, ImageSpec):
         return np.random.default_rng(0).random((1, spec.height, spec.width, spec.channels), dtype=np.float32)
     return encode_texts([TEXT], spec)

@@ -2,7 +2,7 @@
 
 Layout::
 
-    STORE/<task>/versions/v0001/     manifest.json, spec.json, variants/*.onnx, keras/, report.json
+    STORE/<task>/versions/v0001/     manifest.json, spec.json, drift.json, variants/<served>.onnx, keras/
     STORE/<task>/production.json     {"version": "v0002", "history": ["v0001", "v0002"]}
     STORE/<task>/digests/v0001.sha256  the sha256 of that version's manifest.json, written at registration
 
@@ -10,6 +10,11 @@ Integrity: the manifest records the sha256 of every file of its version, and the
 manifest's own. A server verifies the manifest, spec.json (labels, vocabulary, preprocessing) and the served ONNX
 file before it loads a version; version names must match ``v`` + digits, and every file a manifest names must
 resolve inside its version directory.
+
+A version keeps the ONNX variant it serves and the trained Keras model, not every variant compression made: the
+manifest keeps each one's measurements (``"stored": false``), the run directory keeps its file, and `kiln
+compress` makes them all again from the Keras model. The other variants were most of a version's size (SUBJ:
+88 of 117 MB).
 
 A version directory is filled under a staging name and renamed into place, so readers never see a
 half-written version; the pointer is written to a temporary file, fsynced and renamed over the old
@@ -67,9 +72,16 @@ class ModelVersion:
         return str(self.manifest.get("name", f"kiln-{self.task}"))
 
     def variant_path(self, variant: str | None = None) -> Path:
-        """Path of an ONNX variant (the served one by default)."""
-        variant = variant or self.manifest["served_variant"]
-        return self.file(self.manifest["variants"][variant]["file"])
+        """Path of an ONNX variant (the served one by default); StoreError for one this version does not keep."""
+        served = self.manifest["served_variant"]
+        entry = self.manifest["variants"].get(variant or served)
+        if entry is None or entry.get("stored") is False:
+            raise StoreError(
+                f"{self.task} {self.version} does not keep variant {variant!r}: a version stores the variant it "
+                f"serves ({served}) and the Keras model; `kiln compress --task {self.task} --version {self.version}` "
+                "makes every variant again, as a new version"
+            )
+        return self.file(entry["file"])
 
     def file(self, relpath: str) -> Path:
         """A file of this version; a name that leads outside the version directory is refused."""
@@ -113,6 +125,32 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _unserved_files(manifest: dict[str, Any]) -> set[str]:
+    """The variant files (relative to the artefacts) of every variant but the served one."""
+    served = manifest.get("served_variant")
+    return {v["file"] for name, v in manifest.get("variants", {}).items() if name != served and "file" in v}
+
+
+def _leaving_out(root: Path, relpaths: set[str]) -> Any:
+    """A shutil.copytree ``ignore`` that skips the files at ``relpaths`` under ``root``."""
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        here = Path(directory).relative_to(root)
+        return {name for name in names if str(here / name) in relpaths}
+
+    return ignore
+
+
+def _mark_unstored(manifest: dict[str, Any], left_out: set[str]) -> dict[str, Any]:
+    """The manifest with ``"stored": false`` on each variant whose file is not kept (measurements stay)."""
+    if not left_out:
+        return manifest
+    variants = {
+        name: v | {"stored": False} if v.get("file") in left_out else v for name, v in manifest["variants"].items()
+    }
+    return manifest | {"variants": variants}
 
 
 def _fsync_tree(root: Path) -> None:
@@ -256,7 +294,9 @@ class ModelStore:
                 manifest = manifest | {"registration": registration}
             version = f"v{int(existing[-1][1:]) + 1:04d}" if existing else "v0001"
             staging = vdir / f".staging-{version}-{uuid.uuid4().hex[:8]}"
-            shutil.copytree(files, staging)
+            left_out = _unserved_files(manifest)
+            shutil.copytree(files, staging, ignore=_leaving_out(files, left_out))
+            manifest = _mark_unstored(manifest, left_out)
             if "spec" in manifest and not (staging / SPEC).is_file():  # labels and vocabulary, hashed on their own
                 (staging / SPEC).write_text(json.dumps(manifest["spec"], indent=2), encoding="utf-8")
             hashes = {str(p.relative_to(staging)): sha256_file(p) for p in sorted(staging.rglob("*")) if p.is_file()}

@@ -142,22 +142,26 @@ def test_quality_result_renders_and_reruns_read_the_previous_json(
         quality.run_quality_bench(tmp_path / "work", 0, ["nope"], tmp_path, None)
 
 
-def test_training_and_http_results_render(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_training_and_http_results_render(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import bench.serving as serving
 
-    monkeypatch.setattr(serving, "_probe_input", lambda model: np.zeros((1, 4), np.float32))
-    monkeypatch.setattr(
-        serving,
-        "batch_latency",
-        lambda model, name, x: {"latency_ms_p50": 0.05, "latency_ms_p95": 0.07, "latency_ms_b32_p50": 0.5},
-    )
+    monkeypatch.setattr(serving, "_probe_input", lambda spec: np.zeros((1, 4), np.float32))
+    timed = []
+
+    def latency(path: Path, spec: Any, x: np.ndarray) -> dict[str, float]:
+        timed.append(path)
+        return {"latency_ms_p50": 0.05, "latency_ms_p95": 0.07, "latency_ms_b32_p50": 0.5}
+
+    monkeypatch.setattr(serving, "batch_latency", latency)
     report = {
-        "variants": {k: REPORT_VARIANTS[k] for k in ("fp32", "int8")},
+        "variants": {k: REPORT_VARIANTS[k] | {"file": f"variants/{k}.onnx"} for k in ("fp32", "int8")},
         "metrics": {"accuracy": 0.98, "macro_f1": 0.97, "examples": 245},
         "training": {"train_seconds": 46.2, "epochs_run": 40},
         "served_variant": "int8",
     }
-    row = serving.training_row("image", report, object(), 93.44)
+    (tmp_path / "spec.json").write_text('{"kind": "image", "labels": ["a", "b"], "height": 8, "width": 8}')
+    row = serving.training_row("image", report, tmp_path, 93.44)
+    assert timed == [tmp_path / "variants" / f"{k}.onnx" for k in ("fp32", "int8")]  # the run's, not the store's
     rounds = [
         {"requests_per_s": rps, "latency_ms_p50": 1.0, "latency_ms_p95": 2.0, "latency_ms_p99": 3.0, "errors": 0}
         for rps in (500.0, 560.0, 600.0)

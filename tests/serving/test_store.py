@@ -36,6 +36,25 @@ def test_versions_are_numbered_hashed_and_immutable_copies(tmp_path: Path) -> No
     assert store.production("text") is None  # registering does not promote
 
 
+def test_a_version_keeps_its_served_variant_and_the_keras_model_not_every_variant(tmp_path: Path) -> None:
+    art = _artefacts(tmp_path)
+    (art / "variants" / "int8.onnx").write_bytes(b"int8")
+    (art / "keras").mkdir()
+    (art / "keras" / "model.keras").write_bytes(b"keras")
+    variants = {name: {"file": f"variants/{name}.onnx", "bytes": 4} for name in ("fp32", "int8")}
+    store = ModelStore(tmp_path / "store")
+    version = store.register("text", art, MANIFEST | {"served_variant": "int8", "variants": variants})
+    kept = sorted(str(p.relative_to(version.path)) for p in version.path.rglob("*") if p.is_file())
+    assert kept == ["keras/model.keras", "manifest.json", "variants/int8.onnx"]
+    assert version.manifest["variants"]["fp32"] == variants["fp32"] | {"stored": False}  # measurements stay
+    assert version.manifest["variants"]["int8"] == variants["int8"]
+    assert version.variant_path().read_bytes() == b"int8"
+    with pytest.raises(StoreError, match="does not keep variant 'fp32'.*kiln compress --task text --version v0001"):
+        version.variant_path("fp32")
+    store.promote("text", version.version)  # verifies the served file, which is there
+    assert (art / "variants" / "fp32.onnx").is_file()  # the run directory keeps every variant
+
+
 def test_promote_and_rollback_move_the_pointer(tmp_path: Path) -> None:
     store = ModelStore(tmp_path / "store")
     for content in (b"a", b"b", b"c"):
