@@ -100,7 +100,12 @@ class Classifier:
 
     @classmethod
     def from_version(
-        cls, model: ModelVersion, variant: str | None = None, device: str = "auto", threads: int = 0, spinning: bool = True
+        cls,
+        model: ModelVersion,
+        variant: str | None = None,
+        device: str = "auto",
+        threads: int = 0,
+        spinning: bool = True,
     ) -> Classifier:
         spec = spec_from_dict(model.spec())
         session = make_session(model.variant_path(variant), device=device, threads=threads, spinning=spinning)
