@@ -1,7 +1,8 @@
 """The two servers `make bench` measures `kiln serve` against, on the same store, routes and payloads:
 
 - ``onnx_app``: the ceiling - a bare Starlette app on ONNX Runtime (the production version's served variant,
-  Kiln's own preprocessing, one uvicorn process, no checks beyond parsing);
+  Kiln's own preprocessing, the session settings `kiln serve` defaults to, one uvicorn process, no checks beyond
+  parsing);
 - ``keras_app``: where users start - a FastAPI app calling the trained Keras model's ``predict``.
 
     $ KILN_PEER_STORE=.kiln/bench/store python -m uvicorn bench.peers:onnx_app --factory --port 8001
@@ -83,7 +84,10 @@ def _decode(labels: list[str], probs: np.ndarray) -> list[dict[str, Any]]:
 
 def onnx_app() -> Starlette:
     store = _store()
-    models = {t: Classifier.from_version(v, device="cpu") for t in TASKS if (v := store.production_version(t))}
+    # the settings kiln serve loads with (idle ORT threads sleep): the ceiling gets everything Kiln gets
+    models = {
+        t: Classifier.from_version(v, device="cpu", spinning=False) for t in TASKS if (v := store.production_version(t))
+    }
 
     async def image(request: Request) -> JSONResponse:
         form = await request.form()

@@ -228,7 +228,7 @@ def served_predictions(store: Path, task: str, version_name: str, test: Items) -
     temperature = float(version.manifest.get("metrics", {}).get("temperature", 1.0))
     calibration = calibration_of(probs, test.labels, classifier.labels, temperature)
     described = {"version": version.version, "promoted": promoted, "spec": version.manifest["spec"]}
-    stored = sum(path.stat().st_size for path in version.path.rglob("*") if path.is_file())  # every variant, Keras
+    stored = sum(path.stat().st_size for path in version.path.rglob("*") if path.is_file())  # what it keeps
     return predicted, described | {"calibration": calibration, "stored_bytes": stored}
 
 

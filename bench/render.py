@@ -141,7 +141,8 @@ def http_section(r: Result) -> list[str]:
         f"{measured_line(r)} One closed-loop client on the same machine (it shares the {m['cores']} cores). All "
         f"three servers run at once and are measured in turn, {p['rounds']} rounds of {p['seconds'] / p['rounds']:g} "
         "s per row and server; each cell is the median round. **kiln**: `kiln serve` (BentoML, default settings: "
-        "1 worker); **bare**: Starlette + ONNX Runtime in one uvicorn process, same model file and preprocessing, "
+        "1 worker); **bare**: Starlette + ONNX Runtime in one uvicorn process, same model file, preprocessing and "
+        "ONNX Runtime session settings (idle threads sleep), "
         "no input checks (`bench/peers.py`); **keras**: FastAPI calling the trained Keras model's `predict`. "
         "Latencies p50/p95/p99 in ms.\n",
     ]

@@ -321,8 +321,8 @@ def _predict(
     for label, items in labels.items():
         metrics.child(metrics.PREDICTIONS, task=task, label=label, version=version).inc(items)
     counted = drift.count_request(signals | {"score": probs.max(axis=1)})
-    for signal, values in counted.items():
-        metrics.observe_counted(metrics.child(metrics.SIGNAL_HISTOGRAMS[signal], task=task, version=version), values)
+    for signal, counts in counted.items():
+        metrics.observe_counted(metrics.child(metrics.SIGNAL_HISTOGRAMS[signal], task=task, version=version), counts)
     if model.drift is not None:
         model.drift.add(counted)
     return predictions

@@ -12,9 +12,9 @@ file before it loads a version; version names must match ``v`` + digits, and eve
 resolve inside its version directory.
 
 A version keeps the ONNX variant it serves and the trained Keras model, not every variant compression made: the
-manifest keeps each one's measurements (``"stored": false``), the run directory keeps its file, and `kiln
-compress` makes them all again from the Keras model. The other variants were most of a version's size (SUBJ:
-88 of 117 MB).
+manifest keeps each one's measurements (``"stored": false``), the run directory (``--out``) holds its file while
+it is kept, and `kiln compress --out DIR` makes them all again from the Keras model in DIR (registering a new
+version, gated like any run). The other variants were most of a version's size (SUBJ: 88 of 117 MiB).
 
 A version directory is filled under a staging name and renamed into place, so readers never see a
 half-written version; the pointer is written to a temporary file, fsynced and renamed over the old
@@ -74,12 +74,17 @@ class ModelVersion:
     def variant_path(self, variant: str | None = None) -> Path:
         """Path of an ONNX variant (the served one by default); StoreError for one this version does not keep."""
         served = self.manifest["served_variant"]
-        entry = self.manifest["variants"].get(variant or served)
-        if entry is None or entry.get("stored") is False:
+        name = variant or served
+        entry = self.manifest["variants"].get(name)
+        if entry is None:
+            known = ", ".join(self.manifest["variants"])
+            raise StoreError(f"{self.task} {self.version} has no variant {name!r}; its variants: {known}")
+        if entry.get("stored") is False:
             raise StoreError(
-                f"{self.task} {self.version} does not keep variant {variant!r}: a version stores the variant it "
-                f"serves ({served}) and the Keras model; `kiln compress --task {self.task} --version {self.version}` "
-                "makes every variant again, as a new version"
+                f"{self.task} {self.version} does not keep variant {name!r}: a version stores the variant it serves "
+                f"({served}) and the Keras model; the run that made it holds the file, and `kiln compress --task "
+                f"{self.task} --version {self.version} --out DIR` makes every variant again in DIR/artifacts/variants "
+                "(and registers a new version, gated like any run)"
             )
         return self.file(entry["file"])
 
@@ -128,9 +133,13 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _unserved_files(manifest: dict[str, Any]) -> set[str]:
-    """The variant files (relative to the artefacts) of every variant but the served one."""
-    served = manifest.get("served_variant")
-    return {v["file"] for name, v in manifest.get("variants", {}).items() if name != served and "file" in v}
+    """The variant files (relative to the artefacts) of every variant but the served one; none without a served
+    variant, and never the served variant's own file."""
+    variants = manifest.get("variants", {})
+    served = variants.get(manifest.get("served_variant"), {}).get("file")
+    if served is None:
+        return set()
+    return {v["file"] for v in variants.values() if "file" in v} - {served}
 
 
 def _leaving_out(root: Path, relpaths: set[str]) -> Any:

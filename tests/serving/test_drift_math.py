@@ -83,11 +83,28 @@ def test_a_histogram_given_counted_requests_exports_what_observe_per_value_does(
                 else:
                     for value in values[signal].tolist():
                         histogram.observe(value)
-            exported.append({s.name + str(s.labels): s.value for m in registry.collect() for s in m.samples})
+            samples = [s for m in registry.collect() for s in m.samples if not s.name.endswith("_created")]
+            exported.append({s.name + str(s.labels): s.value for s in samples})
         per_value, counted = exported
-        assert per_value.keys() == counted.keys() and len(per_value) == len(EDGES[signal]) + 4, signal
+        assert per_value.keys() == counted.keys() and len(per_value) == len(EDGES[signal]) + 3, signal
         for name, value in per_value.items():
             assert counted[name] == pytest.approx(value, rel=1e-12), (signal, name)
+
+
+def test_a_nan_is_counted_in_the_top_bucket_and_kept_out_of_the_sum() -> None:
+    """Where observe(nan) would count nowhere and turn the sum into NaN for good, a counted NaN lands in +Inf (as
+    drift.json counts it) and the sum stays a number."""
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from serving.drift import count_request
+    from serving.metrics import observe_counted
+
+    registry = CollectorRegistry()
+    histogram = Histogram("kiln_nan", "test", buckets=EDGES["score"], registry=registry)
+    observe_counted(histogram, count_request({"score": np.array([0.5, np.nan])})["score"])
+    samples = {s.name + s.labels.get("le", ""): s.value for m in registry.collect() for s in m.samples}
+    assert samples["kiln_nan_count"] == 2 and samples["kiln_nan_sum"] == 0.5
+    assert samples["kiln_nan_bucket+Inf"] - samples["kiln_nan_bucket0.999"] == 1
 
 
 def test_a_metric_child_is_looked_up_once_and_is_the_one_exported() -> None:

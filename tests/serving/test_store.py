@@ -51,6 +51,8 @@ def test_a_version_keeps_its_served_variant_and_the_keras_model_not_every_varian
     assert version.variant_path().read_bytes() == b"int8"
     with pytest.raises(StoreError, match="does not keep variant 'fp32'.*kiln compress --task text --version v0001"):
         version.variant_path("fp32")
+    with pytest.raises(StoreError, match="has no variant 'fp64'; its variants: fp32, int8"):
+        version.variant_path("fp64")
     store.promote("text", version.version)  # verifies the served file, which is there
     assert (art / "variants" / "fp32.onnx").is_file()  # the run directory keeps every variant
 
