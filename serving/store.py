@@ -71,6 +71,11 @@ class ModelVersion:
     def name(self) -> str:
         return str(self.manifest.get("name", f"kiln-{self.task}"))
 
+    @property
+    def served_file(self) -> str:
+        """The served variant's file, relative to the version (what promotion and loading verify)."""
+        return str(self.manifest["variants"][self.manifest["served_variant"]]["file"])
+
     def variant_path(self, variant: str | None = None) -> Path:
         """Path of an ONNX variant (the served one by default); StoreError for one this version does not keep."""
         served = self.manifest["served_variant"]
@@ -375,7 +380,7 @@ class ModelStore:
         """Make ``version`` production (atomic pointer swap) after checking it exists and its served file
         matches its recorded hash; the old one stays in history for rollback."""
         model = self.get(task, version)  # must exist
-        self.verify(model, model.manifest["variants"][model.manifest["served_variant"]]["file"])
+        self.verify(model, model.served_file)
         with self._lock(task):
             self._set_production(task, version)
 
@@ -457,7 +462,7 @@ class ModelStore:
             )
         if (model.path / SPEC).is_file() or SPEC in model.manifest.get("files", {}):
             self.verify(model, SPEC)
-        self.verify(model, model.manifest["variants"][model.manifest["served_variant"]]["file"])
+        self.verify(model, model.served_file)
 
     def drift_baseline(self, model: ModelVersion) -> dict[str, Any] | None:
         """The version's training summary of the drift signals (serving.drift), verified; None in a version
