@@ -129,3 +129,14 @@ def test_the_kernel_is_tried_only_on_small_images_from_scratch() -> None:
     assert not kernel_applies(small, ImageModelConfig(kernel=False), 6000)
     backbone = ImageModelConfig(architecture="mobilenet_v3_small", pretrained="none", kernel_max_values=4096)
     assert not kernel_applies(ImageSpec(labels=("a", "b"), height=32, width=32, channels=3), backbone, 600)
+
+
+def test_ties_on_validation_accuracy_go_to_the_blend_then_to_the_lower_calibrated_log_loss() -> None:
+    from training.models.kernel import _shipped
+
+    assert _shipped(0.99, 0.98, 0.99, 0.5, losses=(0.05, 0.09)) == "blend"  # as good as the best half
+    assert _shipped(0.99, 0.98, 0.985, 0.5, losses=(0.05, 0.09)) == "network"  # worse than the network
+    assert _shipped(0.98, 0.98, 0.98, 1.0, losses=(0.09, 0.05)) == "kernel"  # share 1: no blend to ship
+    assert _shipped(0.98, 0.98, 0.97, 0.5, losses=(0.09, 0.05)) == "kernel"
+    assert _shipped(0.98, 0.98, 0.97, 0.5, losses=(0.05, 0.09)) == "network"
+    assert _shipped(0.99, 0.98, 0.97, 0.5, losses=(0.09, 0.01)) == "network"  # accuracy first
