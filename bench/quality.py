@@ -208,7 +208,8 @@ def served_predictions(store: Path, task: str, version_name: str, test: Items) -
     are on the test file (calibration_of)."""
     import numpy as np
 
-    from serving.runtime import Classifier
+    from compression.export import without_temperature
+    from serving.runtime import Classifier, make_session
     from serving.store import ModelStore
 
     model_store = ModelStore(store)
@@ -218,30 +219,36 @@ def served_predictions(store: Path, task: str, version_name: str, test: Items) -
         version = model_store.get(task, version_name)
     assert version is not None
     classifier = Classifier.from_version(version)
-    parts = []
+    raw = Classifier(make_session(without_temperature(version.variant_path().read_bytes())), classifier.spec)
+    parts, raw_parts = [], []
     for start in range(0, len(test.inputs), BATCH):
         chunk = test.inputs[start : start + BATCH]
         batch = classifier.prepare_texts(chunk) if task == "text" else classifier.prepare_images(chunk)
         parts.append(classifier.predict(batch))
-    probs = np.concatenate(parts) if parts else np.zeros((0, len(classifier.labels)))
+        raw_parts.append(raw.predict(batch))
+    empty = np.zeros((0, len(classifier.labels)))
+    probs = np.concatenate(parts) if parts else empty
+    raw_probs = np.concatenate(raw_parts) if raw_parts else empty
     predicted = [classifier.labels[int(i)] for i in probs.argmax(axis=1)]
     temperature = float(version.manifest.get("metrics", {}).get("temperature", 1.0))
-    calibration = calibration_of(probs, test.labels, classifier.labels, temperature)
+    calibration = calibration_of(probs, raw_probs, test.labels, classifier.labels, temperature)
     described = {"version": version.version, "promoted": promoted, "spec": version.manifest["spec"]}
     stored = sum(path.stat().st_size for path in version.path.rglob("*") if path.is_file())  # what it keeps
     return predicted, described | {"calibration": calibration, "stored_bytes": stored}
 
 
-def calibration_of(probs: Any, truth: Sequence[str], labels: Sequence[str], temperature: float) -> dict[str, Any]:
-    """ECE (15 bins) of the served scores on the test file, with the graph's temperature and without it, and how
-    many top-1 labels the temperature changed (none: it only rescales the logits)."""
+def calibration_of(
+    probs: Any, raw: Any, truth: Sequence[str], labels: Sequence[str], temperature: float
+) -> dict[str, Any]:
+    """ECE (15 bins) of the served scores on the test file, with the graph's temperature (``probs``) and without
+    it (``raw``: the same graph with T = 1), and how many top-1 labels the temperature changed (none: it only
+    rescales the logits)."""
     import numpy as np
 
-    from training.models.calibration import expected_calibration_error, rescaled
+    from training.models.calibration import expected_calibration_error
 
     index = {label: i for i, label in enumerate(labels)}
     y = np.array([index.get(label, -1) for label in truth])
-    raw = rescaled(probs, 1 / temperature)
     return {
         "temperature": temperature,
         "ece": expected_calibration_error(probs, y),

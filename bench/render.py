@@ -491,7 +491,8 @@ def calibration_table(rows: list[Result]) -> list[str]:
     return [
         "",
         "Calibration of the served scores on each test file (expected calibration error, 15 equal-width bins; T is "
-        "fitted on Kiln's validation split, before the refit, and built into every exported graph): "
+        "fitted on Kiln's validation split, before the refit, and built into every exported graph; without T: the "
+        "same graph with T set to 1): "
         f"{met} of {len(measured)} data sets within {ECE_TARGET}.\n",
         *table(header, cells),
     ]

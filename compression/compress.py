@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from compression.export import to_onnx, with_temperature
+from compression.export import to_onnx, with_temperature, without_temperature
 from compression.prune import prune_model
 from compression.qat import NotApplicable, quantize_aware
 from compression.quantize import (
@@ -42,7 +42,7 @@ from training.fit.build import save_for_inference
 from training.fit.train import TrainedModel
 from training.kinds import kind_of
 from training.memory import metered
-from training.models.calibration import calibration_metrics, reliability, rescaled
+from training.models.calibration import calibration_metrics, reliability
 from training.release.evaluate import agreement, confusion, metrics, per_class
 from training.tf_env import keras
 
@@ -92,13 +92,14 @@ def evaluate_variant(
     data = path.read_bytes()
     classifier = Classifier(make_session(data, device=device, threads=threads), trained.spec)
     probs = classifier.predict_all(x)
+    raw = Classifier(make_session(without_temperature(data), device=device, threads=threads), trained.spec)
     b32 = measure_latency(classifier, _batch32(x), max(5, runs // 2)) if len(x) else {"p50": 0.0, "p95": 0.0}
     stats: dict[str, Any] = {
         "file": str(path.relative_to(path.parent.parent)),
         "bytes": len(data),
         "gzip_bytes": len(gzip.compress(data, compresslevel=9)),
         **metrics(probs, y),
-        **calibration_metrics(probs, y, trained.temperature),
+        **calibration_metrics(probs, raw.predict_all(x), y),
         **{f"latency_ms_{k}": v for k, v in measure_latency(classifier, x[:1], runs).items()},
         **{f"latency_ms_b32_{k}": v for k, v in b32.items()},
         "throughput_per_s": round(32_000 / b32["p50"], 1) if b32["p50"] else 0.0,
@@ -394,9 +395,11 @@ def compress_model(
         )
     x_test, y_test = to_arrays(test, trained.spec)
     served_path = directory / variants[served]["file"]
-    session = make_session(served_path.read_bytes(), device=c.serving_device)
-    test_probs = Classifier(session, trained.spec).predict_all(x_test)
-    test_metrics = metrics(test_probs, y_test) | calibration_metrics(test_probs, y_test, trained.temperature)
+    served_bytes = served_path.read_bytes()
+    test_probs = Classifier(make_session(served_bytes, device=c.serving_device), trained.spec).predict_all(x_test)
+    raw_session = make_session(without_temperature(served_bytes), device=c.serving_device)
+    raw_probs = Classifier(raw_session, trained.spec).predict_all(x_test)
+    test_metrics = metrics(test_probs, y_test) | calibration_metrics(test_probs, raw_probs, y_test)
     test_metrics["temperature"] = trained.temperature
     log.info(
         "serving variant %s: test accuracy %.4f, macro-F1 %.4f, ECE %.4f (%.4f without the temperature)",
@@ -420,7 +423,7 @@ def compress_model(
         spec=trained.spec.to_dict(),
         reliability={
             "calibrated": reliability(test_probs, y_test),
-            "uncalibrated": reliability(rescaled(test_probs, 1 / trained.temperature), y_test),
+            "uncalibrated": reliability(raw_probs, y_test),
         },
         test_scores=test_probs.max(axis=1) if len(test_probs) else np.zeros(0),
     )

@@ -24,6 +24,7 @@ OPSET = 17
 # The node that divides the logits by the temperature, just before the output softmax. Static INT8 leaves it and
 # the softmax in float (the logits feeding it are still quantized, as they were before it existed).
 TEMPERATURE_NODE = "kiln_temperature"
+INVERSE_TEMPERATURE = "kiln_inverse_temperature"  # the initializer the temperature node multiplies by
 
 
 def to_onnx(model: keras.Model, spec: Spec, path: Path, opset: int = OPSET, temperature: float | None = None) -> Path:
@@ -89,10 +90,24 @@ def with_temperature(path: Path, temperature: float) -> Path:
         raise ValueError(f"{path.name} already has a temperature")
     softmax = output_softmax(graph)
     logits, scaled = softmax.input[0], f"{softmax.input[0]}/temperature"
-    inverse = numpy_helper.from_array(np.array(1.0 / temperature, dtype=np.float32), name="kiln_inverse_temperature")
+    inverse = numpy_helper.from_array(np.array(1.0 / temperature, dtype=np.float32), name=INVERSE_TEMPERATURE)
     graph.initializer.append(inverse)
     node = helper.make_node("Mul", [logits, inverse.name], [scaled], name=TEMPERATURE_NODE)
     softmax.input[0] = scaled
     graph.node.insert(list(graph.node).index(softmax), node)
     onnx.save(model, str(path))
     return path
+
+
+def without_temperature(data: bytes) -> bytes:
+    """The ONNX graph ``data`` with its built-in temperature set to 1, for the scores "without T". Undoing T from
+    the served probabilities cannot give them: with a small T most float32 scores are exactly 0 or 1, and the
+    logits behind them are gone. Every variant keeps the initializer (INT8 leaves the node alone, FP16 casts it);
+    a graph without a temperature comes back as it is."""
+    model = onnx.load_from_string(data)
+    for initializer in model.graph.initializer:
+        if initializer.name == INVERSE_TEMPERATURE:
+            dtype = numpy_helper.to_array(initializer).dtype
+            initializer.CopyFrom(numpy_helper.from_array(np.array(1.0, dtype=dtype), name=INVERSE_TEMPERATURE))
+            return bytes(model.SerializeToString())
+    return data

@@ -527,6 +527,37 @@ def test_the_exported_graph_gives_softmax_of_its_logits_over_the_temperature(tmp
 
 
 @pytest.mark.slow
+def test_the_scores_without_temperature_come_from_the_graph_even_where_a_small_temperature_saturates_them(
+    tmp_path: Path,
+) -> None:
+    import onnxruntime as ort
+
+    from compression.export import to_onnx, without_temperature
+    from serving.preprocess import ImageSpec
+    from training.models.calibration import rescaled
+    from training.tf_env import keras
+
+    spec = ImageSpec(labels=("a", "b", "c"), height=4, width=4, channels=1)
+    inputs = keras.Input((4, 4, 1))
+    logits = keras.layers.Dense(3, name="logits")(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, keras.layers.Activation("softmax", name="probabilities")(logits))
+    x = np.random.default_rng(1).normal(size=(16, 4, 4, 1)).astype(np.float32)
+    raw = model.predict(x, verbose=0)
+
+    def scores(data: bytes) -> np.ndarray:
+        session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        return np.asarray(session.run(None, {session.get_inputs()[0].name: x})[0])
+
+    tempered = to_onnx(model, spec, tmp_path / "t.onnx", temperature=0.002).read_bytes()
+    served = scores(tempered)
+    assert (served.max(axis=1) == 1.0).mean() > 0.5  # float32 saturates: their logits cannot be read back
+    assert not np.allclose(rescaled(served, 1 / 0.002), raw, atol=1e-3)
+    np.testing.assert_allclose(scores(without_temperature(tempered)), raw, atol=1e-6)
+    plain = to_onnx(model, spec, tmp_path / "plain.onnx").read_bytes()
+    assert without_temperature(plain) == plain  # no temperature: nothing to undo
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("run", ["image_run", "text_run"])
 def test_every_variant_serves_the_runs_temperature_and_reports_its_calibration(
     run: str, request: pytest.FixtureRequest

@@ -104,9 +104,9 @@ def expected_calibration_error(probabilities: np.ndarray, y: np.ndarray, bins: i
     return round(float(np.dot(gaps, r["count"]) / len(y)), 6)
 
 
-def calibration_metrics(served: np.ndarray, y: np.ndarray, t: float) -> dict[str, Any]:
-    """ECE of probabilities from a graph with temperature ``t`` built in, and of the same graph without it."""
-    uncalibrated = rescaled(served, 1 / t)
+def calibration_metrics(served: np.ndarray, uncalibrated: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """ECE of probabilities from a graph with its temperature built in, and of the same graph without it
+    (compression.export.without_temperature)."""
     return {
         "ece": expected_calibration_error(served, y),
         "ece_uncalibrated": expected_calibration_error(uncalibrated, y),

@@ -53,7 +53,7 @@ def test_reliability_bins_count_every_item_and_ece_is_zero_only_when_confidence_
     assert expected_calibration_error(p, y) == 0.0
     assert expected_calibration_error(p, 1 - y) > 0.5
     # the metrics of a graph with temperature 2 built in: its own scores, and the scores without it
-    both = calibration_metrics(rescaled(p, 2.0), y, 2.0)
+    both = calibration_metrics(rescaled(p, 2.0), p, y)
     assert both["ece_uncalibrated"] == 0.0 and both["ece"] > 0.0
 
 
