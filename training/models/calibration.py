@@ -72,7 +72,9 @@ def fit_temperature(probabilities: np.ndarray, y: np.ndarray) -> float:
 
 def rescaled(probabilities: np.ndarray, t: float) -> np.ndarray:
     """softmax(logits / t) for the logits behind ``probabilities``: what a graph with temperature t gives.
-    ``rescaled(p, 1 / t)`` undoes a temperature already applied."""
+    ``rescaled(p, 1 / t)`` undoes a temperature already applied only while no score saturated: float32 scores of
+    a small T are mostly exactly 0 or 1, so served graphs are scored without T by
+    compression.export.without_temperature instead."""
     z = as_logits(probabilities) / t
     z -= z.max(axis=1, keepdims=True)
     e = np.exp(z)
