@@ -28,6 +28,7 @@ from starlette.routing import Route
 from serving.client import free_port
 from serving.preprocess import ImageSpec, TextSpec, preprocess_image_bytes
 from serving.runtime import Classifier
+from serving.settings import Settings
 from serving.store import TASKS, ModelStore
 
 
@@ -84,9 +85,13 @@ def _decode(labels: list[str], probs: np.ndarray) -> list[dict[str, Any]]:
 
 def onnx_app() -> Starlette:
     store = _store()
-    # the settings kiln serve loads with (idle ORT threads sleep): the ceiling gets everything Kiln gets
+    # the session settings kiln serve loads with (KILN_ORT_THREADS, KILN_ORT_SPINNING): the ceiling gets everything
+    # Kiln gets
+    settings = Settings()
     models = {
-        t: Classifier.from_version(v, device="cpu", spinning=False) for t in TASKS if (v := store.production_version(t))
+        t: Classifier.from_version(v, device="cpu", threads=settings.ort_threads, spinning=settings.ort_spinning)
+        for t in TASKS
+        if (v := store.production_version(t))
     }
 
     async def image(request: Request) -> JSONResponse:
