@@ -3,7 +3,8 @@
 python-multipart's streaming parser is driven directly: the request body is already in memory and under the
 upload limit, so Starlette's form layer (an UploadFile and a spooled temporary file per part, every part's data
 kept) is work the route does not need; it was about 25 us of a 450-byte PNG's answer. Only the data of the first
-part named ``image`` is kept; the other parts are counted and named in the error.
+part named ``image`` is kept; the other parts are counted and named in the error. It runs with the rest of the
+classify work (serving.service.Handlers), so a large hostile form never holds up the event loop.
 
 >>> body = b'--b\\r\\nContent-Disposition: form-data; name="image"; filename="a.png"\\r\\n\\r\\nPNG\\r\\n--b--\\r\\n'
 >>> image_file("multipart/form-data; boundary=b", body)
@@ -37,6 +38,7 @@ class _Form:
         self._header = b""
         self._value = b""
         self._disposition = b""
+        self.ended = False  # the closing boundary was read
 
     def callbacks(self) -> MultipartCallbacks:
         return {
@@ -47,6 +49,7 @@ class _Form:
             "on_headers_finished": self._headers_finished,
             "on_part_data": self._part_data,
             "on_part_end": self._part_end,
+            "on_end": self._end,
         }
 
     def _part_begin(self) -> None:
@@ -81,6 +84,9 @@ class _Form:
         if self._keep:
             self._chunks.append(data[start:end])
 
+    def _end(self) -> None:
+        self.ended = True
+
     def _part_end(self) -> None:
         if self._keep:
             self.image = b"".join(self._chunks)
@@ -100,6 +106,8 @@ def image_file(content_type: str, body: bytes) -> bytes | str:
         parser.finalize()
     except Exception as exc:  # noqa: BLE001 - any parse failure is the client's malformed body
         return f"malformed multipart/form-data body: {exc}"
+    if not form.ended:
+        return "malformed multipart/form-data body: it ends before its closing boundary (cut off?)"
     if form.image is None:
         sent = ", ".join(sorted(set(form.names))) or "none"
         return f"missing file field 'image' (fields sent: {sent}); {USAGE}"

@@ -46,6 +46,11 @@ def test_a_text_value_in_field_image_is_refused() -> None:
         ("multipart/form-data", b"--x\r\n\r\n", "has no boundary"),
         ("multipart/form-data; boundary=x", b"--x\r\nContent-Type: image/png\r\n\r\nabc\r\n--x--\r\n", "Disposition"),
         ("multipart/form-data; boundary=x", b"garbage that is no form at all", "malformed"),
+        (
+            "multipart/form-data; boundary=x",
+            b'--x\r\nContent-Disposition: form-data; name="image"; filename="a"\r\n\r\nab\r\n--x',
+            "cut off",
+        ),
     ],
 )
 def test_malformed_forms_say_so(content_type: str, body: bytes, fragment: str) -> None:
