@@ -2,7 +2,7 @@
 
 python-multipart's streaming parser is driven directly: the request body is already in memory and under the
 upload limit, so Starlette's form layer (an UploadFile and a spooled temporary file per part, every part's data
-kept) is work the route does not need; it was about 25 us of a 450-byte PNG's answer. Only the data of the first
+kept) is work the route does not need; it was about 25 us of a 455-byte PNG's answer. Only the data of the first
 part named ``image`` is kept; the other parts are counted and named in the error. It runs with the rest of the
 classify work (serving.service.Handlers), so a large hostile form never holds up the event loop.
 
@@ -84,13 +84,13 @@ class _Form:
         if self._keep:
             self._chunks.append(data[start:end])
 
-    def _end(self) -> None:
-        self.ended = True
-
     def _part_end(self) -> None:
         if self._keep:
             self.image = b"".join(self._chunks)
             self._keep = False
+
+    def _end(self) -> None:
+        self.ended = True
 
 
 def image_file(content_type: str, body: bytes) -> bytes | str:
