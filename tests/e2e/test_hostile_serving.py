@@ -17,7 +17,7 @@ from serving.client import KilnServer
 from serving.preprocess import TextSpec
 from tests.conftest import TEXT_LABELS, onnx_text_model, register_onnx
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.serial]  # time bounds: run alone
 
 # A text model that reads words, bigrams, character n-grams and the whole-document bag: every hashing path.
 SPEC = TextSpec(
