@@ -238,6 +238,9 @@ _QUOTES = re.compile(r"(^|\s)'+|'+(\s|$)")
 MAX_TEXT_CHARS = 200_000
 MAX_BAG_TOKENS = 100_000
 MAX_GRAM_WORD = 32
+# encode_texts counts the bags of up to this many documents (or ids, whichever comes first) together: a whole data
+# set is encoded in one call, so it is taken in groups that hold a few MB.
+BAG_GROUP_DOCS, BAG_GROUP_IDS = 256, 1 << 20
 
 
 def standardize(text: str) -> str:
@@ -324,14 +327,46 @@ class _Document:
 
 
 def _bag(doc: _Document, spec: TextSpec) -> tuple[np.ndarray, np.ndarray]:
-    parts = [np.asarray(doc.words, dtype=np.int64), np.asarray(doc.pairs, dtype=np.int64)]
-    if spec.char_buckets:
-        grams = np.concatenate(doc.hashes or [np.zeros(0, np.uint32)])
-        parts.append(spec.deep_vocabulary + grams.astype(np.int64) % spec.char_buckets)
-    ids = np.concatenate(parts)
-    ids, counts = np.unique(ids[ids > 1], return_counts=True)
-    order = np.lexsort((ids, -counts))[: spec.bag_length]
-    return ids[order], counts[order]
+    _, _, ids, counts = _bags([doc], spec)
+    return ids, counts
+
+
+def _bags(docs: Sequence[_Document], spec: TextSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The bags of several documents at once: (doc, rank, id, count) per kept term, each document's terms the
+    most frequent first (ties: the smaller id), at most ``bag_length`` of them. numpy works on all the documents
+    together: per-document calls on a few hundred ids cost more in numpy's call overhead than in the work."""
+    words: list[int] = []
+    hashes: list[np.ndarray] = []
+    for doc in docs:
+        words += doc.words
+        words += doc.pairs
+        hashes += doc.hashes
+    n = np.arange(len(docs), dtype=np.int64)
+    doc_of = [np.repeat(n, [len(d.words) + len(d.pairs) for d in docs])]
+    ids = [np.asarray(words, dtype=np.int64)]
+    if spec.char_buckets and hashes:
+        doc_of.append(np.repeat(n, [sum(len(h) for h in d.hashes) for d in docs]))
+        ids.append(spec.deep_vocabulary + np.concatenate(hashes).astype(np.int64) % spec.char_buckets)
+    all_ids, all_docs = np.concatenate(ids), np.concatenate(doc_of)
+    keep = all_ids > 1  # no padding or unknown-word id
+    vocabulary = spec.input_vocabulary
+    keys, counts = np.unique(all_docs[keep] * vocabulary + all_ids[keep], return_counts=True)
+    doc, term = np.divmod(keys, vocabulary)
+    # unique sorted by (doc, id); a stable sort by (doc, -count) keeps the smaller id first among equal counts
+    most = int(counts.max(initial=0))
+    order = np.argsort(doc * (most + 1) + (most - counts), kind="stable")
+    doc, term, counts = doc[order], term[order], counts[order]
+    rank = np.arange(len(doc)) - np.searchsorted(doc, doc)  # the term's place in its document's bag
+    kept = rank < spec.bag_length
+    return doc[kept], rank[kept], term[kept], counts[kept]
+
+
+def _write_bags(out: np.ndarray, rows: list[int], docs: list[_Document], spec: TextSpec) -> None:
+    """The bags of ``docs`` into their ``rows`` of an encoded batch: ids, then counts."""
+    doc, rank, terms, counts = _bags(docs, spec)
+    row = np.asarray(rows, dtype=np.int64)[doc]
+    out[row, spec.bag_start + rank] = terms
+    out[row, spec.bag_start + spec.bag_length + rank] = np.minimum(counts, 2**31 - 1)
 
 
 def token_index(spec: TextSpec) -> dict[str, int]:
@@ -357,6 +392,9 @@ def encode_texts(texts: Sequence[str], spec: TextSpec, index: dict[str, int] | N
     # ids are computed once over the longer reach and sliced for both.
     reach = max(MAX_BAG_TOKENS, length + 1) if spec.bag_length else length + 1
     out = np.zeros((len(texts), spec.input_length), dtype=np.int32)
+    rows: list[int] = []  # documents whose bags are counted together, and how many ids they hold
+    docs: list[_Document] = []
+    held = 0
     for row, text in enumerate(texts):
         tokens = tokenize(text)
         doc = _Document(tokens[:reach], spec, index)
@@ -370,8 +408,10 @@ def encode_texts(texts: Sequence[str], spec: TextSpec, index: dict[str, int] | N
             out[row, spec.deep_length : spec.deep_length + len(grams)] = grams
         if spec.bag_length:
             bag = doc if reach == MAX_BAG_TOKENS else _Document(tokens[:MAX_BAG_TOKENS], spec, index)
-            terms, counts = _bag(bag, spec)
-            start, k = spec.bag_start, spec.bag_length
-            out[row, start : start + len(terms)] = terms
-            out[row, start + k : start + k + len(counts)] = np.minimum(counts, 2**31 - 1)
+            rows.append(row)
+            docs.append(bag)
+            held += len(bag.words) + len(bag.pairs) + sum(len(h) for h in bag.hashes)
+            if len(docs) == BAG_GROUP_DOCS or held >= BAG_GROUP_IDS or row == len(texts) - 1:
+                _write_bags(out, rows, docs, spec)
+                rows, docs, held = [], [], 0
     return out

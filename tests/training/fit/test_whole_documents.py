@@ -47,6 +47,23 @@ def test_the_bag_counts_every_token_and_keeps_a_rare_word_ahead_of_rare_n_grams(
     assert row[spec.bag_start + 3 :].tolist() == counts.tolist()
 
 
+def test_a_document_encodes_the_same_alone_and_among_many() -> None:
+    # encode_texts counts the bags of many documents together, in groups (BAG_GROUP_DOCS, BAG_GROUP_IDS): no row
+    # may see another's terms, whichever group it falls in. Short, empty, unknown-only and very long documents.
+    vocabulary = ("", "[UNK]", *FILLER[:8], "aurora", "penguin")
+    spec = TextSpec(
+        labels=("a", "b"), vocabulary=vocabulary, max_length=4, ngram_buckets=64, char_buckets=32, char_length=8,
+        bag_length=6,
+    )  # fmt: skip
+    lengths = [5 + i % 50 for i in range(300)]
+    texts = [_document(["aurora", "penguin"][i % 2], i, at=i % n, length=n) for i, n in enumerate(lengths)]
+    texts[7], texts[8], texts[9] = "", "zebra zebra okapi", _document("aurora", length=60_000)
+    together = encode_texts(texts, spec)
+    alone = [encode_texts([text], spec)[0] for text in texts]
+    assert [row.tolist() for row in together] == [row.tolist() for row in alone]
+    assert together[8, spec.bag_start :].any() and not together[7].any()  # unknown words still have n-grams
+
+
 @pytest.mark.slow
 def test_a_label_deciding_word_at_position_2000_changes_the_prediction() -> None:
     from training.config import load_config
