@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 # `make test` runs the tests in this many processes (pytest-xdist; all of a file's tests in one, so a module's
 # fixtures are built once). Most of a test's time is single-threaded (graph tracing, ONNX conversion, process
-# start-up), so two processes cut the suite from ~21 to ~15 minutes on 2 cores.
+# start-up), so two processes take about a third off the suite's time on 2 cores.
 TEST_WORKERS ?= 2
 
 .PHONY: install demo test test-fast lint bench bench-data bench-quality bench-label-flips bench-image-recipe bench-text-recipe bench-predict bench-render k8s-check clean
@@ -25,11 +25,11 @@ install: $(STAMP)
 demo: install
 	$(BIN)/kiln demo --workdir .kiln/demo
 
-# Tests marked `serial` assert how the server answers under load, so they run afterwards, alone (exit code 5:
-# PYTEST_ARGS selected none of them).
+# Tests marked `serial` bound the server's latency under load, so they run afterwards, alone (tests/conftest.py's
+# --phase; exit code 5: PYTEST_ARGS selected no test of that phase).
 test: install
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not serial" $(PYTEST_ARGS)
-	$(BIN)/python -m pytest -m serial $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --phase parallel $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(BIN)/python -m pytest --phase serial $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow and not e2e" $(PYTEST_ARGS)

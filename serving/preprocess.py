@@ -239,8 +239,8 @@ MAX_TEXT_CHARS = 200_000
 MAX_BAG_TOKENS = 100_000
 MAX_GRAM_WORD = 32
 # encode_texts counts the bags of up to this many documents (or ids, whichever comes first) together: a whole data
-# set is encoded in one call, so it is taken in groups that hold a few MB.
-BAG_GROUP_DOCS, BAG_GROUP_IDS = 256, 1 << 20
+# set is encoded in one call, so it is taken in groups (about 30 MB of working arrays at most, plus one document).
+BAG_GROUP_DOCS, BAG_GROUP_IDS = 256, 1 << 18
 
 
 def standardize(text: str) -> str:
