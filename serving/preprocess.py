@@ -312,7 +312,8 @@ def bag_terms(tokens: Sequence[str], spec: TextSpec, index: dict[str, int]) -> t
     """The distinct ids of a whole document and their counts, the most frequent first (ties: the smaller id),
     at most ``bag_length`` of them: known words (no padding or unknown-word id), hashed bigrams and the
     character n-grams of every word."""
-    return _bag(_Document(tokens[:MAX_BAG_TOKENS], spec, index), spec)
+    _, _, ids, counts = _bags([_Document(tokens[:MAX_BAG_TOKENS], spec, index)], spec)
+    return ids, counts
 
 
 class _Document:
@@ -325,10 +326,10 @@ class _Document:
         grams = spec.char_buckets
         self.hashes = [word_char_hashes(t, spec.char_min_n, spec.char_max_n) for t in tokens] if grams else []
 
-
-def _bag(doc: _Document, spec: TextSpec) -> tuple[np.ndarray, np.ndarray]:
-    _, _, ids, counts = _bags([doc], spec)
-    return ids, counts
+    @functools.cached_property
+    def grams(self) -> int:
+        """How many character n-gram hashes the document holds."""
+        return sum(len(h) for h in self.hashes)
 
 
 def _bags(docs: Sequence[_Document], spec: TextSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -344,8 +345,8 @@ def _bags(docs: Sequence[_Document], spec: TextSpec) -> tuple[np.ndarray, np.nda
     n = np.arange(len(docs), dtype=np.int64)
     doc_of = [np.repeat(n, [len(d.words) + len(d.pairs) for d in docs])]
     ids = [np.asarray(words, dtype=np.int64)]
-    if spec.char_buckets and hashes:
-        doc_of.append(np.repeat(n, [sum(len(h) for h in d.hashes) for d in docs]))
+    if hashes:
+        doc_of.append(np.repeat(n, [d.grams for d in docs]))
         ids.append(spec.deep_vocabulary + np.concatenate(hashes).astype(np.int64) % spec.char_buckets)
     all_ids, all_docs = np.concatenate(ids), np.concatenate(doc_of)
     keep = all_ids > 1  # no padding or unknown-word id
@@ -410,8 +411,10 @@ def encode_texts(texts: Sequence[str], spec: TextSpec, index: dict[str, int] | N
             bag = doc if reach == MAX_BAG_TOKENS else _Document(tokens[:MAX_BAG_TOKENS], spec, index)
             rows.append(row)
             docs.append(bag)
-            held += len(bag.words) + len(bag.pairs) + sum(len(h) for h in bag.hashes)
-            if len(docs) == BAG_GROUP_DOCS or held >= BAG_GROUP_IDS or row == len(texts) - 1:
+            held += len(bag.words) + len(bag.pairs) + bag.grams
+            if len(docs) == BAG_GROUP_DOCS or held >= BAG_GROUP_IDS:
                 _write_bags(out, rows, docs, spec)
                 rows, docs, held = [], [], 0
+    if docs:
+        _write_bags(out, rows, docs, spec)
     return out
