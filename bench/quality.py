@@ -18,7 +18,8 @@ a seeded stratified 80/20 split written to files), and then, per data set:
 No setting of Kiln or of the peer is chosen by looking at a test file. Every variant of each default run is kept
 (the per-data-set compression table). `make bench-quality` runs it; it writes docs/bench/quality.json and renders
 docs/BENCHMARKS.md. ``--only`` reruns some data sets and keeps the other rows of the previous quality.json;
-``--reuse-default`` takes the peer and default columns from it and trains only the tuned column.
+``--reuse-default`` takes the peer and default columns from it and trains only the tuned column; ``--keep-tuned``
+(with ``--trials 0``) reruns the default and peer columns and keeps each rerun row's earlier tuned column.
 
     $ .venv/bin/python -m bench.quality --trials 10
     $ .venv/bin/python -m bench.quality --only mr cr --reuse-default --trials 4
@@ -208,7 +209,7 @@ def served_predictions(store: Path, task: str, version_name: str, test: Items) -
     are on the test file (calibration_of)."""
     import numpy as np
 
-    from compression.export import without_temperature
+    from compression.export import without_calibration
     from serving.runtime import Classifier, make_session
     from serving.store import ModelStore
 
@@ -219,7 +220,7 @@ def served_predictions(store: Path, task: str, version_name: str, test: Items) -
         version = model_store.get(task, version_name)
     assert version is not None
     classifier = Classifier.from_version(version)
-    raw = Classifier(make_session(without_temperature(version.variant_path().read_bytes())), classifier.spec)
+    raw = Classifier(make_session(without_calibration(version.variant_path().read_bytes())), classifier.spec)
     parts, raw_parts = [], []
     for start in range(0, len(test.inputs), BATCH):
         chunk = test.inputs[start : start + BATCH]
@@ -230,19 +231,19 @@ def served_predictions(store: Path, task: str, version_name: str, test: Items) -
     probs = np.concatenate(parts) if parts else empty
     raw_probs = np.concatenate(raw_parts) if raw_parts else empty
     predicted = [classifier.labels[int(i)] for i in probs.argmax(axis=1)]
-    temperature = float(version.manifest.get("metrics", {}).get("temperature", 1.0))
-    calibration = calibration_of(probs, raw_probs, test.labels, classifier.labels, temperature)
+    served_metrics = version.manifest.get("metrics", {})
+    calibration = calibration_of(probs, raw_probs, test.labels, classifier.labels, served_metrics)
     described = {"version": version.version, "promoted": promoted, "spec": version.manifest["spec"]}
     stored = sum(path.stat().st_size for path in version.path.rglob("*") if path.is_file())  # what it keeps
     return predicted, described | {"calibration": calibration, "stored_bytes": stored}
 
 
 def calibration_of(
-    probs: Any, raw: Any, truth: Sequence[str], labels: Sequence[str], temperature: float
+    probs: Any, raw: Any, truth: Sequence[str], labels: Sequence[str], served: dict[str, Any]
 ) -> dict[str, Any]:
-    """ECE (15 bins) of the served scores on the test file, with the graph's temperature (``probs``) and without
-    it (``raw``: the same graph with T = 1), and how many top-1 labels the temperature changed (none: it only
-    rescales the logits)."""
+    """ECE (15 bins) of the served scores on the test file, with the graph's calibration map (``probs``) and
+    without it (``raw``: the same graph without the map), the map's family and temperature from the version's
+    ``served`` metrics, and how many top-1 labels the map changed (none: it is increasing in each logit)."""
     import numpy as np
 
     from training.models.calibration import expected_calibration_error
@@ -250,7 +251,8 @@ def calibration_of(
     index = {label: i for i, label in enumerate(labels)}
     y = np.array([index.get(label, -1) for label in truth])
     return {
-        "temperature": temperature,
+        "temperature": float(served.get("temperature", 1.0)),
+        "link": served.get("link", "temperature"),
         "ece": expected_calibration_error(probs, y),
         "ece_uncalibrated": expected_calibration_error(raw, y),
         "labels_changed": int(np.sum(raw.argmax(axis=1) != probs.argmax(axis=1))),
@@ -431,9 +433,11 @@ def quality_row(
     measured: str,
     shared: Path = SHARED,
     previous: dict[str, Any] | None = None,
+    kept_tuned: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One data set's row under the user protocol. With ``previous`` (a schema-2 row: --reuse-default), its peer and
-    default columns are kept and only the tuned column is trained."""
+    default columns are kept and only the tuned column is trained. ``kept_tuned`` (--keep-tuned with --trials 0):
+    the earlier row's tuned column, kept with its own measured date."""
     split = prepare_split(split_source(name, workdir, shared), workdir / "splits")
     test = load_items(split, "test")
     print(f"{name}: train {split.meta['train_items']:,} items, test {len(test.labels):,} ({split.meta['described']})")
@@ -446,8 +450,12 @@ def quality_row(
     else:
         default, peer, comparison = previous["default"], previous["peer"], previous["comparison"]
         peer_predicted = load_predictions(workdir, split, "peer") or []
-    tuned = None
+    tuned: dict[str, Any] | None = None
+    tuned_note: str | None = "not run (--trials 0)"
+    if not trials and kept_tuned is not None:
+        tuned, tuned_note = kept_tuned, f"kept from the run of {kept_tuned.get('measured', 'an earlier date')}"
     if trials:
+        tuned_note = None
         tuned, tuned_predicted = kiln_run(split, test, workdir, trials, measured)
         tuned.pop("spec")
         save_predictions(workdir, split, tuned=tuned_predicted)
@@ -463,7 +471,7 @@ def quality_row(
         "test_skipped": test.skipped,
         "default": default,
         "tuned": tuned,
-        "tuned_note": None if trials else "not run (--trials 0)",
+        "tuned_note": tuned_note,
         "peer": peer,
         "comparison": comparison,
     }
@@ -476,11 +484,13 @@ def run_quality_bench(
     shared: Path = SHARED,
     previous: dict[str, Any] | None = None,
     reuse_default: bool = False,
+    keep_tuned: bool = False,
 ) -> dict[str, Any]:
     """quality.json's object: one row per data set. The data sets ``only`` leaves out keep their row from
     ``previous`` (the last quality.json; rows of the earlier protocol too, which the renderer lists as not yet
     measured); with ``reuse_default``, the peer and default columns come from there too and only the tuned column
-    is trained."""
+    is trained; with ``keep_tuned`` (and no trials), a rerun row keeps its earlier tuned column: for a change that
+    cannot move the tuned run's labels (the calibration map), without paying for the trials again."""
     measured = utc_now()
     sets = available_sets(shared)
     unknown = [n for n in only or [] if n not in sets]
@@ -488,6 +498,8 @@ def run_quality_bench(
         raise SystemExit(f"unknown or absent data set(s) {', '.join(unknown)}; available: {', '.join(sets)}")
     if reuse_default and not trials:
         raise SystemExit("--reuse-default trains only the tuned column: give --trials N")
+    if keep_tuned and trials:
+        raise SystemExit("--keep-tuned keeps the earlier tuned column instead of running one: give --trials 0")
     before: dict[str, dict[str, Any]] = {}
     for row in (previous or {}).get("rows", []):
         # a user-protocol row wins over an earlier-protocol row of the same set
@@ -508,12 +520,14 @@ def run_quality_bench(
                     f"--reuse-default: the previous result has no run of {name!r} under the user protocol; "
                     "run without --reuse-default first"
                 )
-        rows.append(quality_row(name, workdir, trials, measured, shared, old))
+        kept = (before.get(name) or {}).get("tuned") if keep_tuned else None
+        rows.append(quality_row(name, workdir, trials, measured, shared, old, kept))
     parameters = {
         "protocol": "user (issue 17)",
         "trials": trials,
         "only": only,
         "reuse_default": reuse_default,
+        "keep_tuned": keep_tuned,
         "seed": SEED,
         "test_fraction": TEST_FRACTION,
         "sets": sets,
@@ -537,6 +551,12 @@ def main() -> None:
         help="take the peer and default columns from the previous --out; train only the tuned column",
     )
     parser.add_argument(
+        "--keep-tuned",
+        action="store_true",
+        help="with --trials 0: a rerun data set keeps its tuned column from the previous --out (for changes that "
+        "cannot move a tuned run's labels)",
+    )
+    parser.add_argument(
         "--workdir", type=Path, default=Path(".kiln/bench-quality"), help="splits, runs, stores, logs (reused)"
     )
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "quality.json", help="the result file (read first)")
@@ -545,7 +565,13 @@ def main() -> None:
     from bench.render import after_benchmark
 
     result = run_quality_bench(
-        args.workdir.resolve(), args.trials, args.only, args.datasets, read_result(args.out), args.reuse_default
+        args.workdir.resolve(),
+        args.trials,
+        args.only,
+        args.datasets,
+        read_result(args.out),
+        args.reuse_default,
+        args.keep_tuned,
     )
     after_benchmark(write_result(args.out, result))
 

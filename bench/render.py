@@ -478,7 +478,7 @@ def calibration_table(rows: list[Result]) -> list[str]:
         cells.append(
             [
                 row["name"],
-                f"{c['temperature']:.3f}",
+                "sigmoid link" if c.get("link") == "sigmoid" else f"T = {c['temperature']:.3f}",
                 f"{c['ece_uncalibrated']:.4f}",
                 f"{c['ece']:.4f}",
                 "yes" if c["ece"] <= ECE_TARGET else "no",
@@ -486,13 +486,14 @@ def calibration_table(rows: list[Result]) -> list[str]:
             ]
         )
     met = sum(row["default"]["calibration"]["ece"] <= ECE_TARGET for row in measured)
-    header: tuple[str, ...] = ("data set", "temperature T", "ECE without T", "ECE served (with T)")
-    header += (f"<= {ECE_TARGET}", "labels T changed")
+    header: tuple[str, ...] = ("data set", "calibration map", "ECE without it", "ECE served (with it)")
+    header += (f"<= {ECE_TARGET}", "labels it changed")
     return [
         "",
-        "Calibration of the served scores on each test file (expected calibration error, 15 equal-width bins; T is "
-        "fitted on Kiln's validation split, before the refit, and built into every exported graph; without T: the "
-        "same graph with T set to 1): "
+        "Calibration of the served scores on each test file (expected calibration error, 15 equal-width bins). The "
+        "map, a temperature T or a sigmoid link (training/models/calibration.py), is chosen and fitted on Kiln's "
+        "validation split before the refit and built into every exported graph; without it: the same graph with "
+        "the map taken out): "
         f"{met} of {len(measured)} data sets within {ECE_TARGET}.\n",
         *table(header, cells),
     ]

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from compression.export import to_onnx, with_temperature, without_temperature
+from compression.export import to_onnx, with_calibration, without_calibration
 from compression.prune import prune_model
 from compression.qat import NotApplicable, quantize_aware
 from compression.quantize import (
@@ -87,12 +87,12 @@ def evaluate_variant(
     threads: int = 0,
     device: str = "cpu",
 ) -> tuple[dict, np.ndarray]:
-    """Size, metrics on (x, y) with calibration error (with the graph's temperature and without), and latency
+    """Size, metrics on (x, y) with calibration error (with the graph's calibration map and without), and latency
     (batch 1 and 32, ``threads`` ORT threads, 0 = all cores) of one ONNX file, plus its probabilities for x."""
     data = path.read_bytes()
     classifier = Classifier(make_session(data, device=device, threads=threads), trained.spec)
     probs = classifier.predict_all(x)
-    raw = Classifier(make_session(without_temperature(data), device=device, threads=threads), trained.spec)
+    raw = Classifier(make_session(without_calibration(data), device=device, threads=threads), trained.spec)
     b32 = measure_latency(classifier, _batch32(x), max(5, runs // 2)) if len(x) else {"p50": 0.0, "p95": 0.0}
     stats: dict[str, Any] = {
         "file": str(path.relative_to(path.parent.parent)),
@@ -188,18 +188,18 @@ class _Builder:
     x: np.ndarray
     y: np.ndarray
     _pruned: Any = field(default=None, init=False)  # compression.prune.Pruned, made once when first needed
-    # per exported file name: (the Keras model's probabilities on x, the graph's before its temperature)
+    # per exported file name: (the Keras model's probabilities on x, the graph's before its calibration)
     exported: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, init=False)
 
     def export(self, model: keras.Model, path: Path) -> Path:
-        """An ONNX file of ``model`` with the run's temperature built in (as every exported graph has). Both
-        models' probabilities on x are kept first, for the parity checks: comparing after the temperature would
+        """An ONNX file of ``model`` with the run's calibration map built in (as every exported graph has).
+        Both models' probabilities on x are kept first, for the parity checks: comparing after the map would
         need the logits back from float32 probabilities, which lose every logit gap beyond about 69."""
         to_onnx(model, self.trained.spec, path)
         if len(self.x):
             raw = Classifier(make_session(path.read_bytes(), device="cpu"), self.trained.spec).predict_all(self.x)
             self.exported[path.name] = (model.predict(self.x, verbose=0, batch_size=OFFLINE_BATCH), raw)
-        return with_temperature(path, self.trained.temperature)
+        return with_calibration(path, self.trained.calibrated)
 
     def measure(self, path: Path) -> tuple[dict[str, Any], np.ndarray]:
         c = self.cfg.compress
@@ -309,7 +309,7 @@ def _variant_parity(
     }
     reference = made.reference or made.info.get("keras_reference")
     if reference is not None and made.path.name in b.exported:
-        keras_probs, graph_probs = b.exported[made.path.name]  # before the temperature went in
+        keras_probs, graph_probs = b.exported[made.path.name]  # before the calibration went in
         result["keras_max_abs_diff"] = float(np.max(np.abs(keras_probs - graph_probs)))
         result["keras_top1_agreement"] = agreement(keras_probs, graph_probs)
         if made.reference is not None and result["keras_max_abs_diff"] > b.cfg.compress.parity_tolerance:
@@ -397,12 +397,13 @@ def compress_model(
     served_path = directory / variants[served]["file"]
     served_bytes = served_path.read_bytes()
     test_probs = Classifier(make_session(served_bytes, device=c.serving_device), trained.spec).predict_all(x_test)
-    raw_session = make_session(without_temperature(served_bytes), device=c.serving_device)
+    raw_session = make_session(without_calibration(served_bytes), device=c.serving_device)
     raw_probs = Classifier(raw_session, trained.spec).predict_all(x_test)
     test_metrics = metrics(test_probs, y_test) | calibration_metrics(test_probs, raw_probs, y_test)
     test_metrics["temperature"] = trained.temperature
+    test_metrics["link"] = trained.calibrated.get("link", "temperature")
     log.info(
-        "serving variant %s: test accuracy %.4f, macro-F1 %.4f, ECE %.4f (%.4f without the temperature)",
+        "serving variant %s: test accuracy %.4f, macro-F1 %.4f, ECE %.4f (%.4f without calibration)",
         served,
         test_metrics["accuracy"],
         test_metrics["macro_f1"],

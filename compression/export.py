@@ -1,6 +1,6 @@
-"""Export a tf_keras model to ONNX with tf2onnx, with the run's calibration temperature built into the graph.
+"""Export a tf_keras model to ONNX with tf2onnx, with the run's calibration map built into the graph.
 
->>> to_onnx(model, spec, Path("fp32.onnx"), temperature=1.3)  # doctest: +SKIP
+>>> to_onnx(model, spec, Path("fp32.onnx"), calibration={"link": "temperature", "temperature": 1.3})  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from onnx import helper, numpy_helper
 
 from serving.preprocess import Spec
 from training.kinds import kind_of
+from training.models.calibration import LEAK, LINKS
 from training.tf_env import keras
 
 OPSET = 17
@@ -25,10 +26,16 @@ OPSET = 17
 # the softmax in float (the logits feeding it are still quantized, as they were before it existed).
 TEMPERATURE_NODE = "kiln_temperature"
 INVERSE_TEMPERATURE = "kiln_inverse_temperature"  # the initializer the temperature node multiplies by
+# The sigmoid link's nodes and initializers (training.models.calibration) all start so; the first reads the logits.
+LINK_PREFIX = "kiln_link"
+CALIBRATION_PREFIX = "kiln_"  # every node and initializer the calibration map adds: static INT8 leaves them float
 
 
-def to_onnx(model: keras.Model, spec: Spec, path: Path, opset: int = OPSET, temperature: float | None = None) -> Path:
-    """``model`` as an ONNX file at ``path``; with ``temperature``, its output is softmax(logits / temperature)."""
+def to_onnx(
+    model: keras.Model, spec: Spec, path: Path, opset: int = OPSET, calibration: dict[str, Any] | None = None
+) -> Path:
+    """``model`` as an ONNX file at ``path``; with ``calibration`` (training.models.calibration's map), its
+    output is the calibrated softmax."""
     import tf2onnx  # heavy; only needed here
 
     logging.getLogger("tf2onnx").setLevel(logging.WARNING)
@@ -42,7 +49,7 @@ def to_onnx(model: keras.Model, spec: Spec, path: Path, opset: int = OPSET, temp
         )
     finally:
         gc.unfreeze()
-    return path if temperature is None else with_temperature(path, temperature)
+    return path if calibration is None else with_calibration(path, calibration)
 
 
 def _collecting_optimizers() -> OrderedDict[str, Callable[[], Any]]:
@@ -79,35 +86,73 @@ def output_softmax(graph: onnx.GraphProto) -> onnx.NodeProto:
     return node
 
 
-def with_temperature(path: Path, temperature: float) -> Path:
-    """Rewrite the ONNX file at ``path`` so its softmax reads logits / ``temperature`` (a Mul by 1/T, one
-    scalar). Done once per exported graph; variants made from that file (INT8, FP16) inherit it."""
+def with_calibration(path: Path, calibration: dict[str, Any]) -> Path:
+    """Rewrite the ONNX file at ``path`` so its softmax reads the calibrated logits: link(logits) / T, a Mul by
+    1/T (one scalar) after the sigmoid link's nodes where ``calibration["link"]`` is ``sigmoid``. Done once per
+    exported graph; variants made from that file (INT8, FP16) inherit it."""
+    temperature, link = float(calibration["temperature"]), calibration.get("link", "temperature")
     if temperature <= 0 or not np.isfinite(temperature):
         raise ValueError(f"temperature must be a positive number, got {temperature}")
+    if link not in LINKS:
+        raise ValueError(f"unknown calibration link {link!r}; expected one of {', '.join(LINKS)}")
     model = onnx.load(str(path))
     graph = model.graph
     if any(node.name == TEMPERATURE_NODE for node in graph.node):
         raise ValueError(f"{path.name} already has a temperature")
     softmax = output_softmax(graph)
-    logits, scaled = softmax.input[0], f"{softmax.input[0]}/temperature"
-    inverse = numpy_helper.from_array(np.array(1.0 / temperature, dtype=np.float32), name=INVERSE_TEMPERATURE)
-    graph.initializer.append(inverse)
-    node = helper.make_node("Mul", [logits, inverse.name], [scaled], name=TEMPERATURE_NODE)
+    at = list(graph.node).index(softmax)
+    logits = softmax.input[0]
+    if link == "sigmoid":
+        nodes, logits = _sigmoid_link(graph, logits, float(calibration["slope"]), float(calibration["shift"]))
+        for offset, node in enumerate(nodes):
+            graph.node.insert(at + offset, node)
+        at += len(nodes)
+    scaled = f"{softmax.input[0]}/temperature"
+    graph.initializer.append(_scalar(INVERSE_TEMPERATURE, 1.0 / temperature))
+    graph.node.insert(at, helper.make_node("Mul", [logits, INVERSE_TEMPERATURE], [scaled], name=TEMPERATURE_NODE))
     softmax.input[0] = scaled
-    graph.node.insert(list(graph.node).index(softmax), node)
     onnx.save(model, str(path))
     return path
 
 
-def without_temperature(data: bytes) -> bytes:
-    """The ONNX graph ``data`` with its built-in temperature set to 1, for the scores "without T". Undoing T from
-    the served probabilities cannot give them: with a small T most float32 scores are exactly 0 or 1, and the
-    logits behind them are gone. Every variant keeps the initializer (INT8 leaves the node alone, FP16 casts it);
-    a graph without a temperature comes back as it is."""
+def _scalar(name: str, value: float) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.array(value, dtype=np.float32), name=name)
+
+
+def _sigmoid_link(graph: onnx.GraphProto, logits: str, slope: float, shift: float) -> tuple[list[Any], str]:
+    """Nodes computing log_sigmoid(u) + LEAK * u for u = slope * logits + shift (log_sigmoid as -softplus(-u),
+    exact in float32 where 1 - sigmoid(u) is not), and the name of their output."""
+    p = LINK_PREFIX
+    graph.initializer.extend([_scalar(f"{p}_slope", slope), _scalar(f"{p}_shift", shift), _scalar(f"{p}_leak", LEAK)])
+    nodes = [
+        helper.make_node("Mul", [logits, f"{p}_slope"], [f"{p}/scaled"], name=f"{p}_scale"),
+        helper.make_node("Add", [f"{p}/scaled", f"{p}_shift"], [f"{p}/u"], name=f"{p}_add_shift"),
+        helper.make_node("Neg", [f"{p}/u"], [f"{p}/minus_u"], name=f"{p}_negate"),
+        helper.make_node("Softplus", [f"{p}/minus_u"], [f"{p}/softplus"], name=f"{p}_softplus"),
+        helper.make_node("Mul", [f"{p}/u", f"{p}_leak"], [f"{p}/leak"], name=f"{p}_leak_scale"),
+        helper.make_node("Sub", [f"{p}/leak", f"{p}/softplus"], [f"{p}/out"], name=f"{p}_out"),
+    ]
+    return nodes, f"{p}/out"
+
+
+def without_calibration(data: bytes) -> bytes:
+    """The ONNX graph ``data`` with its calibration map taken out (temperature 1, no link), for the scores
+    "without calibration". Undoing the map from the served probabilities cannot give them: with a small T most
+    float32 scores are exactly 0 or 1, and the logits behind them are gone. Every variant keeps the map's nodes
+    (INT8 leaves them alone, FP16 casts their scalars); a graph without one comes back as it is."""
     model = onnx.load_from_string(data)
-    for initializer in model.graph.initializer:
-        if initializer.name == INVERSE_TEMPERATURE:
-            dtype = numpy_helper.to_array(initializer).dtype
-            initializer.CopyFrom(numpy_helper.from_array(np.array(1.0, dtype=dtype), name=INVERSE_TEMPERATURE))
-            return bytes(model.SerializeToString())
-    return data
+    graph = model.graph
+    inverse = next((i for i in graph.initializer if i.name == INVERSE_TEMPERATURE), None)
+    if inverse is None:
+        return data
+    dtype = numpy_helper.to_array(inverse).dtype
+    inverse.CopyFrom(numpy_helper.from_array(np.array(1.0, dtype=dtype), name=INVERSE_TEMPERATURE))
+    link = [node for node in graph.node if node.name.startswith(LINK_PREFIX) and node.output[0].startswith(LINK_PREFIX)]
+    if link:
+        temperature = next(node for node in graph.node if node.name == TEMPERATURE_NODE)
+        temperature.input[0] = next(node.input[0] for node in link if node.name == f"{LINK_PREFIX}_scale")
+        for node in link:
+            graph.node.remove(node)
+        for initializer in [i for i in graph.initializer if i.name.startswith(LINK_PREFIX)]:
+            graph.initializer.remove(initializer)
+    return bytes(model.SerializeToString())

@@ -29,7 +29,7 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from compression.export import TEMPERATURE_NODE
+from compression.export import CALIBRATION_PREFIX
 from training.config import CALIBRATION_METHODS as CALIBRATION_NAMES
 from training.config import CalibrationName
 
@@ -79,16 +79,16 @@ def _input_name(path: Path) -> str:
 
 
 def _float_nodes(path: Path) -> list[str]:
-    """The output softmax and the temperature before it: quantizing either would coarsen served scores."""
+    """The output softmax and the calibration map before it: quantizing either would coarsen served scores."""
     graph = onnx.load(str(path)).graph
-    return [node.name for node in graph.node if node.op_type == "Softmax" or node.name == TEMPERATURE_NODE]
+    return [node.name for node in graph.node if node.op_type == "Softmax" or node.name.startswith(CALIBRATION_PREFIX)]
 
 
 def quantize_static_qdq(fp32: Path, out: Path, calibration: np.ndarray, method: CalibrationName = "minmax") -> Path:
     """Per-channel INT8 weights, UINT8 activations, QDQ format; activation ranges from ``calibration``
     by ``method`` (minmax, entropy or percentile: 99.999th, which ignores rare outliers).
 
-    Softmax and the temperature stay in float: a quantized output would round every served probability to
+    Softmax and the calibration map stay in float: a quantized output would round every served probability to
     1/255 steps.
     """
     if not len(calibration):

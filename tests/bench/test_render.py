@@ -433,6 +433,10 @@ def test_rows_of_the_earlier_protocol_are_not_shown_as_user_protocol_results(
 def test_calibration_and_label_flips_tables_come_from_their_data(results: dict[str, dict[str, Any]]) -> None:
     mr = results["quality"]["rows"][0]
     mr["default"]["calibration"] = {"temperature": 1.25, "ece": 0.021, "ece_uncalibrated": 0.0612, "labels_changed": 0}
+    sst2 = json.loads(json.dumps(results["quality"]["rows"][0])) | {"name": "sst2"}
+    sst2["default"]["calibration"] = {"temperature": 1.0, "link": "sigmoid", "ece": 0.04, "ece_uncalibrated": 0.09}
+    sst2["default"]["calibration"]["labels_changed"] = 0
+    results["quality"]["rows"].append(sst2)
     flips = {"items_audited": 4000, "flipped_in_file": 250, "flipped_audited": 190, "flagged": 300}
     flips |= {"recall_of_flagged": 0.9, "audit_seconds": 3.2, "model": "TF-IDF words 1-2 + logistic regression"}
     run = {"run_seconds": 140.0, "peak_rss_mib": 900.0, "audit_seconds": 3.4, "flagged": 300}
@@ -452,8 +456,9 @@ def test_calibration_and_label_flips_tables_come_from_their_data(results: dict[s
     )
     md = render(results)
     lines = _lines(md)
-    assert "1 of 1 data sets within 0.03." in md
-    assert "| mr | 1.250 | 0.0612 | 0.0210 | yes | 0 |" in lines
+    assert "1 of 2 data sets within 0.03." in md
+    assert "| mr | T = 1.250 | 0.0612 | 0.0210 | yes | 0 |" in lines
+    assert "| sst2 | sigmoid link | 0.0900 | 0.0400 | no | 0 |" in lines
     assert "1 of 2 data sets reach 0.7 (subj)." in md
     assert (
         "| subj | text | 4,000 | 190 of 250 | 0.821 | yes | 300 (90% of the flips) | 3.2 "

@@ -136,6 +136,15 @@ def test_quality_result_renders_and_reruns_read_the_previous_json(
         after[1]["tuned"]["vs_peer"]["kiln_only_correct"] == 2
         and after[1]["tuned"]["vs_peer"]["peer_only_correct"] == 0
     )
+    # --only mr --trials 0 --keep-tuned: the default and peer run again; the tuned column stays, with its date
+    write_result(out, second)
+    fake_runs.clear()
+    third = quality.run_quality_bench(tmp_path / "work", 0, ["mr"], tmp_path, read_result(out), keep_tuned=True)
+    assert fake_runs == [("kiln mr", None), ("peer 40 train items", None)]
+    assert third["rows"][1]["tuned"] == after[1]["tuned"]
+    assert third["rows"][1]["tuned_note"] == f"kept from the run of {second['measured']}"
+    with pytest.raises(SystemExit, match="give --trials 0"):
+        quality.run_quality_bench(tmp_path / "work", 2, ["mr"], tmp_path, read_result(out), keep_tuned=True)
     with pytest.raises(SystemExit, match="no run of 'mr' under the user protocol"):
         quality.run_quality_bench(tmp_path / "work", 2, ["mr"], tmp_path, {"rows": [earlier | {"name": "mr"}]}, True)
     with pytest.raises(SystemExit, match="unknown or absent data set"):

@@ -492,22 +492,22 @@ def test_a_variant_that_disagrees_with_fp32_is_not_served_even_at_equal_accuracy
 
 
 def _with_logits_output(path: Path) -> Any:
-    """An ORT session of the ONNX file at ``path`` that also outputs the input of its output softmax."""
+    """An ORT session of the ONNX file at ``path`` that also outputs the logits its calibration map reads."""
     import onnx
     import onnxruntime as ort
 
-    from compression.export import TEMPERATURE_NODE, output_softmax
+    from compression.export import LINK_PREFIX, TEMPERATURE_NODE, output_softmax
 
     model = onnx.load(str(path))
-    temperature = next(node for node in model.graph.node if node.name == TEMPERATURE_NODE)
-    assert output_softmax(model.graph).input[0] == temperature.output[0]
-    model.graph.output.append(onnx.helper.make_value_info(temperature.input[0], onnx.TypeProto()))
+    nodes = {node.name: node for node in model.graph.node}
+    assert output_softmax(model.graph).input[0] == nodes[TEMPERATURE_NODE].output[0]
+    first = nodes.get(f"{LINK_PREFIX}_scale", nodes[TEMPERATURE_NODE])
+    model.graph.output.append(onnx.helper.make_value_info(first.input[0], onnx.TypeProto()))
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
-@pytest.mark.slow
-def test_the_exported_graph_gives_softmax_of_its_logits_over_the_temperature(tmp_path: Path) -> None:
-    from compression.export import to_onnx
+def _tiny_model() -> tuple[Any, Any, Any]:
+    """A 3-class model over 4x4 images whose softmax reads a ``logits`` layer, its spec and the logits model."""
     from serving.preprocess import ImageSpec
     from training.tf_env import keras
 
@@ -515,32 +515,65 @@ def test_the_exported_graph_gives_softmax_of_its_logits_over_the_temperature(tmp
     inputs = keras.Input((4, 4, 1))
     logits = keras.layers.Dense(3, name="logits")(keras.layers.Flatten()(inputs))
     model = keras.Model(inputs, keras.layers.Activation("softmax", name="probabilities")(logits))
-    x = np.random.default_rng(0).normal(size=(16, 4, 4, 1)).astype(np.float32)
-    keras_logits = keras.Model(inputs, logits).predict(x, verbose=0)
-    session = _with_logits_output(to_onnx(model, spec, tmp_path / "t.onnx", temperature=2.5))
-    probs, graph_logits = session.run(None, {session.get_inputs()[0].name: x})
-    np.testing.assert_allclose(graph_logits, keras_logits, atol=1e-5)
-    expected = np.exp(keras_logits / 2.5) / np.exp(keras_logits / 2.5).sum(axis=1, keepdims=True)
-    np.testing.assert_allclose(probs, expected, atol=1e-6)
-    with pytest.raises(ValueError, match="positive"):
-        to_onnx(model, spec, tmp_path / "bad.onnx", temperature=0.0)
+    return model, spec, keras.Model(inputs, logits)
+
+
+def _expected(logits: np.ndarray, calibration: dict[str, Any]) -> np.ndarray:
+    """The calibrated softmax written out: exp(z / T), or sigmoid(u) * exp(LEAK * u) for the sigmoid link."""
+    from training.models.calibration import LEAK
+
+    if calibration["link"] == "sigmoid":
+        u = calibration["slope"] * logits.astype(np.float64) + calibration["shift"]
+        weights = np.exp(LEAK * u) / (1.0 + np.exp(-u))
+    else:
+        weights = np.exp(logits.astype(np.float64) / calibration["temperature"])
+    return weights / weights.sum(axis=1, keepdims=True)
+
+
+MAPS = (
+    {"link": "temperature", "temperature": 2.5},
+    {"link": "sigmoid", "temperature": 1.0, "slope": 3.0, "shift": -0.4},
+)
 
 
 @pytest.mark.slow
-def test_the_scores_without_temperature_come_from_the_graph_even_where_a_small_temperature_saturates_them(
+@pytest.mark.parametrize("calibration", MAPS, ids=lambda c: c["link"])
+def test_the_exported_graph_gives_the_calibrated_softmax_of_its_logits(
+    calibration: dict[str, Any], tmp_path: Path
+) -> None:
+    from compression.export import to_onnx
+    from compression.quantize import _float_nodes
+
+    model, spec, logits_model = _tiny_model()
+    x = np.random.default_rng(0).normal(size=(64, 4, 4, 1)).astype(np.float32)
+    keras_logits = logits_model.predict(x, verbose=0)
+    path = to_onnx(model, spec, tmp_path / "t.onnx", calibration=calibration)
+    session = _with_logits_output(path)
+    probs, graph_logits = session.run(None, {session.get_inputs()[0].name: x})
+    np.testing.assert_allclose(graph_logits, keras_logits, atol=1e-5)
+    np.testing.assert_allclose(probs, _expected(keras_logits, calibration), atol=1e-6)
+    assert np.array_equal(probs.argmax(axis=1), keras_logits.argmax(axis=1))  # the map never moves a label
+    import onnx
+
+    added = [node.name for node in onnx.load(str(path)).graph.node if node.name.startswith("kiln_")]
+    assert len(added) == (7 if calibration["link"] == "sigmoid" else 1)
+    assert set(added) <= set(_float_nodes(path))  # static INT8 leaves the whole map in float
+    with pytest.raises(ValueError, match="positive"):
+        to_onnx(model, spec, tmp_path / "bad.onnx", calibration={"link": "temperature", "temperature": 0.0})
+    with pytest.raises(ValueError, match="unknown calibration link"):
+        to_onnx(model, spec, tmp_path / "bad2.onnx", calibration={"link": "isotonic", "temperature": 1.0})
+
+
+@pytest.mark.slow
+def test_the_scores_without_calibration_come_from_the_graph_even_where_a_small_temperature_saturates_them(
     tmp_path: Path,
 ) -> None:
     import onnxruntime as ort
 
-    from compression.export import to_onnx, without_temperature
-    from serving.preprocess import ImageSpec
+    from compression.export import to_onnx, without_calibration
     from training.models.calibration import rescaled
-    from training.tf_env import keras
 
-    spec = ImageSpec(labels=("a", "b", "c"), height=4, width=4, channels=1)
-    inputs = keras.Input((4, 4, 1))
-    logits = keras.layers.Dense(3, name="logits")(keras.layers.Flatten()(inputs))
-    model = keras.Model(inputs, keras.layers.Activation("softmax", name="probabilities")(logits))
+    model, spec, _ = _tiny_model()
     x = np.random.default_rng(1).normal(size=(16, 4, 4, 1)).astype(np.float32)
     raw = model.predict(x, verbose=0)
 
@@ -548,13 +581,17 @@ def test_the_scores_without_temperature_come_from_the_graph_even_where_a_small_t
         session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
         return np.asarray(session.run(None, {session.get_inputs()[0].name: x})[0])
 
-    tempered = to_onnx(model, spec, tmp_path / "t.onnx", temperature=0.002).read_bytes()
+    cold = {"link": "temperature", "temperature": 0.002}
+    tempered = to_onnx(model, spec, tmp_path / "t.onnx", calibration=cold).read_bytes()
     served = scores(tempered)
     assert (served.max(axis=1) == 1.0).mean() > 0.5  # float32 saturates: their logits cannot be read back
     assert not np.allclose(rescaled(served, 1 / 0.002), raw, atol=1e-3)
-    np.testing.assert_allclose(scores(without_temperature(tempered)), raw, atol=1e-6)
+    np.testing.assert_allclose(scores(without_calibration(tempered)), raw, atol=1e-6)
+    linked = to_onnx(model, spec, tmp_path / "s.onnx", calibration=MAPS[1]).read_bytes()
+    assert not np.allclose(scores(linked), raw, atol=1e-3)
+    np.testing.assert_allclose(scores(without_calibration(linked)), raw, atol=1e-6)  # the link's nodes are gone
     plain = to_onnx(model, spec, tmp_path / "plain.onnx").read_bytes()
-    assert without_temperature(plain) == plain  # no temperature: nothing to undo
+    assert without_calibration(plain) == plain  # no map: nothing to undo
 
 
 @pytest.mark.slow
@@ -568,13 +605,19 @@ def test_every_variant_serves_the_runs_temperature_and_reports_its_calibration(
     trained, compressed, _ = request.getfixturevalue(run)
     calibrated = trained.calibrated
     assert calibrated["fitted_on"].startswith("validation") and calibrated["temperature"] > 0
+    assert calibrated["link"] in ("temperature", "sigmoid")
     for name in ("fp32", "pruned"):  # the graphs exported from Keras models carry it
         graph = onnx.load(str(compressed.directory / compressed.variants[name]["file"])).graph
-        inverse = {i.name: numpy_helper.to_array(i) for i in graph.initializer}["kiln_inverse_temperature"]
-        assert np.isclose(float(inverse), 1 / calibrated["temperature"], rtol=1e-6)
+        scalars = {i.name: float(numpy_helper.to_array(i)) for i in graph.initializer if i.name.startswith("kiln_")}
+        assert np.isclose(scalars["kiln_inverse_temperature"], 1 / calibrated["temperature"], rtol=1e-6)
+        if calibrated["link"] == "sigmoid":
+            assert np.isclose(scalars["kiln_link_slope"], calibrated["slope"], rtol=1e-6)
+        else:
+            assert set(scalars) == {"kiln_inverse_temperature"}
     for stats in compressed.variants.values():
         assert 0.0 <= stats["ece"] <= 1.0 and 0.0 <= stats["ece_uncalibrated"] <= 1.0
     test = compressed.test_metrics
     assert test["temperature"] == trained.temperature and {"ece", "ece_uncalibrated"} <= set(test)
+    assert test["link"] == calibrated["link"]
     assert sum(compressed.reliability["calibrated"]["count"]) == test["examples"]
     assert trained.summary()["calibration"] == calibrated

@@ -32,9 +32,10 @@ def check_report_contract(report: dict) -> None:
         assert set(v) >= VARIANT_KEYS
     assert set(report["training"]) >= TRAINING_KEYS
     assert report["metrics"]["split"] == "test" and report["metrics"]["examples"] > 0
-    # calibration: the served variant's test ECE with the graph's temperature and without, and the temperature
-    assert {"ece", "ece_uncalibrated", "temperature"} <= set(report["metrics"])
-    assert report["training"]["calibration"]["temperature"] == report["metrics"]["temperature"]
+    # calibration: the served variant's test ECE with the graph's calibration map and without, and the map
+    assert {"ece", "ece_uncalibrated", "temperature", "link"} <= set(report["metrics"])
+    for key in ("temperature", "link"):
+        assert report["training"]["calibration"][key] == report["metrics"][key]
     assert all({"ece", "ece_uncalibrated"} <= set(v) for v in report["variants"].values())
     per_class = report["metrics"]["per_class"]
     assert set(per_class) == set(report["data"]["classes"])

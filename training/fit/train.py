@@ -39,7 +39,9 @@ from training.fit.refit import Selected, refit, shipped_spec
 from training.fit.transfer import fine_tune_backbone
 from training.kinds import kind_of
 from training.models import layers as _custom_layers  # noqa: F401 - registers them for load_model (resume)
-from training.models.calibration import expected_calibration_error, fit_temperature, rescaled
+from training.models.calibration import calibrated as calibrated_probabilities
+from training.models.calibration import describe_map, expected_calibration_error, fit_calibration, softmax
+from training.models.head import logits_model
 from training.models.kernel import KernelChoice, choose, fit_kernel, kernel_applies
 from training.models.linear import LinearFit, blend, fit_linear_models, linear_model, network_helps
 from training.models.text import vectors_summary
@@ -247,23 +249,23 @@ def train_model(
 
 
 def calibrate(model: Any, val: Dataset, spec: Spec, cfg: RunConfig) -> dict[str, Any]:
-    """The temperature for the shipped model's scores, fitted on the selection model's validation outputs
-    (training.models.calibration), and the validation ECE before and after it. 1.0 without validation."""
+    """The calibration map for the shipped model's scores, fitted on the selection model's validation logits
+    (training.models.calibration), and the validation ECE before and after it. Identity without validation."""
     if not len(val):
-        return {"temperature": 1.0, "fitted_on": None}
-    probs = model.predict(eval_batches(val, spec, cfg), verbose=0)
+        return {"link": "temperature", "temperature": 1.0, "fitted_on": None}
+    logits = logits_model(model).predict(eval_batches(val, spec, cfg), verbose=0)
     y = encode_labels(val.labels, spec.labels)
-    t = fit_temperature(probs, y)
+    fitted = fit_calibration(logits, y)
     summary = {
-        "temperature": round(t, 6),
+        **fitted,
         "fitted_on": "validation (the model validation chose, before any refit on it)",
         "items": len(val),
-        "validation_ece_before": expected_calibration_error(probs, y),
-        "validation_ece_after": expected_calibration_error(rescaled(probs, t), y),
+        "validation_ece_before": expected_calibration_error(softmax(logits), y),
+        "validation_ece_after": expected_calibration_error(calibrated_probabilities(logits, fitted), y),
     }
     log.info(
-        "calibration: temperature %.3f; validation ECE %.4f -> %.4f",
-        t,
+        "calibration: %s; validation ECE %.4f -> %.4f",
+        describe_map(fitted),
         summary["validation_ece_before"],
         summary["validation_ece_after"],
     )
@@ -274,7 +276,7 @@ def _calibrate_saved(selected: Path | None, spec: Spec, val: Dataset, cfg: RunCo
     """The temperature of a run resumed after training whose decisions lack it: fitted on the saved model
     validation chose (never on a refit model, which learnt from validation); 1.0 when it is gone."""
     if selected is None or not selected.exists():
-        return {"temperature": 1.0, "fitted_on": None}
+        return {"link": "temperature", "temperature": 1.0, "fitted_on": None}
     return calibrate(keras.models.load_model(selected, compile=False), val, spec, cfg)
 
 

@@ -35,4 +35,16 @@ def head(features: Any, units: int, dropout: float, classes: int, reg: Any, wide
     return layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
 
 
+def logits_model(model: Any) -> Any:
+    """``model`` up to the logits its ``probabilities`` softmax reads, the tensor the exported graph's
+    calibration map rescales (a Dense layer with the softmax built in is rebuilt without it, same weights)."""
+    output = model.get_layer("probabilities")
+    if isinstance(output, layers.Dense):
+        dense = layers.Dense(output.units, dtype="float32", name="logits_only")
+        logits = dense(output.input)
+        dense.set_weights(output.get_weights())
+        return keras.Model(model.inputs, logits)
+    return keras.Model(model.inputs, output.input)
+
+
 # ---------------------------------------------------------------- images

@@ -54,7 +54,7 @@ def confusion_plot(matrix: np.ndarray, labels: tuple[str, ...], path: Path) -> P
 
 def reliability_plot(curves: dict[str, dict[str, list[float]]], path: Path) -> Path:
     """Accuracy against confidence per bin (compression.compress reliability: the served variant on the test
-    split, with its temperature and without): a calibrated model lies on the diagonal."""
+    split, with its calibration map and without): a calibrated model lies on the diagonal."""
     fig, (ax, counts) = plt.subplots(2, 1, figsize=(4.5, 5.5), sharex=True, height_ratios=(3, 1))
     ax.plot([0, 1], [0, 1], ":", color="grey", label="perfect calibration")
     for (name, curve), style in zip(curves.items(), ("o-", "s--"), strict=False):

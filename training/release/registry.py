@@ -46,9 +46,9 @@ def register(
     return version
 
 
-# The served variant's calibration on the test split (compression.compress): ECE with the graph's temperature,
-# without it, and the temperature.
-CALIBRATION_KEYS = ("ece", "ece_uncalibrated", "temperature")
+# The served variant's calibration on the test split (compression.compress): ECE with the graph's calibration
+# map, without it, the map's temperature and its family (training.models.calibration.LINKS).
+CALIBRATION_KEYS = ("ece", "ece_uncalibrated", "temperature", "link")
 
 
 def build_manifest(

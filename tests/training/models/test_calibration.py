@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from training.models.calibration import (
+    calibrated,
     calibration_metrics,
     expected_calibration_error,
+    fit_calibration,
     fit_temperature,
     reliability,
     rescaled,
@@ -71,3 +73,39 @@ def test_a_few_wrong_labels_do_not_drag_the_temperature() -> None:
     t = fit_temperature(_softmax(logits), noisy)
     assert 0.95 < t < 1.1  # the log-loss fit gives 1.14 here
     assert expected_calibration_error(rescaled(_softmax(logits), t), y) < 0.03
+
+
+def _one_vs_rest_draws(n: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Margins of a one-vs-rest model whose true probabilities are its classes' sigmoids normalised,
+    p ~ sigmoid(2 z - 1): no temperature on softmax(z) has this shape."""
+    rng = np.random.default_rng(seed)
+    margins = rng.normal(-1.0, 1.5, (n, classes))
+    truth = 1.0 / (1.0 + np.exp(-(2.0 * margins - 1.0)))
+    truth /= truth.sum(axis=1, keepdims=True)
+    return margins, np.array([rng.choice(classes, p=row) for row in truth])
+
+
+def test_validation_chooses_the_sigmoid_link_for_one_vs_rest_margins_and_it_calibrates_them() -> None:
+    margins, y = _one_vs_rest_draws(3000, 12, seed=5)
+    fitted = fit_calibration(margins, y)
+    assert fitted["link"] == "sigmoid" and fitted["temperature"] == 1.0
+    assert fitted["held_out_brier"]["sigmoid"] < fitted["held_out_brier"]["temperature"]
+    assert 1.7 < fitted["slope"] < 2.3 and -1.5 < fitted["shift"] < -0.5
+    fresh, y_fresh = _one_vs_rest_draws(6000, 12, seed=6)  # items the map was not fitted on
+    by_temperature = calibrated(fresh, {"link": "temperature", "temperature": fit_temperature(_softmax(margins), y)})
+    assert expected_calibration_error(calibrated(fresh, fitted), y_fresh) < 0.02
+    assert expected_calibration_error(by_temperature, y_fresh) > 0.04
+    # increasing in every logit: the label never moves, even where float32 would saturate log_sigmoid
+    far = np.array([[40.0, 40.5, -3.0], [90.0, 89.0, 0.0]])
+    served = calibrated(far, {"link": "sigmoid", "temperature": 1.0, "slope": 1.0, "shift": 0.0}).astype(np.float32)
+    assert served.argmax(axis=1).tolist() == [1, 0]
+
+
+def test_validation_keeps_the_temperature_for_softmax_scores_and_small_or_unlabelled_splits() -> None:
+    logits, y = _calibrated_draws(3000, 6, seed=7)
+    fitted = fit_calibration(logits * 3.0, y)
+    assert fitted["link"] == "temperature" and 2.6 < fitted["temperature"] < 3.4
+    assert set(fitted["held_out_brier"]) == {"temperature", "sigmoid"}
+    few = fit_calibration(logits[:20] * 3.0, y[:20])  # too few to choose on: temperature, no choice recorded
+    assert few["link"] == "temperature" and "held_out_brier" not in few
+    assert fit_calibration(logits, np.full(len(y), -1)) == {"link": "temperature", "temperature": 1.0}
