@@ -520,7 +520,7 @@ def run_quality_bench(
                     f"--reuse-default: the previous result has no run of {name!r} under the user protocol; "
                     "run without --reuse-default first"
                 )
-        kept = (before.get(name) or {}).get("tuned") if keep_tuned else None
+        kept = before[name].get("tuned") if keep_tuned and is_user_protocol(before.get(name) or {}) else None
         rows.append(quality_row(name, workdir, trials, measured, shared, old, kept))
     parameters = {
         "protocol": "user (issue 17)",

@@ -301,8 +301,12 @@ def provenance(r: Result, rows: list[Result]) -> str:
     """Which of ``rows`` this run measured, which columns it reused, and when the other rows were measured."""
     run = r["measured"]
     now = [row["name"] for row in rows if _latest(row) == run]
+    kept = sorted({row["tuned"]["measured"] for row in rows if row.get("tuned") and _latest(row) == run} - {run})
+    kept_note = (
+        f"; their tuned columns are from {', '.join(show_utc(s) for s in kept)} (`--keep-tuned`)" if kept else ""
+    )
     if len(now) == len(rows) and all(row["default"]["measured"] == run for row in rows):
-        return "This run measured every row."
+        return f"This run measured every row{kept_note}."
     text = f"This run measured {names(now)}" if now else "This run measured no row"
     reused = sorted(
         {row["default"]["measured"] for row in rows if _latest(row) == run and row["default"]["measured"] != run}
@@ -311,6 +315,7 @@ def provenance(r: Result, rows: list[Result]) -> str:
         text += (
             f" (their peer and default columns are from {', '.join(show_utc(s) for s in reused)}, `--reuse-default`)"
         )
+    text += kept_note
     earlier: dict[str, list[str]] = {}
     for row in rows:
         if _latest(row) != run:

@@ -87,9 +87,9 @@ def output_softmax(graph: onnx.GraphProto) -> onnx.NodeProto:
 
 
 def with_calibration(path: Path, calibration: dict[str, Any]) -> Path:
-    """Rewrite the ONNX file at ``path`` so its softmax reads the calibrated logits: link(logits) / T, a Mul by
-    1/T (one scalar) after the sigmoid link's nodes where ``calibration["link"]`` is ``sigmoid``. Done once per
-    exported graph; variants made from that file (INT8, FP16) inherit it."""
+    """Rewrite the ONNX file at ``path`` so its softmax reads the calibrated logits (training.models.calibration):
+    the sigmoid link's elementwise nodes where ``calibration["link"]`` is ``sigmoid``, then a Mul by 1/T (one
+    scalar) where T is not 1. Done once per exported graph; variants made from that file (INT8, FP16) inherit it."""
     temperature, link = float(calibration["temperature"]), calibration.get("link", "temperature")
     if temperature <= 0 or not np.isfinite(temperature):
         raise ValueError(f"temperature must be a positive number, got {temperature}")
@@ -97,20 +97,23 @@ def with_calibration(path: Path, calibration: dict[str, Any]) -> Path:
         raise ValueError(f"unknown calibration link {link!r}; expected one of {', '.join(LINKS)}")
     model = onnx.load(str(path))
     graph = model.graph
-    if any(node.name == TEMPERATURE_NODE for node in graph.node):
-        raise ValueError(f"{path.name} already has a temperature")
+    if any(node.name.startswith(CALIBRATION_PREFIX) for node in graph.node):
+        raise ValueError(f"{path.name} already has a calibration map")
     softmax = output_softmax(graph)
     at = list(graph.node).index(softmax)
+    nodes: list[onnx.NodeProto] = []
     logits = softmax.input[0]
     if link == "sigmoid":
-        nodes, logits = _sigmoid_link(graph, logits, float(calibration["slope"]), float(calibration["shift"]))
-        for offset, node in enumerate(nodes):
-            graph.node.insert(at + offset, node)
-        at += len(nodes)
-    scaled = f"{softmax.input[0]}/temperature"
-    graph.initializer.append(_scalar(INVERSE_TEMPERATURE, 1.0 / temperature))
-    graph.node.insert(at, helper.make_node("Mul", [logits, INVERSE_TEMPERATURE], [scaled], name=TEMPERATURE_NODE))
-    softmax.input[0] = scaled
+        link_nodes, logits = _sigmoid_link(graph, logits, calibration)
+        nodes += link_nodes
+    if temperature != 1.0:  # ORT's optimizer would drop a Mul by 1, and without_calibration looks for whole maps
+        graph.initializer.append(_scalar(INVERSE_TEMPERATURE, 1.0 / temperature))
+        scaled = f"{softmax.input[0]}/temperature"
+        nodes.append(helper.make_node("Mul", [logits, INVERSE_TEMPERATURE], [scaled], name=TEMPERATURE_NODE))
+        logits = scaled
+    for offset, node in enumerate(nodes):
+        graph.node.insert(at + offset, node)
+    softmax.input[0] = logits
     onnx.save(model, str(path))
     return path
 
@@ -119,40 +122,62 @@ def _scalar(name: str, value: float) -> onnx.TensorProto:
     return numpy_helper.from_array(np.array(value, dtype=np.float32), name=name)
 
 
-def _sigmoid_link(graph: onnx.GraphProto, logits: str, slope: float, shift: float) -> tuple[list[Any], str]:
+# The nodes of each part of a calibration map, the one reading the logits first and the one the softmax reads last.
+LINK_NODES = tuple(
+    f"{LINK_PREFIX}_{part}" for part in ("scale", "add_shift", "negate", "softplus", "leak_scale", "out")
+)
+MAP_PARTS = (LINK_NODES, (TEMPERATURE_NODE,))
+
+
+def _sigmoid_link(graph: onnx.GraphProto, logits: str, calibration: dict[str, Any]) -> tuple[list[Any], str]:
     """Nodes computing log_sigmoid(u) + LEAK * u for u = slope * logits + shift (log_sigmoid as -softplus(-u),
     exact in float32 where 1 - sigmoid(u) is not), and the name of their output."""
+    slope, shift = float(calibration["slope"]), float(calibration["shift"])
+    if not (slope > 0 and np.isfinite(slope) and np.isfinite(shift)):
+        raise ValueError(f"the sigmoid link needs a positive slope and a finite shift, got {slope} and {shift}")
     p = LINK_PREFIX
     graph.initializer.extend([_scalar(f"{p}_slope", slope), _scalar(f"{p}_shift", shift), _scalar(f"{p}_leak", LEAK)])
+    scale, add_shift, negate, softplus, leak_scale, out = LINK_NODES
     nodes = [
-        helper.make_node("Mul", [logits, f"{p}_slope"], [f"{p}/scaled"], name=f"{p}_scale"),
-        helper.make_node("Add", [f"{p}/scaled", f"{p}_shift"], [f"{p}/u"], name=f"{p}_add_shift"),
-        helper.make_node("Neg", [f"{p}/u"], [f"{p}/minus_u"], name=f"{p}_negate"),
-        helper.make_node("Softplus", [f"{p}/minus_u"], [f"{p}/softplus"], name=f"{p}_softplus"),
-        helper.make_node("Mul", [f"{p}/u", f"{p}_leak"], [f"{p}/leak"], name=f"{p}_leak_scale"),
-        helper.make_node("Sub", [f"{p}/leak", f"{p}/softplus"], [f"{p}/out"], name=f"{p}_out"),
+        helper.make_node("Mul", [logits, f"{p}_slope"], [f"{p}/scaled"], name=scale),
+        helper.make_node("Add", [f"{p}/scaled", f"{p}_shift"], [f"{p}/u"], name=add_shift),
+        helper.make_node("Neg", [f"{p}/u"], [f"{p}/minus_u"], name=negate),
+        helper.make_node("Softplus", [f"{p}/minus_u"], [f"{p}/softplus"], name=softplus),
+        helper.make_node("Mul", [f"{p}/u", f"{p}_leak"], [f"{p}/leak"], name=leak_scale),
+        helper.make_node("Sub", [f"{p}/leak", f"{p}/softplus"], [f"{p}/out"], name=out),
     ]
     return nodes, f"{p}/out"
 
 
 def without_calibration(data: bytes) -> bytes:
-    """The ONNX graph ``data`` with its calibration map taken out (temperature 1, no link), for the scores
-    "without calibration". Undoing the map from the served probabilities cannot give them: with a small T most
-    float32 scores are exactly 0 or 1, and the logits behind them are gone. Every variant keeps the map's nodes
-    (INT8 leaves them alone, FP16 casts their scalars); a graph without one comes back as it is."""
+    """The ONNX graph ``data`` with its calibration map taken out, for the scores "without calibration": each
+    part's nodes removed and what read the part's output reading its input. Undoing the map from the served
+    probabilities cannot give them: with a small T most float32 scores are exactly 0 or 1, and the logits behind
+    them are gone. Every variant keeps the map's nodes by name (INT8 leaves them alone, FP16 casts their scalars
+    and may add a Cast after them); a graph without a map comes back as it is."""
     model = onnx.load_from_string(data)
     graph = model.graph
-    inverse = next((i for i in graph.initializer if i.name == INVERSE_TEMPERATURE), None)
-    if inverse is None:
-        return data
-    dtype = numpy_helper.to_array(inverse).dtype
-    inverse.CopyFrom(numpy_helper.from_array(np.array(1.0, dtype=dtype), name=INVERSE_TEMPERATURE))
-    link = [node for node in graph.node if node.name.startswith(LINK_PREFIX) and node.output[0].startswith(LINK_PREFIX)]
-    if link:
-        temperature = next(node for node in graph.node if node.name == TEMPERATURE_NODE)
-        temperature.input[0] = next(node.input[0] for node in link if node.name == f"{LINK_PREFIX}_scale")
-        for node in link:
+    by_name = {node.name: node for node in graph.node}
+    changed = False
+    for names in MAP_PARTS:
+        present = [by_name[name] for name in names if name in by_name]
+        if not present:
+            continue
+        if len(present) != len(names):
+            missing = sorted(set(names) - set(by_name))
+            raise ValueError(f"the graph's calibration map lacks {', '.join(missing)} (an optimizer fused it?)")
+        source, out = present[0].input[0], present[-1].output[0]
+        for node in graph.node:
+            if node.name not in names:
+                for i, name in enumerate(node.input):
+                    if name == out:
+                        node.input[i] = source
+        for node in present:
             graph.node.remove(node)
-        for initializer in [i for i in graph.initializer if i.name.startswith(LINK_PREFIX)]:
-            graph.initializer.remove(initializer)
+        changed = True
+    if not changed:
+        return data
+    read = {name for node in graph.node for name in node.input}
+    for initializer in [i for i in graph.initializer if i.name.startswith(CALIBRATION_PREFIX) and i.name not in read]:
+        graph.initializer.remove(initializer)
     return bytes(model.SerializeToString())

@@ -133,7 +133,8 @@ def quantize_embeddings_int8(fp32: Path, out: Path) -> Path:
 
 def to_fp16(fp32: Path, out: Path) -> Path:
     """FP16 weights and compute with float32 inputs and outputs (for GPU serving: half the bytes, tensor
-    cores). Softmax stays float32, so served probabilities keep their precision."""
+    cores). Softmax stays float32, so served probabilities keep their precision; the calibration map before it
+    runs in fp16 like the logits it reads (blocking its nodes makes the converter write one Cast output twice)."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
     from onnxruntime.transformers.onnx_model import OnnxModel
 

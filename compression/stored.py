@@ -69,6 +69,7 @@ def stored_model(version: ModelVersion, train: Dataset, cfg: RunConfig) -> Train
         seconds=0.0,
         calibration=calibration_sample(train, spec, cfg.compress.calibration_samples, t.seed),
         config=t,
-        # the temperature validation chose for this model (a version stored before calibration has none: 1.0)
-        calibrated=dict(training.get("calibration") or {"temperature": 1.0}),
+        # the calibration map validation chose for this model (a version stored before calibration has none: the
+        # identity; one stored before the sigmoid link was a temperature)
+        calibrated={"link": "temperature", "temperature": 1.0, **(training.get("calibration") or {})},
     )

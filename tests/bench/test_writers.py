@@ -137,12 +137,14 @@ def test_quality_result_renders_and_reruns_read_the_previous_json(
         and after[1]["tuned"]["vs_peer"]["peer_only_correct"] == 0
     )
     # --only mr --trials 0 --keep-tuned: the default and peer run again; the tuned column stays, with its date
+    second["rows"][1]["tuned"]["measured"] = "2026-01-02T03:04:05Z"
     write_result(out, second)
     fake_runs.clear()
     third = quality.run_quality_bench(tmp_path / "work", 0, ["mr"], tmp_path, read_result(out), keep_tuned=True)
     assert fake_runs == [("kiln mr", None), ("peer 40 train items", None)]
-    assert third["rows"][1]["tuned"] == after[1]["tuned"]
-    assert third["rows"][1]["tuned_note"] == f"kept from the run of {second['measured']}"
+    assert third["rows"][1]["tuned"] == second["rows"][1]["tuned"]
+    assert third["rows"][1]["tuned_note"] == "kept from the run of 2026-01-02T03:04:05Z"
+    assert "their tuned columns are from 2026-01-02 03:04 UTC (`--keep-tuned`)" in render({"quality": third})
     with pytest.raises(SystemExit, match="give --trials 0"):
         quality.run_quality_bench(tmp_path / "work", 2, ["mr"], tmp_path, read_result(out), keep_tuned=True)
     with pytest.raises(SystemExit, match="no run of 'mr' under the user protocol"):

@@ -496,12 +496,11 @@ def _with_logits_output(path: Path) -> Any:
     import onnx
     import onnxruntime as ort
 
-    from compression.export import LINK_PREFIX, TEMPERATURE_NODE, output_softmax
+    from compression.export import MAP_PARTS
 
     model = onnx.load(str(path))
     nodes = {node.name: node for node in model.graph.node}
-    assert output_softmax(model.graph).input[0] == nodes[TEMPERATURE_NODE].output[0]
-    first = nodes.get(f"{LINK_PREFIX}_scale", nodes[TEMPERATURE_NODE])
+    first = next(nodes[part[0]] for part in MAP_PARTS if part[0] in nodes)
     model.graph.output.append(onnx.helper.make_value_info(first.input[0], onnx.TypeProto()))
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
@@ -533,6 +532,7 @@ def _expected(logits: np.ndarray, calibration: dict[str, Any]) -> np.ndarray:
 MAPS = (
     {"link": "temperature", "temperature": 2.5},
     {"link": "sigmoid", "temperature": 1.0, "slope": 3.0, "shift": -0.4},
+    {"link": "sigmoid", "temperature": 1.0, "slope": 40.0, "shift": 2.0},  # most classes past log_sigmoid's flat end
 )
 
 
@@ -542,7 +542,6 @@ def test_the_exported_graph_gives_the_calibrated_softmax_of_its_logits(
     calibration: dict[str, Any], tmp_path: Path
 ) -> None:
     from compression.export import to_onnx
-    from compression.quantize import _float_nodes
 
     model, spec, logits_model = _tiny_model()
     x = np.random.default_rng(0).normal(size=(64, 4, 4, 1)).astype(np.float32)
@@ -556,12 +555,49 @@ def test_the_exported_graph_gives_the_calibrated_softmax_of_its_logits(
     import onnx
 
     added = [node.name for node in onnx.load(str(path)).graph.node if node.name.startswith("kiln_")]
-    assert len(added) == (7 if calibration["link"] == "sigmoid" else 1)
-    assert set(added) <= set(_float_nodes(path))  # static INT8 leaves the whole map in float
+    assert len(added) == (6 if calibration["link"] == "sigmoid" else 1)
     with pytest.raises(ValueError, match="positive"):
         to_onnx(model, spec, tmp_path / "bad.onnx", calibration={"link": "temperature", "temperature": 0.0})
     with pytest.raises(ValueError, match="unknown calibration link"):
         to_onnx(model, spec, tmp_path / "bad2.onnx", calibration={"link": "isotonic", "temperature": 1.0})
+    with pytest.raises(ValueError, match="positive slope"):
+        to_onnx(model, spec, tmp_path / "bad3.onnx", calibration={**MAPS[1], "slope": -1.0})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("calibration", MAPS[:2], ids=lambda c: c["link"])
+def test_every_kind_of_variant_file_keeps_the_map_and_without_calibration_takes_it_out(
+    calibration: dict[str, Any], tmp_path: Path
+) -> None:
+    """As compress makes them: ORT's optimizer rewrites each file (it would drop a Mul by 1), static INT8
+    quantizes around the map, FP16 casts around it; the map is served by each and taken out of each."""
+    import onnx
+    import onnxruntime as ort
+
+    from compression.export import to_onnx, without_calibration
+    from compression.quantize import check_and_optimize, quantize_static_qdq, to_fp16
+
+    model, spec, logits_model = _tiny_model()
+    x = np.random.default_rng(2).normal(size=(64, 4, 4, 1)).astype(np.float32)
+    raw, expected = model.predict(x, verbose=0), _expected(logits_model.predict(x, verbose=0), calibration)
+    assert np.abs(raw - expected).mean() > 0.05  # the map matters here
+
+    def scores(data: bytes) -> np.ndarray:
+        session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        return np.asarray(session.run(None, {session.get_inputs()[0].name: x})[0])
+
+    fp32 = to_onnx(model, spec, tmp_path / "fp32.onnx", calibration=calibration)
+    check_and_optimize(fp32)
+    int8 = quantize_static_qdq(fp32, tmp_path / "int8.onnx", x[:32])
+    fp16 = to_fp16(fp32, tmp_path / "fp16.onnx")
+    for path, tolerance in ((fp32, 1e-5), (int8, 0.03), (fp16, 0.01)):
+        check_and_optimize(path)
+        data = path.read_bytes()
+        assert np.abs(scores(data) - expected).mean() < tolerance, path.name
+        taken_out = without_calibration(data)
+        assert np.abs(scores(taken_out) - raw).mean() < tolerance, path.name
+        nodes = onnx.load_from_string(taken_out).graph.node
+        assert not [node.name for node in nodes if node.name in ("kiln_temperature", "kiln_link_out")]
 
 
 @pytest.mark.slow
@@ -602,20 +638,25 @@ def test_every_variant_serves_the_runs_temperature_and_reports_its_calibration(
     import onnx
     from onnx import numpy_helper
 
+    from compression.export import without_calibration
+
     trained, compressed, _ = request.getfixturevalue(run)
     calibrated = trained.calibrated
     assert calibrated["fitted_on"].startswith("validation") and calibrated["temperature"] > 0
     assert calibrated["link"] in ("temperature", "sigmoid")
+    expected = {"kiln_link_slope": calibrated.get("slope"), "kiln_inverse_temperature": 1 / calibrated["temperature"]}
     for name in ("fp32", "pruned"):  # the graphs exported from Keras models carry it
         graph = onnx.load(str(compressed.directory / compressed.variants[name]["file"])).graph
         scalars = {i.name: float(numpy_helper.to_array(i)) for i in graph.initializer if i.name.startswith("kiln_")}
-        assert np.isclose(scalars["kiln_inverse_temperature"], 1 / calibrated["temperature"], rtol=1e-6)
-        if calibrated["link"] == "sigmoid":
-            assert np.isclose(scalars["kiln_link_slope"], calibrated["slope"], rtol=1e-6)
-        else:
-            assert set(scalars) == {"kiln_inverse_temperature"}
-    for stats in compressed.variants.values():
+        assert ("kiln_link_slope" in scalars) == (calibrated["link"] == "sigmoid")
+        assert ("kiln_inverse_temperature" in scalars) == (calibrated["temperature"] != 1.0)
+        for key, value in scalars.items():
+            if key in expected:
+                assert np.isclose(value, expected[key], rtol=1e-6)
+    for stats in compressed.variants.values():  # each variant's map was taken out for the uncalibrated scores
         assert 0.0 <= stats["ece"] <= 1.0 and 0.0 <= stats["ece_uncalibrated"] <= 1.0
+        data = (compressed.directory / stats["file"]).read_bytes()
+        assert without_calibration(data) != data
     test = compressed.test_metrics
     assert test["temperature"] == trained.temperature and {"ece", "ece_uncalibrated"} <= set(test)
     assert test["link"] == calibrated["link"]

@@ -65,13 +65,14 @@ class TrainedModel:
     examples_per_s: float = 0.0
     wide: dict[str, Any] | None = None  # the wide half's fit and blend (text models), for the report
     shipped: dict[str, Any] = field(default_factory=dict)  # what the shipped model learnt from, for the report
-    calibrated: dict[str, Any] = field(default_factory=lambda: {"temperature": 1.0})  # training.models.calibration
+    # the calibration map validation chose (training.models.calibration; identity until calibrate runs)
+    calibrated: dict[str, Any] = field(default_factory=lambda: {"link": "temperature", "temperature": 1.0})
     vectors: dict[str, Any] | None = None  # pretrained word vectors: file, width, the shipped vocabulary's coverage
     kernel: dict[str, Any] | None = None  # image models: the kernel model beside the network and what shipped
 
     @property
     def temperature(self) -> float:
-        """The temperature every exported graph divides its logits by (fitted on validation)."""
+        """The calibration map's temperature (1.0 for the sigmoid link, whose slope does that work)."""
         return float(self.calibrated["temperature"])
 
     def summary(self) -> dict[str, Any]:
@@ -163,7 +164,7 @@ def train_model(
         model = keras.models.load_model(finished, compile=False)
         decided = _read_decisions(finished.parent)
         selection = (selected_file if refits(t, cfg, has_val) else finished, spec)  # the model validation chose
-        calibrated = decided.get("calibration") or _calibrate_saved(*selection, val, cfg)
+        calibrated = _with_link(decided.get("calibration")) or _calibrate_saved(*selection, val, cfg)
         if refits(t, cfg, has_val):  # the saved model is the refit one: its spec is made from all the data again
             spec = shipped_spec(spec, joined(train, val), cfg)
         blended, refit_epochs = decided.get("wide", {}), int(decided.get("refit_epochs", 0))
@@ -272,9 +273,14 @@ def calibrate(model: Any, val: Dataset, spec: Spec, cfg: RunConfig) -> dict[str,
     return summary
 
 
+def _with_link(saved: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A saved calibration map, from before there were two families too (those were all temperatures)."""
+    return {"link": "temperature", **saved} if saved else None
+
+
 def _calibrate_saved(selected: Path | None, spec: Spec, val: Dataset, cfg: RunConfig) -> dict[str, Any]:
-    """The temperature of a run resumed after training whose decisions lack it: fitted on the saved model
-    validation chose (never on a refit model, which learnt from validation); 1.0 when it is gone."""
+    """The calibration map of a run resumed after training whose decisions lack it: fitted on the saved model
+    validation chose (never on a refit model, which learnt from validation); the identity when it is gone."""
     if selected is None or not selected.exists():
         return {"link": "temperature", "temperature": 1.0, "fitted_on": None}
     return calibrate(keras.models.load_model(selected, compile=False), val, spec, cfg)
