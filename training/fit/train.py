@@ -39,11 +39,11 @@ from training.fit.refit import Selected, refit, shipped_spec
 from training.fit.transfer import fine_tune_backbone
 from training.kinds import kind_of
 from training.models import layers as _custom_layers  # noqa: F401 - registers them for load_model (resume)
+from training.models.calibration import LINKS, describe_map, expected_calibration_error, fit_calibration, softmax
 from training.models.calibration import calibrated as calibrated_probabilities
-from training.models.calibration import describe_map, expected_calibration_error, fit_calibration, softmax
 from training.models.head import logits_model
 from training.models.kernel import KernelChoice, choose, fit_kernel, kernel_applies
-from training.models.linear import LinearFit, blend, fit_linear_models, linear_model, network_helps
+from training.models.linear import LinearFit, blend, fit_linear_models, linear_model, network_helps, ships_margins
 from training.models.text import vectors_summary
 from training.tf_env import configure_devices, distribution, keras, set_seed, tf, use_mixed_precision
 
@@ -212,7 +212,8 @@ def train_model(
                 save_for_inference(model, selected_file)
                 _write_decisions(selected_file.parent, {"wide": blended, **_kernel_decision(kernel)})
         # Before the refit: the selection model never learnt from validation, so its scores there are honest.
-        calibrated = calibrate(_off_the_cluster(model) if multi_worker else model, val, spec, cfg)
+        links = LINKS if ships_margins(linear, blended) else ("temperature",)
+        calibrated = calibrate(_off_the_cluster(model) if multi_worker else model, val, spec, cfg, links)
         if refits(t, cfg, has_val):
             selected = Selected(model, spec, _history(run_dir, fitted_history), monitor_name(t, has_val), linear)
             selected.network_kept = bool(blended.get("network_kept", True))
@@ -249,14 +250,17 @@ def train_model(
     )
 
 
-def calibrate(model: Any, val: Dataset, spec: Spec, cfg: RunConfig) -> dict[str, Any]:
-    """The calibration map for the shipped model's scores, fitted on the selection model's validation logits
-    (training.models.calibration), and the validation ECE before and after it. Identity without validation."""
+def calibrate(
+    model: Any, val: Dataset, spec: Spec, cfg: RunConfig, links: tuple[str, ...] = ("temperature",)
+) -> dict[str, Any]:
+    """The calibration map for the shipped model's scores, one of the families ``links`` (training.models.
+    calibration: the sigmoid link only for one-vs-rest margins), fitted on the selection model's validation
+    logits, and the validation ECE before and after it. Identity without validation."""
     if not len(val):
         return {"link": "temperature", "temperature": 1.0, "fitted_on": None}
     logits = logits_model(model).predict(eval_batches(val, spec, cfg), verbose=0)
     y = encode_labels(val.labels, spec.labels)
-    fitted = fit_calibration(logits, y)
+    fitted = fit_calibration(logits, y, links)
     summary = {
         **fitted,
         "fitted_on": "validation (the model validation chose, before any refit on it)",

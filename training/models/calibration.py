@@ -12,8 +12,11 @@ map on the selection model's validation logits and builds it into every exported
   linear SVM fitted on 70%, the map on half the rest, ECE on the other half) it left 0.058 against T's 0.113 on
   ohsumed23, 0.017 against 0.029 on clinc150, and tied on mr and cr.
 
-``fit_calibration`` fits both, each on one half of validation and scored on the other (then the other way),
-and keeps the one with the lower held-out Brier score (ties: temperature), fitted again on all of validation.
+Training offers the sigmoid link only where the logits are one-vs-rest margins (a linear SVM shipped alone,
+training.models.linear.ships_margins): a network's softmax logits are known only up to a shift per item,
+which the link would read as meaning. ``fit_calibration`` then fits both, each on one half of validation and
+scored on the other (then the other way), and keeps the one with the lower held-out Brier score (ties:
+temperature), fitted again on all of validation.
 
 T minimises the validation Brier score, not the log-loss. Real labels carry errors, and one confidently
 "wrong" prediction on a mislabelled item costs the log-loss without bound, so the log-loss's T softens every
@@ -44,8 +47,9 @@ LINKS = ("temperature", "sigmoid")  # the calibration families, the first the de
 # float32 scores would tie and argmax take the first; with the leak they stay apart unless their u differ by less
 # than about 1e-5 (the raw softmax: 1e-7). The fit includes it, so it is part of the family, not an error.
 LEAK = 1e-2
-# Fewer validation items than this (or one class): the temperature alone, as a held-out choice would be noise.
-MIN_CHOICE_ITEMS = 40
+# Fewer validation items than this (or one class): the temperature alone. Halves of fewer items cannot tell a
+# two-parameter family from a one-parameter one: the Brier difference is within its own noise.
+MIN_CHOICE_ITEMS = 200
 
 
 def log_loss(logits: np.ndarray, y: np.ndarray) -> float:
@@ -152,18 +156,22 @@ def held_out_brier(logits: np.ndarray, y: np.ndarray, link: str, seed: int = 0) 
     return total / len(y)
 
 
-def fit_calibration(logits: np.ndarray, y: np.ndarray, seed: int = 0) -> dict[str, Any]:
+def fit_calibration(logits: np.ndarray, y: np.ndarray, links: tuple[str, ...] = LINKS, seed: int = 0) -> dict[str, Any]:
     """The calibration map for a model's ``logits`` on items it did not learn from (validation), with labels
-    ``y`` (-1: unknown, left out): the family in ``LINKS`` with the lower held-out Brier score, fitted on all of
-    them. ``held_out_brier`` records the choice. Identity (T = 1) without labels."""
+    ``y`` (-1: unknown, left out): of the families ``links``, the one with the lower held-out Brier score,
+    fitted on all of them. ``held_out_brier`` records a choice. The sigmoid link is only tried with three
+    classes or more (with two it is not Platt scaling, which would need a bias that can move labels) and
+    ``MIN_CHOICE_ITEMS`` labelled items. Identity (T = 1) without labels."""
     known = np.asarray(y) >= 0
     if not known.any():
         return {"link": "temperature", "temperature": 1.0}
     z, labels = np.asarray(logits, dtype=np.float64)[known], np.asarray(y)[known]
-    if len(labels) < MIN_CHOICE_ITEMS or len(np.unique(labels)) < 2:
-        return _fit_temperature_map(z, labels)
-    scores = {link: held_out_brier(z, labels, link, seed) for link in LINKS}
-    best = min(LINKS, key=lambda link: (round(scores[link], 6), LINKS.index(link)))
+    if z.shape[1] < 3 or len(labels) < MIN_CHOICE_ITEMS or len(np.unique(labels)) < 2:
+        links = ("temperature",)
+    if len(links) == 1:
+        return FITTERS[links[0]](z, labels)
+    scores = {link: held_out_brier(z, labels, link, seed) for link in links}
+    best = min(links, key=lambda link: (round(scores[link], 6), LINKS.index(link)))
     return {**FITTERS[best](z, labels), "held_out_brier": {k: round(v, 6) for k, v in scores.items()}}
 
 

@@ -47,6 +47,9 @@ SVM_C = 1.0
 SVM_MAX_TEMPERATURE = 4.0
 NB_ALPHAS = (0.1, 0.3, 1.0)  # naive Bayes smoothing; hashed bigrams want little
 BLEND_WEIGHTS = np.linspace(0.0, 1.0, 21)  # the linear half's share of the blended logits
+# Fitted by the hinge loss, one class against the rest: their logits are margins with a meaning of their own (0 is
+# the boundary), not softmax logits known only up to a shift, so a sigmoid link can calibrate them.
+MARGIN_MODELS = ("linear_svm", "nb_svm")
 
 Fitted = tuple[np.ndarray, np.ndarray, float, float]  # weights, bias, chosen parameter, validation accuracy
 Split = tuple["Terms", np.ndarray, "Terms", np.ndarray]  # train terms, train labels, val terms, val labels
@@ -97,6 +100,12 @@ class LinearFit:
             "val_accuracy": round(self.val_accuracy, 4),
             "candidates": dict(self.tried),
         }
+
+
+def ships_margins(fit: LinearFit | None, blended: dict[str, Any]) -> bool:
+    """Whether the shipped text model's logits are ``fit``'s one-vs-rest margins: a linear SVM shipped without
+    the network (which would add softmax logits to them)."""
+    return fit is not None and fit.name in MARGIN_MODELS and not blended.get("network_kept", True)
 
 
 @dataclass(frozen=True)

@@ -105,3 +105,19 @@ def test_validation_keeps_the_temperature_for_softmax_scores_and_small_or_unlabe
     few = fit_calibration(logits[:20] * 3.0, y[:20])  # too few to choose on: temperature, no choice recorded
     assert few["link"] == "temperature" and "held_out_brier" not in few
     assert fit_calibration(logits, np.full(len(y), -1)) == {"link": "temperature", "temperature": 1.0}
+
+
+def test_the_sigmoid_link_is_offered_only_for_one_vs_rest_margins_of_three_classes_or_more() -> None:
+    import dataclasses
+
+    from training.models.linear import LinearFit, ships_margins
+
+    margins, y = _one_vs_rest_draws(3000, 12, seed=8)
+    assert fit_calibration(margins, y, ("temperature",))["link"] == "temperature"  # a network's logits
+    two = fit_calibration(margins[:, :2], np.minimum(y, 1))  # two classes: not Platt scaling, so not tried
+    assert two["link"] == "temperature" and "held_out_brier" not in two
+    fit = LinearFit("linear_svm", np.ones((3, 1)), np.zeros((3, 1, 2)), np.zeros(2), {}, 0.9)
+    assert ships_margins(fit, {"network_kept": False})
+    assert not ships_margins(fit, {"network_kept": True}) and not ships_margins(fit, {})
+    assert not ships_margins(None, {"network_kept": False})
+    assert not ships_margins(dataclasses.replace(fit, name="logistic_regression"), {"network_kept": False})
