@@ -123,7 +123,7 @@ def calibrated(logits: np.ndarray, calibration: dict[str, Any]) -> np.ndarray:
 
 
 def _fit_temperature_map(logits: np.ndarray, y: np.ndarray) -> dict[str, Any]:
-    return {"link": "temperature", "temperature": fit_temperature(softmax(logits), y)}
+    return {"link": "temperature", "temperature": round(fit_temperature(softmax(logits), y), 6)}
 
 
 def _fit_sigmoid_map(logits: np.ndarray, y: np.ndarray) -> dict[str, Any]:
@@ -135,11 +135,16 @@ def _fit_sigmoid_map(logits: np.ndarray, y: np.ndarray) -> dict[str, Any]:
         return brier(calibrated(logits, _sigmoid(v)), y)
 
     found = minimize(loss, x0=[start, 0.0], method="L-BFGS-B", bounds=[(-8.0, 8.0), (-30.0, 30.0)])
-    return _sigmoid(found.x)
+    return _sigmoid(found.x, digits=6)
 
 
-def _sigmoid(v: np.ndarray) -> dict[str, Any]:
-    return {"link": "sigmoid", "temperature": 1.0, "slope": float(np.exp(v[0])), "shift": float(v[1])}
+def _sigmoid(v: np.ndarray, digits: int | None = None) -> dict[str, Any]:
+    """The sigmoid link of (log slope, shift) ``v``; rounded for the report once fitted, never inside the fit
+    (its finite-difference steps are smaller than the rounding)."""
+    slope, shift = float(np.exp(v[0])), float(v[1])
+    if digits is not None:
+        slope, shift = round(slope, digits), round(shift, digits)
+    return {"link": "sigmoid", "temperature": 1.0, "slope": slope, "shift": shift}
 
 
 FITTERS = {"temperature": _fit_temperature_map, "sigmoid": _fit_sigmoid_map}
