@@ -18,6 +18,7 @@ from training.config import ConfigError, RunConfig, load_config, merge_config, t
 from training.data.dataset import Dataset, Source
 from training.fit.train import TrainedModel, calibration_sample
 from training.models import layers as _custom_layers  # noqa: F401 - registers them for load_model
+from training.models.calibration import saved_map
 from training.tf_env import keras
 
 
@@ -69,7 +70,5 @@ def stored_model(version: ModelVersion, train: Dataset, cfg: RunConfig) -> Train
         seconds=0.0,
         calibration=calibration_sample(train, spec, cfg.compress.calibration_samples, t.seed),
         config=t,
-        # the calibration map validation chose for this model (a version stored before calibration has none: the
-        # identity; one stored before the sigmoid link was a temperature)
-        calibrated={"link": "temperature", "temperature": 1.0, **(training.get("calibration") or {})},
+        calibrated=saved_map(training.get("calibration")),  # the calibration map validation chose for this model
     )

@@ -39,7 +39,15 @@ from training.fit.refit import Selected, refit, shipped_spec
 from training.fit.transfer import fine_tune_backbone
 from training.kinds import kind_of
 from training.models import layers as _custom_layers  # noqa: F401 - registers them for load_model (resume)
-from training.models.calibration import LINKS, describe_map, expected_calibration_error, fit_calibration, softmax
+from training.models.calibration import (
+    IDENTITY_MAP,
+    LINKS,
+    describe_map,
+    expected_calibration_error,
+    fit_calibration,
+    saved_map,
+    softmax,
+)
 from training.models.calibration import calibrated as calibrated_probabilities
 from training.models.head import logits_model
 from training.models.kernel import KernelChoice, choose, fit_kernel, kernel_applies
@@ -66,7 +74,7 @@ class TrainedModel:
     wide: dict[str, Any] | None = None  # the wide half's fit and blend (text models), for the report
     shipped: dict[str, Any] = field(default_factory=dict)  # what the shipped model learnt from, for the report
     # the calibration map validation chose (training.models.calibration; identity until calibrate runs)
-    calibrated: dict[str, Any] = field(default_factory=lambda: {"link": "temperature", "temperature": 1.0})
+    calibrated: dict[str, Any] = field(default_factory=lambda: dict(IDENTITY_MAP))
     vectors: dict[str, Any] | None = None  # pretrained word vectors: file, width, the shipped vocabulary's coverage
     kernel: dict[str, Any] | None = None  # image models: the kernel model beside the network and what shipped
 
@@ -164,7 +172,8 @@ def train_model(
         model = keras.models.load_model(finished, compile=False)
         decided = _read_decisions(finished.parent)
         selection = (selected_file if refits(t, cfg, has_val) else finished, spec)  # the model validation chose
-        calibrated = _with_link(decided.get("calibration")) or _calibrate_saved(*selection, val, cfg)
+        saved = decided.get("calibration")
+        calibrated = saved_map(saved) if saved else _calibrate_saved(*selection, val, cfg)
         if refits(t, cfg, has_val):  # the saved model is the refit one: its spec is made from all the data again
             spec = shipped_spec(spec, joined(train, val), cfg)
         blended, refit_epochs = decided.get("wide", {}), int(decided.get("refit_epochs", 0))
@@ -257,7 +266,7 @@ def calibrate(
     calibration: the sigmoid link only for one-vs-rest margins), fitted on the selection model's validation
     logits, and the validation ECE before and after it. Identity without validation."""
     if not len(val):
-        return {"link": "temperature", "temperature": 1.0, "fitted_on": None}
+        return {**IDENTITY_MAP, "fitted_on": None}
     logits = logits_model(model).predict(eval_batches(val, spec, cfg), verbose=0)
     y = encode_labels(val.labels, spec.labels)
     fitted = fit_calibration(logits, y, links)
@@ -277,16 +286,11 @@ def calibrate(
     return summary
 
 
-def _with_link(saved: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A saved calibration map, from before there were two families too (those were all temperatures)."""
-    return {"link": "temperature", **saved} if saved else None
-
-
 def _calibrate_saved(selected: Path | None, spec: Spec, val: Dataset, cfg: RunConfig) -> dict[str, Any]:
     """The calibration map of a run resumed after training whose decisions lack it: fitted on the saved model
     validation chose (never on a refit model, which learnt from validation); the identity when it is gone."""
     if selected is None or not selected.exists():
-        return {"link": "temperature", "temperature": 1.0, "fitted_on": None}
+        return {**IDENTITY_MAP, "fitted_on": None}
     return calibrate(keras.models.load_model(selected, compile=False), val, spec, cfg)
 
 

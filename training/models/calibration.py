@@ -50,6 +50,7 @@ LEAK = 1e-2
 # Fewer validation items than this (or one class): the temperature alone. Halves of fewer items cannot tell a
 # two-parameter family from a one-parameter one: the Brier difference is within its own noise.
 MIN_CHOICE_ITEMS = 200
+IDENTITY_MAP: dict[str, Any] = {"link": "temperature", "temperature": 1.0}  # no calibration (nothing to fit on)
 
 
 def log_loss(logits: np.ndarray, y: np.ndarray) -> float:
@@ -102,10 +103,13 @@ def rescaled(probabilities: np.ndarray, t: float) -> np.ndarray:
     ``rescaled(p, 1 / t)`` undoes a temperature already applied only while no score saturated: float32 scores of
     a small T are mostly exactly 0 or 1, so served graphs are scored without T by
     compression.export.without_calibration instead."""
-    z = as_logits(probabilities) / t
-    z -= z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    return softmax(as_logits(probabilities) / t)
+
+
+def saved_map(saved: dict[str, Any] | None) -> dict[str, Any]:
+    """A calibration map as saved in a run's decisions or a version's report: maps from before the sigmoid link
+    lack ``link`` (they were all temperatures), and a version from before calibration has none (the identity)."""
+    return {**IDENTITY_MAP, **(saved or {})}
 
 
 def link_logits(logits: np.ndarray, calibration: dict[str, Any]) -> np.ndarray:
@@ -169,7 +173,7 @@ def fit_calibration(logits: np.ndarray, y: np.ndarray, links: tuple[str, ...] = 
     ``MIN_CHOICE_ITEMS`` labelled items. Identity (T = 1) without labels."""
     known = np.asarray(y) >= 0
     if not known.any():
-        return {"link": "temperature", "temperature": 1.0}
+        return dict(IDENTITY_MAP)
     z, labels = np.asarray(logits, dtype=np.float64)[known], np.asarray(y)[known]
     if z.shape[1] < 3 or len(labels) < MIN_CHOICE_ITEMS or len(np.unique(labels)) < 2:
         links = ("temperature",)
