@@ -1,7 +1,7 @@
 """INT8 and FP16 ONNX variants with ONNX Runtime, and the checks and offline optimisation every variant gets.
 
 Static QDQ with calibration for convolutional models (dynamic INT8 makes small CNNs several times slower:
-ConvInteger). Text models are quantized three ways and the caller keeps the fastest at equal accuracy: static
+ConvInteger). Text models are quantized three ways and the caller keeps the most faithful of them: static
 QDQ fuses into QLinear kernels, dynamic quantizes activations on every call, and 8-bit embedding tables alone
 keep every MatMul in float.
 

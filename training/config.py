@@ -444,7 +444,7 @@ class CompressConfig(_Config):
     # Activation ranges for static INT8: minmax, entropy (KL) or percentile (99.999th).
     calibration: CalibrationName = "minmax"
     # Text models: INT8 methods (static QDQ, dynamic, 8-bit embedding tables alone) within this accuracy of the
-    # best count as equal, and the fastest of those is kept.
+    # best count as equal; of those not slower than fp32, the most faithful to the quantized graph is kept.
     int8_equal_accuracy: Float = 0.002
     latency_runs: StrictInt = 50
     # Variants made besides fp32: int8 (ORT post-training), pruned (tfmot magnitude pruning, fine-tuned),
