@@ -184,9 +184,10 @@ def run_measured(cmd: list[str], log: Path, env: dict[str, str] | None = None) -
     return process.returncode, time.perf_counter() - started, usage.ru_maxrss / 1024  # Linux: KiB
 
 
-def variant_list(variants: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def variant_list(variants: dict[str, dict[str, Any]], parity: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """A run's variants as rows, fp32 first, each with its ratios against fp32 computed from the unrounded
-    measurements (the renderer shows them and checks the targets with them)."""
+    measurements (the renderer shows them and checks the targets with them) and its top-1 agreement with fp32 on
+    the same validation items (``parity``)."""
     fp32 = variants["fp32"]
     rows = []
     for name, v in sorted(
@@ -200,7 +201,42 @@ def variant_list(variants: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             "b1_time": round(b1 / fp32["latency_ms_p50"], 4) if b1 and fp32.get("latency_ms_p50") else None,
         }
         rows.append({"variant": name, **{k: v[k] for k in VARIANT_KEYS if k in v}, "vs_fp32": vs_fp32})
+        if name != "fp32" and "top1_agreement" in (parity or {}).get(name, {}):
+            rows[-1]["agreement"] = parity[name]["top1_agreement"]  # type: ignore[index]
+        if "not_served" in v:  # made and measured, but the selection could not judge it
+            rows[-1]["not_served"] = v["not_served"]
     return rows
+
+
+def internal_test_variants(run_dir: Path, split: Split, report: dict[str, Any]) -> dict[str, Any]:
+    """Every CPU variant of a run scored on Kiln's own internal test split of the train file (the split the run
+    made, made again from its file and configuration): items no fit, refit or choice saw, unlike validation,
+    which the refit learnt from. Per variant: accuracy and top-1 agreement with fp32. Reads no test file."""
+    import numpy as np
+
+    from serving.preprocess import spec_from_dict
+    from serving.runtime import Classifier, make_session
+    from training.config import RunConfig
+    from training.data.clean import load_source
+    from training.data.dataset import Source
+    from training.data.features import to_arrays
+    from training.data.split import split_dataset
+
+    cfg = RunConfig.model_validate(report["config"])
+    _, _, test = split_dataset(load_source(split.task, Source(str(split.train)), cfg.data), cfg.data)
+    spec = spec_from_dict(json.loads((run_dir / "artifacts" / "spec.json").read_text(encoding="utf-8")))
+    x, y = to_arrays(test, spec)
+    probs = {}
+    for name, v in report["variants"].items():
+        if v.get("device", "any") == "any":
+            session = make_session((run_dir / "artifacts" / v["file"]).read_bytes(), device="cpu")
+            probs[name] = Classifier(session, spec).predict_all(x)
+    top = {name: p.argmax(axis=1) for name, p in probs.items()}
+    scored = {
+        name: {"accuracy": round(float(np.mean(t == y)), 6), "agreement": round(float(np.mean(t == top["fp32"])), 6)}
+        for name, t in top.items()
+    }
+    return {"items": len(y), "variants": scored}
 
 
 def served_predictions(store: Path, task: str, version_name: str, test: Items) -> tuple[list[str], dict[str, Any]]:
@@ -311,7 +347,8 @@ def kiln_run(
         column |= {"trials": trials, "beat_default": (report.get("tuning") or {}).get("beat_default")}
     else:
         skipped = {name: p["skipped"] for name, p in report.get("parity", {}).items() if "skipped" in p}
-        column |= {"variants": variant_list(report["variants"]), "skipped": skipped}
+        column |= {"variants": variant_list(report["variants"], report.get("parity", {})), "skipped": skipped}
+        column["internal_test_variants"] = internal_test_variants(run_dir, split, report)
     column["spec"] = version["spec"] if split.task == "image" else None  # the peer's pixel size; dropped from JSON
     return column, predicted
 
@@ -553,8 +590,8 @@ def main() -> None:
     parser.add_argument(
         "--keep-tuned",
         action="store_true",
-        help="with --trials 0: a rerun data set keeps its tuned column from the previous --out (for changes that "
-        "cannot move a tuned run's labels)",
+        help="with --trials 0: a rerun data set keeps its tuned column from the previous --out, and the page says "
+        "that column was made by the code of its own date",
     )
     parser.add_argument(
         "--workdir", type=Path, default=Path(".kiln/bench-quality"), help="splits, runs, stores, logs (reused)"

@@ -19,6 +19,7 @@ from typing import Any
 
 from bench.common import BENCH_DIR, describe_machine, markdown_for, read_results, show_utc
 from bench.protocol import SET_ORDER, WIN_ERROR_SHARE, WIN_POINTS, is_user_protocol, set_name, verdict
+from training.config import RETRAINED_VARIANTS
 
 Result = dict[str, Any]
 
@@ -303,7 +304,10 @@ def provenance(r: Result, rows: list[Result]) -> str:
     now = [row["name"] for row in rows if _latest(row) == run]
     kept = sorted({row["tuned"]["measured"] for row in rows if row.get("tuned") and _latest(row) == run} - {run})
     kept_note = (
-        f"; their tuned columns are from {', '.join(show_utc(s) for s in kept)} (`--keep-tuned`)" if kept else ""
+        f"; their tuned columns are kept from the runs of {', '.join(show_utc(s) for s in kept)}, made by the code of "
+        "that date (`--keep-tuned`)"
+        if kept
+        else ""
     )
     if len(now) == len(rows) and all(row["default"]["measured"] == run for row in rows):
         return f"This run measured every row{kept_note}."
@@ -593,14 +597,15 @@ def variants_section(r: Result) -> list[str]:
     earlier = [row["name"] for row in rows if not is_user_protocol(row)]
     checks = {row["name"]: target_check(row) for row in rows}
     table_rows: list[list[str]] = []
-    blank = [""] * 8
+    blank = [""] * 10
     for row in rows:
+        unseen = row["default"].get("internal_test_variants", {}).get("variants", {})
         for name, x in _variants(row).items():
             vs = x["vs_fp32"]
             table_rows.append(
                 [
                     row["name"],
-                    f"{name} (served)" if name == row["default"]["variant"] else name,
+                    _variant_cell(name, x, row["default"]["variant"]),
                     x.get("method", ""),
                     f"{x['gzip_bytes']:,}",
                     f"{vs['gzip_x_smaller']:.2f}",
@@ -610,6 +615,8 @@ def variants_section(r: Result) -> list[str]:
                     f"{x['latency_ms_p50']:.3f}",
                     f"{x['latency_ms_b32_p50']:.3f}",
                     f"{vs['b32_x_faster']:.2f}" if vs.get("b32_x_faster") is not None else "",
+                    f"{x['agreement']:.4f}" if "agreement" in x else "",
+                    _unseen_cell(unseen.get(name)),
                 ]
             )
         for name, reason in row["default"].get("skipped", {}).items():
@@ -638,9 +645,49 @@ def variants_section(r: Result) -> list[str]:
     ]
     if len(small) < len(with_pruned) or len(fast) < len(rows):
         lines.append(why_targets_missed(rows) + "\n")
+    lines.append(unseen_summary(rows))
     header: tuple[str, ...] = ("data set", "variant", "method", "gzip bytes", "gzip x smaller", "sparsity", "accuracy")
-    header += ("drop vs fp32", "b1 p50 ms", "b32 p50 ms", "b32 x faster")
+    header += ("drop vs fp32", "b1 p50 ms", "b32 p50 ms", "b32 x faster", "agrees with fp32")
+    header += ("internal test: accuracy (agrees with fp32)",)
     return lines + table(header, table_rows)
+
+
+def _variant_cell(name: str, variant: Result, served: str) -> str:
+    return f"{name} (served)" if name == served else f"{name} (not servable)" if "not_served" in variant else name
+
+
+def _unseen_cell(scored: Result | None) -> str:
+    return f"{scored['accuracy']:.4f} ({scored['agreement']:.4f})" if scored else ""
+
+
+def _shares(values: list[float]) -> str:
+    low, high = f"{min(values):.1%}", f"{max(values):.1%}"
+    return low if low == high else f"{low}-{high}"
+
+
+def unseen_summary(rows: list[Result]) -> str:
+    """What the internal test split (items no fit saw) says of the fine-tuned variants that validation passed."""
+    agree_val, agree_test, drops = [], [], []
+    for row in rows:
+        unseen = row["default"].get("internal_test_variants", {}).get("variants", {})
+        for name, x in _variants(row).items():
+            if name in RETRAINED_VARIANTS and name in unseen and "agreement" in x:
+                agree_val.append(x["agreement"])
+                agree_test.append(unseen[name]["agreement"])
+                drops.append(100 * (unseen["fp32"]["accuracy"] - unseen[name]["accuracy"]))
+    if not agree_test:
+        return "The last columns (Kiln's internal test split) are not yet measured for these runs.\n"
+    return (
+        "*agrees with fp32*: the share of validation items on which the variant's top-1 label is fp32's, which "
+        "selection requires to be at least 1 - max_accuracy_drop; the last column scores every variant on Kiln's "
+        "internal test split of the same train file, which no fit, refit or choice saw (bench.quality."
+        "internal_test_variants). After the refit the model has learnt the validation items: there the fine-tuned "
+        f"variants (pruned, pruned_int8, qat, pruned_qat) agreed with fp32 on {_shares(agree_val)} of them, on the "
+        f"unseen items on {_shares(agree_test)}, with accuracy {-max(drops):+.2f} to {-min(drops):+.2f} points "
+        f"against fp32 ({count(len(drops), 'variant')}). Hence "
+        "`compress.serve_retrained: false`: after a refit they are made and measured, marked *not servable*, "
+        "and never served.\n"
+    )
 
 
 # ------------------------------------------------------------------------------------------------ label flips

@@ -35,7 +35,7 @@ from compression.quantize import (
     to_fp16,
 )
 from serving.runtime import OFFLINE_BATCH, Classifier, make_session, measure_latency
-from training.config import RunConfig
+from training.config import RETRAINED_VARIANTS, RunConfig
 from training.data.dataset import Dataset
 from training.data.features import to_arrays
 from training.fit.build import save_for_inference
@@ -135,12 +135,13 @@ def select_served(
     device: str = "cpu",
     agreement: dict[str, float] | None = None,
     floor_b32_ms: float | None = None,
+    excluded: tuple[str, ...] = (),
 ) -> str:
     """The served variant among those within ``max_drop`` accuracy of fp32 (fp32 always qualifies) that run on
     ``device`` (fp16 is for cuda only) and, given ``agreement`` (each variant's top-1 agreement with fp32 on the
     same items), that disagree with fp32 on at most ``max_drop`` of them: after the refit the shipped model has
     seen the validation items, every variant scores nearly 1.0 on them, and only disagreement still shows
-    what compression changed.
+    what compression changed. ``excluded`` variants are never served (fp32 always qualifies).
 
     ``smallest``: fewest gzip bytes (what pruning buys, and what a download costs). ``fastest``: lowest
     p50 latency at ``latency_batch`` (1 or 32). ``balanced``: the smallest variant that is not slower than
@@ -156,6 +157,7 @@ def select_served(
         for name, v in variants.items()
         if v["accuracy"] >= floor
         and v.get("device", "any") in ("any", device)
+        and (name == "fp32" or name not in excluded)
         and (name == "fp32" or agrees.get(name, 1.0) >= 1.0 - max_drop - 1e-9)
     ]
     if objective == "fastest":
@@ -374,6 +376,22 @@ def _build_variants(b: _Builder, fp32_path: Path, fp32: tuple[dict, np.ndarray])
     return stats_by, parity
 
 
+UNJUDGED = (
+    "not served: fine-tuned from a model that learnt from the validation items it is measured on, so agreeing "
+    "with fp32 there says little about new items (compress.serve_retrained: true lets it compete)"
+)
+
+
+def _unjudged(variants: dict[str, dict[str, Any]], trained: TrainedModel, c: Any) -> tuple[str, ...]:
+    """The fine-tuned variants that validation cannot judge: the shipped model learnt from validation (a refit)
+    and ``compress.serve_retrained`` is off. Each gets the reason as ``not_served`` in its stats."""
+    seen = trained.shipped.get("learnt_from", "training") != "training"
+    names = tuple(n for n in RETRAINED_VARIANTS if n in variants) if seen and not c.serve_retrained else ()
+    for name in names:
+        variants[name]["not_served"] = UNJUDGED
+    return names
+
+
 def compress_model(
     trained: TrainedModel, train: Dataset, val: Dataset, test: Dataset, cfg: RunConfig, directory: Path
 ) -> Compressed:
@@ -403,6 +421,7 @@ def compress_model(
     parity |= made_parity
     for v in variants.values():
         v["split"] = split
+    unjudged = _unjudged(variants, trained, c)
     served = select_served(
         variants,
         c.max_accuracy_drop,
@@ -413,6 +432,7 @@ def compress_model(
         c.serving_device,
         {name: p["top1_agreement"] for name, p in parity.items() if "top1_agreement" in p},
         floor_b32_ms=c.latency_floor_b32_ms,
+        excluded=unjudged,
     )
     for name, v in variants.items():
         log.info(

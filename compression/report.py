@@ -71,6 +71,11 @@ def skipped(parity: dict[str, Any]) -> dict[str, str]:
     return {name: p["skipped"] for name, p in parity.items() if "skipped" in p}
 
 
+def not_served(variants: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Variants made and measured that the selection could not consider, with the reason."""
+    return {name: v["not_served"] for name, v in variants.items() if "not_served" in v}
+
+
 def _scatter(variants: dict[str, dict[str, Any]], served: str, key: str, label: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, v in variants.items():
@@ -121,6 +126,8 @@ def write_compression_report(
     ]
     for name, reason in skipped(parity).items():
         lines.append(f"- `{name}` skipped: {reason}")
+    for name, reason in not_served(variants).items():
+        lines.append(f"- `{name}` {reason}")
     lines += ["", *(f"![{title}]({path.relative_to(out_dir)})" for title, path in plots.items()), ""]
     path = out_dir / "compression_report.md"
     path.write_text("\n".join(lines), encoding="utf-8")

@@ -71,4 +71,5 @@ def stored_model(version: ModelVersion, train: Dataset, cfg: RunConfig) -> Train
         calibration=calibration_sample(train, spec, cfg.compress.calibration_samples, t.seed),
         config=t,
         calibrated=saved_map(training.get("calibration")),  # the calibration map validation chose for this model
+        shipped=dict(training.get("shipped") or {}),  # whether it learnt from validation: which variants it judges
     )

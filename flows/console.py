@@ -54,7 +54,7 @@ def print_run_summary(report: dict, out_dir: Path) -> None:
 
 def print_variant_table(report: dict) -> None:
     """The compression report's table (compression_report.md) as aligned text, skipped variants below it."""
-    from compression.report import COLUMNS, skipped, variant_rows
+    from compression.report import COLUMNS, not_served, skipped, variant_rows
 
     rows = [list(COLUMNS)] + variant_rows(report["variants"], report["served_variant"])
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
@@ -69,6 +69,8 @@ def print_variant_table(report: dict) -> None:
         )
     for name, reason in skipped(report.get("parity", {})).items():
         typer.echo(f"  {name} skipped: {reason}")
+    for name, reason in not_served(report["variants"]).items():
+        typer.echo(f"  {name} {reason}")
 
 
 def print_data_summary(data: dict, out_dir: Path) -> None:

@@ -309,8 +309,36 @@ def test_renders_every_table_with_its_rows(results: dict[str, dict[str, Any]]) -
     assert "win is Kiln ahead by at least 0.5 points or 40% of the peer's error, whichever is smaller" in md
     assert "through `serving.runtime.Classifier`" in md and "stratified 80%/20% split (seed 42" in md
     # variants: stored ratios shown as they are, a long skip reason cut, the targets row
-    assert "| mr | int8 | m_int8 | 250 | 4.00 | 0.00 | 0.9000 | +0.00 | 0.150 | 3.200 | 1.25 |" in lines
-    assert "| mr | qat | skipped: " + "x" * 139 + "… |  |  |  |  |  |  |  |  |" in lines
+    assert "| mr | int8 | m_int8 | 250 | 4.00 | 0.00 | 0.9000 | +0.00 | 0.150 | 3.200 | 1.25 |  |  |" in lines
+    assert "| mr | qat | skipped: " + "x" * 139 + "… |" + "  |" * 10 in lines
+    assert "The last columns (Kiln's internal test split) are not yet measured for these runs." in md
+
+
+def test_variants_show_agreement_on_validation_and_on_the_unseen_internal_test_split() -> None:
+    from bench.render import variants_section
+
+    row = _quality_row("mr", "text", 0.7, 0.72, "2026-12-07T08:00:00Z", 1, 1, 1.0, served="int8")
+    variants = {v["variant"]: v for v in row["default"]["variants"]}
+    variants["int8"]["agreement"] = 1.0
+    variants["pruned_int8"] |= {"agreement": 0.995, "not_served": "not served: fine-tuned ..."}
+    row["default"]["internal_test_variants"] = {
+        "items": 500,
+        "variants": {
+            "fp32": {"accuracy": 0.9, "agreement": 1.0},
+            "int8": {"accuracy": 0.9, "agreement": 0.998},
+            "pruned_int8": {"accuracy": 0.87, "agreement": 0.95},
+        },
+    }
+    md = "\n".join(variants_section({"rows": [row]}))
+    assert (
+        "| mr | int8 (served) | m_int8 | 250 | 4.00 | 0.00 | 0.9000 | +0.00 | 0.150 | 3.200 | 1.25 | 1.0000 "
+        "| 0.9000 (0.9980) |" in md
+    )
+    assert "| mr | pruned_int8 (not servable) | m_pruned_int8 |" in md and "| 0.9950 | 0.8700 (0.9500) |" in md
+    assert (
+        "agreed with fp32 on 99.5% of them, on the unseen items on 95.0%, with accuracy -3.00 to -3.00 points "
+        "against fp32 (1 variant)" in md
+    )
 
 
 def test_verdicts_and_counts_are_computed_from_the_data(results: dict[str, dict[str, Any]]) -> None:

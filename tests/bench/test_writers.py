@@ -144,7 +144,10 @@ def test_quality_result_renders_and_reruns_read_the_previous_json(
     assert fake_runs == [("kiln mr", None), ("peer 40 train items", None)]
     assert third["rows"][1]["tuned"] == second["rows"][1]["tuned"]
     assert third["rows"][1]["tuned_note"] == "kept from the run of 2026-01-02T03:04:05Z"
-    assert "their tuned columns are from 2026-01-02 03:04 UTC (`--keep-tuned`)" in render({"quality": third})
+    assert (
+        "their tuned columns are kept from the runs of 2026-01-02 03:04 UTC, made by the code of that date "
+        "(`--keep-tuned`)" in render({"quality": third})
+    )
     with pytest.raises(SystemExit, match="give --trials 0"):
         quality.run_quality_bench(tmp_path / "work", 2, ["mr"], tmp_path, read_result(out), keep_tuned=True)
     with pytest.raises(SystemExit, match="no run of 'mr' under the user protocol"):

@@ -519,6 +519,54 @@ def test_a_variant_that_disagrees_with_fp32_is_not_served_even_at_equal_accuracy
     assert select_served(v, 0.01, "smallest", agreement={"pruned": 0.97, "int8": 0.98}) == "fp32"
 
 
+@pytest.mark.slow
+def test_fine_tuned_variants_are_not_served_once_the_model_learnt_from_validation(image_run, tmp_path: Path) -> None:
+    """After the refit, validation cannot judge a fine-tuned copy: its agreement with fp32 on items both learnt
+    from hides what pruning changed on new ones. They are still made, measured and reported, with the reason."""
+    from compression.report import write_compression_report
+    from training.config import RETRAINED_VARIANTS
+
+    trained, compressed, _ = image_run
+    assert trained.shipped["learnt_from"] == "training + validation"
+    made = [name for name in RETRAINED_VARIANTS if name in compressed.variants]
+    assert made, "the image run makes pruned and QAT variants"
+    assert compressed.served not in RETRAINED_VARIANTS
+    assert all("serve_retrained" in compressed.variants[name]["not_served"] for name in made)
+    assert all("not_served" not in v for name, v in compressed.variants.items() if name not in RETRAINED_VARIANTS)
+    text = write_compression_report(compressed.variants, compressed.served, compressed.parity, tmp_path).read_text()
+    assert all(f"- `{name}` not served: fine-tuned" in text for name in made)
+
+
+def test_fine_tuned_variants_compete_where_validation_is_unseen_or_the_user_asks() -> None:
+    from types import SimpleNamespace
+
+    from compression.compress import _unjudged, select_served
+    from training.config import CompressConfig
+
+    def variants() -> dict[str, dict]:
+        return {
+            "fp32": _variant(1.0, 100, 0.05, 0.5),
+            "int8": _variant(1.0, 30, 0.05, 0.5),
+            "pruned_int8": _variant(1.0, 10, 0.05, 0.5),
+        }
+
+    refit, selection_only = (
+        SimpleNamespace(shipped={"learnt_from": "training + validation"}),
+        SimpleNamespace(shipped={"learnt_from": "training"}),
+    )
+    for trained, cfg, served in (
+        (refit, CompressConfig(), "int8"),
+        (selection_only, CompressConfig(), "pruned_int8"),
+        (refit, CompressConfig(serve_retrained=True), "pruned_int8"),
+        (SimpleNamespace(shipped={}), CompressConfig(), "pruned_int8"),  # stored before the refit existed
+    ):
+        v = variants()
+        excluded = _unjudged(v, trained, cfg)  # type: ignore[arg-type]
+        assert select_served(v, 0.01, "smallest", excluded=excluded) == served
+        assert ("not_served" in v["pruned_int8"]) == (served == "int8")
+    assert select_served(variants(), 0.01, "smallest", excluded=("fp32", "int8", "pruned_int8")) == "fp32"
+
+
 def _with_logits_output(path: Path) -> Any:
     """An ORT session of the ONNX file at ``path`` that also outputs the logits its calibration map reads."""
     import onnx
