@@ -585,8 +585,9 @@ def why_targets_missed(rows: list[Result]) -> str:
         )
         parts.append(f"image INT8 reaches {speed:.2f}x ({best['name']}) {tail}")
     return (
-        "; ".join(parts) + ". Timings on this shared machine move by up to 2x between minutes, so `balanced` picks "
-        "among near-equal variants differently from run to run."
+        "; ".join(parts) + ". Timings on this shared machine move by up to 2x between minutes: runs from "
+        "2026-12-07 on time every variant side by side in interleaved rounds, so that drift no longer decides which "
+        "one `balanced` serves; earlier rows timed each variant as it was made."
     )
 
 

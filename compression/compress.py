@@ -34,8 +34,8 @@ from compression.quantize import (
     store_weights_int8,
     to_fp16,
 )
-from serving.runtime import OFFLINE_BATCH, Classifier, make_session, measure_latency
-from training.config import RETRAINED_VARIANTS, RunConfig
+from serving.runtime import OFFLINE_BATCH, Classifier, interleaved_latency, make_session
+from training.config import RETRAINED_VARIANTS, CompressConfig, RunConfig
 from training.data.dataset import Dataset
 from training.data.features import to_arrays
 from training.fit.build import save_for_inference
@@ -87,26 +87,48 @@ def evaluate_variant(
     threads: int = 0,
     device: str = "cpu",
 ) -> tuple[dict, np.ndarray]:
-    """Size, metrics on (x, y) with calibration error (with the graph's calibration map and without), and latency
-    (batch 1 and 32, ``threads`` ORT threads, 0 = all cores) of one ONNX file, plus its probabilities for x."""
+    """Size and metrics on (x, y) with calibration error (with the graph's calibration map and without) of one ONNX
+    file, plus its probabilities for x. Latency is timed separately (``time_variants``), side by side."""
     data = path.read_bytes()
     classifier = Classifier(make_session(data, device=device, threads=threads), trained.spec)
     probs = classifier.predict_all(x)
     raw = Classifier(make_session(without_calibration(data), device=device, threads=threads), trained.spec)
-    b32 = measure_latency(classifier, _batch32(x), max(5, runs // 2)) if len(x) else {"p50": 0.0, "p95": 0.0}
     stats: dict[str, Any] = {
         "file": str(path.relative_to(path.parent.parent)),
         "bytes": len(data),
         "gzip_bytes": len(gzip.compress(data, compresslevel=9)),
         **metrics(probs, y),
         **calibration_metrics(probs, raw.predict_all(x), y),
-        **{f"latency_ms_{k}": v for k, v in measure_latency(classifier, x[:1], runs).items()},
-        **{f"latency_ms_b32_{k}": v for k, v in b32.items()},
-        "throughput_per_s": round(32_000 / b32["p50"], 1) if b32["p50"] else 0.0,
         "threads": threads or os.cpu_count() or 1,
         "graph_optimization": "basic",
     }
     return stats, probs
+
+
+def time_variants(
+    paths: dict[str, Path], spec: Any, x: np.ndarray, runs: int, threads: int = 0, device: str = "cpu"
+) -> dict[str, dict[str, float]]:
+    """p50/p95 latency at batch 1 and 32 (``threads`` ORT threads, 0 = all cores) and batch-32 throughput of each
+    ONNX file, timed in interleaved rounds (serving.runtime.interleaved_latency): which variant is faster is
+    what selection asks, and timings taken minutes apart on a shared machine answer it by the minute."""
+    if not len(x):
+        zero = {"p50": 0.0, "p95": 0.0}
+        return {name: _latency_stats(zero, zero) for name in paths}
+    classifiers = {
+        name: Classifier(make_session(path.read_bytes(), device=device, threads=threads), spec)
+        for name, path in paths.items()
+    }
+    b1 = interleaved_latency(classifiers, x[:1], runs)
+    b32 = interleaved_latency(classifiers, _batch32(x), max(5, runs // 2))
+    return {name: _latency_stats(b1[name], b32[name]) for name in paths}
+
+
+def _latency_stats(b1: dict[str, float], b32: dict[str, float]) -> dict[str, float]:
+    return {
+        **{f"latency_ms_{k}": v for k, v in b1.items()},
+        **{f"latency_ms_b32_{k}": v for k, v in b32.items()},
+        "throughput_per_s": round(32_000 / b32["p50"], 1) if b32["p50"] else 0.0,
+    }
 
 
 def check_parity(keras_probs: np.ndarray, onnx_probs: np.ndarray, tolerance: float) -> dict[str, Any]:
@@ -190,7 +212,6 @@ class _Builder:
     x: np.ndarray
     y: np.ndarray
     _pruned: Any = field(default=None, init=False)  # compression.prune.Pruned, made once when first needed
-    fp32_stats: dict[str, Any] = field(default_factory=dict, init=False)  # set once fp32 is measured
     # per exported file name: (the Keras model's probabilities on x, the graph's before its calibration)
     exported: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, init=False)
 
@@ -213,6 +234,10 @@ class _Builder:
         check_and_optimize(path)
         return evaluate_variant(path, self.trained, self.x, self.y, c.latency_runs, c.threads, c.serving_device)
 
+    def time(self, paths: dict[str, Path]) -> dict[str, dict[str, float]]:
+        c = self.cfg.compress
+        return time_variants(paths, self.trained.spec, self.x, c.latency_runs, c.threads, c.serving_device)
+
     def quantize(self, source: Path, out: Path) -> _Made:
         """INT8 of ``source`` by each method the task kind tries (static QDQ for convolutional models; for texts
         also dynamic, and INT8 embedding tables alone), keeping the one most faithful to ``source`` (``_pick_int8``)."""
@@ -230,7 +255,10 @@ class _Builder:
             name = self._quantize_by(method, source, path)
             stats, probs = self.measure(path)
             candidates[name] = (path, (stats | fidelity(reference, probs), probs))
-        chosen = _pick_int8({name: stats for name, (_, (stats, _)) in candidates.items()}, self.fp32_stats, self.cfg)
+        timed = self.time({name: path for name, (path, _) in candidates.items()} | {FP32: self.directory / "fp32.onnx"})
+        for name, (_, (stats, _)) in candidates.items():
+            stats |= timed[name]
+        chosen = _pick_int8({name: stats for name, (_, (stats, _)) in candidates.items()}, timed[FP32], self.cfg)
         for name, (path, _) in candidates.items():
             if name != chosen:
                 path.unlink()
@@ -311,6 +339,9 @@ def fidelity(reference: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     return {"top1_agreement": agreement(reference, probs), "mean_abs_diff": round(float(np.mean(distance)), 6)}
 
 
+FP32 = "fp32"  # the reference variant's name, always made
+
+
 def _pick_int8(candidates: dict[str, dict[str, Any]], fp32: dict[str, Any], cfg: RunConfig) -> str:
     """The INT8 method to keep: among those within ``int8_equal_accuracy`` of the best validation accuracy and
     not slower than fp32 (the rule ``balanced`` serves by; all of them where none is), the most faithful to
@@ -321,7 +352,7 @@ def _pick_int8(candidates: dict[str, dict[str, Any]], fp32: dict[str, Any], cfg:
     best = max(stats["accuracy"] for stats in candidates.values())
     equal = [name for name, s in candidates.items() if s["accuracy"] >= best - c.int8_equal_accuracy]
     floors = (c.latency_slack, c.latency_floor_ms, c.latency_floor_b32_ms)
-    fast = [n for n in equal if not fp32 or _not_slower(candidates[n], fp32, *floors)]
+    fast = [n for n in equal if _not_slower(candidates[n], fp32, *floors)]
     return min(
         fast or equal,
         key=lambda n: (
@@ -382,7 +413,7 @@ UNJUDGED = (
 )
 
 
-def _unjudged(variants: dict[str, dict[str, Any]], trained: TrainedModel, c: Any) -> tuple[str, ...]:
+def _unjudged(variants: dict[str, dict[str, Any]], trained: TrainedModel, c: CompressConfig) -> tuple[str, ...]:
     """The fine-tuned variants that validation cannot judge: the shipped model learnt from validation (a refit)
     and ``compress.serve_retrained`` is off. Each gets the reason as ``not_served`` in its stats."""
     seen = trained.shipped.get("learnt_from", "training") != "training"
@@ -415,12 +446,12 @@ def compress_model(
         parity: dict[str, Any] = {"fp32": check_parity(keras_probs, graph_probs, c.parity_tolerance)}
         stats, fp32_probs = builder.measure(fp32_path)
     variants = {"fp32": stats | {"method": "tf2onnx", "sparsity": 0.0}}
-    builder.fp32_stats = stats
     made, made_parity = _build_variants(builder, fp32_path, (variants["fp32"], fp32_probs))
     variants |= made
     parity |= made_parity
-    for v in variants.values():
-        v["split"] = split
+    timed = builder.time({name: directory / v["file"] for name, v in variants.items()})
+    for name, v in variants.items():
+        v |= timed[name] | {"split": split}
     unjudged = _unjudged(variants, trained, c)
     served = select_served(
         variants,

@@ -11,7 +11,7 @@ import ctypes
 import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -169,10 +169,24 @@ def shown(probability: float) -> float:
 
 def measure_latency(classifier: Classifier, batch: np.ndarray, runs: int) -> dict[str, float]:
     """p50/p95 milliseconds of ``classifier.predict(batch)`` over ``runs`` calls, after one warm-up."""
-    classifier.predict(batch)
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        classifier.predict(batch)
-        times.append((time.perf_counter() - started) * 1000)
-    return {"p50": round(float(np.percentile(times, 50)), 4), "p95": round(float(np.percentile(times, 95)), 4)}
+    return interleaved_latency({"": classifier}, batch, runs)[""]
+
+
+def interleaved_latency(classifiers: Mapping[str, Classifier], batch: np.ndarray, runs: int) -> dict[str, dict]:
+    """p50/p95 milliseconds of ``predict(batch)`` for each classifier over ``runs`` rounds, after one warm-up
+    each. Every round times each classifier once, starting one further along each round: a shared machine's
+    speed drifts by 2x within minutes, so models timed one after another would compare the minutes."""
+    names = list(classifiers)
+    for name in names:
+        classifiers[name].predict(batch)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(runs):
+        start = round_ % len(names) if names else 0
+        for name in names[start:] + names[:start]:
+            started = time.perf_counter()
+            classifiers[name].predict(batch)
+            times[name].append((time.perf_counter() - started) * 1000)
+    return {
+        name: {"p50": round(float(np.percentile(t, 50)), 4), "p95": round(float(np.percentile(t, 95)), 4)}
+        for name, t in times.items()
+    }

@@ -162,6 +162,25 @@ def test_classifier_from_store_batches_and_decodes(onnx_store: Path) -> None:
     assert 0 < latency["p50"] <= latency["p95"]
 
 
+def test_latency_of_several_models_is_timed_in_interleaved_rounds() -> None:
+    """Each round times every model once, starting one further along: no model is always timed first (after
+    another model warmed the caches) and none is timed minutes after the others."""
+    order: list[str] = []
+
+    class Recording:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def predict(self, batch: np.ndarray) -> np.ndarray:
+            order.append(self.name)
+            return batch
+
+    models = {name: Recording(name) for name in ("a", "b", "c")}
+    timed = runtime.interleaved_latency(models, np.zeros((1, 2)), runs=3)  # type: ignore[arg-type]
+    assert order == ["a", "b", "c"] + ["a", "b", "c", "b", "c", "a", "c", "a", "b"]  # warm-ups, then 3 rounds
+    assert set(timed) == {"a", "b", "c"} and all(0 <= t["p50"] <= t["p95"] for t in timed.values())
+
+
 def test_the_service_loads_sessions_whose_idle_threads_sleep(onnx_store: Path) -> None:
     """KILN_ORT_SPINNING is off by default: the service's sessions do not busy-wait between runs (the cores go
     to the other requests in flight); a batch job keeps ONNX Runtime's default."""
