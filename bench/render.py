@@ -661,11 +661,6 @@ def _unseen_cell(scored: Result | None) -> str:
     return f"{scored['accuracy']:.4f} ({scored['agreement']:.4f})" if scored else ""
 
 
-def _shares(values: list[float]) -> str:
-    low, high = f"{min(values):.1%}", f"{max(values):.1%}"
-    return low if low == high else f"{low}-{high}"
-
-
 def unseen_summary(rows: list[Result]) -> str:
     """What the internal test split (items no fit saw) says of the fine-tuned variants that validation passed."""
     required = 1 - CompressConfig().max_accuracy_drop
@@ -687,10 +682,11 @@ def unseen_summary(rows: list[Result]) -> str:
     )
     if not agree_test:
         return text + "\n"
+    on_seen, on_unseen = _between(agree_val, "{:.1%}"), _between(agree_test, "{:.1%}")
     return text + (
         " After the refit the model has learnt the validation items, and there the fine-tuned variants (pruned, "
-        f"pruned_int8, qat, pruned_qat) that passed agreed with fp32 on {_shares(agree_val)} of them; on the unseen "
-        f"items the same variants agreed on {_shares(agree_test)}, with accuracy {-max(drops):+.2f} to "
+        f"pruned_int8, qat, pruned_qat) that passed agreed with fp32 on {on_seen} of them; on the unseen "
+        f"items the same variants agreed on {on_unseen}, with accuracy {-max(drops):+.2f} to "
         f"{-min(drops):+.2f} points against fp32 ({count(len(drops), 'variant')}). Hence "
         "`compress.serve_retrained: false`: after a refit they are made and measured, marked *not servable*, "
         "and never served.\n"
@@ -878,7 +874,12 @@ PREDICT_RATIO = 0.8  # and at least 80% of ONNX Runtime's own throughput at the 
 
 def _span(rows: list[Result], key: str, fmt: str) -> str:
     """``12,995-14,899``: the lowest and highest of a field over the rounds (one value when they agree)."""
-    low, high = (fmt.format(f(row[key] for row in rows)) for f in (min, max))
+    return _between([row[key] for row in rows], fmt)
+
+
+def _between(values: list[float], fmt: str) -> str:
+    """The lowest and highest of ``values`` as ``fmt`` shows them, or one value when they show the same."""
+    low, high = (fmt.format(f(values)) for f in (min, max))
     return low if low == high else f"{low}-{high}"
 
 

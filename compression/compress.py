@@ -83,7 +83,6 @@ def evaluate_variant(
     trained: TrainedModel,
     x: np.ndarray,
     y: np.ndarray,
-    runs: int,
     threads: int = 0,
     device: str = "cpu",
 ) -> tuple[dict, np.ndarray]:
@@ -179,8 +178,7 @@ def select_served(
         for name, v in variants.items()
         if v["accuracy"] >= floor
         and v.get("device", "any") in ("any", device)
-        and (name == "fp32" or name not in excluded)
-        and (name == "fp32" or agrees.get(name, 1.0) >= 1.0 - max_drop - 1e-9)
+        and (name == "fp32" or (name not in excluded and agrees.get(name, 1.0) >= 1.0 - max_drop - 1e-9))
     ]
     if objective == "fastest":
         key = "latency_ms_p50" if latency_batch == 1 else "latency_ms_b32_p50"
@@ -232,7 +230,7 @@ class _Builder:
     def measure(self, path: Path) -> tuple[dict[str, Any], np.ndarray]:
         c = self.cfg.compress
         check_and_optimize(path)
-        return evaluate_variant(path, self.trained, self.x, self.y, c.latency_runs, c.threads, c.serving_device)
+        return evaluate_variant(path, self.trained, self.x, self.y, c.threads, c.serving_device)
 
     def time(self, paths: dict[str, Path]) -> dict[str, dict[str, float]]:
         c = self.cfg.compress
@@ -255,10 +253,12 @@ class _Builder:
             name = self._quantize_by(method, source, path)
             stats, probs = self.measure(path)
             candidates[name] = (path, (stats | fidelity(reference, probs), probs))
-        timed = self.time({name: path for name, (path, _) in candidates.items()} | {FP32: self.directory / "fp32.onnx"})
+        timed = self.time(
+            {name: path for name, (path, _) in candidates.items()} | {"fp32": self.directory / "fp32.onnx"}
+        )
         for name, (_, (stats, _)) in candidates.items():
             stats |= timed[name]
-        chosen = _pick_int8({name: stats for name, (_, (stats, _)) in candidates.items()}, timed[FP32], self.cfg)
+        chosen = _pick_int8({name: stats for name, (_, (stats, _)) in candidates.items()}, timed["fp32"], self.cfg)
         for name, (path, _) in candidates.items():
             if name != chosen:
                 path.unlink()
@@ -337,9 +337,6 @@ def fidelity(reference: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     variation distance between the two probability rows (half the summed absolute differences)."""
     distance = 0.5 * np.abs(probs - reference).sum(axis=1) if len(reference) else np.zeros(1)
     return {"top1_agreement": agreement(reference, probs), "mean_abs_diff": round(float(np.mean(distance)), 6)}
-
-
-FP32 = "fp32"  # the reference variant's name, always made
 
 
 def _pick_int8(candidates: dict[str, dict[str, Any]], fp32: dict[str, Any], cfg: RunConfig) -> str:
