@@ -84,6 +84,16 @@ def registered(api: httpx.Client, flow: str, name: str) -> dict:
     )
 
 
+def created_run(api: httpx.Client, deployment_id: str) -> dict:
+    """A new flow run of the deployment, once the server accepts it: the test server's SQLite database is shared
+    with the served process, and under a loaded machine one POST can be answered without a run."""
+    return _wait(  # type: ignore[return-value]
+        lambda: (r := api.post(f"/deployments/{deployment_id}/create_flow_run", json={})).is_success and r.json(),
+        60,
+        "the flow run to be created",
+    )
+
+
 def finished_state(api: httpx.Client, run_id: str, what: str) -> str:
     """The final state type of a flow run: COMPLETED, FAILED or CRASHED."""
     return _wait(  # type: ignore[return-value]
@@ -171,7 +181,7 @@ def test_a_scheduled_prediction_writes_its_file_on_each_run(tmp_path: Path, pref
             [sys.executable, "-m", "flows.cli", "schedule", "--list"], capture_output=True, text=True, env=env
         )
         assert "predict-text" in listed.stdout and "predict" in listed.stdout.split("predict-text")[1]
-        run = api.post(f"/deployments/{deployment['id']}/create_flow_run", json={}).json()
+        run = created_run(api, deployment["id"])
         state = finished_state(api, run["id"], "the prediction run")
         assert state == "COMPLETED", (tmp_path / "serve.log").read_text()[-3000:]
         assert [line.split('"item": ')[1][:8] for line in out.read_text().splitlines()] == ['"line 2"', '"line 3"']
