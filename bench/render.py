@@ -288,6 +288,24 @@ def kib(n: float) -> str:
     return f"{n / 1024:,.1f} KiB"
 
 
+def cost_line(rows: list[dict[str, Any]]) -> str:
+    """The default runs' cost against issue 17's bounds: peak RSS under 2 GiB, a text row's served model under
+    5 MB gzipped (10^6 bytes), a stored version under 50 MB."""
+
+    def largest(field: str, pool: list[dict[str, Any]]) -> tuple[float, str]:
+        return max((row["default"].get(field, 0), row["name"]) for row in pool)
+
+    rss, rss_set = largest("peak_rss_mib", rows)
+    texts = [row for row in rows if row["task"] == "text"]
+    gz, gz_set = largest("gzip_bytes", texts) if texts else (0, "none")
+    stored, stored_set = largest("stored_bytes", rows)
+    return (
+        f"Cost: the largest peak RSS is {rss:,.0f} MiB ({rss_set}; bound 2,048), the largest served text model "
+        f"{gz:,} bytes gzipped ({gz_set}; bound 5,000,000) and the largest stored version {stored / 1e6:.1f} MB "
+        f"({stored_set}; bound 50)."
+    )
+
+
 def stored_part(column: Result) -> str:
     """``; version 12.3 MB on disk``: the registered version's directory (none for rows measured before it was)."""
     return f"; version {column['stored_bytes'] / 1e6:,.1f} MB on disk" if "stored_bytes" in column else ""
@@ -440,6 +458,7 @@ def quality_section(r: Result) -> list[str]:
     untuned = [row["name"] for row in rows if not row.get("tuned")]
     if untuned:
         summary += f" No tuned run: {names(untuned)}."
+    summary += " " + cost_line(rows)
     header: tuple[str, ...] = ("data set", "task", "train items", "test items", "Kiln default", "Kiln tuned")
     header += ("best peer", "difference (points)", "McNemar p (Kiln only / peer only)", "verdict")
     header += ("train s (whole run)", "peak RSS MiB")

@@ -350,6 +350,11 @@ def test_verdicts_and_counts_are_computed_from_the_data(results: dict[str, dict[
     )
     assert "Tuning was run on 1; its served model scores higher on the test file than the default's on 1 (mr)." in md
     assert "No tuned run: cr." in md
+    # the cost bounds of issue 17, from the largest default run (the stored size only where it was measured)
+    assert (
+        "Cost: the largest peak RSS is 1,234 MiB (mr; bound 2,048), the largest served text model 46,553 bytes "
+        "gzipped (mr; bound 5,000,000) and the largest stored version 12.3 MB (mr; bound 50)." in md
+    )
     # the data sets known without a user-protocol row, the earlier protocol's named as such
     assert (
         "Not yet measured under the user protocol: sample_texts, sst2. quality.json still holds rows of the earlier "

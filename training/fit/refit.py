@@ -28,6 +28,7 @@ from training.fit.callbacks import ProgressLog, maximises
 from training.fit.pipeline import training_batches
 from training.models.kernel import KernelChoice, KernelFit, blended_model, kernel_model, refit_kernel
 from training.models.linear import LinearFit, linear_model, refit_linear_models
+from training.models.text import unreached_rows_zeroed
 from training.tf_env import keras
 
 log = logging.getLogger(__name__)
@@ -99,13 +100,14 @@ def refit(
     if rates is not None:
         callbacks.append(keras.callbacks.LearningRateScheduler(lambda epoch, _: rates[min(epoch, len(rates) - 1)]))
     log.info("refit: %s for %d epochs on %d training + validation items", model.name, epochs, len(everything))
-    model.fit(
-        training_batches(everything, spec, cfg),
-        epochs=epochs,
-        class_weight=weights,
-        callbacks=callbacks,
-        verbose=1 if sys.stdout.isatty() else 0,
-    )
+    with unreached_rows_zeroed(model, spec, cfg.text_model):
+        model.fit(
+            training_batches(everything, spec, cfg),
+            epochs=epochs,
+            class_weight=weights,
+            callbacks=callbacks,
+            verbose=1 if sys.stdout.isatty() else 0,
+        )
     if mixed:
         model = in_float32(model, spec, cfg)
     if kernel is not None and chosen.kernel is not None:

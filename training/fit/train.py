@@ -52,7 +52,7 @@ from training.models.calibration import calibrated as calibrated_probabilities
 from training.models.head import logits_model
 from training.models.kernel import KernelChoice, choose, fit_kernel, kernel_applies
 from training.models.linear import LinearFit, blend, fit_linear_models, linear_model, network_helps, ships_margins
-from training.models.text import vectors_summary
+from training.models.text import unreached_rows_zeroed, vectors_summary
 from training.tf_env import configure_devices, distribution, keras, set_seed, tf, use_mixed_precision
 
 log = logging.getLogger(__name__)
@@ -192,21 +192,22 @@ def train_model(
         else:
             callbacks, early, best = build_callbacks(t, has_val, run_dir, resume)
             callbacks += extra_callbacks or []
-            fitted = model.fit(
-                training_batches(train, spec, cfg),
-                validation_data=eval_batches(val, spec, cfg) if has_val else None,
-                epochs=t.epochs,
-                class_weight=weights,
-                callbacks=callbacks,
-                # A progress bar per epoch in a terminal; in files and captured logs, ProgressLog's one line.
-                verbose=1 if sys.stdout.isatty() else 0,
-            )
-            fitted_history = fitted.history
-            epochs_now, stopped_early = len(fitted_history.get("loss", [])), early.stopped_epoch > 0
-            if best.weights is not None:
-                model.set_weights(best.weights)  # the best epoch of this process
-            elif run_dir is not None and (run_dir / BEST_WEIGHTS).exists():
-                model.load_weights(run_dir / BEST_WEIGHTS)  # a resume whose best epoch came before the kill
+            with unreached_rows_zeroed(model, spec, cfg.text_model):
+                fitted = model.fit(
+                    training_batches(train, spec, cfg),
+                    validation_data=eval_batches(val, spec, cfg) if has_val else None,
+                    epochs=t.epochs,
+                    class_weight=weights,
+                    callbacks=callbacks,
+                    # A progress bar per epoch in a terminal; in files and captured logs, ProgressLog's one line.
+                    verbose=1 if sys.stdout.isatty() else 0,
+                )
+                fitted_history = fitted.history
+                epochs_now, stopped_early = len(fitted_history.get("loss", [])), early.stopped_epoch > 0
+                if best.weights is not None:
+                    model.set_weights(best.weights)  # the best epoch of this process
+                elif run_dir is not None and (run_dir / BEST_WEIGHTS).exists():
+                    model.load_weights(run_dir / BEST_WEIGHTS)  # a resume whose best epoch came before the kill
             done = len(read_history(run_dir).get("loss", [])) if run_dir is not None else epochs_now
             second = fine_tune_backbone(model, train, val, spec, cfg, t, best.best, weights, done, run_dir)
             fitted_history = {k: [*v, *second.get(k, [])] for k, v in fitted_history.items()}

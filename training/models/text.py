@@ -11,12 +11,14 @@ export needs no string ops and serving stays TensorFlow-free; output: the ``prob
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
-from serving.preprocess import TextSpec
+from serving.preprocess import Spec, TextSpec
 from training.config import ConfigError, TextModelConfig, TrainConfig
 from training.models.head import head, regularizer
 from training.models.layers import Bias, MeanOfIds, PositionEmbedding, TakeRange, TakeWords, WeightedBag
@@ -24,6 +26,10 @@ from training.models.vectors import read_word_vectors
 from training.tf_env import keras, tf
 
 layers = keras.layers
+log = logging.getLogger(__name__)
+
+# The network's embedding table (words, and hashed bigrams for ngram and hybrid): one per text network.
+TOKEN_TABLE = "token_table"
 
 
 def _words(ids: Any, spec: TextSpec) -> Any:
@@ -34,7 +40,7 @@ def _embedded(ids: Any, rows: int, spec: TextSpec, cfg: TextModelConfig) -> Any:
     """``ids`` through an embedding table of ``rows`` (the vocabulary's words first); with pretrained vectors, the
     word rows start as the file's vectors (other rows random with their spread) and ``static`` freezes the table.
     The rows are set as weights once the layer is built, never put into its config."""
-    table = layers.Embedding(rows, cfg.embedding_dim)
+    table = layers.Embedding(rows, cfg.embedding_dim, name=TOKEN_TABLE)
     embedded = table(ids)
     if cfg.pretrained_vectors:
         vectors = read_word_vectors(cfg.pretrained_vectors, spec.vocabulary)
@@ -178,6 +184,35 @@ def build_linear_text_model(spec: TextSpec, cfg: TextModelConfig) -> keras.Model
     logits = Bias(len(spec.labels), name="linear_bias", dtype="float32")(_wide(inputs, spec, cfg))
     outputs = layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
     return keras.Model(inputs, outputs, name="text_linear")
+
+
+@contextmanager
+def unreached_rows_zeroed(model: keras.Model, spec: Spec, cfg: TextModelConfig) -> Iterator[None]:
+    """Around a fit: afterwards, the rows of the network's token table that the fit never moved are zero.
+
+    A row moves only when some training item (or its augmented copy) looks it up, so a hashed bigram bucket no
+    item reaches keeps its random start: at serving time an unseen bigram landing there adds noise, and those
+    incompressible random bytes are most of a text model's size (the bigram buckets are twice the training
+    bigrams). Zero, the mean of that start, is all the model knows of such a row. Training is the same as if
+    those rows had started at zero, since nothing reads them. Rows of pretrained word vectors keep them; with
+    weight decay, unreached rows shrink towards zero by themselves and are left as they are. Models without a
+    trainable token table (images, the linear model, frozen vectors) are untouched."""
+    table = _token_table(model)
+    start = np.array(table.get_weights()[0]) if table is not None and table.trainable else None
+    yield
+    if start is None:
+        return
+    weights = table.get_weights()[0]
+    unreached = np.all(weights == start, axis=1)
+    if isinstance(spec, TextSpec) and cfg.pretrained_vectors:
+        unreached[: len(spec.vocabulary)] = False
+    weights[unreached] = 0.0
+    table.set_weights([weights])
+    log.info("token table: %s of %s rows no training item reached set to zero", unreached.sum(), len(weights))
+
+
+def _token_table(model: keras.Model) -> Any:
+    return next((layer for layer in model.layers if layer.name == TOKEN_TABLE), None)
 
 
 def text_signature(spec: TextSpec) -> tuple[tf.TensorSpec, ...]:

@@ -9,8 +9,10 @@ import pytest
 
 from serving.store import ModelStore
 from tests.conftest import TINY_CONFIG, make_texts, write_csv
-from training.data.dataset import DataReport, Dataset
+from training.data.dataset import DataReport, Dataset, joined
+from training.data.features import to_inputs
 from training.fit.refit import best_epochs, learning_rates
+from training.models.text import TOKEN_TABLE
 
 
 def _marked(rows: list[tuple[str, str]], part: str) -> Dataset:
@@ -63,6 +65,11 @@ def test_the_shipped_model_read_training_and_validation_and_never_test(keep_netw
     assert trained.model.name == ("text_hybrid" if keep_network else "text_linear")
     if keep_network:
         assert shipped["refit_epochs"] == trained.summary()["best_epoch"]
+        # token-table rows no training or validation item looks up (hashed bigram buckets) ship as zeros
+        reached = np.unique(to_inputs(joined(train, val), trained.spec)[:, : trained.spec.deep_length])
+        table = trained.model.get_layer(TOKEN_TABLE).get_weights()[0]
+        zero = np.flatnonzero(~table.any(axis=1))
+        assert len(zero) and set(zero.tolist()) == set(range(len(table))) - set(reached.tolist())
     # the linear half was learnt again on all 78 items: a validation-only word carries weight
     word = trained.spec.vocabulary.index("valword0")
     assert np.abs(trained.model.get_layer("wide_weights").get_weights()[0][word]).sum() > 0
