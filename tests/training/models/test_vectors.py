@@ -99,6 +99,28 @@ def test_the_embedding_starts_from_the_vectors(tmp_path: Path, architecture: str
     assert table.trainable is (mode == "fine_tune")
 
 
+def test_rows_no_fit_moved_become_zero_but_pretrained_word_vectors_stay(tmp_path: Path) -> None:
+    from training.config import TrainConfig
+    from training.models.text import TOKEN_TABLE, build_text_model, unreached_rows_zeroed
+
+    spec = TextSpec(labels=("neg", "pos"), vocabulary=VOCABULARY, max_length=6, ngram_buckets=8)
+    path = str(write_vectors(tmp_path / "v.txt"))
+    for vectors in ("", path):
+        cfg = TextModelConfig(architecture="hybrid", pretrained_vectors=vectors, filters=8, wide=False)
+        model = build_text_model(spec, cfg, TrainConfig())
+        table = model.get_layer(TOKEN_TABLE)
+        with unreached_rows_zeroed(model, spec, cfg):
+            moved = table.get_weights()[0]
+            moved[2] += 1.0  # as if a fit had read the row of word id 2
+            table.set_weights([moved])
+        weights = table.get_weights()[0]
+        assert weights[2].any() and not weights[len(VOCABULARY) :].any()  # every bigram bucket was left alone
+        if vectors:  # the vectors of words no item used are what the model knows of them
+            np.testing.assert_array_equal(weights[3 : len(VOCABULARY)], read_word_vectors(path, VOCABULARY).matrix[3:])
+        else:
+            assert not np.delete(weights, 2, axis=0).any()
+
+
 @pytest.mark.slow
 def test_a_run_reports_the_coverage_of_the_shipped_vocabulary(tmp_path: Path) -> None:
     from tests.conftest import make_texts
