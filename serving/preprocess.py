@@ -62,7 +62,7 @@ class TextSpec:
     ngram_buckets: int = 0
     # > 0: then come up to char_length hashed ids of the character n-grams (char_min_n to char_max_n, each
     # word padded with a space on both sides, as scikit-learn's char_wb) of the first max_length words, in
-    # [deep_vocabulary, input_vocabulary): spelling variants, typos and inflections share evidence. Only the
+    # [char_start, input_vocabulary): spelling variants, typos and inflections share evidence. Only the
     # model's linear (wide) half reads them.
     char_buckets: int = 0
     char_length: int = 0
@@ -72,6 +72,10 @@ class TextSpec:
     # ids (words in the vocabulary, hashed bigrams and character n-grams of every token, not only the first
     # max_length), then those ids' counts, as int32. The windows above are then the network's alone.
     bag_length: int = 0
+    # > 0: the bag's bigrams are hashed into buckets of their own, [deep_vocabulary, char_start), which only the
+    # linear half reads, so a corpus with more bigrams than the network's table holds keeps them apart there
+    # (0: the bag reuses the network's bigram ids).
+    bag_bigram_buckets: int = 0
     kind: str = field(default="text", init=False)
 
     @property
@@ -95,9 +99,14 @@ class TextSpec:
         return len(self.vocabulary) + self.ngram_buckets
 
     @property
+    def char_start(self) -> int:
+        """The first character n-gram id, after the network's ids and the bag's own bigram ids."""
+        return self.deep_vocabulary + self.bag_bigram_buckets
+
+    @property
     def input_vocabulary(self) -> int:
         """Distinct ids in the model's input: the linear half's table."""
-        return self.deep_vocabulary + self.char_buckets
+        return self.char_start + self.char_buckets
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -268,7 +277,11 @@ def build_vocabulary(texts: Iterable[str], max_tokens: int, min_count: int = 1) 
 
 def bigram_id(first: str, second: str, spec: TextSpec) -> int:
     """A word pair's id: a stable hash (CRC-32, the same in every process) into the bigram buckets."""
-    return len(spec.vocabulary) + zlib.crc32(f"{first} {second}".encode()) % spec.ngram_buckets
+    return len(spec.vocabulary) + _bigram_hash(first, second) % spec.ngram_buckets
+
+
+def _bigram_hash(first: str, second: str) -> int:
+    return zlib.crc32(f"{first} {second}".encode())
 
 
 def word_char_hashes(word: str, min_n: int, max_n: int) -> np.ndarray:
@@ -296,7 +309,7 @@ def char_ngram_ids(tokens: Sequence[str], spec: TextSpec) -> list[int]:
 
 def _char_window(hashes: Sequence[np.ndarray], spec: TextSpec) -> list[int]:
     """The first char_length ids of the per-word hashes of the first max_length words."""
-    offset, buckets = spec.deep_vocabulary, spec.char_buckets
+    offset, buckets = spec.char_start, spec.char_buckets
     out: list[np.ndarray] = []
     total = 0
     for word in hashes[: spec.max_length]:
@@ -321,8 +334,13 @@ class _Document:
 
     def __init__(self, tokens: Sequence[str], spec: TextSpec, index: dict[str, int]):
         self.words = [index.get(t, 1) for t in tokens]
+        reads_pairs = spec.ngram_buckets or (spec.bag_length and spec.bag_bigram_buckets)
         pairs = zip(tokens, tokens[1:], strict=False)
-        self.pairs = [bigram_id(a, b, spec) for a, b in pairs] if spec.ngram_buckets else []
+        hashes = [_bigram_hash(a, b) for a, b in pairs] if reads_pairs else []
+        self.pairs = [len(spec.vocabulary) + h % spec.ngram_buckets for h in hashes] if spec.ngram_buckets else []
+        # the bag's bigrams: their own buckets where the spec has them, else the network's
+        own = spec.bag_bigram_buckets
+        self.bag_pairs = [spec.deep_vocabulary + h % own for h in hashes] if own else self.pairs
         grams = spec.char_buckets
         self.hashes = [word_char_hashes(t, spec.char_min_n, spec.char_max_n) for t in tokens] if grams else []
 
@@ -340,14 +358,14 @@ def _bags(docs: Sequence[_Document], spec: TextSpec) -> tuple[np.ndarray, np.nda
     hashes: list[np.ndarray] = []
     for doc in docs:
         words += doc.words
-        words += doc.pairs
+        words += doc.bag_pairs
         hashes += doc.hashes
     n = np.arange(len(docs), dtype=np.int64)
-    doc_of = [np.repeat(n, [len(d.words) + len(d.pairs) for d in docs])]
+    doc_of = [np.repeat(n, [len(d.words) + len(d.bag_pairs) for d in docs])]
     ids = [np.asarray(words, dtype=np.int64)]
     if hashes:
         doc_of.append(np.repeat(n, [d.grams for d in docs]))
-        ids.append(spec.deep_vocabulary + np.concatenate(hashes).astype(np.int64) % spec.char_buckets)
+        ids.append(spec.char_start + np.concatenate(hashes).astype(np.int64) % spec.char_buckets)
     all_ids, all_docs = np.concatenate(ids), np.concatenate(doc_of)
     keep = all_ids > 1  # no padding or unknown-word id
     vocabulary = spec.input_vocabulary
@@ -411,7 +429,7 @@ def encode_texts(texts: Sequence[str], spec: TextSpec, index: dict[str, int] | N
             bag = doc if reach == MAX_BAG_TOKENS else _Document(tokens[:MAX_BAG_TOKENS], spec, index)
             rows.append(row)
             docs.append(bag)
-            held += len(bag.words) + len(bag.pairs) + bag.grams
+            held += len(bag.words) + len(bag.bag_pairs) + bag.grams
             if len(docs) == BAG_GROUP_DOCS or held >= BAG_GROUP_IDS:
                 _write_bags(out, rows, docs, spec)
                 rows, docs, held = [], [], 0

@@ -280,6 +280,10 @@ class TextModelConfig(_Config):
     # first max_length words and their n-grams), as before.
     bag_length: StrictInt | None = Field(None, ge=0)
     max_bag_length: StrictInt = Field(2048, ge=1)
+    # The bag's bigrams in buckets of their own, which only the linear half reads (the network's table keeps
+    # ngram_buckets). None: room for twice the training bigrams (a power of two up to 262,144) where that is more
+    # than the network's buckets, else none (the bag reuses the network's bigram ids). 0: always reuse them.
+    bag_bigram_buckets: StrictInt | None = Field(None, ge=0)
     embedding_dim: StrictInt = 64
     filters: StrictInt = 128
     kernel_size: StrictInt = 3  # cnn

@@ -46,8 +46,10 @@ def text_spec(train: Dataset, labels: tuple[str, ...], cfg: RunConfig) -> TextSp
     t = cfg.text_model
     vocabulary = build_vocabulary(train.inputs, t.max_tokens, t.min_count)
     length = text_length(train.inputs, cfg)
-    spec = TextSpec(labels=labels, vocabulary=vocabulary, max_length=length, ngram_buckets=bigram_buckets(train, cfg))
-    return with_bag(within_wide_budget(with_char_ngrams(spec, train, cfg), cfg), train, cfg)
+    bigrams = len({pair for text in train.inputs for pair in pairwise(tokenize(text))})
+    spec = TextSpec(labels=labels, vocabulary=vocabulary, max_length=length, ngram_buckets=bigram_buckets(bigrams, cfg))
+    spec = with_char_ngrams(with_bag_bigrams(spec, bigrams, cfg), train, cfg)
+    return with_bag(within_wide_budget(spec, cfg), train, cfg)
 
 
 def make_spec(train: Dataset, labels: tuple[str, ...], cfg: RunConfig) -> Spec:
@@ -56,19 +58,37 @@ def make_spec(train: Dataset, labels: tuple[str, ...], cfg: RunConfig) -> Spec:
 
 
 BIGRAM_FLOOR = 1024  # the fewest hashed-bigram buckets the data may size (when the family reads bigrams)
+BAG_BIGRAM_CEILING = 262_144  # the most buckets of the bag's own bigrams (text_model.bag_bigram_buckets)
 CHAR_FLOOR, CHAR_CEILING = 4096, 262_144  # the fewest and most hashed character n-gram buckets the data may size
 
 
-def bigram_buckets(train: Dataset, cfg: RunConfig) -> int:
+def bigram_buckets(distinct: int, cfg: RunConfig) -> int:
     """Hashed-bigram buckets: as configured, else (for the families that read bigrams) room for twice the
-    training set's distinct bigrams, a power of two between 1,024 and 65,536, so a small corpus keeps a
+    training set's ``distinct`` bigrams, a power of two between 1,024 and 65,536, so a small corpus keeps a
     small model."""
     t = cfg.text_model
     ceiling = t.buckets()
     if t.ngram_buckets is not None or not ceiling:
         return ceiling
-    distinct = {pair for text in train.inputs for pair in pairwise(tokenize(text))}
-    return room_for(len(distinct), BIGRAM_FLOOR, ceiling)
+    return room_for(distinct, BIGRAM_FLOOR, ceiling)
+
+
+def with_bag_bigrams(spec: TextSpec, distinct: int, cfg: RunConfig) -> TextSpec:
+    """``spec`` with the whole-document bag's own bigram buckets (for the linear half) where the data wants more
+    room than the network's: twice the training set's ``distinct`` bigrams, a power of two up to 262,144; else 0
+    (the bag reuses the network's ids). In 5-fold cross-validation on the train files of MR, SUBJ and SST-2
+    (74,000-98,000 distinct bigrams), TF-IDF 1-2-grams + linear SVM lose 0.4-1.0 points when the bigrams are
+    hashed into 65,536 buckets and 0.1-0.3 into 262,144; on CR and SNIPS (27,000-37,000) neither loses. In Kiln's
+    default runs on the 5 development sets where it applies (MR, SUBJ, SST-2, AG News, SNIPS), the linear half's
+    validation accuracy rose by 0.0-0.7 points (mean +0.35), its best 5-fold score by -0.1 to +1.2 (mean +0.24),
+    and the shipped model's internal test accuracy moved by -0.5 to +1.4 (mean +0.2)."""
+    t = cfg.text_model
+    if not reads_whole_documents(cfg):
+        return spec
+    if t.bag_bigram_buckets is not None:
+        return dataclasses.replace(spec, bag_bigram_buckets=t.bag_bigram_buckets)
+    room = room_for(distinct, BIGRAM_FLOOR, BAG_BIGRAM_CEILING)
+    return dataclasses.replace(spec, bag_bigram_buckets=room if room > spec.ngram_buckets else 0)
 
 
 def room_for(distinct: int, low: int, high: int) -> int:
@@ -113,7 +133,7 @@ def with_char_ngrams(spec: TextSpec, train: Dataset, cfg: RunConfig) -> TextSpec
 WIDEST_LINEAR_MODEL = 2  # linear members (models.WeightedBag's bags) of the widest linear half: SVM + NB
 # The hashed bucket counts a budget may halve (text_model fields of the same names), in the order that breaks a tie,
 # each with its floor.
-BUDGETED_BUCKETS = (("char_buckets", CHAR_FLOOR), ("ngram_buckets", BIGRAM_FLOOR))
+BUDGETED_BUCKETS = (("char_buckets", CHAR_FLOOR), ("bag_bigram_buckets", BIGRAM_FLOOR), ("ngram_buckets", BIGRAM_FLOOR))
 
 
 def within_wide_budget(spec: TextSpec, cfg: RunConfig) -> TextSpec:
@@ -140,13 +160,18 @@ def within_wide_budget(spec: TextSpec, cfg: RunConfig) -> TextSpec:
             break
         name, buckets = max(shrinkable, key=lambda item: item[1])
         spec = dataclasses.replace(spec, **{name: buckets // 2})
+        if t.bag_bigram_buckets is None and 0 < spec.bag_bigram_buckets <= spec.ngram_buckets:
+            spec = dataclasses.replace(spec, bag_bigram_buckets=0)  # no more room than the network's: share its ids
     if spec != start:
         log.info(
-            "wide table within %s weights (%d classes): bigram buckets %d -> %d, character n-gram buckets %d -> %d",
+            "wide table within %s weights (%d classes): bigram buckets %d -> %d, the bag's own bigram buckets "
+            "%d -> %d, character n-gram buckets %d -> %d",
             f"{t.max_wide_weights:,}",
             len(spec.labels),
             start.ngram_buckets,
             spec.ngram_buckets,
+            start.bag_bigram_buckets,
+            spec.bag_bigram_buckets,
             start.char_buckets,
             spec.char_buckets,
         )

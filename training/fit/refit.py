@@ -136,6 +136,6 @@ def _refit_linear(fit: LinearFit | None, everything: Dataset, spec: Spec, balanc
         spec.input_vocabulary,
         len(spec.labels),
         balanced,
-        spec.deep_vocabulary if spec.char_buckets else None,
+        spec.char_start if spec.char_buckets else None,
         (spec.bag_start, spec.bag_length) if spec.bag_length else None,
     )

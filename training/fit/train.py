@@ -360,11 +360,11 @@ def fit_wide(train: Dataset, val: Dataset, spec: TextSpec, cfg: RunConfig, balan
         spec.input_vocabulary,
         len(spec.labels),
         balanced,
-        spec.deep_vocabulary if spec.char_buckets else None,
+        spec.char_start if spec.char_buckets else None,
         cfg.text_model.linear_model,
         (spec.bag_start, spec.bag_length) if spec.bag_length else None,
     )
-    if spec.char_buckets and not fit.reads(spec.deep_vocabulary):
+    if spec.char_buckets and not fit.reads(spec.char_start):
         spec = dataclasses.replace(spec, char_buckets=0, char_length=0)
         fit = fit.first_ids(spec.input_vocabulary)
     return spec, fit

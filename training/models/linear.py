@@ -80,7 +80,7 @@ class LinearFit:
         return self.id_weights.shape[1]
 
     def reads(self, first_id: int) -> bool:
-        """Whether any id from ``first_id`` on carries weight (the character n-grams, from deep_vocabulary)."""
+        """Whether any id from ``first_id`` on carries weight (the character n-grams, from the spec's char_start)."""
         return bool(self.id_weights[first_id:].any())
 
     def first_ids(self, vocabulary: int) -> LinearFit:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import pytest
 
 from serving.preprocess import TextSpec, bag_terms, encode_texts, token_index
@@ -62,6 +65,29 @@ def test_a_document_encodes_the_same_alone_and_among_many() -> None:
     alone = [encode_texts([text], spec)[0] for text in texts]
     assert [row.tolist() for row in together] == [row.tolist() for row in alone]
     assert together[8, spec.bag_start :].any() and not together[7].any()  # unknown words still have n-grams
+
+
+def test_the_bag_can_hash_its_bigrams_apart_from_the_networks() -> None:
+    vocabulary = ("", "[UNK]", *FILLER[:8])
+    shared = TextSpec(
+        labels=("a", "b"), vocabulary=vocabulary, max_length=4, ngram_buckets=16, char_buckets=32, bag_length=400
+    )
+    own = dataclasses.replace(shared, bag_bigram_buckets=64)
+    assert (own.deep_vocabulary, own.char_start, own.input_vocabulary) == (26, 90, 122)
+    texts = [" ".join(FILLER * 3), "the report was filed"]
+    before, after = encode_texts(texts, shared), encode_texts(texts, own)
+    assert (before[:, : own.deep_length] == after[:, : own.deep_length]).all()  # the network's windows: the same
+
+    def bigrams(row: np.ndarray, spec: TextSpec, low: int, high: int) -> set[int]:
+        bag = row[spec.bag_start : spec.bag_start + spec.bag_length]
+        return set(bag[(bag >= low) & (bag < high)].tolist())
+
+    # the bag's bigrams leave the network's range for their own; the character n-grams follow them
+    assert not bigrams(after[0], own, len(vocabulary), own.deep_vocabulary)
+    assert bigrams(after[1], own, own.deep_vocabulary, own.char_start) and bigrams(after[1], own, own.char_start, 122)
+    # the first text's 15 distinct bigrams collide in the network's 16 buckets, far less in 64 of their own
+    apart = bigrams(after[0], own, own.deep_vocabulary, own.char_start)
+    assert len(apart) > len(bigrams(before[0], shared, len(vocabulary), shared.deep_vocabulary))
 
 
 @pytest.mark.slow
