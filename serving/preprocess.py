@@ -74,7 +74,7 @@ class TextSpec:
     bag_length: int = 0
     # > 0: the bag's bigrams are hashed into buckets of their own, [deep_vocabulary, char_start), which only the
     # linear half reads, so a corpus with more bigrams than the network's table holds keeps them apart there
-    # (0: the bag reuses the network's bigram ids).
+    # (0: the bag reuses the network's bigram ids, and has none when the network reads none).
     bag_bigram_buckets: int = 0
     kind: str = field(default="text", init=False)
 
@@ -109,7 +109,10 @@ class TextSpec:
         return self.char_start + self.char_buckets
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if not self.bag_bigram_buckets:  # written only when set, so servers older than the field read the rest
+            del data["bag_bigram_buckets"]
+        return data
 
 
 Spec = ImageSpec | TextSpec
@@ -337,9 +340,11 @@ class _Document:
         reads_pairs = spec.ngram_buckets or (spec.bag_length and spec.bag_bigram_buckets)
         pairs = zip(tokens, tokens[1:], strict=False)
         hashes = [_bigram_hash(a, b) for a, b in pairs] if reads_pairs else []
-        self.pairs = [len(spec.vocabulary) + h % spec.ngram_buckets for h in hashes] if spec.ngram_buckets else []
-        # the bag's bigrams: their own buckets where the spec has them, else the network's
+        # the bag's bigrams: their own buckets where the spec has them (the network's window then needs only its
+        # first max_length pairs), else the network's
         own = spec.bag_bigram_buckets
+        window = hashes[: spec.max_length] if own else hashes
+        self.pairs = [len(spec.vocabulary) + h % spec.ngram_buckets for h in window] if spec.ngram_buckets else []
         self.bag_pairs = [spec.deep_vocabulary + h % own for h in hashes] if own else self.pairs
         grams = spec.char_buckets
         self.hashes = [word_char_hashes(t, spec.char_min_n, spec.char_max_n) for t in tokens] if grams else []

@@ -253,7 +253,7 @@ class TextModelConfig(_Config):
     max_length_limit: StrictInt = 512
     # Hashed word-bigram features next to the words; None: for the ngram and hybrid families, which read
     # them, twice the training bigrams (1,024 to 65,536 buckets), else 0 (words only). Buckets no training item
-    # reaches are zero in the shipped table (training.models.text.unreached_rows_zeroed).
+    # reaches are zero in the shipped table, unless weight decay moved them (models.text.unreached_rows_zeroed).
     ngram_buckets: StrictInt | None = None
     # Hashed character 2-5-grams of each word for the linear half (text_model.wide); it uses them only when
     # they score better on validation. char_buckets None: twice the training set's distinct n-grams, a power
@@ -281,8 +281,10 @@ class TextModelConfig(_Config):
     bag_length: StrictInt | None = Field(None, ge=0)
     max_bag_length: StrictInt = Field(2048, ge=1)
     # The bag's bigrams in buckets of their own, which only the linear half reads (the network's table keeps
-    # ngram_buckets). None: room for twice the training bigrams (a power of two up to 262,144) where that is more
-    # than the network's buckets, else none (the bag reuses the network's bigram ids). 0: always reuse them.
+    # ngram_buckets). None: for the families that read bigrams, room for twice the training bigrams (a power of
+    # two up to 262,144) where that is more than the network's buckets (the wide-table budget halves them first,
+    # back to the network's ids once no larger), else none: the bag reuses the network's bigram ids (a
+    # words-only family's bag then has no bigrams). 0: always reuse them; a number: that many, for any family.
     bag_bigram_buckets: StrictInt | None = Field(None, ge=0)
     embedding_dim: StrictInt = 64
     filters: StrictInt = 128

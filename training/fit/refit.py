@@ -66,13 +66,17 @@ def learning_rates(history: dict[str, list[float]], epochs: int, t: TrainConfig)
 
 def shipped_spec(selected: Spec, everything: Dataset, cfg: RunConfig) -> Spec:
     """The spec for the refit: a text vocabulary and its n-gram buckets from all the data (with the character
-    n-grams only if the chosen linear model reads them); images keep the selection's input size."""
+    n-grams only if the chosen linear model reads them, and the bag's own bigram buckets only if the selection
+    had them); images keep the selection's input size."""
     if not isinstance(selected, TextSpec):
         return selected
     spec = make_spec(everything, selected.labels, cfg)
     assert isinstance(spec, TextSpec)
     if not selected.char_buckets and spec.char_buckets:
         spec = dataclasses.replace(spec, char_buckets=0, char_length=0)
+    if not selected.bag_bigram_buckets and spec.bag_bigram_buckets:
+        # more data can cross the own-buckets threshold; validation judged the bag on the network's ids
+        spec = dataclasses.replace(spec, bag_bigram_buckets=0)
     return spec
 
 

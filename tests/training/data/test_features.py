@@ -45,21 +45,27 @@ def test_a_many_class_wide_table_is_held_within_its_weight_budget(caplog: pytest
 
 
 def test_the_bag_gets_bigram_buckets_of_its_own_only_where_the_data_outgrows_the_networks() -> None:
+    pool = sorted(set(" ".join(_many_classes(2).inputs).split()))  # 3,000 words
+
     def spec(texts: int, words: int, **text_model: object):  # noqa: ANN202 - a TextSpec
-        train = _many_classes(2)
         rng = np.random.default_rng(1)
-        pool = sorted(set(" ".join(train.inputs).split()))
         inputs = [" ".join(rng.choice(pool, words)) for _ in range(texts)]
-        data = Dataset("text", inputs, train.labels[:texts], inputs, DataReport(source="generated"))
+        data = Dataset("text", inputs, ["a", "b"] * (texts // 2), inputs, DataReport(source="generated"))
         return make_spec(data, data.label_names, load_config(None, {"text_model": text_model}))
 
-    few = spec(1500, 12)  # ~16,000 distinct bigrams: the network's 65,536 buckets have room for the bag's too
-    assert (few.ngram_buckets, few.bag_bigram_buckets) == (65536, 0)
+    few = spec(1000, 12)  # ~11,000 distinct bigrams: the network's 32,768 buckets have room for the bag's too
+    assert (few.ngram_buckets, few.bag_bigram_buckets) == (32768, 0)
     many = spec(1500, 60)  # ~88,000: the bag hashes them into 262,144 of its own
     assert (many.ngram_buckets, many.bag_bigram_buckets) == (65536, 262144)
     assert many.char_start == many.deep_vocabulary + 262144
     assert many.input_vocabulary == many.char_start + many.char_buckets
-    # a words-only network (no bigram table) still gives the linear half its bigrams; 0 or no bag: none of its own
-    assert spec(1500, 12, architecture="kim").bag_bigram_buckets == 65536
+    # a words-only network's bag has no bigrams unless configured; 0 or no bag: none of its own
+    assert spec(1500, 60, architecture="kim").bag_bigram_buckets == 0
+    assert spec(1500, 60, architecture="kim", bag_bigram_buckets=4096).bag_bigram_buckets == 4096
     assert spec(1500, 60, bag_bigram_buckets=0).bag_bigram_buckets == 0
     assert spec(1500, 60, bag_length=0).bag_bigram_buckets == 0
+    # the wide table's budget halves the bag's own buckets first, back to the network's ids once no larger
+    budget = (many.input_vocabulary - 131072) * 2 * 2
+    assert spec(1500, 60, max_wide_weights=budget).bag_bigram_buckets == 131072
+    floors = spec(1500, 60, max_wide_weights=1)  # nothing fits: every bucket count at its floor, the bag shared
+    assert (floors.bag_bigram_buckets, floors.ngram_buckets, floors.char_buckets) == (0, 1024, 4096)

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from serving.preprocess import TextSpec, bag_terms, encode_texts, token_index
+from serving.preprocess import TextSpec, bag_terms, encode_texts, spec_from_dict, token_index
 from training.data.dataset import DataReport, Dataset
 
 FILLER = [
@@ -50,13 +50,14 @@ def test_the_bag_counts_every_token_and_keeps_a_rare_word_ahead_of_rare_n_grams(
     assert row[spec.bag_start + 3 :].tolist() == counts.tolist()
 
 
-def test_a_document_encodes_the_same_alone_and_among_many() -> None:
+@pytest.mark.parametrize("own_bigrams", [0, 256])
+def test_a_document_encodes_the_same_alone_and_among_many(own_bigrams: int) -> None:
     # encode_texts counts the bags of many documents together, in groups (BAG_GROUP_DOCS, BAG_GROUP_IDS): no row
     # may see another's terms, whichever group it falls in. Short, empty, unknown-only and very long documents.
     vocabulary = ("", "[UNK]", *FILLER[:8], "aurora", "penguin")
     spec = TextSpec(
         labels=("a", "b"), vocabulary=vocabulary, max_length=4, ngram_buckets=64, char_buckets=32, char_length=8,
-        bag_length=6,
+        bag_length=6, bag_bigram_buckets=own_bigrams,
     )  # fmt: skip
     lengths = [5 + i % 50 for i in range(300)]
     texts = [_document(["aurora", "penguin"][i % 2], i, at=i % n, length=n) for i, n in enumerate(lengths)]
@@ -88,6 +89,13 @@ def test_the_bag_can_hash_its_bigrams_apart_from_the_networks() -> None:
     # the first text's 15 distinct bigrams collide in the network's 16 buckets, far less in 64 of their own
     apart = bigrams(after[0], own, own.deep_vocabulary, own.char_start)
     assert len(apart) > len(bigrams(before[0], shared, len(vocabulary), shared.deep_vocabulary))
+    # a spec stored without the field (older versions) reads as shared ids and is written so again
+    assert "bag_bigram_buckets" not in shared.to_dict() and spec_from_dict(shared.to_dict()) == shared
+    assert spec_from_dict(own.to_dict()) == own and own.to_dict()["bag_bigram_buckets"] == 64
+    # a words-only network: no bigram window, the bag's bigrams in their own range all the same
+    words_only = dataclasses.replace(own, ngram_buckets=0)
+    row = encode_texts(texts[:1], words_only)[0]
+    assert words_only.deep_length == 4 and bigrams(row, words_only, len(vocabulary), words_only.char_start)
 
 
 @pytest.mark.slow

@@ -201,14 +201,14 @@ def test_character_ngrams_leave_the_spec_when_the_chosen_model_does_not_read_the
     assert spec.char_buckets and (spec.char_length if bag_length == 0 else spec.bag_length and not spec.char_length)
     # validation = training: every candidate scores 1.0, and the tie goes to the simpler words-only model
     final, fit = fit_wide(train, train, spec, cfg, balanced=False)
-    assert fit is not None and not fit.reads(spec.deep_vocabulary)
+    assert fit is not None and not fit.reads(spec.char_start)
     assert final.char_buckets == 0 and final.input_length == spec.deep_length + 2 * spec.bag_length
     assert len(fit.id_weights) == len(fit.weights) == final.input_vocabulary
     # the ensemble's logistic regression and the default's linear SVM read them: they stay
     for choice in ("ensemble", "auto"):
         chosen_cfg = load_config(None, {"text_model": text_model | {"linear_model": choice}})
         kept, fit = fit_wide(train, train, spec, chosen_cfg, balanced=False)
-        assert fit is not None and fit.reads(spec.deep_vocabulary) and kept == spec
+        assert fit is not None and fit.reads(spec.char_start) and kept == spec
         assert fit.name in (("ensemble",) if choice == "ensemble" else ("linear_svm", "ensemble"))
     # a model without a wide half fits nothing and keeps its spec
     off = load_config(None, {"text_model": text_model | {"wide": False}})
@@ -299,16 +299,16 @@ def test_character_ngrams_carry_misspellings_and_are_chosen_when_they_score_bett
         char_length=64,
     )
     x, xv = encode_texts(train, spec), encode_texts(val, spec)
-    fit = fit_linear_models(x, y, xv, yv, spec.input_vocabulary, 2, False, spec.deep_vocabulary, how="select")
+    fit = fit_linear_models(x, y, xv, yv, spec.input_vocabulary, 2, False, spec.char_start, how="select")
     assert set(fit.tried) == {"logistic_regression", "naive_bayes", "logistic_regression_chars"}
     assert fit.tried["logistic_regression"] <= 0.75  # the words alone cannot read the misspellings
     assert fit.name == "logistic_regression_chars" and fit.val_accuracy == 1.0
     # the n-gram block is weighted to carry about as much of the norm as the words
     idf = inverse_document_frequency(x, spec.input_vocabulary)
-    weight = char_weight(x, idf, spec.deep_vocabulary)
+    weight = char_weight(x, idf, spec.char_start)
     occurrence = np.where(x != 0, fit.id_weights[:, 0][x] ** 2, 0.0)
     words, chars = occurrence[:, : spec.deep_length].sum(1), occurrence[:, spec.deep_length :].sum(1)
     assert 0 < weight < 1 and np.median(words / chars) == pytest.approx(1.0, rel=1e-6)
     # without them chosen, a model gives the n-gram ids no weight: the layer ignores them
-    words_only = fit_linear_models(x, y, x, y, spec.input_vocabulary, 2, False, spec.deep_vocabulary, how="select")
-    assert words_only.name != "logistic_regression_chars" and not words_only.reads(spec.deep_vocabulary)
+    words_only = fit_linear_models(x, y, x, y, spec.input_vocabulary, 2, False, spec.char_start, how="select")
+    assert words_only.name != "logistic_regression_chars" and not words_only.reads(spec.char_start)

@@ -96,7 +96,7 @@ def test_text_family(architecture: str, tmp_path: Path) -> None:
     x = encode_texts(texts, spec)
     assert x.shape == (64, 12 + 40 * chars) and x[:, 6:12].max() >= len(words)  # bigram ids follow the words
     if chars:  # then character n-gram ids, which only the linear half reads
-        assert x[:, 12:].min() >= spec.deep_vocabulary and x[:, 12:].max() < spec.input_vocabulary
+        assert x[:, 12:].min() >= spec.char_start and x[:, 12:].max() < spec.input_vocabulary
     _check_family(kind_of(spec.kind).build_model(spec, cfg), x, np.eye(2)[y], tmp_path, spec)
 
 
