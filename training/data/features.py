@@ -93,8 +93,13 @@ def with_bag_bigrams(spec: TextSpec, distinct: int, cfg: RunConfig) -> TextSpec:
         return spec
     if t.bag_bigram_buckets is not None:
         return dataclasses.replace(spec, bag_bigram_buckets=t.bag_bigram_buckets)
-    room = room_for(distinct, BIGRAM_FLOOR, BAG_BIGRAM_CEILING)
-    return dataclasses.replace(spec, bag_bigram_buckets=room if 0 < spec.ngram_buckets < room else 0)
+    return bag_bigrams_apart(spec, room_for(distinct, BIGRAM_FLOOR, BAG_BIGRAM_CEILING))
+
+
+def bag_bigrams_apart(spec: TextSpec, buckets: int) -> TextSpec:
+    """``spec`` with ``buckets`` of the bag's own bigrams where that is more room than the network's bigram table,
+    else with the bag on the network's ids (none: a words-only network)."""
+    return dataclasses.replace(spec, bag_bigram_buckets=buckets if 0 < spec.ngram_buckets < buckets else 0)
 
 
 def room_for(distinct: int, low: int, high: int) -> int:
@@ -166,8 +171,8 @@ def within_wide_budget(spec: TextSpec, cfg: RunConfig) -> TextSpec:
             break
         name, buckets = max(shrinkable, key=lambda item: item[1])
         spec = dataclasses.replace(spec, **{name: buckets // 2})
-        if t.bag_bigram_buckets is None and 0 < spec.bag_bigram_buckets <= spec.ngram_buckets:
-            spec = dataclasses.replace(spec, bag_bigram_buckets=0)  # no more room than the network's: share its ids
+        if t.bag_bigram_buckets is None:
+            spec = bag_bigrams_apart(spec, spec.bag_bigram_buckets)  # the rule with_bag_bigrams sized them by
     if spec != start:
         log.info(
             "wide table within %s weights (%d classes): bigram buckets %d -> %d, the bag's own bigram buckets "
