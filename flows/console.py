@@ -11,6 +11,7 @@ from typing import NoReturn
 import typer
 
 from training.data.dataset import SKIP_COUNTERS
+from training.fit.tune import ADOPT_SE
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -32,7 +33,12 @@ def print_tuning_summary(result: dict) -> None:
             f"accuracy {result['default_val_accuracy']:.4f})"
         )
     typer.echo(f"best parameters: {result['best_params']}")
-    typer.echo(f"best config: {result['files']['best_config']} (kiln run --config {result['files']['best_config']})")
+    if result.get("adopted") == "default":
+        typer.echo(
+            f"kept the default configuration: the best trial's validation gain ({result['gain']:.4f} per item) is "
+            f"within {ADOPT_SE:g} standard errors ({result['gain_se']:.4f}) of validation noise"
+        )
+    typer.echo(f"tuned config: {result['files']['best_config']} (kiln run --config {result['files']['best_config']})")
 
 
 def print_run_summary(report: dict, out_dir: Path) -> None:

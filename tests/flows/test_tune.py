@@ -14,6 +14,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+import optuna
 import pytest
 import yaml
 
@@ -51,7 +53,15 @@ def test_six_trial_tune_reports_against_the_default_and_writes_a_usable_config(
     for name in ("best_config", "csv", "markdown", "optimization_history"):
         assert Path(result["files"][name]).exists(), name
     best = load_config(out / "best_config.yaml")  # kiln run --config accepts it
-    params = result["best_params"]
+    study = optuna.load_study(study_name="kiln-text", storage=f"sqlite:///{out / 'study.db'}")
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    # every finished trial kept its per-item validation losses, whose mean is its objective
+    assert all(np.mean(t.user_attrs["val_item_losses"]) == pytest.approx(t.value, abs=1e-4) for t in complete)
+    if result["best_trial"] == 0:  # the default was best: nothing to compare
+        assert result["adopted"] == "best" and result["adopted_trial"] == 0
+    else:  # the paired comparison ran and chose one of the two
+        assert "gain_se" in result and result["adopted_trial"] in (0, result["best_trial"])
+    params = study.trials[result["adopted_trial"]].params  # the file holds the configuration tuning adopts
     assert best.text_model.architecture == params["text_model.architecture"]
     assert best.train.learning_rate == pytest.approx(params["train.learning_rate"])
     assert best.train.epochs == 4  # the rest of the base config is kept
@@ -63,8 +73,6 @@ def check_beat_default(result: dict, out: Path) -> None:
     """beat_default is defined by the study's recorded trials: True exactly when the best complete trial's
     objective (validation loss, minimised) is lower than the default trial's. Read back from trials.csv and
     from the study database itself, not from the summary."""
-    import optuna
-
     with (out / "trials.csv").open(newline="") as fh:
         recorded = list(csv.DictReader(fh))
     complete = [float(r["val_loss"]) for r in recorded if r["state"] == "COMPLETE"]
@@ -90,8 +98,6 @@ def check_beat_default(result: dict, out: Path) -> None:
 def test_beat_default_means_the_best_trial_is_strictly_lower_than_the_default(
     default_loss: float, others: list[float], beaten: bool
 ) -> None:
-    import optuna
-
     from training.fit.tune import summary
 
     study = optuna.create_study(study_name="s", direction="minimize")
@@ -103,6 +109,51 @@ def test_beat_default_means_the_best_trial_is_strictly_lower_than_the_default(
     assert result["beat_default"] is beaten
     assert result["default_value"] == default_loss and result["best_value"] == min([default_loss, *others])
     assert study.trials[result["best_trial"]].value == result["best_value"]
+
+
+def _study_with_item_losses(default: list[float], other: list[float]) -> optuna.Study:
+    study = optuna.create_study(direction="minimize")
+    for losses, attrs, rate in ((default, {"reference": "default"}, 0.01), (other, {}, 0.001)):
+        study.add_trial(
+            optuna.trial.create_trial(
+                value=float(np.mean(losses)),
+                params={"train.learning_rate": rate},
+                distributions={"train.learning_rate": optuna.distributions.FloatDistribution(1e-4, 0.1)},
+                user_attrs={**attrs, "val_item_losses": losses},
+            )
+        )
+    return study
+
+
+def test_the_best_trial_replaces_the_default_only_beyond_validation_noise() -> None:
+    from training.fit.tune import ADOPT_SE, adopted_trial, best_config, summary
+
+    rng = np.random.default_rng(0)
+    default = rng.exponential(0.5, 400)
+    noise = rng.normal(0.0, 0.3, 400)
+    # a lower mean loss, but by less than ADOPT_SE standard errors of the paired differences: noise, not a gain
+    lucky = default + noise - noise.mean() - 0.5 * 0.3 / np.sqrt(400)
+    study = _study_with_item_losses(default.tolist(), lucky.tolist())
+    trial, why = adopted_trial(study)
+    assert study.best_trial.number == 1 and trial.number == 0
+    assert why["adopted"] == "default" and 0 < why["gain"] <= ADOPT_SE * why["gain_se"]
+    assert best_config(study, {}).train.learning_rate == 0.01  # the default's configuration is handed on
+    result = summary(study)
+    assert result["beat_default"] and result["adopted"] == "default" and result["adopted_trial"] == 0
+    # the same items, each a clear 0.1 lower: adopted
+    better = _study_with_item_losses(default.tolist(), (default - 0.1 + rng.normal(0, 0.01, 400)).tolist())
+    trial, why = adopted_trial(better)
+    assert trial.number == 1 and why["adopted"] == "best" and why["gain"] > ADOPT_SE * why["gain_se"]
+    assert best_config(better, {}).train.learning_rate == 0.001
+
+
+def test_trials_without_item_losses_hand_on_the_best() -> None:
+    """Studies from before per-item losses were kept (or scored on other items) fall back to the best trial."""
+    from training.fit.tune import adopted_trial
+
+    study = _study_with_item_losses([0.5, 0.6], [0.1, 0.2, 0.3])  # different items: no paired comparison
+    trial, why = adopted_trial(study)
+    assert trial.number == 1 and why == {"adopted": "best"}
 
 
 def test_bad_search_space_names_the_key(tmp_path: Path) -> None:
@@ -161,8 +212,6 @@ def postgres_url() -> Iterator[str]:
 
 @pytest.mark.slow
 def test_two_processes_share_one_study_in_postgresql(tmp_path: Path, postgres_url: str) -> None:
-    import optuna
-
     data = write_csv(tmp_path / "t.csv", make_texts(30))
     (tmp_path / "c.yaml").write_text(FAST)
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(SPACE))

@@ -3,7 +3,8 @@ bad trials pruned on per-epoch validation loss, and the best configuration writt
 ``kiln run --config`` accepts.
 
 The first trial of a new study is always the default configuration, so the report can say whether
-tuning beat it. Several processes (on several machines) can work on one study through an RDB
+tuning beat it, and the best trial replaces it only when it is better on validation by more than
+validation's own noise (``adopted``). Several processes (on several machines) can work on one study through an RDB
 ``storage`` URL (PostgreSQL); the default is a SQLite file in the run directory.
 
     >>> space = load_space(None, "text")
@@ -43,6 +44,11 @@ log = logging.getLogger(__name__)
 SAMPLERS = ("tpe", "random", "grid")
 STORAGE_ATTEMPTS = 5
 OBJECTIVE = "val_loss"  # minimised; also what bad trials are pruned on
+# The best of N trials on one validation split is the luckiest as well as the best (Cawley & Talbot 2010, "On
+# over-fitting in model selection"): it replaces the default configuration only when its mean per-item log-loss
+# on validation is lower by more than this many standard errors of the paired per-item differences.
+ADOPT_SE = 2.0
+ITEM_LOSSES = "val_item_losses"  # trial user attribute: the per-item validation log-loss, in validation order
 
 # Per task: what tuning may change. Keys are dotted config paths; see load_space for the entry format.
 DEFAULT_SPACES: dict[str, dict[str, dict[str, Any]]] = {
@@ -217,6 +223,9 @@ def pruning_callback(trial: Any) -> Any:
     return ReportAndPrune()
 
 
+Scores = tuple[float, float] | tuple[float, float, list[float]]  # loss, accuracy[, per-item losses]
+
+
 @dataclass
 class TrialOutcome:
     number: int
@@ -236,17 +245,17 @@ def run_trial(
     study: Any,
     space: dict[str, dict[str, Any]],
     base: RunConfig | dict[str, Any],
-    fit: Callable[[RunConfig, Any], tuple[float, float]],
+    fit: Callable[[RunConfig, Any], Scores],
 ) -> TrialOutcome:
-    """Ask the study for a trial, train it with ``fit(cfg, pruning_callback)`` -> (val_loss, val_accuracy),
-    and tell the study the result (pruned trials are recorded as pruned)."""
+    """Ask the study for a trial, train it with ``fit(cfg, pruning_callback)`` -> (val_loss, val_accuracy[,
+    per-item validation losses]), and tell the study the result (pruned trials are recorded as pruned)."""
     import optuna
 
     trial = study.ask()
     params = suggest(trial, space)
     try:
         cfg = _trial_config(base, params)
-        loss, accuracy = fit(cfg, pruning_callback(trial))
+        loss, accuracy, *items = fit(cfg, pruning_callback(trial))
     except optuna.TrialPruned:
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         log.info("trial %d pruned: %s", trial.number, params)
@@ -256,15 +265,51 @@ def run_trial(
         log.warning("trial %d failed (%s: %s): %s", trial.number, type(exc).__name__, exc, params)
         return TrialOutcome(trial.number, params, None, "FAIL")
     trial.set_user_attr("val_accuracy", accuracy)
+    if items:
+        trial.set_user_attr(ITEM_LOSSES, [round(float(v), 5) for v in items[0]])
     study.tell(trial, loss)
     log.info("trial %d: %s %.4f, validation accuracy %.4f: %s", trial.number, OBJECTIVE, loss, accuracy, params)
     return TrialOutcome(trial.number, params, loss, "COMPLETE", accuracy)
 
 
-def best_config(study: Any, base: RunConfig | dict[str, Any]) -> RunConfig:
-    if not any(t.value is not None for t in study.trials):
+def default_trial(study: Any) -> Any | None:
+    """The study's finished reference trial (the default configuration), if it has one."""
+    done = (t for t in study.trials if t.state.name == "COMPLETE")  # a pruned trial can carry a value too
+    return next((t for t in done if t.user_attrs.get("reference") == "default"), None)
+
+
+def paired_gain(reference: Any, best: Any) -> dict[str, float] | None:
+    """How much lower ``best``'s per-item validation log-loss is than ``reference``'s: the mean paired difference
+    and its standard error. None when either trial lacks per-item losses (a study from before they were kept)
+    or they were scored on different items."""
+    a, b = reference.user_attrs.get(ITEM_LOSSES), best.user_attrs.get(ITEM_LOSSES)
+    if not a or not b or len(a) != len(b) or len(a) < 2:
+        return None
+    differences = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    return {
+        "gain": round(float(differences.mean()), 6),
+        "gain_se": round(float(differences.std(ddof=1) / math.sqrt(len(differences))), 6),
+    }
+
+
+def adopted_trial(study: Any) -> tuple[Any, dict[str, Any]]:
+    """The trial whose configuration tuning hands on, and why: the best trial, unless the default's trial is
+    there and the best one's paired gain over it is within ADOPT_SE standard errors (then the default)."""
+    if not any(t.state.name == "COMPLETE" for t in study.trials):
         raise ConfigError(f"no trial of study {study.study_name} finished (all pruned or failed); see the log")
-    return _trial_config(base, study.best_trial.params)
+    best, default = study.best_trial, default_trial(study)
+    if default is None or default.number == best.number:
+        return best, {"adopted": "best"}
+    gain = paired_gain(default, best)
+    if gain is None:
+        return best, {"adopted": "best"}
+    clear = gain["gain"] > ADOPT_SE * gain["gain_se"]
+    return (best if clear else default), {"adopted": "best" if clear else "default", **gain}
+
+
+def best_config(study: Any, base: RunConfig | dict[str, Any]) -> RunConfig:
+    """The configuration tuning hands on (adopted_trial), on top of ``base``."""
+    return _trial_config(base, adopted_trial(study)[0].params)
 
 
 def write_outputs(study: Any, base: RunConfig | dict[str, Any], out: Path) -> dict[str, Path]:
@@ -351,45 +396,42 @@ def enqueue_default(study: Any, space: dict[str, dict[str, Any]], base: RunConfi
         study.enqueue_trial(params, user_attrs={"reference": "default"})
 
 
-def trial_fitter(train: Any, val: Any) -> Callable[[RunConfig, Any], tuple[float, float]]:
-    """fit(cfg, callback) for run_trial: train on ``train``, return the best validation loss and the
-    validation accuracy at that epoch."""
+def trial_fitter(train: Any, val: Any) -> Callable[[RunConfig, Any], Scores]:
+    """fit(cfg, callback) for run_trial: train on ``train``; return the validation log-loss and accuracy of the
+    model as it ships, and its log-loss on each validation item (for adopted_trial's paired comparison)."""
     from training.fit.train import train_model
 
-    def fit(cfg: RunConfig, callback: Any) -> tuple[float, float]:
+    def fit(cfg: RunConfig, callback: Any) -> Scores:
         from training.tf_env import keras
 
         keras.backend.clear_session()  # each trial builds a new graph; drop the last one's
         # A trial is judged on validation: its model must not learn from it (the final run refits, trials not).
         selection_only = cfg.model_copy(update={"train": cfg.train.model_copy(update={"refit": False})})
         trained = train_model(train, val, selection_only, extra_callbacks=[callback])
-        if trained.wide is not None:  # the shipped model is not the best epoch's: score it as it ships
-            return shipped_scores(trained, val)
-        losses = trained.history.get(OBJECTIVE) or [math.inf]
-        best = min(range(len(losses)), key=losses.__getitem__)
-        accuracy = (trained.history.get("val_accuracy") or [0.0] * len(losses))[best]
-        return float(losses[best]), float(accuracy)
+        return shipped_scores(trained, val)
 
     return fit
 
 
-def shipped_scores(trained: Any, val: Any) -> tuple[float, float]:
-    """Log-loss and accuracy of a trained model as it ships on ``val`` (items of labels it knows): for a wide &
-    deep text model after the blend, or with the network dropped when it did not help (training.models.linear),
-    which the per-epoch curves do not show."""
+def shipped_scores(trained: Any, val: Any) -> tuple[float, float, list[float]]:
+    """Log-loss and accuracy of a trained model as it ships on ``val`` (items of labels it knows), and each
+    item's log-loss: after a wide & deep text model's blend or network check, or an image model's kernel blend,
+    which the per-epoch curves do not show, and without label smoothing, which the training loss includes."""
     from training.data.features import encode_labels, to_inputs
 
     val = val.subset([i for i, label in enumerate(val.labels) if label in trained.spec.labels])
     if not len(val):
-        return math.inf, 0.0
+        return math.inf, 0.0, []
     probabilities = trained.model.predict(to_inputs(val, trained.spec), batch_size=256, verbose=0)
     y = encode_labels(val.labels, trained.spec.labels)
-    picked = np.clip(probabilities[np.arange(len(y)), y], 1e-7, 1.0)
-    return float(-np.log(picked).mean()), float(np.mean(probabilities.argmax(axis=1) == y))
+    losses = -np.log(np.clip(probabilities[np.arange(len(y)), y], 1e-7, 1.0))
+    return float(losses.mean()), float(np.mean(probabilities.argmax(axis=1) == y)), losses.tolist()
 
 
 def summary(study: Any) -> dict[str, Any]:
-    """The ``tuning`` section of report.json: best trial, the default trial, and whether tuning beat it."""
+    """The ``tuning`` section of report.json: best trial, the default trial, whether tuning beat it, and which
+    of the two the run adopts (``adopted``; ``gain`` and ``gain_se`` when the paired comparison ran)."""
+    adopted, why = adopted_trial(study)
     best = study.best_trial
     result: dict[str, Any] = {
         "study": study.study_name,
@@ -401,10 +443,10 @@ def summary(study: Any) -> dict[str, Any]:
         "best_value": best.value,
         "best_val_accuracy": best.user_attrs.get("val_accuracy"),
         "best_params": best.params,
+        "adopted_trial": adopted.number,
+        **why,
     }
-    default = next(
-        (t for t in study.trials if t.user_attrs.get("reference") == "default" and t.value is not None), None
-    )
+    default = default_trial(study)
     if default is not None:
         result |= {
             "default_value": default.value,
