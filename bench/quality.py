@@ -344,7 +344,8 @@ def kiln_run(
         "measured": measured,
     }
     if trials:
-        column |= {"trials": trials, "beat_default": (report.get("tuning") or {}).get("beat_default")}
+        tuning = report.get("tuning") or {}
+        column |= {"trials": trials, "beat_default": tuning.get("beat_default"), "adopted": tuning.get("adopted")}
     else:
         skipped = {name: p["skipped"] for name, p in report.get("parity", {}).items() if "skipped" in p}
         column |= {"variants": variant_list(report["variants"], report.get("parity", {})), "skipped": skipped}

@@ -264,14 +264,25 @@ def tuned_cell(row: Result) -> str:
         return str(row.get("tuned_note") or "—")
     parts = [tuned["model"], tuned["variant"]]
     if tuned.get("trials"):
-        beat = tuned.get("beat_default")
-        verdict = "" if beat is None else (", beat the default on val" if beat else ", the default was the best trial")
-        parts.append(f"{tuned['trials']} trials{verdict}")
+        parts.append(f"{tuned['trials']} trials{_tuning_verdict(tuned)}")
     vs = tuned.get("vs_peer")
     if vs:
         shown = p_value(vs["mcnemar_p"])
         parts.append(f"{vs['difference_points']:+.2f} vs peer, p{'' if shown.startswith('<') else '='}{shown}")
     return f"{tuned['accuracy']:.4f} ({', '.join(parts)})"
+
+
+def _tuning_verdict(tuned: dict[str, Any]) -> str:
+    """What tuning made of the default on validation: the best trial adopted, the default kept because the best
+    trial's gain was within validation noise (training.fit.tune.adopted_trial), or the default was the best."""
+    beat, adopted = tuned.get("beat_default"), tuned.get("adopted")
+    if beat is None:
+        return ""
+    if not beat:
+        return ", the default was the best trial"
+    if adopted == "default":
+        return ", kept the default: the best trial's gain on val was within noise"
+    return ", beat the default on val"
 
 
 def p_value(p: float) -> str:
@@ -450,9 +461,12 @@ def quality_section(r: Result) -> list[str]:
     tuned_rows = [row for row in rows if row.get("tuned")]
     if tuned_rows:
         better = [row["name"] for row in tuned_rows if row["tuned"]["accuracy"] > row["default"]["accuracy"]]
+        worse = [row["name"] for row in tuned_rows if row["tuned"]["accuracy"] < row["default"]["accuracy"]]
+        mean = 100 * sum(row["tuned"]["accuracy"] - row["default"]["accuracy"] for row in tuned_rows) / len(tuned_rows)
         summary += (
             f" Tuning was run on {len(tuned_rows)}; its served model scores higher on the test file than the "
-            f"default's on {len(better)} ({names(better)})."
+            f"default's on {len(better)} ({names(better)}), lower on {len(worse)} ({names(worse)}); "
+            f"tuned minus default: {mean:+.2f} points on average."
         )
     untuned = [row["name"] for row in rows if not row.get("tuned")]
     if untuned:

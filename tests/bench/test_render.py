@@ -348,7 +348,10 @@ def test_verdicts_and_counts_are_computed_from_the_data(results: dict[str, dict[
         "Kiln default against the best classic peer: 1 win, 0 ties, 1 loss on 2 data sets; McNemar's p < 0.05 on "
         "1 of the wins and losses (cr)." in md
     )
-    assert "Tuning was run on 1; its served model scores higher on the test file than the default's on 1 (mr)." in md
+    assert (
+        "Tuning was run on 1; its served model scores higher on the test file than the default's on 1 (mr), lower "
+        "on 0 (none); tuned minus default: +6.24 points on average." in md
+    )
     assert "No tuned run: cr." in md
     # the cost bounds of issue 17, from the largest default run (the stored size only where it was measured)
     assert (
@@ -384,6 +387,17 @@ def test_verdicts_and_counts_are_computed_from_the_data(results: dict[str, dict[
     assert "leakage 0: **missed** |" in md
     # GPU: said from the training run's machine
     assert "Not measured in the `make bench` run of 2026-11-25 10:00 UTC: no GPU on this machine." in md
+
+
+def test_the_tuned_cell_says_whether_tuning_adopted_its_best_trial() -> None:
+    from bench.render import tuned_cell
+
+    tuned = {"accuracy": 0.8, "model": "text_linear", "variant": "int8", "trials": 10, "beat_default": True}
+    assert "10 trials, beat the default on val" in tuned_cell({"tuned": tuned | {"adopted": "best"}})
+    kept = tuned_cell({"tuned": tuned | {"adopted": "default"}})
+    assert "kept the default: the best trial's gain on val was within noise" in kept
+    assert "the default was the best trial" in tuned_cell({"tuned": tuned | {"beat_default": False}})
+    assert "trials)" in tuned_cell({"tuned": tuned | {"beat_default": None}})  # runs from before the summary
 
 
 def test_every_row_measured_now_says_so(results: dict[str, dict[str, Any]]) -> None:
