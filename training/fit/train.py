@@ -174,8 +174,7 @@ def train_model(
         selection = (selected_file if refits(t, cfg, has_val) else finished, spec)  # the model validation chose
         saved = decided.get("calibration")
         calibrated = saved_map(saved) if saved else _calibrate_saved(*selection, val, cfg)
-        if refits(t, cfg, has_val):  # the saved model is the refit one: its spec is made from all the data again
-            spec = shipped_spec(spec, joined(train, val), cfg)
+        spec = finished_spec(decided, spec, refits(t, cfg, has_val), joined(train, val), cfg)
         blended, refit_epochs = decided.get("wide", {}), int(decided.get("refit_epochs", 0))
         kernel = _kernel_choice(decided)
         epochs_now, stopped_early = 0, len(read_history(finished.parent).get("loss", [])) < t.epochs
@@ -232,7 +231,8 @@ def train_model(
                 model, spec, refit_epochs = refit(selected, train, val, cfg, t, mixed)
         if finished is not None:
             save_for_inference(model, finished)
-            decided = {"wide": blended, "refit_epochs": refit_epochs, "calibration": calibrated}
+            # the spec the saved model reads: a resume must not make it again under rules that may have changed
+            decided = {"wide": blended, "refit_epochs": refit_epochs, "calibration": calibrated, "spec": spec.to_dict()}
             decided.update(_kernel_decision(kernel))
             _write_decisions(finished.parent, decided)
     if multi_worker:
@@ -285,6 +285,14 @@ def calibrate(
         summary["validation_ece_after"],
     )
     return summary
+
+
+def finished_spec(decided: dict[str, Any], started: Spec, refit: bool, everything: Dataset, cfg: RunConfig) -> Spec:
+    """The spec of a run's finished model, resumed after training: as saved with it, or (runs finished before it
+    was saved) the refit's spec made again from training + validation, else the spec the run started with."""
+    if decided.get("spec"):
+        return spec_from_dict(decided["spec"])
+    return shipped_spec(started, everything, cfg) if refit else started
 
 
 def _calibrate_saved(selected: Path | None, spec: Spec, val: Dataset, cfg: RunConfig) -> dict[str, Any]:

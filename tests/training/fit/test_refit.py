@@ -105,7 +105,10 @@ def test_the_retrain_flow_ships_a_model_that_never_saw_its_test_split(tmp_path: 
 
 
 @pytest.mark.slow
-def test_a_run_killed_during_the_refit_resumes_from_validations_choice(tmp_path: Path) -> None:
+def test_a_run_killed_during_the_refit_resumes_from_validations_choice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import training.fit.train as training_module
     from training.config import load_config
     from training.fit.callbacks import FINISHED, HISTORY, SELECTED
     from training.fit.train import train_model
@@ -119,10 +122,14 @@ def test_a_run_killed_during_the_refit_resumes_from_validations_choice(tmp_path:
     assert (run / SELECTED).exists() and (run / FINISHED).exists()
     history = (run / HISTORY).read_text()
 
-    # killed after training: the report still says what the refit and the wide half did
-    again = train_model(train, val, cfg, run, resume=True)
+    # killed after training: the report still says what the refit and the wide half did, and the finished model
+    # keeps the spec saved with it (not one made again, under rules a newer Kiln may have changed)
+    with monkeypatch.context() as patched:
+        patched.setattr(training_module, "shipped_spec", lambda *a: pytest.fail("the refit spec was made again"))
+        again = train_model(train, val, cfg, run, resume=True)
     assert again.summary()["shipped"] == first.summary()["shipped"]
     assert again.wide is not None and again.wide == first.wide
+    assert again.spec.to_dict() == first.spec.to_dict()
 
     # killed during the refit: the selection is not fitted again, the refit runs from validation's choice
     (run / FINISHED).unlink()
