@@ -92,6 +92,12 @@ def print_data_summary(data: dict, out_dir: Path) -> None:
             f"split: {data['split']}; leakage test/validation near train: "
             f"{leak.get('test_near_train')}/{leak.get('validation_near_train')}"
         )
+    for group in data.get("summary", {}).get("lookalike_labels") or []:
+        typer.secho(
+            f"warning: labels {' / '.join(repr(label) for label in group)} differ only in case or spacing and are "
+            "trained as different classes; write each class one way in the data if they are one",
+            fg=typer.colors.YELLOW,
+        )
     imb = data.get("summary", {}).get("imbalance")
     if imb:
         typer.echo(f"imbalance ratio {imb['ratio']}: class weights {imb['class_weights']}")

@@ -110,3 +110,25 @@ def test_inspect_texts_reports_lengths_coverage_and_imbalance(tmp_path: Path) ->
     assert report["summary"]["imbalance"]["class_weights"] == "balanced"  # 40 vs 11
     assert (out / "plots" / "text_lengths.png").exists() and (out / "plots" / "classes.png").exists()
     assert "imbalance ratio" in r.output and "class weights balanced" in r.output
+
+
+def test_labels_spelt_two_ways_are_reported_not_merged(tmp_path: Path) -> None:
+    """"pos" and " POS" are almost surely one class: the CLI and the report say so, and training data is untouched
+    (two classes each way, as the file has them)."""
+    rows = make_texts(40)
+    spelt = [(text, f" {label.upper()}" if i % 3 == 0 else label) for i, (text, label) in enumerate(rows)]
+    data = write_csv(tmp_path / "t.csv", spelt)
+    out = tmp_path / "inspect"
+    r = runner.invoke(app, ["data", "inspect", "--task", "text", "--data", str(data), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "data_report.json").read_text())
+    names = sorted({label for _, label in rows})
+    groups = report["summary"]["lookalike_labels"]
+    assert [sorted(g, key=str.casefold) for g in groups] == [[n.upper(), n] for n in names]
+    assert len(report["classes"]) == 2 * len(names)  # reported, not merged
+    assert f"warning: labels '{names[0].upper()}' / '{names[0]}' differ only in case" in r.output
+    assert "**Warning:** labels that differ only in case or spacing" in (out / "data_report.md").read_text()
+    clean = write_csv(tmp_path / "clean.csv", rows)
+    r = runner.invoke(app, ["data", "inspect", "--task", "text", "--data", str(clean), "--out", str(tmp_path / "c")])
+    assert r.exit_code == 0 and "warning: labels" not in r.output
+    assert json.loads((tmp_path / "c" / "data_report.json").read_text())["summary"]["lookalike_labels"] == []

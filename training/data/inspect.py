@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -112,11 +114,26 @@ def text_summary(dataset: Dataset, train: Dataset, test: Dataset, cfg: RunConfig
     }
 
 
+def lookalike_labels(labels: Iterable[str]) -> list[list[str]]:
+    """Groups of labels that differ only in letter case, spacing, hyphens or underscores ("pos" and " POS",
+    "sci-fi" and "sci_fi"): almost always one class spelt two ways in the file, which training would learn as two.
+    Kiln reports them and changes nothing: the file is the user's to fix.
+
+    >>> lookalike_labels(["pos", "POS", "neg", "sci-fi", "Sci Fi"])
+    [['POS', 'pos'], ['Sci Fi', 'sci-fi']]
+    """
+    groups: dict[str, list[str]] = defaultdict(list)
+    for label in sorted(set(labels)):
+        groups[" ".join(re.split(r"[\s_\-]+", label.casefold())).strip()].append(label)
+    return [group for group in groups.values() if len(group) > 1]
+
+
 def summarize(dataset: Dataset, splits: tuple[Dataset, Dataset, Dataset], cfg: RunConfig) -> dict[str, Any]:
     """The validation summary that goes into report.json ``data``."""
     train, val, test = splits
     summary: dict[str, Any] = {
         "imbalance": imbalance(train, cfg),
+        "lookalike_labels": lookalike_labels(dataset.label_names),
         "split_classes": {
             name: dict(sorted(Counter(part.labels).items()))
             for name, part in (("train", train), ("validation", val), ("test", test))
@@ -194,6 +211,18 @@ def _label_issue_lines(audit: Audit, task: str) -> list[str]:
     return lines
 
 
+def lookalike_lines(groups: list[list[str]] | None) -> list[str]:
+    """The report's warning about labels spelt two ways (lookalike_labels), or nothing."""
+    if not groups:
+        return []
+    shown = "; ".join(" / ".join(f"`{label}`" for label in group) for group in groups)
+    return [
+        "",
+        f"**Warning:** labels that differ only in case or spacing are trained as different classes: {shown}. "
+        "If each group is one class, write it one way in the data and run again.",
+    ]
+
+
 def _table(rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
@@ -230,6 +259,7 @@ def render_markdown(
         for label, n in report["classes"].items()
     ]
     lines += _table(rows, ("label", "kept", "train", "validation", "test"))
+    lines += lookalike_lines(summary.get("lookalike_labels"))
     imb = summary.get("imbalance")
     if imb:
         lines += [
