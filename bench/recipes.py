@@ -74,8 +74,8 @@ def measure(bench: RecipeBench, name: str, recipe: str, workdir: Path) -> dict[s
         "parameters": int(trained.model.count_params()),
         "epochs_run": len(curve),
         "train_seconds": round(trained.seconds, 1),
-        "val_accuracy": round(shipped_scores(trained, val)[1], 4),
-        "test_accuracy": round(shipped_scores(trained, test)[1], 4),
+        "val_accuracy": round(shipped_scores(trained, val, cfg)[1], 4),
+        "test_accuracy": round(shipped_scores(trained, test, cfg)[1], 4),
         "val_accuracy_curve": [round(float(v), 4) for v in curve],
     }
 

@@ -112,7 +112,7 @@ def run(
         typer.Option("--allow-label-change", help="Train even when the labels differ from the production model's."),
     ] = False,
     trials: Annotated[
-        int | None, typer.Option(min=1, help="Tune with this many Optuna trials first, then train the best config.")
+        int | None, typer.Option(min=1, help="Tune with this many Optuna trials first, then train the adopted config.")
     ] = None,
     resume: Annotated[
         Path | None,

@@ -11,7 +11,6 @@ from typing import NoReturn
 import typer
 
 from training.data.dataset import SKIP_COUNTERS
-from training.fit.tune import ADOPT_SE
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -27,17 +26,21 @@ def print_tuning_summary(result: dict) -> None:
         f"accuracy {result['best_val_accuracy']:.4f}"
     )
     if "beat_default" in result:
-        verdict = "beat" if result["beat_default"] else "did not beat"
+        verdict = "scored lower than" if result["beat_default"] else "did not score lower than"
         typer.echo(
-            f"tuning {verdict} the default configuration (validation loss {result['default_value']:.4f}, "
+            f"the best trial {verdict} the default configuration (validation loss {result['default_value']:.4f}, "
             f"accuracy {result['default_val_accuracy']:.4f})"
         )
     typer.echo(f"best parameters: {result['best_params']}")
-    if result.get("adopted") == "default":
+    if result.get("compared"):
+        verdict = "adopted the best trial" if result["adopted"] == "best" else "kept the default configuration"
+        z = result["gain"] / result["gain_se"] if result["gain_se"] else float("inf")
         typer.echo(
-            f"kept the default configuration: the best trial's validation gain ({result['gain']:.4f} per item) is "
-            f"within {ADOPT_SE:g} standard errors ({result['gain_se']:.4f}) of validation noise"
+            f"{verdict}: its paired gain on validation is {result['gain']:.4f} per item, {z:.2f} standard errors "
+            f"({result['z_needed']:.2f} needed: the best of several trials is partly the luckiest)"
         )
+    elif result.get("not_compared"):
+        typer.echo(f"adopted the {result['adopted']} configuration: {result['not_compared']}")
     typer.echo(f"tuned config: {result['files']['best_config']} (kiln run --config {result['files']['best_config']})")
 
 
@@ -94,8 +97,8 @@ def print_data_summary(data: dict, out_dir: Path) -> None:
         )
     for group in data.get("summary", {}).get("lookalike_labels") or []:
         typer.secho(
-            f"warning: labels {' / '.join(repr(label) for label in group)} differ only in case or spacing and are "
-            "trained as different classes; write each class one way in the data if they are one",
+            f"warning: labels {' / '.join(repr(label) for label in group)} differ only in case, spacing, hyphens or "
+            "underscores and are trained as different classes; write each class one way in the data if they are one",
             fg=typer.colors.YELLOW,
         )
     imb = data.get("summary", {}).get("imbalance")

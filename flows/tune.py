@@ -1,8 +1,9 @@
-"""The tune flow: ingest -> clean -> split -> N Optuna trials (each a Prefect task run) -> best config.
+"""The tune flow: ingest -> clean -> split -> N Optuna trials (each a Prefect task run) -> the adopted config.
 
 Wiring only: the search lives in ``training.fit.tune``. Trials train on the training split and are scored
 on the validation split; the test split is not touched. ``tune_on_split`` is shared with
-``kiln run --trials N``, which then trains the final model with the best configuration.
+``kiln run --trials N``, which then trains the final model with the configuration tuning adopts (the best
+trial, or the default when the best trial's gain is within validation noise).
 
     >>> result = tune(task="text", data="texts.csv", out=".kiln/tune/x", trials=6)  # doctest: +SKIP
 """
@@ -41,7 +42,7 @@ def trial_step(number: int, study: Any, space: dict[str, Any], base: RunConfig, 
 def tune_on_split(
     train: Dataset, val: Dataset, cfg: RunConfig, task_name: str, out: Path, plan: StudyPlan
 ) -> tuple[RunConfig, dict[str, Any]]:
-    """Run the study ``plan`` describes, one Prefect task run per trial; returns the best config and the summary."""
+    """Run the study ``plan`` describes, one Prefect task run per trial; returns the adopted config and the summary."""
     study, space = open_study(cfg, task_name, out, plan)
     fit = trial_fitter(train, val)
     for number in pending_trials(study, plan):

@@ -52,15 +52,21 @@ def test_six_trial_tune_reports_against_the_default_and_writes_a_usable_config(
     assert json.loads((out / "tuning.json").read_text())["beat_default"] == result["beat_default"]
     for name in ("best_config", "csv", "markdown", "optimization_history"):
         assert Path(result["files"][name]).exists(), name
+    from training.fit.tune import ITEM_LOSSES, adoption_z, unpack_losses
+
     best = load_config(out / "best_config.yaml")  # kiln run --config accepts it
     study = optuna.load_study(study_name="kiln-text", storage=f"sqlite:///{out / 'study.db'}")
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
-    # every finished trial kept its per-item validation losses, whose mean is its objective
-    assert all(np.mean(t.user_attrs["val_item_losses"]) == pytest.approx(t.value, abs=1e-4) for t in complete)
+    # every finished trial kept its per-item validation losses (float16), whose mean is its objective
+    losses = {t.number: unpack_losses(t.user_attrs[ITEM_LOSSES]) for t in complete}
+    assert all(np.mean(losses[t.number]) == pytest.approx(t.value, rel=2e-3, abs=1e-3) for t in complete)
     if result["best_trial"] == 0:  # the default was best: nothing to compare
-        assert result["adopted"] == "best" and result["adopted_trial"] == 0
-    else:  # the paired comparison ran and chose one of the two
-        assert "gain_se" in result and result["adopted_trial"] in (0, result["best_trial"])
+        assert result["adopted"] == "default" and result["adopted_trial"] == 0 and not result["compared"]
+    else:  # the paired comparison, recomputed from the stored losses, decides
+        gain = losses[0] - losses[result["best_trial"]]
+        z = gain.mean() / (gain.std(ddof=1) / np.sqrt(len(gain)))
+        assert result["z_needed"] == pytest.approx(adoption_z(len(complete) - 1), abs=1e-3)
+        assert result["adopted_trial"] == (result["best_trial"] if z > result["z_needed"] else 0)
     params = study.trials[result["adopted_trial"]].params  # the file holds the configuration tuning adopts
     assert best.text_model.architecture == params["text_model.architecture"]
     assert best.train.learning_rate == pytest.approx(params["train.learning_rate"])
@@ -111,49 +117,118 @@ def test_beat_default_means_the_best_trial_is_strictly_lower_than_the_default(
     assert study.trials[result["best_trial"]].value == result["best_value"]
 
 
-def _study_with_item_losses(default: list[float], other: list[float]) -> optuna.Study:
+def _study_with_item_losses(
+    default: list[float] | None, *others: list[float], items: tuple[str, ...] = ()
+) -> optuna.Study:
+    """Trial 0 the default configuration (learning rate 0.01; None: it was pruned), then one trial per ``others``
+    (rates 0.001, 0.002, ...), each with its per-item losses kept as run_trial keeps them, for ``items`` (default:
+    the same items for every trial)."""
+    from training.fit.tune import ITEM_LOSSES, ITEMS, pack_losses
+
     study = optuna.create_study(direction="minimize")
-    for losses, attrs, rate in ((default, {"reference": "default"}, 0.01), (other, {}, 0.001)):
+    rate = {"train.learning_rate": optuna.distributions.FloatDistribution(1e-4, 0.1)}
+    if default is None:
+        pruned = optuna.trial.TrialState.PRUNED
+        study.add_trial(optuna.trial.create_trial(state=pruned, params={"train.learning_rate": 0.01},
+                                                  distributions=rate, user_attrs={"reference": "default"}))  # fmt: skip
+    runs = ([] if default is None else [default]) + list(others)
+    for i, losses in enumerate(runs):
+        reference = {"reference": "default"} if default is not None and i == 0 else {}
+        number = i + (default is None)
+        kept = {ITEM_LOSSES: pack_losses(np.asarray(losses)), ITEMS: items[i] if items else "same items"}
         study.add_trial(
             optuna.trial.create_trial(
                 value=float(np.mean(losses)),
-                params={"train.learning_rate": rate},
-                distributions={"train.learning_rate": optuna.distributions.FloatDistribution(1e-4, 0.1)},
-                user_attrs={**attrs, "val_item_losses": losses},
+                params={"train.learning_rate": 0.01 if number == 0 else 0.001 * number},
+                distributions=rate,
+                user_attrs=reference | kept,
             )
         )
     return study
 
 
 def test_the_best_trial_replaces_the_default_only_beyond_validation_noise() -> None:
-    from training.fit.tune import ADOPT_SE, adopted_trial, best_config, summary
+    from training.fit.tune import adopted_trial, best_config, summary
 
     rng = np.random.default_rng(0)
     default = rng.exponential(0.5, 400)
     noise = rng.normal(0.0, 0.3, 400)
-    # a lower mean loss, but by less than ADOPT_SE standard errors of the paired differences: noise, not a gain
-    lucky = default + noise - noise.mean() - 0.5 * 0.3 / np.sqrt(400)
-    study = _study_with_item_losses(default.tolist(), lucky.tolist())
-    trial, why = adopted_trial(study)
-    assert study.best_trial.number == 1 and trial.number == 0
-    assert why["adopted"] == "default" and 0 < why["gain"] <= ADOPT_SE * why["gain_se"]
-    assert best_config(study, {}).train.learning_rate == 0.01  # the default's configuration is handed on
-    result = summary(study)
+    se = 0.3 / np.sqrt(400)
+    # 2.2 standard errors lower: clears the bar for one candidate, not for the best of nine
+    lucky = default + noise - noise.mean() - 2.2 * se
+    alone = _study_with_item_losses(default.tolist(), lucky.tolist())
+    trial, why = adopted_trial(alone)
+    assert trial.number == 1 and why["adopted"] == "best" and why["z_needed"] == pytest.approx(1.645, abs=1e-3)
+    worse = [(default + 1.0).tolist()] * 8  # eight more candidates, all worse than the lucky one
+    among_nine = _study_with_item_losses(default.tolist(), lucky.tolist(), *worse)
+    trial, why = adopted_trial(among_nine)
+    assert among_nine.best_trial.number == 1 and trial.number == 0
+    assert why["adopted"] == "default" and why["compared"] and why["z_needed"] == pytest.approx(2.54, abs=0.01)
+    assert 2.0 < why["gain"] / why["gain_se"] < why["z_needed"]
+    assert best_config(among_nine, {}).train.learning_rate == 0.01  # the default's configuration is handed on
+    result = summary(among_nine)
     assert result["beat_default"] and result["adopted"] == "default" and result["adopted_trial"] == 0
-    # the same items, each a clear 0.1 lower: adopted
-    better = _study_with_item_losses(default.tolist(), (default - 0.1 + rng.normal(0, 0.01, 400)).tolist())
-    trial, why = adopted_trial(better)
-    assert trial.number == 1 and why["adopted"] == "best" and why["gain"] > ADOPT_SE * why["gain_se"]
-    assert best_config(better, {}).train.learning_rate == 0.001
+    # the same items, each a clear 0.1 lower: adopted however many candidates there were
+    clear = _study_with_item_losses(default.tolist(), (default - 0.1 + rng.normal(0, 0.01, 400)).tolist(), *worse)
+    trial, why = adopted_trial(clear)
+    assert trial.number == 1 and why["adopted"] == "best" and why["gain"] > why["z_needed"] * why["gain_se"]
+    assert best_config(clear, {}).train.learning_rate == 0.001
+    # the default itself the best: nothing to compare
+    trial, why = adopted_trial(_study_with_item_losses([0.1, 0.2], [0.5, 0.6]))
+    assert trial.number == 0 and why["adopted"] == "default" and not why["compared"]
 
 
-def test_trials_without_item_losses_hand_on_the_best() -> None:
-    """Studies from before per-item losses were kept (or scored on other items) fall back to the best trial."""
-    from training.fit.tune import adopted_trial
+def test_per_item_losses_round_trip_compactly() -> None:
+    from training.fit.tune import pack_losses, unpack_losses
 
-    study = _study_with_item_losses([0.5, 0.6], [0.1, 0.2, 0.3])  # different items: no paired comparison
+    losses = np.random.default_rng(1).exponential(0.5, 1000)
+    packed = pack_losses(losses)
+    assert len(packed) < 3 * len(losses)  # ~2.7 bytes per item, where JSON floats take ~20
+    assert np.allclose(unpack_losses(packed), losses, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["other items", "no per-item losses", "default pruned"],
+)
+def test_without_a_pairable_default_the_best_trial_is_handed_on_and_the_summary_says_why(case: str) -> None:
+    """Trials scored on other validation items (another split), a study from before per-item losses were kept,
+    or a default trial that did not finish: no paired comparison, the best trial, and the reason."""
+    from training.fit.tune import ITEM_LOSSES, adopted_trial, summary
+
+    if case == "other items":
+        study = _study_with_item_losses([0.5, 0.6], [0.1, 0.2], items=("split A", "split B"))
+    elif case == "default pruned":
+        study = _study_with_item_losses(None, [0.3, 0.2])
+    else:
+        study = optuna.create_study(direction="minimize")
+        for t in _study_with_item_losses([0.5, 0.6], [0.1, 0.2]).trials:
+            attrs = {k: v for k, v in t.user_attrs.items() if k != ITEM_LOSSES}
+            study.add_trial(optuna.trial.create_trial(value=t.value, params=t.params, distributions=t.distributions,
+                                                      user_attrs=attrs))  # fmt: skip
     trial, why = adopted_trial(study)
-    assert trial.number == 1 and why == {"adopted": "best"}
+    assert trial.number == study.best_trial.number == 1 and why["adopted"] == "best" and not why["compared"]
+    assert why["not_compared"] and summary(study)["not_compared"] == why["not_compared"]
+
+
+def test_a_resumed_study_runs_the_default_again_when_its_trial_was_cut_off(tmp_path: Path) -> None:
+    """A run killed while trial 0 (the default) ran leaves it RUNNING in its own study; resuming records it as
+    failed and queues the default again, so tuning still compares against it."""
+    from training.config import RunConfig
+    from training.fit.tune import StudyPlan, open_study
+
+    space = {"train.learning_rate": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True}}
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
+    plan = StudyPlan(trials=3, space_path=tmp_path / "space.yaml")
+    study, _ = open_study(RunConfig(), "text", tmp_path, plan)
+    cut_off = study.ask()  # the enqueued default, never told: its process was killed
+    assert cut_off.user_attrs["reference"] == "default"
+    resumed, _ = open_study(RunConfig(), "text", tmp_path, StudyPlan(**{**plan.__dict__, "top_up": True}))
+    states = [t.state.name for t in resumed.trials]
+    assert states == ["FAIL", "WAITING"] and resumed.trials[1].user_attrs["reference"] == "default"
+    # resuming again while the default waits queues nothing more
+    again, _ = open_study(RunConfig(), "text", tmp_path, StudyPlan(**{**plan.__dict__, "top_up": True}))
+    assert [t.state.name for t in again.trials] == ["FAIL", "WAITING"]
 
 
 def test_bad_search_space_names_the_key(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,7 +175,7 @@ def train_model(
         selection = (selected_file if refits(t, cfg, has_val) else finished, spec)  # the model validation chose
         saved = decided.get("calibration")
         calibrated = saved_map(saved) if saved else _calibrate_saved(*selection, val, cfg)
-        spec = finished_spec(decided, spec, refits(t, cfg, has_val), joined(train, val), cfg)
+        spec = finished_spec(decided, spec, refits(t, cfg, has_val), lambda: joined(train, val), cfg)
         blended, refit_epochs = decided.get("wide", {}), int(decided.get("refit_epochs", 0))
         kernel = _kernel_choice(decided)
         epochs_now, stopped_early = 0, len(read_history(finished.parent).get("loss", [])) < t.epochs
@@ -287,12 +288,15 @@ def calibrate(
     return summary
 
 
-def finished_spec(decided: dict[str, Any], started: Spec, refit: bool, everything: Dataset, cfg: RunConfig) -> Spec:
+def finished_spec(
+    decided: dict[str, Any], started: Spec, refit: bool, everything: Callable[[], Dataset], cfg: RunConfig
+) -> Spec:
     """The spec of a run's finished model, resumed after training: as saved with it, or (runs finished before it
-    was saved) the refit's spec made again from training + validation, else the spec the run started with."""
+    was saved) the refit's spec made again from ``everything()`` (training + validation), else the spec the run
+    started with."""
     if decided.get("spec"):
         return spec_from_dict(decided["spec"])
-    return shipped_spec(started, everything, cfg) if refit else started
+    return shipped_spec(started, everything(), cfg) if refit else started
 
 
 def _calibrate_saved(selected: Path | None, spec: Spec, val: Dataset, cfg: RunConfig) -> dict[str, Any]:

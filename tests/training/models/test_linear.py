@@ -267,9 +267,9 @@ def test_training_reports_the_wide_half_and_the_model_predicts_the_blend(mode: s
     assert trained.summary()["wide"] == wide
     assert trained.model.get_layer("wide_weights").get_weights()[0].any()  # the linear half is in the model
     # tuning scores the model as it ships (training.fit.tune.shipped_scores), not the best epoch's curve
-    loss, accuracy, items = shipped_scores(trained, val)
+    loss, accuracy, per_item = shipped_scores(trained, val, cfg)
     assert np.isfinite(loss) and loss >= 0
-    assert len(items) == len(val) and np.mean(items) == pytest.approx(loss)  # per item, for the paired test
+    assert len(per_item.losses) == len(val) and np.mean(per_item.losses) == pytest.approx(loss)  # for the paired test
     if mode == "joint":  # the network is kept only when it beats the linear half alone on validation
         assert wide["network_kept"] == (wide["joint_val_accuracy"] > wide["val_accuracy"])
         shipped = wide["joint_val_accuracy"] if wide["network_kept"] else wide["val_accuracy"]
