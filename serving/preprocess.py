@@ -280,11 +280,17 @@ def build_vocabulary(texts: Iterable[str], max_tokens: int, min_count: int = 1) 
 
 def bigram_id(first: str, second: str, spec: TextSpec) -> int:
     """A word pair's id: a stable hash (CRC-32, the same in every process) into the bigram buckets."""
-    return len(spec.vocabulary) + _bigram_hash(first, second) % spec.ngram_buckets
+    return _network_pair_ids([_bigram_hash(first, second)], spec)[0]
 
 
 def _bigram_hash(first: str, second: str) -> int:
     return zlib.crc32(f"{first} {second}".encode())
+
+
+def _network_pair_ids(hashes: Sequence[int], spec: TextSpec) -> list[int]:
+    """Word-pair hashes as the network's bigram ids (one call per document, not per pair: this is serving's path)."""
+    start, buckets = len(spec.vocabulary), spec.ngram_buckets
+    return [start + h % buckets for h in hashes]
 
 
 def word_char_hashes(word: str, min_n: int, max_n: int) -> np.ndarray:
@@ -344,7 +350,7 @@ class _Document:
         # first max_length pairs), else the network's
         own = spec.bag_bigram_buckets
         window = hashes[: spec.max_length] if own else hashes
-        self.pairs = [len(spec.vocabulary) + h % spec.ngram_buckets for h in window] if spec.ngram_buckets else []
+        self.pairs = _network_pair_ids(window, spec) if spec.ngram_buckets else []
         self.bag_pairs = [spec.deep_vocabulary + h % own for h in hashes] if own else self.pairs
         grams = spec.char_buckets
         self.hashes = [word_char_hashes(t, spec.char_min_n, spec.char_max_n) for t in tokens] if grams else []

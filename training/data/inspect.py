@@ -218,9 +218,8 @@ def lookalike_lines(groups: list[list[str]] | None) -> list[str]:
     shown = "; ".join(" / ".join(f"`{label}`" for label in group) for group in groups)
     return [
         "",
-        f"**Warning:** labels that differ only in case, spacing, hyphens or underscores are trained as different "
-        f"classes: {shown}. "
-        "If each group is one class, write it one way in the data and run again.",
+        "**Warning:** labels that differ only in case, spacing, hyphens or underscores are trained as different "
+        f"classes: {shown}. If each group is one class, write it one way in the data and run again.",
     ]
 
 

@@ -376,11 +376,11 @@ def best_config(study: Any, base: RunConfig | dict[str, Any]) -> RunConfig:
     return _trial_config(base, adopted_trial(study)[0].params)
 
 
-def write_outputs(study: Any, base: RunConfig | dict[str, Any], out: Path) -> dict[str, Path]:
-    """best_config.yaml, trials.csv, trials.md and the optimisation-history and importance plots."""
+def write_outputs(study: Any, cfg: RunConfig, out: Path) -> dict[str, Path]:
+    """best_config.yaml (``cfg``, the adopted configuration), trials.csv, trials.md and the optimisation-history
+    and importance plots."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {"best_config": out / "best_config.yaml", "csv": out / "trials.csv", "markdown": out / "trials.md"}
-    cfg = best_config(study, base)
     paths["best_config"].write_text(yaml.safe_dump(_plain(config_to_dict(cfg)), sort_keys=False), encoding="utf-8")
     header, rows = trial_rows(study)
     with paths["csv"].open("w", newline="", encoding="utf-8") as fh:
@@ -588,9 +588,10 @@ def pending_trials(study: Any, plan: StudyPlan) -> Iterator[int]:
 
 
 def finish_study(study: Any, cfg: RunConfig, out: Path) -> tuple[RunConfig, dict[str, Any]]:
-    """The best configuration, and the summary written to ``out``/tuning.json with the trial table and plots."""
-    best = best_config(study, cfg)  # first: with no finished trial it says so as a ConfigError
-    result = summary(study) | {"files": {k: str(v) for k, v in write_outputs(study, cfg, out).items()}}
+    """The adopted configuration, and the summary written to ``out``/tuning.json with the trial table and plots."""
+    result = summary(study)  # first: with no finished trial it says so as a ConfigError
+    best = _trial_config(cfg, study.trials[result["adopted_trial"]].params)  # adopted_trial decided it once
+    result |= {"files": {k: str(v) for k, v in write_outputs(study, best, out).items()}}
     (out / "tuning.json").write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
     return best, result
 
