@@ -41,6 +41,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     "cosine + smoothing + batch norm": {"image_model": _COSINE | {"batch_norm": True}},
     "cosine + smoothing + brightness 0.2": {"image_model": _COSINE, "augment": {"brightness": 0.2}},
     "default": {},  # cosine + smoothing + per-image standardisation (image_model.standardize)
+    # the default without label smoothing: smoothing caps a network's confidence in a way no temperature undoes
+    "default without smoothing": {"train": {"label_smoothing": 0.0}},
 }
 
 

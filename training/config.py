@@ -529,7 +529,9 @@ class RunConfig(_Config):
 # mean validation accuracy (0.746, the earlier constant-rate, val_loss recipe 0.650; on the internal test splits 0.728
 # and 0.648; docs/BENCHMARKS.md, "Image training recipe"): a cosine schedule after a short warm-up, label
 # smoothing, and early stopping that follows validation accuracy with room for its noise (the loss of a small,
-# honest validation split rises while its accuracy still climbs).
+# honest validation split rises while its accuracy still climbs). Label smoothing stays (measured 2026-12-07, same
+# table): without it mean validation accuracy was 0.780 against 0.774, within what a rerun of the default alone
+# moves (0.779 -> 0.774), while the calibrated ECE rose on every internal test split (mean 0.035 -> 0.050).
 TASK_TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "image": {
         "learning_rate": 1e-3,

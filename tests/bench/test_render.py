@@ -581,3 +581,30 @@ def test_the_text_recipe_table_uses_the_same_layout() -> None:
     assert "## Text training recipe (CPU)" in md
     assert "| cr | 2,100 / 450 / 460 | 0.8200 / 0.8300 (11 ep, 17 s) | 0.8300 / 0.8300 (11 ep, 17 s) |" in _lines(md)
     assert "**default** has the highest mean validation accuracy" in md
+
+
+def test_recipe_rows_with_ece_show_it_and_the_verdict_names_the_best_calibrated() -> None:
+    def row(recipe: str, val: float, ece: float) -> dict[str, Any]:
+        return {
+            "data_set": "flowers5",
+            "recipe": recipe,
+            "settings": {"label_smoothing": 0.1 if recipe == "default" else 0.0},
+            "items": {"train": 2367, "validation": 535, "test": 543},
+            "recordings": None,
+            "epochs_run": 40,
+            "train_seconds": 557.9,
+            "val_accuracy": val,
+            "test_accuracy": 0.69,
+            "val_ece": ece,
+            "test_ece": ece + 0.01,
+        }
+
+    recipes = {"default": {}, "default without smoothing": {}}
+    rows = [row("default", 0.65, 0.035), row("default without smoothing", 0.66, 0.054)]
+    md = render({"image_recipe": _result("image_recipe", {"recipes": recipes}, rows=rows)})
+    assert (
+        "| flowers5 | 2,367 / 535 / 543 | 0.6500 / 0.6900, ECE 0.035 / 0.045 (40 ep, 558 s) "
+        "| 0.6600 / 0.6900, ECE 0.054 / 0.064 (40 ep, 558 s) |" in _lines(md)
+    )
+    assert "**default without smoothing** has the highest mean validation accuracy" in md
+    assert "**default** has the lowest mean validation ECE and **default** the lowest mean internal test ECE" in md

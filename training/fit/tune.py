@@ -492,24 +492,32 @@ def trial_fitter(train: Any, val: Any) -> Callable[[RunConfig, Any], Scores]:
 
 def shipped_scores(trained: Any, val: Any, cfg: RunConfig) -> tuple[float, float, PerItem]:
     """Log-loss and accuracy of a trained model as it ships on ``val`` (items of labels it knows), and each
-    item's log-loss: after a text model's blend or network check or an image model's kernel blend, which the
-    per-epoch curves do not show, through the calibration map validation fitted (as the exported graph has it;
-    one or two parameters, so scoring on the same items flatters every trial alike), and without label smoothing,
-    which the training loss includes. Predicted in batches: an image split is never one array in memory."""
+    item's log-loss (``shipped_probabilities`` says what "as it ships" means)."""
+    probabilities, y, val = shipped_probabilities(trained, val, cfg)
+    if not len(y):
+        return math.inf, 0.0, PerItem(np.zeros(0), items_digest([], []))
+    losses = -np.log(np.clip(probabilities[np.arange(len(y)), y], 1e-7, 1.0))
+    accuracy = float(np.mean(probabilities.argmax(axis=1) == y))
+    return float(losses.mean()), accuracy, PerItem(losses, items_digest(val.keys, val.labels))
+
+
+def shipped_probabilities(trained: Any, items: Any, cfg: RunConfig) -> tuple[np.ndarray, np.ndarray, Any]:
+    """The probabilities a trained model gives as it ships, for the ``items`` of labels it knows, their label
+    indices, and those items: after a text model's blend or network check or an image model's kernel blend,
+    which the per-epoch curves do not show, through the calibration map validation fitted (as the exported graph
+    has it; one or two parameters, so scoring on the same items flatters every trial alike), and without label
+    smoothing, which the training loss includes. Predicted in batches: an image split is never one array in
+    memory."""
     from training.data.features import encode_labels
     from training.fit.pipeline import eval_batches
     from training.models.calibration import calibrated
     from training.models.head import logits_model
 
-    val = val.subset([i for i, label in enumerate(val.labels) if label in trained.spec.labels])
-    if not len(val):
-        return math.inf, 0.0, PerItem(np.zeros(0), items_digest([], []))
-    logits = logits_model(trained.model).predict(eval_batches(val, trained.spec, cfg), verbose=0)
-    probabilities = calibrated(logits, trained.calibrated)
-    y = encode_labels(val.labels, trained.spec.labels)
-    losses = -np.log(np.clip(probabilities[np.arange(len(y)), y], 1e-7, 1.0))
-    accuracy = float(np.mean(probabilities.argmax(axis=1) == y))
-    return float(losses.mean()), accuracy, PerItem(losses, items_digest(val.keys, val.labels))
+    items = items.subset([i for i, label in enumerate(items.labels) if label in trained.spec.labels])
+    if not len(items):
+        return np.zeros((0, len(trained.spec.labels))), np.zeros(0, dtype=int), items
+    logits = logits_model(trained.model).predict(eval_batches(items, trained.spec, cfg), verbose=0)
+    return calibrated(logits, trained.calibrated), encode_labels(items.labels, trained.spec.labels), items
 
 
 def summary(study: Any) -> dict[str, Any]:
