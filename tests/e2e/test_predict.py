@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -144,3 +145,31 @@ def test_predict_refuses_bad_requests_in_one_line(onnx_store: Path, tmp_path: Pa
         ok=False,
     )
     assert result.returncode == 2 and "no text model is in production" in result.stderr + result.stdout
+
+
+def test_a_dask_run_holds_only_the_shards_in_flight(
+    onnx_store: Path, tmp_path: Path, prefect_server: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # distributed keeps each connection's recent messages (1,000 by default), and every shard's items travel in
+    # one: without flows.predict's setting, every item read stayed in memory until the run ended
+    import gc
+
+    import flows.predict as predict_flow
+    from serving.batch import Item, RowWriter
+
+    data = tmp_path / "texts.csv"
+    data.write_text("text\n" + "".join(f"{TEXTS[n % len(TEXTS)]} {n}\n" for n in range(160)))
+    alive: list[int] = []
+    write = RowWriter.write
+
+    def counting_write(self: RowWriter, rows: Any) -> None:
+        gc.collect()
+        alive.append(sum(type(o) is Item for o in gc.get_objects()))
+        write(self, rows)
+
+    monkeypatch.setattr(RowWriter, "write", counting_write)
+    out = tmp_path / "dask.csv"
+    predict_flow.predict(task="text", data=str(data), out=str(out), store=str(onnx_store), workers=2, shard_items=10)
+    assert len(read_rows(out)) == 160
+    # 16 shards of 10, at most WINDOW_PER_WORKER x 2 of them in flight, and the one being read
+    assert max(alive) <= 10 * (predict_flow.WINDOW_PER_WORKER * 2 + 1), alive
