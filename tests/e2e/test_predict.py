@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -169,7 +170,12 @@ def test_a_dask_run_holds_only_the_shards_in_flight(
 
     monkeypatch.setattr(RowWriter, "write", counting_write)
     out = tmp_path / "dask.csv"
-    predict_flow.predict(task="text", data=str(data), out=str(out), store=str(onnx_store), workers=2, shard_items=10)
+    # a Nanny writes its pre-spawn variables (MALLOC_TRIM_THRESHOLD_, OMP_NUM_THREADS) into this process's
+    # environment for good; later tests' subprocesses must not inherit them
+    with mock.patch.dict(os.environ):
+        predict_flow.predict(
+            task="text", data=str(data), out=str(out), store=str(onnx_store), workers=2, shard_items=10
+        )
     assert len(read_rows(out)) == 160
     # 16 shards of 10, at most WINDOW_PER_WORKER x 2 of them in flight, and the one being read
     assert max(alive) <= 10 * (predict_flow.WINDOW_PER_WORKER * 2 + 1), alive
