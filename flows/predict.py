@@ -19,6 +19,7 @@ Where shards run:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -117,6 +118,20 @@ def task_runner(workers: int = 0, dask: str | None = None) -> TaskRunner[Any]:
     return DaskTaskRunner(cluster_kwargs=cluster)
 
 
+@contextlib.contextmanager
+def environment_kept() -> Iterator[None]:
+    """This process's environment as it was, after the block: a local Dask cluster's nannies write their
+    pre-spawn variables (OMP_NUM_THREADS=1, MALLOC_TRIM_THRESHOLD_, ...) into it for good, and a long-lived
+    process would hand them to every subprocess it starts later (a training run on one thread)."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        for key in set(os.environ) - set(saved):
+            del os.environ[key]
+        os.environ.update(saved)
+
+
 def dask_workers(address: str) -> int:
     """How many workers the Dask cluster at ``address`` has now (at least 1): the in-flight window follows it.
     Raises OSError when the scheduler does not answer."""
@@ -175,7 +190,7 @@ def predict(
     writer = RowWriter(Path(out))
     started = time.monotonic()
     try:
-        with task_runner(workers, dask) as runner:
+        with environment_kept(), task_runner(workers, dask) as runner:
             _score_in_order(runner, shards(items, shard_items or SHARD_ITEMS[task]), params, window, writer, started)
         writer.close()
     except BaseException:

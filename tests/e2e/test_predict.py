@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -148,7 +147,7 @@ def test_predict_refuses_bad_requests_in_one_line(onnx_store: Path, tmp_path: Pa
     assert result.returncode == 2 and "no text model is in production" in result.stderr + result.stdout
 
 
-def test_a_dask_run_holds_only_the_shards_in_flight(
+def test_a_dask_run_holds_only_the_shards_in_flight_and_keeps_the_environment(
     onnx_store: Path, tmp_path: Path, prefect_server: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # distributed keeps each connection's recent messages (1,000 by default), and every shard's items travel in
@@ -170,12 +169,11 @@ def test_a_dask_run_holds_only_the_shards_in_flight(
 
     monkeypatch.setattr(RowWriter, "write", counting_write)
     out = tmp_path / "dask.csv"
-    # a Nanny writes its pre-spawn variables (MALLOC_TRIM_THRESHOLD_, OMP_NUM_THREADS) into this process's
-    # environment for good; later tests' subprocesses must not inherit them
-    with mock.patch.dict(os.environ):
-        predict_flow.predict(
-            task="text", data=str(data), out=str(out), store=str(onnx_store), workers=2, shard_items=10
-        )
+    environment = dict(os.environ)
+    predict_flow.predict(task="text", data=str(data), out=str(out), store=str(onnx_store), workers=2, shard_items=10)
     assert len(read_rows(out)) == 160
+    # the local cluster's nannies wrote OMP_NUM_THREADS=1 and a malloc setting into this process's environment;
+    # the flow puts it back, so later subprocesses (the allocator test's control, a training run) do not inherit them
+    assert dict(os.environ) == environment
     # 16 shards of 10, at most WINDOW_PER_WORKER x 2 of them in flight, and the one being read
     assert max(alive) <= 10 * (predict_flow.WINDOW_PER_WORKER * 2 + 1), alive
