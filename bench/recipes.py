@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from bench.common import BENCH_DIR, envelope, read_result, utc_now, write_result
 from bench.quality import split_source
 from bench.splits import prepare_split
@@ -70,7 +68,8 @@ def measure(bench: RecipeBench, name: str, recipe: str, workdir: Path) -> dict[s
     scores = {}
     for split_name, items in (("val", val), ("test", test)):
         probabilities, y, _ = shipped_probabilities(trained, items, cfg)
-        scores[f"{split_name}_accuracy"] = round(float(np.mean(probabilities.argmax(axis=1) == y)), 4)
+        right = probabilities.argmax(axis=1) == y
+        scores[f"{split_name}_accuracy"] = round(float(right.mean()) if len(y) else 0.0, 4)
         scores[f"{split_name}_ece"] = round(expected_calibration_error(probabilities, y), 4)
     return {
         "data_set": name,

@@ -806,7 +806,9 @@ _RECIPE_SCORES = ("val_accuracy", "test_accuracy", "val_ece", "test_ece")
 def _recipe_cell(row: Result) -> str:
     """Validation / internal test accuracy, then their ECE where the row has it (rows from 2026-12-07 on)."""
     cell = f"{row['val_accuracy']:.4f} / {row['test_accuracy']:.4f}"
-    return cell + (f", ECE {row['val_ece']:.3f} / {row['test_ece']:.3f}" if "val_ece" in row else "")
+    return cell + (
+        f", ECE {row['val_ece']:.3f} / {row['test_ece']:.3f}" if {"val_ece", "test_ece"} <= row.keys() else ""
+    )
 
 
 def _recipe_table(r: Result) -> list[str]:

@@ -98,14 +98,8 @@ def task_runner(workers: int = 0, dask: str | None = None) -> TaskRunner[Any]:
     """This process's thread pool, a local Dask cluster of ``workers`` processes, or the cluster at ``dask``."""
     if not dask and workers <= 1:
         return ThreadPoolTaskRunner(max_workers=1)
-    from dask import config as dask_config
     from prefect.client.orchestration import get_client
     from prefect_dask import DaskTaskRunner
-
-    # distributed keeps each connection's last 1,000 messages for debugging, and this process's scheduler its
-    # last 1,000 transitions and events (admin.low-level-log-length): every shard's items travel in such a
-    # message, so 1,000,000 texts stayed in this process to the end (+260 MB) where the window bounds memory.
-    dask_config.set({"distributed.admin.low-level-log-length": 0})
 
     if dask:
         return DaskTaskRunner(address=dask)
@@ -129,7 +123,24 @@ def environment_kept() -> Iterator[None]:
     finally:
         for key in set(os.environ) - set(saved):
             del os.environ[key]
-        os.environ.update(saved)
+        for key, value in saved.items():
+            if os.environ.get(key) != value:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
+def dask_log_off(used: bool) -> Iterator[None]:
+    """For the block, when it uses Dask: distributed keeps each connection's last 1,000 messages for debugging,
+    and a local scheduler its last 1,000 transitions and events (admin.low-level-log-length). Every shard's items
+    travel in such a message, so 1,000,000 texts stayed in this process to the end (+260 MB) where the window
+    bounds memory. The client and a local cluster read the setting when the runner starts them, in the block."""
+    if not used:
+        yield
+        return
+    from dask import config as dask_config
+
+    with dask_config.set({"distributed.admin.low-level-log-length": 0}):
+        yield
 
 
 def dask_workers(address: str) -> int:
@@ -190,7 +201,7 @@ def predict(
     writer = RowWriter(Path(out))
     started = time.monotonic()
     try:
-        with environment_kept(), task_runner(workers, dask) as runner:
+        with environment_kept(), dask_log_off(bool(dask) or workers > 1), task_runner(workers, dask) as runner:
             _score_in_order(runner, shards(items, shard_items or SHARD_ITEMS[task]), params, window, writer, started)
         writer.close()
     except BaseException:

@@ -175,5 +175,6 @@ def test_a_dask_run_holds_only_the_shards_in_flight_and_keeps_the_environment(
     # the local cluster's nannies wrote OMP_NUM_THREADS=1 and a malloc setting into this process's environment;
     # the flow puts it back, so later subprocesses (the allocator test's control, a training run) do not inherit them
     assert dict(os.environ) == environment
-    # 16 shards of 10, at most WINDOW_PER_WORKER x 2 of them in flight, and the one being read
-    assert max(alive) <= 10 * (predict_flow.WINDOW_PER_WORKER * 2 + 1), alive
+    # 16 shards of 10: the shards in flight (WINDOW_PER_WORKER x 2), each also as the in-process scheduler's copy
+    # until its release arrives; with distributed's message log on, all 160 items stayed
+    assert max(alive) < 100, alive
