@@ -208,35 +208,19 @@ def variant_list(variants: dict[str, dict[str, Any]], parity: dict[str, Any] | N
     return rows
 
 
-def internal_test_variants(run_dir: Path, split: Split, report: dict[str, Any]) -> dict[str, Any]:
-    """Every CPU variant of a run scored on Kiln's own internal test split of the train file (the split the run
-    made, made again from its file and configuration): items no fit, refit or choice saw, unlike validation,
-    which the refit learnt from. Per variant: accuracy and top-1 agreement with fp32. Reads no test file."""
-    import numpy as np
-
-    from serving.preprocess import spec_from_dict
-    from serving.runtime import Classifier, make_session
-    from training.config import RunConfig
-    from training.data.clean import load_source
-    from training.data.dataset import Source
-    from training.data.features import to_arrays
-    from training.data.split import split_dataset
-
-    cfg = RunConfig.model_validate(report["config"])
-    _, _, test = split_dataset(load_source(split.task, Source(str(split.train)), cfg.data), cfg.data)
-    spec = spec_from_dict(json.loads((run_dir / "artifacts" / "spec.json").read_text(encoding="utf-8")))
-    x, y = to_arrays(test, spec)
-    probs = {}
-    for name, v in report["variants"].items():
-        if v.get("device", "any") == "any":
-            session = make_session((run_dir / "artifacts" / v["file"]).read_bytes(), device="cpu")
-            probs[name] = Classifier(session, spec).predict_all(x)
-    top = {name: p.argmax(axis=1) for name, p in probs.items()}
+def internal_test_variants(report: dict[str, Any]) -> dict[str, Any] | None:
+    """Every CPU variant of a run as report.json scores it on Kiln's own internal test split of the train file
+    (compression.compress.score_unseen, after the served variant was chosen): items no fit, refit or choice saw,
+    unlike validation, which the refit learnt from. Per variant: accuracy and top-1 agreement with fp32. None for
+    a run made before the report held them. Reads no test file."""
     scored = {
-        name: {"accuracy": round(float(np.mean(t == y)), 6), "agreement": round(float(np.mean(t == top["fp32"])), 6)}
-        for name, t in top.items()
+        name: {"accuracy": v["test"]["accuracy"], "agreement": v["test"]["top1_agreement"]}
+        for name, v in report["variants"].items()
+        if v.get("device", "any") == "any" and "test" in v
     }
-    return {"items": len(y), "variants": scored}
+    if "fp32" not in scored:
+        return None
+    return {"items": report["variants"]["fp32"]["test"]["examples"], "variants": scored}
 
 
 def served_predictions(store: Path, task: str, version_name: str, test: Items) -> tuple[list[str], dict[str, Any]]:
@@ -349,7 +333,9 @@ def kiln_run(
     else:
         skipped = {name: p["skipped"] for name, p in report.get("parity", {}).items() if "skipped" in p}
         column |= {"variants": variant_list(report["variants"], report.get("parity", {})), "skipped": skipped}
-        column["internal_test_variants"] = internal_test_variants(run_dir, split, report)
+        unseen = internal_test_variants(report)
+        if unseen is not None:
+            column["internal_test_variants"] = unseen
     column["spec"] = version["spec"] if split.task == "image" else None  # the peer's pixel size; dropped from JSON
     return column, predicted
 

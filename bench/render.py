@@ -710,7 +710,7 @@ def unseen_summary(rows: list[Result]) -> str:
         "*agrees with fp32*: the share of validation items on which the variant's top-1 label is fp32's, which "
         f"selection requires to be at least {required:.0%} (1 - max_accuracy_drop); the last column scores every "
         "variant on Kiln's internal test split of the same train file, which no fit, refit or choice saw "
-        "(bench.quality.internal_test_variants)."
+        "(report.json's per-variant test block, compression.compress.score_unseen)."
     )
     if not agree_test:
         return text + "\n"

@@ -3,7 +3,8 @@
 check and optimise every file, and measure each on the validation split.
 
 ``compress.objective`` picks the served variant among those within ``max_accuracy_drop`` of fp32 there
-(select_served); the test split scores only that one, once. A variant that cannot be made for a model is
+(select_served); the test split then scores every variant once (its ``test`` block), after the choice and
+without a say in it: the served one's scores go to the report and the gate. A variant that cannot be made for a model is
 reported as skipped with the reason; only a broken fp32 export stops the run.
 
     >>> result = compress_model(trained, train, val, test, cfg, Path("out/artifacts"))  # doctest: +SKIP
@@ -89,19 +90,52 @@ def evaluate_variant(
     """Size and metrics on (x, y) with calibration error (with the graph's calibration map and without) of one ONNX
     file, plus its probabilities for x. Latency is timed separately (``time_variants``), side by side."""
     data = path.read_bytes()
-    classifier = Classifier(make_session(data, device=device, threads=threads), trained.spec)
-    probs = classifier.predict_all(x)
-    raw = Classifier(make_session(without_calibration(data), device=device, threads=threads), trained.spec)
+    scores, probs, _ = score_graph(data, trained.spec, x, y, device, threads)
     stats: dict[str, Any] = {
         "file": str(path.relative_to(path.parent.parent)),
         "bytes": len(data),
         "gzip_bytes": len(gzip.compress(data, compresslevel=9)),
-        **metrics(probs, y),
-        **calibration_metrics(probs, raw.predict_all(x), y),
+        **scores,
         "threads": threads or os.cpu_count() or 1,
         "graph_optimization": "basic",
     }
     return stats, probs
+
+
+def score_graph(
+    data: bytes, spec: Any, x: np.ndarray, y: np.ndarray, device: str = "cpu", threads: int = 0
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Accuracy, macro-F1 and calibration error on (x, y) of one ONNX graph, with its calibration map and
+    without it, and both sets of probabilities (served, then uncalibrated)."""
+    probs = Classifier(make_session(data, device=device, threads=threads), spec).predict_all(x)
+    raw = Classifier(make_session(without_calibration(data), device=device, threads=threads), spec).predict_all(x)
+    return metrics(probs, y) | calibration_metrics(probs, raw, y), probs, raw
+
+
+def score_unseen(
+    variants: dict[str, dict[str, Any]],
+    served: str,
+    directory: Path,
+    spec: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    device: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Score every variant on the test split, after selection and without touching it: each variant's ``test``
+    block (accuracy, macro-F1, ECE with and without the map, top-1 agreement with fp32). After a refit the
+    model has learnt the validation items, so only these say how a variant does on new items, and how well
+    its scores are calibrated. Returns the served variant's probabilities, with the map and without."""
+    fp32_top: np.ndarray | None = None
+    kept: tuple[np.ndarray, np.ndarray] = (np.zeros((0, len(spec.labels))),) * 2
+    for name in sorted(variants, key=lambda n: n != "fp32"):  # fp32 first: the others agree with it or not
+        scores, probs, raw = score_graph((directory / variants[name]["file"]).read_bytes(), spec, x, y, device)
+        top = probs.argmax(axis=1)
+        fp32_top = top if fp32_top is None else fp32_top
+        agrees = round(float(np.mean(top == fp32_top)), 6) if len(top) else 1.0
+        variants[name]["test"] = scores | {"top1_agreement": agrees}
+        if name == served:
+            kept = (probs, raw)
+    return kept
 
 
 def time_variants(
@@ -425,7 +459,8 @@ def compress_model(
 ) -> Compressed:
     """Write the variants, spec and Keras model under ``directory`` (emptied first: everything in it
     becomes part of the stored version). Every variant is measured on the validation split, which picks
-    the served one; the test split then scores that variant once, for the report and the gate. Pruned
+    the served one; the test split then scores every variant once (score_unseen), the served one for the
+    report and the gate. Pruned
     and QAT variants fine-tune on ``train``."""
     shutil.rmtree(directory, ignore_errors=True)
     variants_dir = directory / "variants"
@@ -475,12 +510,8 @@ def compress_model(
             v["latency_ms_p50"],
         )
     x_test, y_test = to_arrays(test, trained.spec)
-    served_path = directory / variants[served]["file"]
-    served_bytes = served_path.read_bytes()
-    test_probs = Classifier(make_session(served_bytes, device=c.serving_device), trained.spec).predict_all(x_test)
-    raw_session = make_session(without_calibration(served_bytes), device=c.serving_device)
-    raw_probs = Classifier(raw_session, trained.spec).predict_all(x_test)
-    test_metrics = metrics(test_probs, y_test) | calibration_metrics(test_probs, raw_probs, y_test)
+    test_probs, raw_probs = score_unseen(variants, served, directory, trained.spec, x_test, y_test, c.serving_device)
+    test_metrics = {k: v for k, v in variants[served]["test"].items() if k != "top1_agreement"}
     test_metrics["temperature"] = trained.temperature
     test_metrics["link"] = trained.calibrated.get("link", "temperature")
     log.info(

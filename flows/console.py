@@ -68,7 +68,7 @@ def print_variant_table(report: dict) -> None:
     rows = [list(COLUMNS)] + variant_rows(report["variants"], report["served_variant"])
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     split = next(iter(report["variants"].values())).get("split", "test")
-    typer.echo(f"variants ({split} split; ratios against fp32):")
+    typer.echo(f"variants ({split} split, test columns after the choice; ratios against fp32):")
     for row in rows:
         typer.echo(
             "  "

@@ -76,10 +76,17 @@ def test_training_learns_and_onnx_matches_keras(run: str, request: pytest.Fixtur
     assert fp32["accuracy"] >= 0.8  # chance is 1/3
     assert compressed.parity["fp32"]["max_abs_diff"] <= cfg.compress.parity_tolerance
     assert compressed.parity["fp32"]["top1_agreement"] == 1.0
-    # every variant was measured on validation; only the served one on test, once
+    # every variant was measured on validation, which chose the served one; then each once on test
     assert {v["split"] for v in compressed.variants.values()} == {"validation"}
     assert compressed.test_metrics["examples"] > 0 and compressed.test_metrics["accuracy"] >= 0.7
     assert compressed.served_stats()["accuracy"] == compressed.test_metrics["accuracy"]
+    tested = {name: v["test"] for name, v in compressed.variants.items()}
+    assert {t["examples"] for t in tested.values()} == {compressed.test_metrics["examples"]}
+    assert tested["fp32"]["top1_agreement"] == 1.0 and all(0 <= t["ece"] <= 1 for t in tested.values())
+    served = tested[compressed.served]  # the report's test score is the served variant's block
+    keys = ("accuracy", "macro_f1", "ece", "ece_uncalibrated")
+    assert {k: served[k] for k in keys} == {k: compressed.test_metrics[k] for k in keys}
+    assert served["accuracy"] == pytest.approx(np.trace(compressed.confusion) / compressed.confusion.sum(), abs=1e-6)
 
 
 @pytest.mark.slow

@@ -371,9 +371,11 @@ def adopted_trial(study: Any) -> tuple[Any, dict[str, Any]]:
     return (best if clear else default), why
 
 
-def best_config(study: Any, base: RunConfig | dict[str, Any]) -> RunConfig:
-    """The configuration tuning hands on (adopted_trial), on top of ``base``."""
-    return _trial_config(base, adopted_trial(study)[0].params)
+def best_config(study: Any, base: RunConfig | dict[str, Any], adopted: int | None = None) -> RunConfig:
+    """The configuration tuning hands on, on top of ``base``: trial number ``adopted`` where the caller has
+    already decided it (summary's ``adopted_trial``), else what adopted_trial decides."""
+    number = adopted_trial(study)[0].number if adopted is None else adopted
+    return _trial_config(base, study.trials[number].params)
 
 
 def write_outputs(study: Any, cfg: RunConfig, out: Path) -> dict[str, Path]:
@@ -598,7 +600,7 @@ def pending_trials(study: Any, plan: StudyPlan) -> Iterator[int]:
 def finish_study(study: Any, cfg: RunConfig, out: Path) -> tuple[RunConfig, dict[str, Any]]:
     """The adopted configuration, and the summary written to ``out``/tuning.json with the trial table and plots."""
     result = summary(study)  # first: with no finished trial it says so as a ConfigError
-    best = _trial_config(cfg, study.trials[result["adopted_trial"]].params)  # adopted_trial decided it once
+    best = best_config(study, cfg, result["adopted_trial"])  # decided once, by summary
     result |= {"files": {k: str(v) for k, v in write_outputs(study, best, out).items()}}
     (out / "tuning.json").write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
     return best, result
