@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 
 from compression.export import to_onnx, with_calibration, without_calibration
+from compression.finetune import NotApplicable
 from compression.prune import prune_model
-from compression.qat import NotApplicable, quantize_aware
+from compression.qat import quantize_aware
 from compression.quantize import (
     check_and_optimize,
     quantize_dynamic_int8,
@@ -121,18 +122,17 @@ def score_unseen(
     y: np.ndarray,
     device: str,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Score every variant on the test split, after selection and without touching it: each variant's ``test``
-    block (accuracy, macro-F1, ECE with and without the map, top-1 agreement with fp32). After a refit the
-    model has learnt the validation items, so only these say how a variant does on new items, and how well
-    its scores are calibrated. Returns the served variant's probabilities, with the map and without."""
-    fp32_top: np.ndarray | None = None
+    """Score every variant once on the test split, after the served one was chosen (the choice never reads
+    these): each variant's ``test`` block (accuracy, macro-F1, ECE with and without the map, top-1 agreement
+    with fp32). After a refit the model has learnt the validation items, so only these say how a variant does
+    on new items and how calibrated its scores are. Returns the served variant's probabilities, with the map
+    and without."""
+    reference: np.ndarray | None = None
     kept: tuple[np.ndarray, np.ndarray] = (np.zeros((0, len(spec.labels))),) * 2
     for name in sorted(variants, key=lambda n: n != "fp32"):  # fp32 first: the others agree with it or not
         scores, probs, raw = score_graph((directory / variants[name]["file"]).read_bytes(), spec, x, y, device)
-        top = probs.argmax(axis=1)
-        fp32_top = top if fp32_top is None else fp32_top
-        agrees = round(float(np.mean(top == fp32_top)), 6) if len(top) else 1.0
-        variants[name]["test"] = scores | {"top1_agreement": agrees}
+        reference = probs if reference is None else reference
+        variants[name]["test"] = scores | {"top1_agreement": agreement(reference, probs) if len(y) else 1.0}
         if name == served:
             kept = (probs, raw)
     return kept

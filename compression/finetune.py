@@ -15,6 +15,10 @@ from training.fit.pipeline import training_batches
 from training.tf_env import keras
 
 
+class NotApplicable(ValueError):
+    """A fine-tuned variant cannot be made for this model; the message says why (reported, not raised further)."""
+
+
 def fine_tune(
     model: keras.Model, train: Dataset, spec: Spec, cfg: RunConfig, epochs: int, callbacks: list[Any]
 ) -> keras.Model:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from compression.finetune import fine_tune
+from compression.finetune import NotApplicable, fine_tune
 from training.config import RunConfig
 from training.data.dataset import Dataset
 from training.fit.build import weights_copy
@@ -56,7 +56,7 @@ def prune_epochs_for(cfg: RunConfig, task: str) -> int:
 def prune_model(trained: Any, train: Dataset, cfg: RunConfig) -> Pruned:
     """Prune a clone of ``trained.model`` and fine-tune it for prune_epochs_for(cfg, task) epochs on ``train``.
 
-    Raises ValueError when no layer of the model can be pruned."""
+    Raises NotApplicable when no layer of the model can be pruned."""
     import tensorflow_model_optimization as tfmot
 
     c = cfg.compress
@@ -85,7 +85,10 @@ def prune_model(trained: Any, train: Dataset, cfg: RunConfig) -> Pruned:
     # The wrappers share the weights of the layers they wrap: wrap a copy, so the trained model keeps its own.
     clone = keras.models.clone_model(weights_copy(trained.model), clone_function=wrap)
     if not targets:
-        raise ValueError("no layer of this model can be pruned by tfmot")
+        raise NotApplicable(
+            "no layer to prune: tfmot prunes convolutions and dense layers, and a linear model's tables keep their "
+            "weights (compress.sparsity_overrides can name a layer)"
+        )
     log.info(
         "pruning %d layers to %.0f%% sparsity over %d fine-tuning epochs",
         len(targets),

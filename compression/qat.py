@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from compression.finetune import fine_tune
+from compression.finetune import NotApplicable, fine_tune
 from serving.preprocess import Spec
 from serving.runtime import OFFLINE_BATCH
 from training.config import RunConfig
@@ -32,10 +32,6 @@ from training.models.layers import PerImageStandardize
 from training.tf_env import keras
 
 log = logging.getLogger(__name__)
-
-
-class NotApplicable(ValueError):
-    """A variant cannot be made for this model; the message says why (reported, not raised further)."""
 
 
 @dataclass

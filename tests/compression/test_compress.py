@@ -485,7 +485,8 @@ def test_a_linear_chosen_text_model_exports_no_network_and_compression_brings_no
         assert weights <= linear_parameters + bookkeeping, (name, weights, linear_parameters, bookkeeping)
     # nothing to prune in a linear model: the pruned variants are skipped with the reason, never a revived network
     for name in ("pruned", "pruned_int8"):
-        assert name not in graphs and "can be pruned" in compressed.parity[name]["skipped"]
+        # not applicable, not a failure: the reason alone, not an error's type
+        assert name not in graphs and compressed.parity[name]["skipped"].startswith("no layer to prune")
 
 
 def test_the_int8_method_kept_is_the_most_faithful_one_that_is_not_slower_than_fp32() -> None:
