@@ -10,8 +10,10 @@ keep every MatMul in float.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import assert_never
 
@@ -114,11 +116,31 @@ def quantize_static_qdq(fp32: Path, out: Path, calibration: np.ndarray, method: 
     return out
 
 
+class _NoPreprocessAdvice(logging.Filter):
+    """Drops ONNX Runtime's advice, logged on the root logger at every dynamic quantization, to run its
+    pre-processing first: it is shape inference and graph fusion, which tf2onnx's optimizer has done for every
+    exported graph, and it made two warnings with a URL in every text run's log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Please consider to run pre-processing before quantization")
+
+
+@contextlib.contextmanager
+def _without_preprocess_advice() -> Iterator[None]:
+    root, advice = logging.getLogger(), _NoPreprocessAdvice()
+    root.addFilter(advice)
+    try:
+        yield
+    finally:
+        root.removeFilter(advice)
+
+
 def quantize_dynamic_int8(fp32: Path, out: Path) -> Path:
     """INT8 weights, activations quantized at run time; Gather covers the embedding table."""
-    quantize_dynamic(
-        str(fp32), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gather", "Conv"]
-    )
+    with _without_preprocess_advice():
+        quantize_dynamic(
+            str(fp32), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gather", "Conv"]
+        )
     return out
 
 
@@ -127,7 +149,8 @@ def quantize_embeddings_int8(fp32: Path, out: Path) -> Path:
     Conv stays float. The tables hold nearly all of a text model's bytes, and the float compute avoids
     quantizing activations on every call: on the SST-2 model, 5.0 MB gzipped against fp32's 20.4 MB at fp32's
     speed, where full dynamic and static INT8 ran 0.6-0.8 ms slower per batch of 32."""
-    quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["Gather"])
+    with _without_preprocess_advice():
+        quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["Gather"])
     return out
 
 

@@ -27,8 +27,30 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
 PARQUET_SUFFIXES = {".parquet", ".pq"}
-TEXT_ALIASES = ("text", "sentence", "review", "content", "document", "message", "body")
-LABEL_ALIASES = ("label", "class", "category", "target", "sentiment", "intent", "y")
+# Column names found without --text-column / --label-column, tried in this order; a header matches whatever its
+# case, spaces, dashes and underscores ("Review Text" is review_text).
+TEXT_ALIASES = (
+    "text",
+    "sentence",
+    "review",
+    "content",
+    "document",
+    "message",
+    "body",
+    "comment",
+    "comment_text",
+    "review_text",
+    "tweet",
+    "utterance",
+    "query",
+    "question",
+    "sms",
+    "abstract",
+    "description",
+    "headline",
+    "title",
+)
+LABEL_ALIASES = ("label", "class", "category", "target", "sentiment", "intent", "y", "labels", "topic", "emotion")
 PATH_ALIASES = ("path", "file", "filename", "image", "filepath", "image_path")
 # Magic numbers of files people hand over by mistake instead of a text table.
 BINARY_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"PK\x03\x04", b"%PDF", b"\x1f\x8b", b"PAR1", b"\x7fELF")
@@ -233,11 +255,16 @@ def resolve_column(
                 f"(the first row has {width} column(s): {sample!r})"
             )
         return default
-    normalised = [c.strip().lower() for c in columns]
+    normalised = [_column_key(c) for c in columns]
     for name in [spec] if spec is not None else list(aliases):
-        if name.strip().lower() in normalised:
-            return normalised.index(name.strip().lower())
+        if _column_key(name) in normalised:
+            return normalised.index(_column_key(name))
     raise _column_error(spec, shown, sample, what, aliases)
+
+
+def _column_key(name: str) -> str:
+    """A column name as matched: lower case, without spaces, dashes or underscores."""
+    return re.sub(r"[\s_\-]+", "", name.lower())
 
 
 def _columns(

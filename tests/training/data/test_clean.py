@@ -67,6 +67,14 @@ def test_latin1_semicolon_file_with_extra_columns_and_aliases(tmp_path: Path) ->
     assert ds.report.rows_kept == 12
 
 
+def test_common_column_names_are_found_whatever_their_case_and_spacing(tmp_path: Path) -> None:
+    rows = [(str(i), f"comment number {'abcdefghijkl'[i]}", "joy" if i % 2 else "anger") for i in range(12)]
+    path = write_csv(tmp_path / "t.csv", rows, header=("ID", "Comment Text", "Emotion"))
+    ds = clean_texts(path)
+    assert ds.report.details["format"]["columns"] == ["Comment Text", "Emotion"]
+    assert ds.inputs[0] == "comment number a" and ds.labels[:2] == ["anger", "joy"]
+
+
 def test_tsv_without_header_by_column_index(tmp_path: Path) -> None:
     rows = [("a", f"text number {'abcdefghij'[i]}", "pos" if i % 2 else "neg") for i in range(10)]
     path = write_csv(tmp_path / "t.tsv", rows, header=None, delimiter="\t")
