@@ -146,3 +146,14 @@ def test_data_that_cannot_be_cross_validated_is_not_audited(tmp_path: Path) -> N
     dataset = clean_texts(write_csv(tmp_path / "t.csv", rows))
     train, val, _ = split_dataset(dataset, DataConfig())
     assert audit_and_exclude(dataset, train, val, DataConfig())[0] is None  # one sports item: nothing to judge by
+
+
+def test_a_weak_audit_model_is_called_out_in_the_data_report() -> None:
+    """Where the fast model agrees with few labels, its suspects are mostly hard items: the report says so."""
+    from training.data.inspect import _label_issue_lines
+    from training.data.label_audit import WEAK_MODEL, Audit
+
+    weak, strong = (Audit([], 0.5, 600, 1.0, "16x16 pixels", model_accuracy=a) for a in (0.45, WEAK_MODEL + 0.1))
+    assert strong.caveat() is None and "Caution" not in "\n".join(_label_issue_lines(strong, "image"))
+    caution = [line for line in _label_issue_lines(weak, "image") if line.startswith("**Caution:**")]
+    assert len(caution) == 1 and "only 45% of the labels" in caution[0] and weak.caveat() in caution[0]

@@ -83,6 +83,17 @@ class Audit:
             "seconds": round(self.seconds, 2),
         }
 
+    def caveat(self) -> str | None:
+        """Why the suspects may be hard items rather than wrong labels, where the fast model is too weak to
+        tell (below WEAK_MODEL out of fold); the log and the data report both say it."""
+        if self.model_accuracy >= WEAK_MODEL:
+            return None
+        return (
+            f"its fast model agrees with only {self.model_accuracy:.0%} of the labels out of fold, so most suspects "
+            "are likely hard items rather than wrong labels: read label_issues.csv before using "
+            "data.label_issues: exclude"
+        )
+
     def write_csv(self, path: Path) -> Path:
         """label_issues.csv: header item,given_label,suggested_label,score; most suspect first."""
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -113,12 +124,8 @@ def audit_labels(items: Dataset, folds: int = FOLDS, seed: int = 0) -> Audit:
         100 * noise_rate,
         audit.seconds,
     )
-    if accuracy < WEAK_MODEL:
-        log.warning(
-            "label audit: its fast model agrees with only %.0f%% of the labels out of fold, so most suspects are "
-            "likely hard items rather than wrong labels: read label_issues.csv before using data.label_issues: exclude",
-            100 * accuracy,
-        )
+    if audit.caveat():
+        log.warning("label audit: %s", audit.caveat())
     return audit
 
 
