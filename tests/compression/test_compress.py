@@ -386,6 +386,23 @@ def test_selection_objectives_within_the_accuracy_budget() -> None:
     assert select_served(v, 0.01, "balanced") == "fp32"  # fp32 always qualifies
 
 
+def test_on_a_small_validation_split_one_item_is_the_least_drop_allowed() -> None:
+    from compression.compress import select_served
+
+    def variants(items: int) -> dict:
+        fp32 = _variant(50 / items, 100, 1.0, 10.0) | {"examples": items}
+        return {"fp32": fp32, "int8": _variant(49 / items, 30, 0.5, 5.0) | {"examples": items}}
+
+    one_of_95 = {"int8": 94 / 95}  # one item changed: 1.05 points, the finest step 95 items can show
+    assert select_served(variants(95), 0.01, "balanced", agreement=one_of_95) == "int8"
+    assert select_served(variants(95), 0.01, "balanced", agreement={"int8": 93 / 95}) == "fp32"  # two disagree
+    # on 500 items the budget stays 1 point: one item lost passes, six do not
+    assert select_served(variants(500), 0.01, "balanced", agreement={"int8": 499 / 500}) == "int8"
+    v = variants(500)
+    v["int8"]["accuracy"] = 44 / 500
+    assert select_served(v, 0.01, "balanced", agreement={"int8": 494 / 500}) == "fp32"
+
+
 def test_selection_tolerates_timing_noise_and_skips_gpu_only_variants() -> None:
     from compression.compress import select_served
 
