@@ -21,6 +21,19 @@ import tf_keras as keras  # noqa: E402
 
 log = logging.getLogger(__name__)
 
+
+class _NoRetracingNotice(logging.Filter):
+    """Drops TensorFlow's "N out of the last M calls ... triggered tf.function retracing" notice. A run builds
+    several models (joint and linear, selection and refit, export) and predicts with each once or twice; every
+    model's first predict traces its own function, and TensorFlow counts those traces across models, so a
+    normal text run printed the notice, with its advice about loops, twice."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+tf.get_logger().addFilter(_NoRetracingNotice())
+
 __all__ = ["keras", "tf", "configure_devices", "distribution", "is_chief", "set_seed", "use_mixed_precision"]
 
 

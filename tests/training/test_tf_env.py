@@ -110,3 +110,26 @@ def test_a_worker_trains_but_registers_nothing(
     assert models.versions("text") == [] and models.production("text") is None
     assert models.production_version("text") is None
     assert not (out / "artifacts").exists() and not (out / "report.json").exists()  # nor compressed or reported
+
+
+def test_predicting_with_many_models_prints_no_retracing_notice() -> None:
+    """Each model's first predict traces its own function; TensorFlow counts those traces across models."""
+    import logging
+
+    import numpy as np
+
+    from training.tf_env import keras, tf
+
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    tf.get_logger().addHandler(handler)
+    try:
+        models = [keras.Sequential([keras.layers.Input((3,)), keras.layers.Dense(2)]) for _ in range(6)]
+        for rows in range(5, 11):
+            for model in models:
+                model.predict(np.zeros((rows, 3), dtype="float32"), verbose=0)
+        tf.get_logger().warning("another TensorFlow warning")
+    finally:
+        tf.get_logger().removeHandler(handler)
+    assert seen == ["another TensorFlow warning"]
