@@ -71,6 +71,25 @@ def test_image_folders_at_any_depth_and_manifests(tmp_path: Path) -> None:
         list(iter_items("text", _png(tmp_path)))
 
 
+def test_an_image_folder_streams_in_sorted_path_order(tmp_path: Path) -> None:
+    """The folder is walked one folder at a time, yet in the order of sorting every path: a folder's files
+    and subfolders interleave by name (a/ before a-b.png before a.png before b/)."""
+    root = tmp_path / "images"
+    names = ["a.png", "a-b.png", "a/z.png", "a/b/c.png", "a/B.png", "b/a.png", "Z.png", "b/__MACOSX/x.png", "b/.x.png"]
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "far.png").write_bytes(b"")
+    (root / "link").symlink_to(tmp_path / "elsewhere")  # a link to a folder is not entered
+    (root / "c").mkdir()
+    (root / "c" / "notes.txt").write_text("not an image")
+    expected = ["Z.png", "a/B.png", "a/b/c.png", "a/z.png", "a-b.png", "a.png", "b/a.png"]
+    assert [i.name for i in iter_items("image", root)] == expected
+    assert expected == sorted(expected, key=lambda name: Path(name).parts)  # what sorting the paths gives
+    assert [i.payload for i in iter_items("image", root)] == [str(root / name) for name in expected]
+
+
 def _png(tmp_path: Path) -> Path:
     path = tmp_path / "picture.csv"
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
