@@ -4,8 +4,8 @@ check and optimise every file, and measure each on the validation split.
 
 ``compress.objective`` picks the served variant among those within ``max_accuracy_drop`` of fp32 there
 (select_served); the test split then scores every variant once (its ``test`` block), after the choice and
-without a say in it: the served one's scores go to the report and the gate. A variant that cannot be made for a model is
-reported as skipped with the reason; only a broken fp32 export stops the run.
+without a say in it: the served one's scores go to the report and the gate. A variant that cannot be made
+for a model is reported as skipped with the reason; only a broken fp32 export stops the run.
 
     >>> result = compress_model(trained, train, val, test, cfg, Path("out/artifacts"))  # doctest: +SKIP
     >>> result.served, result.variants["int8"]["bytes"]  # doctest: +SKIP
@@ -470,8 +470,7 @@ def compress_model(
     """Write the variants, spec and Keras model under ``directory`` (emptied first: everything in it
     becomes part of the stored version). Every variant is measured on the validation split, which picks
     the served one; the test split then scores every variant once (score_unseen), the served one for the
-    report and the gate. Pruned
-    and QAT variants fine-tune on ``train``."""
+    report and the gate. Pruned and QAT variants fine-tune on ``train``."""
     shutil.rmtree(directory, ignore_errors=True)
     variants_dir = directory / "variants"
     variants_dir.mkdir(parents=True, exist_ok=True)
