@@ -68,6 +68,7 @@ def training_row(task: str, report: dict[str, Any], artifacts: Path, wall_second
                 "sparsity": float(v.get("sparsity", 0.0)),
                 "accuracy": float(v["accuracy"]),
                 "macro_f1": float(v["macro_f1"]),
+                **({"test_accuracy": v["test"]["accuracy"], "test_ece": v["test"]["ece"]} if "test" in v else {}),
                 **batch_latency(artifacts / v["file"], spec, x),
             }
         )
