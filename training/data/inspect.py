@@ -202,8 +202,8 @@ def _label_issue_lines(audit: Audit, task: str) -> list[str]:
         f"{s['estimated_noise_rate']:.1%}; {s['method']}; {s['model']}; {s['seconds']:.1f} s). All of them, most "
         "suspect first, in label_issues.csv; `data.label_issues: exclude` leaves them out of fitting.",
     ]
-    if audit.caveat():
-        lines += ["", f"**Caution:** {audit.caveat()}."]
+    if caveat := audit.caveat():
+        lines += ["", f"**Caution:** {caveat}."]
     if audit.issues and task == "text":
         rows = [
             (i.item, i.given, i.suggested, f"{i.score:.2f}", str(i.content)[:100])

@@ -124,8 +124,8 @@ def audit_labels(items: Dataset, folds: int = FOLDS, seed: int = 0) -> Audit:
         100 * noise_rate,
         audit.seconds,
     )
-    if audit.caveat():
-        log.warning("label audit: %s", audit.caveat())
+    if caveat := audit.caveat():
+        log.warning("label audit: %s", caveat)
     return audit
 
 
