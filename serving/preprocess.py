@@ -24,9 +24,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+import regex
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 PAD, UNK = "", "[UNK]"
+TOKENIZER = 2  # the word rules new text models are trained with (standardize)
+TOKENIZERS = (1, 2)  # the rules a saved text spec may name
 # Refuse decompression bombs rather than allocate gigabytes for one upload or training file.
 MAX_IMAGE_PIXELS = 40_000_000
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
@@ -76,6 +79,9 @@ class TextSpec:
     # linear half reads, so a corpus with more bigrams than the network's table holds keeps them apart there
     # (0: the bag reuses the network's bigram ids, and has none when the network reads none).
     bag_bigram_buckets: int = 0
+    # The word rules the model was trained with (``tokenize``): TOKENIZER for new models; a saved spec without the
+    # field is read as 1, the rules before combining marks and unspaced scripts were handled.
+    tokenizer: int = TOKENIZER
     kind: str = field(default="text", init=False)
 
     @property
@@ -124,6 +130,12 @@ def spec_from_dict(data: dict[str, Any]) -> Spec:
     if data.get("kind") == "image":
         return ImageSpec(**values)
     if data.get("kind") == "text":
+        values.setdefault("tokenizer", 1)  # saved before the field existed: the rules of that time
+        if values["tokenizer"] not in TOKENIZERS:
+            raise ValueError(
+                f"this model's text spec uses tokenizer {values['tokenizer']}; this Kiln knows {sorted(TOKENIZERS)}:"
+                " serve it with the Kiln version that trained it, or retrain"
+            )
         return TextSpec(**values)
     raise ValueError(f"unknown preprocessing spec kind {data.get('kind')!r}; expected 'image' or 'text'")
 
@@ -242,6 +254,12 @@ def pixel_digest(image: Image.Image) -> str:
 
 _NON_WORD = re.compile(r"[^\w']+|_")
 _QUOTES = re.compile(r"(^|\s)'+|'+(\s|$)")
+# Tokenizer 2 keeps combining marks inside words (re's \w has none, so tokenizer 1 cut Hindi "फिल्म" into "फ ल म"
+# and dropped its vowel signs) and makes each character of a script written without spaces between words (Chinese,
+# Japanese kana, Thai, Lao, Khmer, Burmese) a word of its own, with its marks: their bigrams are then character pairs,
+# the usual features for those languages. ASCII text reads the same under both (tokenize's fast path).
+_NON_WORD_2 = regex.compile(r"[^\w\p{M}']+|_")  # the regex module's \w: letters, marks, digits, connectors
+_UNSPACED = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}]\p{M}*")
 
 
 # Bounded work per text, the same in training and serving: a text is read up to its first MAX_TEXT_CHARS characters
@@ -255,17 +273,20 @@ MAX_GRAM_WORD = 32
 BAG_GROUP_DOCS, BAG_GROUP_IDS = 256, 1 << 18
 
 
-def standardize(text: str) -> str:
+def standardize(text: str, tokenizer: int = TOKENIZER) -> str:
     """Unicode-normalise, lower-case, and replace punctuation with spaces (apostrophes inside words stay); only
-    the first MAX_TEXT_CHARS characters are read."""
+    the first MAX_TEXT_CHARS characters are read. ``tokenizer``: the rules (TOKENIZERS) a model was trained with."""
     text = unicodedata.normalize("NFKC", text[:MAX_TEXT_CHARS]).lower()
-    text = _NON_WORD.sub(" ", text)
+    if tokenizer == 1 or text.isascii():
+        text = _NON_WORD.sub(" ", text)
+    else:
+        text = _UNSPACED.sub(r" \g<0> ", _NON_WORD_2.sub(" ", text))
     text = _QUOTES.sub(" ", text)
     return " ".join(text.split())
 
 
-def tokenize(text: str) -> list[str]:
-    return standardize(text).split()
+def tokenize(text: str, tokenizer: int = TOKENIZER) -> list[str]:
+    return standardize(text, tokenizer).split()
 
 
 def build_vocabulary(texts: Iterable[str], max_tokens: int, min_count: int = 1) -> tuple[str, ...]:
@@ -426,7 +447,7 @@ def encode_texts(texts: Sequence[str], spec: TextSpec, index: dict[str, int] | N
     docs: list[_Document] = []
     held = 0
     for row, text in enumerate(texts):
-        tokens = tokenize(text)
+        tokens = tokenize(text, spec.tokenizer)
         doc = _Document(tokens[:reach], spec, index)
         ids = doc.words[:length]
         out[row, : len(ids)] = ids

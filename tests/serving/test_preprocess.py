@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from serving.preprocess import (
+    TOKENIZER,
     ImageSpec,
     InvalidImage,
     TextSpec,
@@ -21,6 +22,7 @@ from serving.preprocess import (
     preprocess_image_bytes,
     spec_from_dict,
     standardize,
+    tokenize,
 )
 
 
@@ -88,6 +90,40 @@ def test_standardize_normalises_case_punctuation_and_unicode() -> None:
     assert standardize("ｆｕｌｌｗｉｄｔｈ café") == "fullwidth café"
     assert standardize("don't 'quote' me_now") == "don't quote me now"
     assert standardize("?!...") == ""
+
+
+def test_words_keep_their_combining_marks() -> None:
+    # Devanagari vowel signs and viramas, Bengali, Arabic harakat: marks, which tokenizer 1 cut words at and dropped
+    assert tokenize("यह फिल्म बहुत अच्छी है!") == ["यह", "फिल्म", "बहुत", "अच्छी", "है"]
+    assert tokenize("এই সিনেমাটি ভালো") == ["এই", "সিনেমাটি", "ভালো"]
+    assert tokenize("جيد جدًا") == ["جيد", "جدًا"]
+    assert tokenize("फिल्म", tokenizer=1) == ["फ", "ल", "म"]  # what a version trained before still reads
+
+
+def test_scripts_without_spaces_become_one_word_per_character() -> None:
+    assert tokenize("这部电影很好看，我喜欢！") == ["这", "部", "电", "影", "很", "好", "看", "我", "喜", "欢"]
+    assert tokenize("映画はOK") == ["映", "画", "は", "ok"]
+    assert tokenize("ดีมาก") == ["ดี", "ม", "า", "ก"]  # a Thai character keeps its vowel and tone marks
+    assert tokenize("이 영화는 좋아요") == ["이", "영화는", "좋아요"]  # Korean separates words with spaces
+
+
+@pytest.mark.parametrize("text", ["Hello, WORLD! don't 'quote' me_now 42x", "café naïve ｆｕｌｌｗｉｄｔｈ", "?!..."])
+def test_tokenizer_2_reads_latin_text_as_tokenizer_1_did(text: str) -> None:
+    assert tokenize(text) == tokenize(text, tokenizer=1)
+
+
+def test_a_spec_encodes_with_the_tokenizer_it_was_trained_with() -> None:
+    vocabulary = ("", "[UNK]", "फ", "फिल्म")
+    new = TextSpec(labels=("a", "b"), vocabulary=vocabulary, max_length=3)
+    saved = new.to_dict()
+    assert saved["tokenizer"] == TOKENIZER
+    del saved["tokenizer"]  # a version saved before the field: tokenizer 1
+    old = spec_from_dict(saved)
+    assert old.tokenizer == 1
+    assert encode_texts(["फिल्म"], new)[0].tolist() == [3, 0, 0]
+    assert encode_texts(["फिल्म"], old)[0].tolist() == [2, 1, 1]
+    with pytest.raises(ValueError, match="tokenizer 9"):
+        spec_from_dict({**saved, "tokenizer": 9})
 
 
 def test_vocabulary_is_frequency_ordered_deterministic_and_capped() -> None:
