@@ -71,7 +71,8 @@ def _setup_logging() -> None:
 TaskOption = Annotated[Task, typer.Option(help="What to train: an image or a text classifier.")]
 DATA_HELP = (
     "Images: a folder DIR/<label>/<file>, or a manifest (CSV/TSV with path,label columns or JSONL with "
-    '{"path", "label"}; relative paths from the manifest\'s folder). Texts: a CSV, TSV, JSONL or Parquet file.'
+    '{"path", "label"}; relative paths from the manifest\'s folder). Texts: a CSV, TSV, JSONL or Parquet file '
+    "(gzip-compressed too), or a folder DIR/<label>/<file> with one text per file."
 )
 DataOption = Annotated[Path, typer.Option(help=DATA_HELP)]
 ConfigOption = Annotated[Path | None, typer.Option(help="YAML file overriding the defaults (see README).")]
@@ -621,7 +622,8 @@ def drift(
 
 PREDICT_DATA_HELP = (
     "Images: a folder (images at any depth; label folders are fine) or a manifest with a path column. Texts: a "
-    "CSV, TSV, JSONL or Parquet file with a text column. No label is needed."
+    "CSV, TSV, JSONL or Parquet file (gzip-compressed too) with a text column, or a folder of text files (one "
+    "text per file, at any depth). No label is needed."
 )
 
 

@@ -4,6 +4,7 @@ service scores them, and the same output from a two-worker local Dask cluster.""
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import os
 import subprocess
@@ -62,11 +63,20 @@ def test_predict_matches_the_service_on_folders_manifests_and_tables(
         writer.writerows([[i, t] for i, t in enumerate(TEXTS)] + [[99, "!!!"], [100]])
     texts_parquet = tmp_path / "texts.parquet"
     pq.write_table(pa.table({"sentence": TEXTS}), texts_parquet)
+    texts_gz = tmp_path / "texts.csv.gz"
+    texts_gz.write_bytes(gzip.compress(texts_csv.read_bytes()))
+    posts = tmp_path / "posts"  # a folder of text files: one text per file, label folders ignored
+    for n, text in enumerate(TEXTS):
+        (posts / f"batch{n % 2}").mkdir(parents=True, exist_ok=True)
+        (posts / f"batch{n % 2}" / f"{n:03d}.txt").write_text(text)
+    (posts / "batch0" / "scan.pdf").write_bytes(b"%PDF-1.7 " + bytes(64))
     runs = [
         ("image", folder, "folder.jsonl"),
         ("image", manifest, "manifest.csv"),
         ("text", texts_csv, "csv.jsonl"),
         ("text", texts_parquet, "pq.csv"),
+        ("text", texts_gz, "gz.jsonl"),
+        ("text", posts, "posts.jsonl"),
     ]
     for task, data, out in runs:
         kiln("predict", "--task", task, "--data", str(data), "--out", str(tmp_path / out), "--store", str(onnx_store),
@@ -103,6 +113,11 @@ def test_predict_matches_the_service_on_folders_manifests_and_tables(
     assert [(r["label"], float(r["score"])) for r in parquet_rows] == [(p["label"], p["score"]) for p in served]
     assert all(json.loads(r["top_k"])[0] == [r["label"], float(r["score"])] for r in parquet_rows)
     assert {r["label"] for r in parquet_rows} <= set(TEXT_LABELS)
+    assert read_rows(tmp_path / "gz.jsonl") == text_rows
+    post_rows = {r["item"]: r for r in read_rows(tmp_path / "posts.jsonl")}
+    assert "not a text file" in post_rows.pop("batch0/scan.pdf")["error"]
+    by_file = [post_rows[f"batch{n % 2}/{n:03d}.txt"] for n in range(len(TEXTS))]
+    assert [(r["label"], r["score"]) for r in by_file] == [(p["label"], p["score"]) for p in served]
 
 
 def test_a_two_worker_dask_cluster_writes_the_single_process_output(

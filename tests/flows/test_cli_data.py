@@ -113,7 +113,7 @@ def test_inspect_texts_reports_lengths_coverage_and_imbalance(tmp_path: Path) ->
 
 
 def test_labels_spelt_two_ways_are_reported_not_merged(tmp_path: Path) -> None:
-    """"pos" and " POS" are almost surely one class: the CLI and the report say so, and training data is untouched
+    """ "pos" and " POS" are almost surely one class: the CLI and the report say so, and training data is untouched
     (two classes each way, as the file has them)."""
     rows = make_texts(40)
     spelt = [(text, f" {label.upper()}" if i % 3 == 0 else label) for i, (text, label) in enumerate(rows)]

@@ -37,7 +37,7 @@ from training.data.duplicates import (
     text_near_key,
     text_nodes,
 )
-from training.data.ingest import ImageItem, find_images, read_table
+from training.data.ingest import LabelledFile, find_images, read_table, read_text_folder
 from training.kinds import UnknownTask, kind_of
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def examine_image(path: Path) -> ImageFacts | str:
         return f"cannot convert the image for training ({type(exc).__name__}: {exc})"
 
 
-def _examine_all(items: list[ImageItem], workers: int) -> Iterator[ImageFacts | str]:
+def _examine_all(items: list[LabelledFile], workers: int) -> Iterator[ImageFacts | str]:
     paths = [item.path for item in items]
     if workers <= 1 or len(paths) < PARALLEL_FROM:
         yield from map(examine_image, paths)
@@ -106,7 +106,7 @@ def clean_images(data: Path, cfg: DataConfig | None = None, workers: int | None 
     workers = workers or min(os.cpu_count() or 1, 8)
     started = time.perf_counter()
     facts: list[ImageFacts] = []
-    usable: list[ImageItem] = []
+    usable: list[LabelledFile] = []
     for n, (item, result) in enumerate(zip(items, _examine_all(items, workers), strict=True), 1):
         if isinstance(result, str):
             report.skip("unreadable_skipped", item.name, result)
@@ -168,13 +168,22 @@ def clean_texts(
     label_column: str | None = None,
     header: bool = True,
 ) -> Dataset:
-    """CSV/TSV/JSONL/Parquet -> Dataset. Empty texts and missing labels are skipped; duplicates resolved.
+    """CSV/TSV/JSONL/Parquet (or a folder of text files, one sub-folder per label) -> Dataset. Empty texts and
+    missing labels are skipped; duplicates resolved.
 
     Texts equal after whitespace collapsing are exact copies; texts equal after ``text_near_key``
     (case, punctuation, digits ignored) are near copies.
     """
     report = DataReport(source=str(path))
-    table = read_table(path, report, text_column, label_column, header)
+    if path.is_dir():
+        if text_column is not None or label_column is not None:
+            raise DataError(
+                f"{path} is a folder: each file is one text and its sub-folder its label, so --text-column and "
+                "--label-column do not apply; drop them, or give a table"
+            )
+        table = read_text_folder(path, report)
+    else:
+        table = read_table(path, report, text_column, label_column, header)
     report.details["format"] = {
         "format": table.format,
         "encoding": table.encoding,

@@ -1,5 +1,6 @@
 """Items to predict, streamed from the same inputs training reads, without labels: image folders (any depth; label
-folders allowed), image manifests (a path column), and text tables (CSV, TSV, JSONL, Parquet).
+folders allowed), image manifests (a path column), text tables (CSV, TSV, JSONL, Parquet; gzip-compressed ones too)
+and folders of text files (one text per file, any depth).
 
 Nothing is read whole: tables are parsed row by row (Parquet in record batches) and images are yielded as paths, read
 by whoever scores them. Items are named as ``quarantine.csv`` names them (the path relative to the folder, ``line N:
@@ -15,8 +16,9 @@ from __future__ import annotations
 
 import codecs
 import csv
+import gzip
 import json
-import os
+import zlib
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
@@ -25,17 +27,21 @@ from typing import Any, TypeVar
 from serving.batch import Item
 from training.data.dataset import DataError
 from training.data.ingest import (
+    GZIP_MAGIC,
     IMAGE_EXTENSIONS,
     JSONL_SUFFIXES,
     PARQUET_SUFFIXES,
     PATH_ALIASES,
     TEXT_ALIASES,
+    UnreadableText,
     cell_text,
     check_text,
     decode_bytes,
-    hidden_part,
+    read_text_file,
     resolve_column,
     sniff_delimiter,
+    table_suffix,
+    walk_files,
 )
 
 T = TypeVar("T")
@@ -56,7 +62,7 @@ def iter_items(task: str, data: Path, text_column: str | None = None, header: bo
             return iter([Item(data.name, str(data))])
         return manifest_items(data, header)
     if data.is_dir():
-        raise DataError(f"--data {data} is a folder; text prediction reads a CSV, TSV, JSONL or Parquet file")
+        return text_folder_items(data)
     return table_items(data, text_column, header, TEXT_ALIASES, "text")
 
 
@@ -64,32 +70,28 @@ def image_folder_items(root: Path) -> Iterator[Item]:
     """Every image file under ``root`` at any depth (label folders are allowed and ignored), sorted by path;
     hidden files and folders and files of other types are skipped."""
     found = False
-    for rel in _image_files(root, ""):
-        found = True
-        yield Item(rel, str(root / rel))
+    for rel, _ in walk_files(root):
+        if Path(rel).suffix.lower() in IMAGE_EXTENSIONS:
+            found = True
+            yield Item(rel, str(root / rel))
     if not found:
         raise DataError(
             f"image folder {root} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}), at any depth"
         )
 
 
-def _image_files(folder: Path, prefix: str) -> Iterator[str]:
-    """The image files under ``folder`` as paths relative to the root (``prefix``: folder's own), in the order
-    of sorting their whole paths (a folder's entries by name, each subfolder where its name falls), holding
-    only the names of the folders being walked: the whole tree sorted up front kept one Path per file for the
-    run, 32 MiB for 100,000 images. Subfolders are entered by their own links only, not symlinks to folders."""
-    try:
-        with os.scandir(folder) as entries:  # the entries' types come with the listing: no stat per file
-            names = sorted((e.name, e.is_dir(follow_symlinks=False), e.is_file()) for e in entries)
-    except PermissionError:
-        return
-    for name, is_folder, is_file in names:
-        if hidden_part(name):
-            continue
-        if is_folder:
-            yield from _image_files(folder / name, f"{prefix}{name}/")
-        elif is_file and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-            yield prefix + name
+def text_folder_items(root: Path) -> Iterator[Item]:
+    """Every file under ``root`` at any depth as one text (label folders are allowed and ignored), sorted by path,
+    read as training reads a text folder's files; a binary file is an error row. Hidden files are skipped."""
+    found = False
+    for rel, _ in walk_files(root):
+        found = True
+        try:
+            yield Item(rel, read_text_file(root / rel)[0])
+        except UnreadableText as exc:
+            yield Item(rel, "", str(exc))
+    if not found:
+        raise DataError(f"text folder {root} holds no files, at any depth; give a folder of text files or a table")
 
 
 def manifest_items(path: Path, header: bool = True) -> Iterator[Item]:
@@ -110,7 +112,7 @@ def table_items(path: Path, column: str | None, header: bool, aliases: tuple[str
     """One item per row of a CSV/TSV/JSONL/Parquet table: the chosen column's text as the payload."""
     if not path.is_file():
         raise DataError(f"--data {path} is not a file; expected a CSV, TSV, JSONL or Parquet file")
-    suffix = path.suffix.lower()
+    suffix = table_suffix(path)
     if suffix in PARQUET_SUFFIXES:
         return _parquet_items(path, column, aliases, what)
     encoding, sample = _sniff(path)
@@ -122,8 +124,11 @@ def table_items(path: Path, column: str | None, header: bool, aliases: tuple[str
 def _sniff(path: Path) -> tuple[str, str]:
     """The codec to stream the file with (judged on its first MiB as training judges a whole file) and that
     MiB decoded."""
-    with open(path, "rb") as fh:
-        head = fh.read(SNIFF_BYTES)
+    try:
+        with _open(path) as fh:
+            head = fh.read(SNIFF_BYTES)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{path} is gzip-compressed but cannot be decompressed ({exc}); check the file") from None
     check_text(path, head)
     if not head.strip():
         raise DataError(f"{path} is empty; expected rows of {path.suffix.lstrip('.') or 'text'}")
@@ -138,10 +143,32 @@ def _sniff(path: Path) -> tuple[str, str]:
     return ("utf-8-sig" if found.startswith("utf-8") else found), text
 
 
+def _open(path: Path, encoding: str | None = None, newline: str | None = None) -> Any:
+    """The file for reading, decompressed as it is read when gzip-compressed: bytes, or text in ``encoding``."""
+    with open(path, "rb") as fh:
+        packed = fh.read(2) == GZIP_MAGIC
+    opener: Any = gzip.open if packed else open
+    if encoding is None:
+        return opener(path, "rb")
+    return opener(path, "rt", encoding=encoding, errors="replace", newline=newline)
+
+
+def _read_lines(path: Path, encoding: str, newline: str) -> Iterator[str]:
+    """The file's lines; a compressed file damaged part-way ends the job with a DataError saying where (its end
+    cannot be found, as with a field the csv module cannot read)."""
+    read = 0  # lines: where a damaged file broke off
+    try:
+        with _open(path, encoding, newline=newline) as fh:
+            for text in fh:
+                read += 1
+                yield text
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{path} cannot be decompressed after line {read:,} ({exc}); check the file") from None
+
+
 def _lines(path: Path, encoding: str) -> Iterator[str]:
-    with open(path, encoding=encoding, errors="replace", newline="") as fh:
-        for line in fh:
-            yield line.replace("\x00", "")  # stray NUL bytes make the csv module raise mid-file
+    for line in _read_lines(path, encoding, ""):
+        yield line.replace("\x00", "")  # stray NUL bytes make the csv module raise mid-file
 
 
 def _csv_items(
@@ -235,14 +262,13 @@ def _jsonl_items(path: Path, encoding: str, column: str | None, aliases: tuple[s
 def _json_lines(path: Path, encoding: str) -> Iterator[tuple[int, Any, str | None]]:
     """(line number, parsed value, None) per non-blank line, or (line number, None, why) for a line that is not JSON."""
     # Split on newlines only: str.splitlines also breaks at U+2028 and U+0085, which JSON strings may hold.
-    with open(path, encoding=encoding, errors="replace", newline="\n") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                yield number, json.loads(line), None
-            except json.JSONDecodeError as exc:
-                yield number, None, f"not valid JSON ({exc.msg} at column {exc.colno})"
+    for number, line in enumerate(_read_lines(path, encoding, "\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line), None
+        except json.JSONDecodeError as exc:
+            yield number, None, f"not valid JSON ({exc.msg} at column {exc.colno})"
 
 
 def _parquet_items(path: Path, column: str | None, aliases: tuple[str, ...], what: str) -> Iterator[Item]:

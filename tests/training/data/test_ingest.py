@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 from pathlib import Path
 
@@ -244,3 +245,58 @@ def test_lab_image_is_read_and_unexpected_conversion_errors_are_unreadable(tmp_p
     monkeypatch.setattr("training.data.clean.phash64", broken)
     with pytest.raises(DataError, match=r"could be decoded .*cannot convert the image for training \(ValueError"):
         clean_images(tmp_path / "images")
+
+
+# ---------------------------------------------------------------- text folders and compressed tables
+
+
+def _text_folder(root: Path) -> Path:
+    """20 Newsgroups' layout: DIR/<label>/<file>, names without extension, a legacy encoding, and the strays a
+    real folder holds (a hidden folder, a file outside the label folders, an image, a compressed file)."""
+    for label, words in (("sport", "goal match striker league"), ("tech", "chip software laptop phone")):
+        (root / label).mkdir(parents=True)
+        for k in range(6):
+            (root / label / f"{5000 + k}").write_text(f"{words} story {k}\n" * (k + 1))
+    (root / "sport" / "accents.txt").write_bytes("Le caf\xe9 a gagn\xe9 le match".encode("cp1252"))
+    (root / "tech" / "packed.txt.gz").write_bytes(gzip.compress(b"chip laptop review"))
+    (root / "tech" / "logo.png").write_bytes(png_bytes())
+    (root / ".git").mkdir()
+    (root / ".git" / "HEAD").write_text("ref: main")
+    (root / "README").write_text("how this corpus was made")
+    return root
+
+
+def test_a_folder_of_text_files_is_one_text_per_file_labelled_by_its_folder(tmp_path: Path) -> None:
+    dataset = clean_texts(_text_folder(tmp_path / "news"))
+    named = dict(zip(dataset.names, dataset.labels, strict=True))
+    assert named["sport/5000"] == "sport" and named["tech/packed.txt.gz"] == "tech"
+    assert len(dataset.inputs) == 14
+    texts = dict(zip(dataset.names, dataset.inputs, strict=True))
+    assert texts["sport/accents.txt"] == "Le café a gagné le match"  # cp1252, whole file
+    assert texts["sport/5002"].count("goal") == 3  # every line of the file, not the first
+    report = dataset.report
+    assert (report.rows_read, report.hidden_ignored) == (16, 1)
+    skipped = {q.item: q.reason for q in report.quarantine}
+    assert skipped == {
+        "README": "file is not inside a label folder",
+        "tech/logo.png": "not a text file (binary content)",
+    }
+    with pytest.raises(DataError, match="--text-column and --label-column do not apply"):
+        clean_texts(tmp_path / "news", text_column="body")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="holds no files"):
+        clean_texts(tmp_path / "empty")
+
+
+def test_gzip_compressed_tables_are_read_inside(tmp_path: Path) -> None:
+    rows = make_texts(4)
+    plain = write_csv(tmp_path / "texts.csv", rows)
+    packed = tmp_path / "texts.csv.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    tsv = tmp_path / "texts.tsv.gz"
+    tsv.write_bytes(gzip.compress(plain.read_text().replace(",", "\t").encode()))
+    assert clean_texts(packed).inputs == clean_texts(plain).inputs == clean_texts(tsv).inputs
+    broken = tmp_path / "broken.csv.gz"
+    broken.write_bytes(packed.read_bytes()[:20])
+    with pytest.raises(DataError, match="gzip-compressed but cannot be decompressed"):
+        clean_texts(broken)

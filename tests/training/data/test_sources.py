@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -50,6 +51,41 @@ def test_jsonl_and_parquet(tmp_path: Path) -> None:
     table = tmp_path / "t.parquet"
     pq.write_table(pa.table({"label": ["a", "b"], "text": ["one", None]}), table)
     assert list(iter_items("text", table)) == [Item("row 1", "one"), Item("row 2", "")]
+
+
+def test_compressed_tables_stream_and_a_damaged_one_stops_with_where(tmp_path: Path) -> None:
+    rows = "".join(f"row {k},{'pos' if k % 2 else 'neg'}\n" for k in range(120_000))  # past the sniffed MiB
+    packed = tmp_path / "t.csv.gz"
+    packed.write_bytes(gzip.compress(f"text,label\n{rows}".encode()))
+    items = list(iter_items("text", packed))
+    assert len(items) == 120_000 and items[0] == Item("line 2", "row 0") and items[-1].name == "line 120001"
+    lines = tmp_path / "t.jsonl.gz"
+    lines.write_bytes(gzip.compress(b'{"text": "hi"}\n{"text": "there"}\n'))
+    assert [i.payload for i in iter_items("text", lines)] == ["hi", "there"]
+    cut = tmp_path / "cut.csv.gz"
+    cut.write_bytes(packed.read_bytes()[:-200])  # damaged near its end: the rows before it come first
+    with pytest.raises(DataError, match="cannot be decompressed after line"):
+        list(iter_items("text", cut))
+
+
+def test_a_folder_of_text_files_is_a_text_per_file_at_any_depth(tmp_path: Path) -> None:
+    root = tmp_path / "posts"
+    (root / "sport").mkdir(parents=True)
+    (root / ".cache").mkdir()
+    (root / "sport" / "101").write_text("late goal\nwins the cup")
+    (root / "sport" / "102.txt.gz").write_bytes(gzip.compress("caf\u00e9 match".encode("cp1252")))
+    (root / "top.txt").write_text("a text outside any folder")
+    (root / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    (root / ".cache" / "x").write_text("hidden")
+    assert list(iter_items("text", root)) == [
+        Item("logo.png", "", "not a text file (binary content)"),
+        Item("sport/101", "late goal\nwins the cup"),
+        Item("sport/102.txt.gz", "caf\u00e9 match"),
+        Item("top.txt", "a text outside any folder"),
+    ]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="holds no files"):
+        list(iter_items("text", tmp_path / "empty"))
 
 
 def test_image_folders_at_any_depth_and_manifests(tmp_path: Path) -> None:
