@@ -17,6 +17,7 @@ import numpy as np
 
 # How many quarantined items report.json lists inline; quarantine.csv lists every one of them.
 MAX_LISTED_SKIPS = 50
+LISTED_CLASSES = 10  # classes too small to train named in the error; the data report lists them all
 
 # Every item read is kept or lands in exactly one of these counts (a test checks the sum).
 SKIP_COUNTERS = (
@@ -220,11 +221,13 @@ def check_trainable(dataset: Dataset, min_per_class: int) -> None:
             f"{where} has only one class ({label!r}, {n} examples); a classifier needs at least two. "
             "Add examples of another class"
         )
-    small = {label: n for label, n in sorted(counts.items()) if n < min_per_class}
+    small = {label: n for label, n in sorted(counts.items(), key=lambda kv: (kv[1], kv[0])) if n < min_per_class}
     if small:
-        listed = ", ".join(f"{label!r} ({n})" for label, n in small.items())
+        listed = ", ".join(f"{label!r} ({n})" for label, n in list(small.items())[:LISTED_CLASSES])
+        more = f" and {len(small) - LISTED_CLASSES:,} more" if len(small) > LISTED_CLASSES else ""
         raise DataError(
-            f"class(es) with fewer than {min_per_class} examples after cleaning: {listed}. "
+            f"{len(small):,} of {len(counts):,} classes have fewer than {min_per_class} examples after cleaning: "
+            f"{listed}{more} (the smallest first; the data report lists every class). "
             "Add examples to them, remove them from the data, or lower data.min_examples_per_class"
         )
 

@@ -483,7 +483,7 @@ def _cross_validated(
 ) -> dict[str, Any]:
     """Held-out accuracy, pooled over the folds, of the SVM alone and of its ensemble with naive Bayes, the
     members' raw logits weighted by ``scales`` (what validation chose; nothing is fitted on a held-out fold).
-    With fewer than two items of some class there are no folds (``folds`` 0)."""
+    With fewer than two items of some class there are no folds (``folds`` 0, and no accuracy)."""
     from sklearn.model_selection import StratifiedKFold
 
     train_terms, train_y, val_terms, val_y = data
@@ -492,7 +492,7 @@ def _cross_validated(
     present = np.bincount(y)
     folds = min(CV_FOLDS, int(present[present > 0].min())) if len(y) else 0
     if folds < 2:
-        return {"linear_svm": 0.0, "ensemble": 0.0, "folds": 0}
+        return {"folds": 0}
     read = int(words_only.sum())
     x = bag(everything, weighted)
     xc = counts(everything, len(words_only))[:, :read]

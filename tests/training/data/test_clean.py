@@ -112,8 +112,15 @@ def test_untrainable_data_stops_with_the_fix(tmp_path: Path) -> None:
         check_trainable(one_class, 5)
     rows = [(f"t {i}", "big") for i in range(20)] + [("r 1", "rare"), ("r 2", "rare")]
     small = clean_texts(write_csv(tmp_path / "small.csv", rows))
-    with pytest.raises(DataError, match=r"'rare' \(2\).*Add examples"):
+    with pytest.raises(DataError, match=r"1 of 2 classes have fewer than 5 examples.*'rare' \(2\).*Add examples"):
         check_trainable(small, 5)
+    names = [chr(97 + c // 26) + chr(97 + c % 26) for c in range(30)]  # digits would make the texts near copies
+    many = rows + [(f"{names[c]} {'xyz'[k]}", f"class {c:02d}") for c in range(30) for k in range(1 + c % 3)]
+    with pytest.raises(DataError) as stopped:  # 31 small classes: the 10 smallest are named, the rest counted
+        check_trainable(clean_texts(write_csv(tmp_path / "many.csv", many)), 5)
+    message = str(stopped.value)
+    assert "31 of 32 classes" in message and "'class 00' (1)" in message and "and 21 more" in message
+    assert "'class 02'" not in message  # 3 examples: larger than the ten named
     empty = clean_texts(write_csv(tmp_path / "empty.csv", [("", "a")]))
     with pytest.raises(DataError, match="no usable examples"):
         check_trainable(empty, 5)
