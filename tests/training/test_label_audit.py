@@ -157,3 +157,27 @@ def test_a_weak_audit_model_is_called_out_in_the_data_report() -> None:
     assert strong.caveat() is None and "Caution" not in "\n".join(_label_issue_lines(strong, "image"))
     caution = [line for line in _label_issue_lines(weak, "image") if line.startswith("**Caution:**")]
     assert len(caution) == 1 and "only 45% of the labels" in caution[0] and weak.caveat() in caution[0]
+
+
+def test_classes_too_small_to_cross_validate_are_left_out_and_the_rest_audited(tmp_path: Path) -> None:
+    rows, flipped_lines = labelled_texts(flip=12, seed=3)
+    rare = [(f"the rare thing number {w}", f"rare {k}") for k, w in enumerate(["one", "two", "three"])]
+    rare += [("the odd case again", "odd"), ("the odd case once more", "odd")]
+    dataset = clean_texts(write_csv(tmp_path / "t.csv", rows + rare))
+    items = joined(*split_dataset(dataset, DataConfig())[:2])
+    cfg = DataConfig(label_issues="exclude")
+    train, val, _ = split_dataset(dataset, cfg)
+    audit, fit_train, fit_val = audit_and_exclude(dataset, train, val, cfg)
+
+    assert audit is not None and audit.issues  # one class of two items no longer stops the whole audit
+    small = {label for label in items.labels if label.startswith(("rare", "odd"))}
+    assert set(audit.classes_not_audited) == small
+    assert audit.items_not_audited == sum(label in small for label in items.labels)
+    assert audit.items + audit.items_not_audited == len(items)
+    found = {int(issue.item.removeprefix("line ")) for issue in audit.issues}
+    assert len(found & flipped_lines) >= 9  # the audit of the rest is as good as without the small classes
+    fitted = joined(fit_train, fit_val)
+    fitted_names = {fitted.name(i) for i in range(len(fitted))}
+    assert not {issue.item for issue in audit.issues} & fitted_names  # exclusion maps back to the right items
+    assert {items.name(i) for i, label in enumerate(items.labels) if label in small} <= fitted_names
+    assert audit.summary()["classes_not_audited"] == sorted(small)

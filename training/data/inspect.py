@@ -24,7 +24,7 @@ from serving.preprocess import build_vocabulary, tokenize
 from training.config import RunConfig
 from training.data.dataset import Dataset
 from training.data.features import class_weights, text_length, token_counts
-from training.data.label_audit import Audit, audit_and_exclude
+from training.data.label_audit import FOLDS, Audit, audit_and_exclude
 from training.kinds import kind_of
 
 log = logging.getLogger(__name__)
@@ -202,6 +202,15 @@ def _label_issue_lines(audit: Audit, task: str) -> list[str]:
         f"{s['estimated_noise_rate']:.1%}; {s['method']}; {s['model']}; {s['seconds']:.1f} s). All of them, most "
         "suspect first, in label_issues.csv; `data.label_issues: exclude` leaves them out of fitting.",
     ]
+    if audit.classes_not_audited:
+        shown = ", ".join(f"`{c}`" for c in audit.classes_not_audited[:20])
+        more = f" and {len(audit.classes_not_audited) - 20} more" if len(audit.classes_not_audited) > 20 else ""
+        lines += [
+            "",
+            f"Not audited: {s['items_not_audited']} items of {len(audit.classes_not_audited)} class(es) with fewer "
+            f"than {FOLDS} training and validation items, too few to cross-validate ({shown}{more}); they are kept "
+            "as labelled.",
+        ]
     if caveat := audit.caveat():
         lines += ["", f"**Caution:** {caveat}."]
     if audit.issues and task == "text":

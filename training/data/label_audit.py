@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,9 @@ class Audit:
     seconds: float
     model: str
     model_accuracy: float = 0.0  # the fast model's out-of-fold accuracy against the given labels
+    # Classes with fewer than FOLDS training and validation items, left out (their items kept as labelled)
+    classes_not_audited: tuple[str, ...] = ()
+    items_not_audited: int = 0
 
     def summary(self) -> dict[str, Any]:
         """report.json ``data.label_issues``."""
@@ -80,6 +84,8 @@ class Audit:
             "model": self.model,
             "model_accuracy": round(self.model_accuracy, 4),
             "items_audited": self.items,
+            "items_not_audited": self.items_not_audited,
+            "classes_not_audited": list(self.classes_not_audited),
             "seconds": round(self.seconds, 2),
         }
 
@@ -203,14 +209,19 @@ def confident_learning(probs: np.ndarray, y: np.ndarray) -> tuple[list[tuple[int
 
 def _not_auditable(items: Dataset) -> str | None:
     """Why cross-validation cannot judge these labels (the data check stops such a run with its own message)."""
-    counts = np.bincount(np.unique(items.labels, return_inverse=True)[1]) if items.labels else np.array([])
-    if len(counts) < 2:
-        return "fewer than two classes"
-    if counts.min() < 2:
-        return "a class has fewer than two training and validation items"
+    if len(set(items.labels)) < 2:
+        return f"fewer than two classes with {FOLDS} or more training and validation items"
     if len(set(items.groups)) < FOLDS:
         return f"fewer than {FOLDS} distinct items"
     return None
+
+
+def auditable_items(items: Dataset) -> tuple[list[int], tuple[str, ...]]:
+    """The items cross-validation can judge, those of classes with at least FOLDS of them (a smaller class would
+    lack training items in some fold, or cut every class to fewer folds), and the classes left out."""
+    counts = Counter(items.labels)
+    small = tuple(sorted(label for label, n in counts.items() if n < FOLDS))
+    return [i for i, label in enumerate(items.labels) if counts[label] >= FOLDS], small
 
 
 def audit_and_exclude(
@@ -220,15 +231,25 @@ def audit_and_exclude(
     as they are, or with the suspects left out (``exclude``; each listed in quarantine with the reason)."""
     if cfg.label_issues == "off":
         return None, train, val
-    items = joined(train, val)
+    everything = joined(train, val)
+    judged, small = auditable_items(everything)
+    items = everything.subset(judged)
     why_not = _not_auditable(items)
     if why_not:
         log.info("label audit skipped: %s", why_not)
         return None, train, val
+    if small:
+        log.info(
+            "label audit: %d class(es) with fewer than %d training and validation items are not audited (%s)",
+            len(small),
+            FOLDS,
+            ", ".join(map(repr, small[:10])) + (" ..." if len(small) > 10 else ""),
+        )
     audit = audit_labels(items, seed=cfg.seed)
+    audit.classes_not_audited, audit.items_not_audited = small, len(everything) - len(judged)
     if cfg.label_issues != "exclude" or not audit.issues:
         return audit, train, val
-    dropped = {issue.index for issue in audit.issues}
+    dropped = {judged[issue.index] for issue in audit.issues}
     for issue in audit.issues:
         dataset.report.exclude_label_issue(
             issue.item,
