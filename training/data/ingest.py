@@ -140,7 +140,28 @@ def find_label_folders(
             f"{what} folder {root} holds no files; expected one sub-folder per label with {what} files inside "
             f"(DIR/<label>/<file>), {'or give a path,label manifest file' if what == 'image' else 'or a table'}"
         )
+    _refuse_split_folders(root, found)
     return found
+
+
+# Folder names of a data set's own split: as label folders they would train a classifier of "train" vs "test".
+SPLIT_FOLDERS = {"train", "training", "test", "testing", "val", "valid", "validation", "dev", "eval", "holdout"}
+
+
+def _refuse_split_folders(root: Path, found: list[LabelledFile]) -> None:
+    """Stop when every label folder is a split folder (train/, test/) holding label folders of its own: the user
+    gave the data set's root, not its training folder."""
+    labels = {item.label for item in found}
+    nested = any(item.name.count("/") >= 2 for item in found)
+    if not nested or not labels or not all(label.lower() in SPLIT_FOLDERS for label in labels):
+        return
+    train = next((label for label in sorted(labels) if label.lower() in ("train", "training")), None)
+    fix = f"--data {root / train}" if train else "the folder that holds the label folders"
+    raise DataError(
+        f"{root}'s sub-folders ({', '.join(sorted(labels))}) are the data set's own split, each with folders "
+        f"inside, not labels; give {fix} (Kiln makes its own validation and test split; score a held-out folder "
+        "with kiln predict)"
+    )
 
 
 def find_image_folders(root: Path, report: DataReport) -> list[LabelledFile]:

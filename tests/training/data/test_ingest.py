@@ -300,3 +300,24 @@ def test_gzip_compressed_tables_are_read_inside(tmp_path: Path) -> None:
     broken.write_bytes(packed.read_bytes()[:20])
     with pytest.raises(DataError, match="gzip-compressed but cannot be decompressed"):
         clean_texts(broken)
+
+
+@pytest.mark.parametrize("task", ["image", "text"])
+def test_a_data_set_root_with_split_folders_is_refused_with_the_training_folder_named(
+    tmp_path: Path, task: str
+) -> None:
+    def write(path: Path, k: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if task == "image":
+            Image.new("RGB", (12, 12), (25 * k, 200 - 20 * k, 90)).save(path)  # colours far apart: distinct items
+        else:
+            path.write_text(f"item {path.parent.name} {k}")
+
+    suffix = ".png" if task == "image" else ".txt"
+    for k, (split, label) in enumerate((s, lab) for s in ("train", "test") for lab in ("cat", "dog")):
+        write(tmp_path / split / label / f"a{suffix}", k)
+    clean = clean_images if task == "image" else clean_texts
+    with pytest.raises(DataError, match=r"\(test, train\) are the data set's own split.*--data .*/train"):
+        clean(tmp_path)
+    write(tmp_path / "train" / "cat" / "session1" / f"b{suffix}", 9)  # a label folder's own sub-folders are fine
+    assert set(clean(tmp_path / "train").labels) == {"cat", "dog"}
