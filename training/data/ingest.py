@@ -331,12 +331,23 @@ def table_suffix(path: Path) -> str:
     return suffixes[-2] if len(suffixes) > 1 and suffixes[-1] == ".gz" else path.suffix.lower()
 
 
+# What to do with the binary files people hand over most often instead of a table.
+BINARY_HINTS = {
+    ".xlsx": "a spreadsheet workbook: export its sheet as CSV (UTF-8)",
+    ".xls": "a spreadsheet workbook: export its sheet as CSV (UTF-8)",
+    ".ods": "a spreadsheet workbook: export its sheet as CSV (UTF-8)",
+    ".zip": "a zip archive: unpack it and give the table, or the folder of label folders, inside",
+    ".tar": "a tar archive: unpack it and give the table, or the folder of label folders, inside",
+    ".tgz": "a tar archive: unpack it and give the table, or the folder of label folders, inside",
+}
+
+
 def check_text(path: Path, raw: bytes) -> None:
     """Stop on files that are clearly not text (images, archives, executables) instead of parsing noise."""
     if looks_binary(raw):
+        hint = BINARY_HINTS.get(path.suffix.lower(), "it looks like a binary file")
         raise DataError(
-            f"{path} is not a text table (it looks like a binary file); give a CSV, TSV, JSONL or Parquet file "
-            "of texts and labels"
+            f"{path} is not a text table ({hint}); give a CSV, TSV, JSONL or Parquet file of texts and labels"
         )
 
 

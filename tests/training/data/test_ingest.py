@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -163,6 +164,11 @@ def test_binary_file_is_not_a_text_table(tmp_path: Path) -> None:
     noise.write_bytes(bytes(range(256)) * 40)
     with pytest.raises(DataError, match="not a text table"):
         clean_texts(noise)
+    workbook = tmp_path / "labels.xlsx"  # a zip of XML parts, as a spreadsheet program writes it
+    with zipfile.ZipFile(workbook, "w") as book:
+        book.writestr("xl/workbook.xml", "<workbook/>")
+    with pytest.raises(DataError, match=r"spreadsheet workbook: export its sheet as CSV"):
+        clean_texts(workbook)
 
 
 def test_header_only_and_empty_files_stop(tmp_path: Path) -> None:
