@@ -10,7 +10,7 @@ from typing import NoReturn
 
 import typer
 
-from training.data.dataset import SKIP_COUNTERS
+from training.data.dataset import MULTI_LABEL_ADVICE, SKIP_COUNTERS
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -101,6 +101,10 @@ def print_data_summary(data: dict, out_dir: Path) -> None:
             "underscores and are trained as different classes; write each class one way in the data if they are one",
             fg=typer.colors.YELLOW,
         )
+    combined = data.get("summary", {}).get("combined_labels")
+    if combined:
+        shown = ", ".join(map(repr, combined[:5])) + (f" and {len(combined) - 5} more" if len(combined) > 5 else "")
+        typer.secho(f"warning: {MULTI_LABEL_ADVICE.format(shown=shown)}", fg=typer.colors.YELLOW)
     imb = data.get("summary", {}).get("imbalance")
     if imb:
         typer.echo(f"imbalance ratio {imb['ratio']}: class weights {imb['class_weights']}")

@@ -132,3 +132,24 @@ def test_labels_spelt_two_ways_are_reported_not_merged(tmp_path: Path) -> None:
     r = runner.invoke(app, ["data", "inspect", "--task", "text", "--data", str(clean), "--out", str(tmp_path / "c")])
     assert r.exit_code == 0 and "warning: labels" not in r.output
     assert json.loads((tmp_path / "c" / "data_report.json").read_text())["summary"]["lookalike_labels"] == []
+
+
+def test_multi_label_rows_are_reported_as_combined_classes(tmp_path: Path) -> None:
+    """A label that joins other labels ("billing,delivery") or is a JSON list makes single-label training learn
+    each combination as a class: the CLI and the report say so, and nothing is changed."""
+    rows = make_texts(40)
+    names = sorted({label for _, label in rows})
+    joined_label = f"{names[0]},{names[1]}"
+    mixed = [(text, joined_label if i % 4 == 0 else label) for i, (text, label) in enumerate(rows)]
+    data = write_csv(tmp_path / "t.csv", mixed)
+    out = tmp_path / "inspect"
+    r = runner.invoke(app, ["data", "inspect", "--task", "text", "--data", str(data), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "data_report.json").read_text())
+    assert report["summary"]["combined_labels"] == [joined_label]
+    assert joined_label in report["classes"]  # reported, not split
+    assert f"warning: labels that are several labels at once ('{joined_label}')" in r.output
+    assert "**Warning:** labels that are several labels at once" in (out / "data_report.md").read_text()
+    clean = write_csv(tmp_path / "clean.csv", rows)
+    r = runner.invoke(app, ["data", "inspect", "--task", "text", "--data", str(clean), "--out", str(tmp_path / "c")])
+    assert r.exit_code == 0 and "several labels at once" not in r.output

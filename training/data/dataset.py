@@ -18,6 +18,11 @@ import numpy as np
 # How many quarantined items report.json lists inline; quarantine.csv lists every one of them.
 MAX_LISTED_SKIPS = 50
 LISTED_CLASSES = 10  # classes too small to train named in the error; the data report lists them all
+# Said by the console and the data report when labels are several labels at once (inspect.combined_labels).
+MULTI_LABEL_ADVICE = (
+    "labels that are several labels at once ({shown}) are trained as classes of their own: Kiln trains one label "
+    "per item. For multi-label data, train one classifier per label (that label or not), or keep one label per item."
+)
 
 # Every item read is kept or lands in exactly one of these counts (a test checks the sum).
 SKIP_COUNTERS = (

@@ -22,7 +22,7 @@ import numpy as np
 
 from serving.preprocess import build_vocabulary, tokenize
 from training.config import RunConfig
-from training.data.dataset import Dataset
+from training.data.dataset import MULTI_LABEL_ADVICE, Dataset
 from training.data.features import class_weights, text_length, token_counts
 from training.data.label_audit import FOLDS, Audit, audit_and_exclude
 from training.kinds import kind_of
@@ -128,12 +128,42 @@ def lookalike_labels(labels: Iterable[str]) -> list[list[str]]:
     return [group for group in groups.values() if len(group) > 1]
 
 
+LABEL_SEPARATORS = (",", ";", "|")  # not "/": single labels hold it ("Sci/Tech")
+
+
+def combined_labels(labels: Iterable[str]) -> list[str]:
+    """Labels that are several labels at once: a JSON list, or other labels joined by a separator ("sports,
+    politics" beside "sports" and "politics"). Multi-label data: single-label training learns each combination
+    as a class of its own. Reported, never changed.
+
+    >>> combined_labels(["sports", "politics", "sports,politics", "Sci/Tech", '["a", "b"]', "x;y"])
+    ['["a", "b"]', 'sports,politics']
+    """
+    known = set(labels)
+    found = []
+    for label in sorted(known):
+        if label.startswith("[") and label.endswith("]"):
+            try:
+                if isinstance(json.loads(label), list):
+                    found.append(label)
+                continue
+            except ValueError:
+                pass
+        for sep in LABEL_SEPARATORS:
+            parts = [part.strip() for part in label.split(sep)]
+            if len(parts) > 1 and all(part in known for part in parts):
+                found.append(label)
+                break
+    return found
+
+
 def summarize(dataset: Dataset, splits: tuple[Dataset, Dataset, Dataset], cfg: RunConfig) -> dict[str, Any]:
     """The validation summary that goes into report.json ``data``."""
     train, val, test = splits
     summary: dict[str, Any] = {
         "imbalance": imbalance(train, cfg),
         "lookalike_labels": lookalike_labels(dataset.label_names),
+        "combined_labels": combined_labels(dataset.label_names),
         "split_classes": {
             name: dict(sorted(Counter(part.labels).items()))
             for name, part in (("train", train), ("validation", val), ("test", test))
@@ -234,6 +264,16 @@ def lookalike_lines(groups: list[list[str]] | None) -> list[str]:
     ]
 
 
+def combined_lines(labels: list[str] | None) -> list[str]:
+    """The report's warning about labels that are several labels at once (combined_labels), or nothing."""
+    if not labels:
+        return []
+    shown = ", ".join(f"`{label}`" for label in labels[:10]) + (
+        f" and {len(labels) - 10} more" if len(labels) > 10 else ""
+    )
+    return ["", f"**Warning:** {MULTI_LABEL_ADVICE.format(shown=shown)}"]
+
+
 def _table(rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
@@ -271,6 +311,7 @@ def render_markdown(
     ]
     lines += _table(rows, ("label", "kept", "train", "validation", "test"))
     lines += lookalike_lines(summary.get("lookalike_labels"))
+    lines += combined_lines(summary.get("combined_labels"))
     imb = summary.get("imbalance")
     if imb:
         lines += [
