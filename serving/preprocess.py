@@ -260,6 +260,12 @@ _QUOTES = re.compile(r"(^|\s)'+|'+(\s|$)")
 # the usual features for those languages. ASCII text reads the same under both (tokenize's fast path).
 _NON_WORD_2 = regex.compile(r"[^\w\p{M}']+|_")  # the regex module's \w: letters, marks, digits, connectors
 _UNSPACED = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}]\p{M}*")
+# Marks most writers leave out, unlike Indic vowel signs: Arabic harakat and Quranic signs, the tatweel that only
+# stretches a word, Hebrew points. Dropped, so "جدًا" and "جدا", "שָׁלוֹם" and "שלום" are one word.
+_OPTIONAL_MARKS = regex.compile(
+    "[\u0610-\u061a\u0640\u064b-\u065f\u0670\u06d6-\u06dc\u06df-\u06e4\u06e7\u06e8\u06ea-\u06ed"
+    "\u0591-\u05bd\u05bf\u05c1\u05c2\u05c4\u05c5\u05c7]"
+)
 
 
 # Bounded work per text, the same in training and serving: a text is read up to its first MAX_TEXT_CHARS characters
@@ -280,7 +286,7 @@ def standardize(text: str, tokenizer: int = TOKENIZER) -> str:
     if tokenizer == 1 or text.isascii():
         text = _NON_WORD.sub(" ", text)
     else:
-        text = _UNSPACED.sub(r" \g<0> ", _NON_WORD_2.sub(" ", text))
+        text = _UNSPACED.sub(r" \g<0> ", _NON_WORD_2.sub(" ", _OPTIONAL_MARKS.sub("", text)))
     text = _QUOTES.sub(" ", text)
     return " ".join(text.split())
 
