@@ -257,14 +257,17 @@ _QUOTES = re.compile(r"(^|\s)'+|'+(\s|$)")
 # Tokenizer 2 keeps combining marks inside words (re's \w has none, so tokenizer 1 cut Hindi "फिल्म" into "फ ल म"
 # and dropped its vowel signs) and makes each character of a script written without spaces between words (Chinese,
 # Japanese kana, Thai, Lao, Khmer, Burmese) a word of its own, with its marks: their bigrams are then character pairs,
-# the usual features for those languages. ASCII text reads the same under both (tokenize's fast path).
-_NON_WORD_2 = regex.compile(r"[^\w\p{M}']+|_")  # the regex module's \w: letters, marks, digits, connectors
-_UNSPACED = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}]\p{M}*")
+# the usual features for those languages. Each emoji is a word too (tokenizer 1 dropped them as punctuation, though
+# "😍" and "😡" say as much as any word in a review). ASCII text reads the same under both (tokenize's fast path).
+_NON_WORD_2 = regex.compile(r"[^\w\p{M}'\p{Extended_Pictographic}]+|_")  # regex's \w: letters, marks, digits
+_UNSPACED = regex.compile(
+    r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\p{Extended_Pictographic}]\p{M}*"
+)
 # Marks most writers leave out, unlike Indic vowel signs: Arabic harakat and Quranic signs, the tatweel that only
 # stretches a word, Hebrew points. Dropped, so "جدًا" and "جدا", "שָׁלוֹם" and "שלום" are one word.
 _OPTIONAL_MARKS = regex.compile(
     "[\u0610-\u061a\u0640\u064b-\u065f\u0670\u06d6-\u06dc\u06df-\u06e4\u06e7\u06e8\u06ea-\u06ed"
-    "\u0591-\u05bd\u05bf\u05c1\u05c2\u05c4\u05c5\u05c7]"
+    "\u0591-\u05bd\u05bf\u05c1\u05c2\u05c4\u05c5\u05c7\ufe0e\ufe0f]"  # and the emoji/text variation selectors
 )
 
 

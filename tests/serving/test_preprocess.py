@@ -110,6 +110,12 @@ def test_scripts_without_spaces_become_one_word_per_character() -> None:
     assert tokenize("이 영화는 좋아요") == ["이", "영화는", "좋아요"]  # Korean separates words with spaces
 
 
+def test_each_emoji_is_a_word_of_its_own() -> None:
+    assert tokenize("Loved it😍😍, thanks👍🏽 ❤️") == ["loved", "it", "😍", "😍", "thanks", "👍", "❤"]
+    assert tokenize("❤️") == tokenize("❤")  # with or without the emoji variation selector
+    assert tokenize("😡", tokenizer=1) == []  # tokenizer 1 dropped them as punctuation
+
+
 @pytest.mark.parametrize("text", ["Hello, WORLD! don't 'quote' me_now 42x", "café naïve ｆｕｌｌｗｉｄｔｈ", "?!..."])
 def test_tokenizer_2_reads_latin_text_as_tokenizer_1_did(text: str) -> None:
     assert tokenize(text) == tokenize(text, tokenizer=1)
