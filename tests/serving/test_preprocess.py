@@ -110,6 +110,11 @@ def test_scripts_without_spaces_become_one_word_per_character() -> None:
     assert tokenize("이 영화는 좋아요") == ["이", "영화는", "좋아요"]  # Korean separates words with spaces
 
 
+def test_typographic_apostrophes_are_the_ascii_one() -> None:
+    assert tokenize("I’m sure it’s ‘fine’ – don’t") == tokenize("I'm sure it's 'fine' - don't")
+    assert tokenize("I’m sure it’s ‘fine’ – don’t") == ["i'm", "sure", "it's", "fine", "don't"]
+
+
 def test_each_emoji_is_a_word_of_its_own() -> None:
     assert tokenize("Loved it😍😍, thanks👍🏽 ❤️") == ["loved", "it", "😍", "😍", "thanks", "👍", "❤"]
     assert tokenize("❤️") == tokenize("❤")  # with or without the emoji variation selector
