@@ -98,10 +98,11 @@ def image_items(folder: Path) -> list[tuple[Path, str]]:
 
 
 def text_key(text: str) -> str:
-    """Two texts are the same item when Kiln reads them the same (serving.preprocess.standardize)."""
+    """Two texts are the same item when Kiln reads them the same (serving.preprocess.standardize), under the word
+    rules the splits were first made with (tokenizer 1), so a later tokenizer does not move items between sides."""
     from serving.preprocess import standardize  # numpy + Pillow only
 
-    return standardize(text)
+    return standardize(text, tokenizer=1)
 
 
 def file_key(path: Path) -> str:

@@ -71,8 +71,8 @@ def _setup_logging() -> None:
 TaskOption = Annotated[Task, typer.Option(help="What to train: an image or a text classifier.")]
 DATA_HELP = (
     "Images: a folder DIR/<label>/<file>, or a manifest (CSV/TSV with path,label columns or JSONL with "
-    '{"path", "label"}; relative paths from the manifest\'s folder). Texts: a CSV, TSV, JSONL or Parquet file '
-    "(gzip-compressed too), or a folder DIR/<label>/<file> with one text per file."
+    '{"path", "label"}; relative paths from the manifest\'s folder). Texts: a CSV, TSV, JSONL (or JSON array) or '
+    "Parquet file (gzip-compressed too), or a folder DIR/<label>/<file> with one text per file."
 )
 DataOption = Annotated[Path, typer.Option(help=DATA_HELP)]
 ConfigOption = Annotated[Path | None, typer.Option(help="YAML file overriding the defaults (see README).")]

@@ -518,6 +518,62 @@ def cell_text(value: Any) -> str:
     return str(value)
 
 
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _after_space(content: str, pos: int) -> int:
+    """The first position from ``pos`` on that is not JSON whitespace."""
+    found = _JSON_SPACE.match(content, pos)
+    return found.end() if found else pos
+
+
+def is_json_array(content: str) -> bool:
+    """Whether a .json file holds one array (of objects, as many tools export) rather than an object per line."""
+    return content.lstrip(" \t\r\n").startswith("[")
+
+
+def json_array_values(content: str, path: Path) -> Iterator[tuple[int, Any]]:
+    """Each element of a file's top-level JSON array with the line it starts on (elements are named by it, as
+    JSONL rows are), read one at a time. A syntax error stops with a DataError saying where: past it the array's
+    elements cannot be found."""
+    decoder = json.JSONDecoder()
+    pos = _after_space(content, content.index("[") + 1)
+    line, counted = 1, 0
+    while pos < len(content) and content[pos] != "]":
+        line, counted = line + content.count("\n", counted, pos), pos
+        try:
+            value, end = decoder.raw_decode(content, pos)
+        except json.JSONDecodeError as exc:
+            raise DataError(
+                f"{path} is not valid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg}); the array cannot be "
+                "read past it"
+            ) from None
+        yield line, value
+        pos = _after_space(content, end)
+        if content.startswith(",", pos):
+            pos = _after_space(content, pos + 1)
+        elif not content.startswith("]", pos):
+            at = line + content.count("\n", counted, pos)
+            raise DataError(f"{path} is not valid JSON at line {at}: expected ',' or ']' after an element")
+
+
+def _json_rows(content: str, path: Path) -> Iterator[tuple[int, Any, str | None]]:
+    """(line, value, None) per JSON value, or (line, None, why) for a JSONL line that is not JSON: the lines of a
+    JSONL file, or the elements of a JSON array file."""
+    if is_json_array(content):
+        for number, value in json_array_values(content, path):
+            yield number, value, None
+        return
+    # Split on newlines only: str.splitlines also breaks at U+2028 and U+0085, which JSON strings may hold.
+    for number, line in enumerate(content.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line), None
+        except json.JSONDecodeError as exc:
+            yield number, None, f"not valid JSON ({exc.msg} at column {exc.colno})"
+
+
 def _read_jsonl(
     path: Path,
     content: str,
@@ -529,16 +585,10 @@ def _read_jsonl(
 ) -> Table:
     objects: list[tuple[int, dict[str, Any]]] = []
     broken: list[tuple[int, str]] = []
-    # Split on newlines only: str.splitlines also breaks at U+2028 and U+0085, which JSON strings may hold.
-    for number, line in enumerate(content.split("\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            broken.append((number, f"not valid JSON ({exc.msg} at column {exc.colno})"))
-            continue
-        if isinstance(value, dict):
+    for number, value, error in _json_rows(content, path):
+        if error is not None:
+            broken.append((number, error))
+        elif isinstance(value, dict):
             objects.append((number, value))
         else:
             broken.append((number, f"a JSON {type(value).__name__}, not an object"))

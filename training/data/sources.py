@@ -37,6 +37,8 @@ from training.data.ingest import (
     cell_text,
     check_text,
     decode_bytes,
+    is_json_array,
+    json_array_values,
     read_text_file,
     resolve_column,
     sniff_delimiter,
@@ -117,7 +119,7 @@ def table_items(path: Path, column: str | None, header: bool, aliases: tuple[str
         return _parquet_items(path, column, aliases, what)
     encoding, sample = _sniff(path)
     if suffix in JSONL_SUFFIXES:
-        return _jsonl_items(path, encoding, column, aliases, what)
+        return _jsonl_items(path, encoding, column, aliases, what, is_json_array(sample))
     return _csv_items(path, encoding, sniff_delimiter(path, sample), column, header, aliases, what)
 
 
@@ -233,10 +235,13 @@ def _chain(*first: T, rest: Iterator[T]) -> Iterator[T]:
     yield from rest
 
 
-def _jsonl_items(path: Path, encoding: str, column: str | None, aliases: tuple[str, ...], what: str) -> Iterator[Item]:
-    """Objects, one per line. The field is chosen from the keys of the first FIELD_SAMPLE objects, as training
-    chooses it; an object without it, a broken line or a non-object is an error row."""
-    lines = _json_lines(path, encoding)
+def _jsonl_items(
+    path: Path, encoding: str, column: str | None, aliases: tuple[str, ...], what: str, array: bool = False
+) -> Iterator[Item]:
+    """Objects, one per line (or, ``array``, the elements of one JSON array, read whole: a JSON array has no
+    lines to stream). The field is chosen from the keys of the first FIELD_SAMPLE objects, as training chooses it;
+    an object without it, a broken line or a non-object is an error row."""
+    lines = _json_array(path, encoding) if array else _json_lines(path, encoding)
     head = list(islice(lines, FIELD_SAMPLE))
     objects = [value for _, value, _ in head if isinstance(value, dict)]
     if not objects:
@@ -257,6 +262,13 @@ def _jsonl_items(path: Path, encoding: str, column: str | None, aliases: tuple[s
             yield Item(f"line {number}", cell_text(value[field]))
         else:
             yield Item(f"line {number}", "", f"no field {field!r}")
+
+
+def _json_array(path: Path, encoding: str) -> Iterator[tuple[int, Any, str | None]]:
+    with _open(path, encoding, newline="") as fh:
+        content = fh.read()
+    for number, value in json_array_values(content, path):
+        yield number, value, None
 
 
 def _json_lines(path: Path, encoding: str) -> Iterator[tuple[int, Any, str | None]]:

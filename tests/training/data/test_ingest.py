@@ -327,3 +327,16 @@ def test_a_data_set_root_with_split_folders_is_refused_with_the_training_folder_
         clean(tmp_path)
     write(tmp_path / "train" / "cat" / "session1" / f"b{suffix}", 9)  # a label folder's own sub-folders are fine
     assert set(clean(tmp_path / "train").labels) == {"cat", "dog"}
+
+
+def test_a_json_array_file_is_read_element_by_element_named_by_its_line(tmp_path: Path) -> None:
+    records = [{"review": "a fine film", "sentiment": "pos"}, [1, 2], {"review": "dull\nand long", "sentiment": "neg"}]
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps(records, indent=2))  # as tools export it: one array, elements over several lines
+    dataset = clean_texts(path)
+    assert dataset.inputs == ["a fine film", "dull and long"] and dataset.labels == ["pos", "neg"]
+    assert dataset.names == ["line 2", "line 10"]  # where each element starts
+    assert [(q.item, q.reason) for q in dataset.report.quarantine] == [("line 6", "a JSON list, not an object")]
+    path.write_text('[{"text": "ok", "label": "a"},\n {"text": "broken", "label": }]')
+    with pytest.raises(DataError, match="not valid JSON at line 2, column 30"):
+        clean_texts(path)

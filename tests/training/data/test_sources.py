@@ -88,6 +88,19 @@ def test_a_folder_of_text_files_is_a_text_per_file_at_any_depth(tmp_path: Path) 
         list(iter_items("text", tmp_path / "empty"))
 
 
+def test_a_json_array_is_read_as_training_reads_it(tmp_path: Path) -> None:
+    data = tmp_path / "export.json"
+    data.write_text(json.dumps([{"id": 1, "text": "hi"}, "stray", {"id": 2}], indent=1))
+    assert list(iter_items("text", data)) == [
+        Item("line 2", "hi"),
+        Item("line 6", "", "a JSON str, not an object"),
+        Item("line 7", "", "no field 'text'"),
+    ]
+    data.write_text('[{"text": "hi"} {"text": "there"}]')
+    with pytest.raises(DataError, match="expected ',' or ']'"):
+        list(iter_items("text", data))
+
+
 def test_image_folders_at_any_depth_and_manifests(tmp_path: Path) -> None:
     root = tmp_path / "images"
     (root / "a" / "deeper").mkdir(parents=True)
