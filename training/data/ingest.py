@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import re
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -193,7 +194,7 @@ def read_text_file(path: Path) -> tuple[str, str]:
         if raw.startswith(GZIP_MAGIC):
             with gzip.open(path, "rb") as fh:
                 raw = fh.read(MAX_TEXT_FILE_BYTES)
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise UnreadableText(f"cannot be read ({exc})") from None
     if looks_binary(raw):
         raise UnreadableText("not a text file (binary content)")
@@ -321,7 +322,7 @@ def _gunzip(path: Path) -> bytes:
     try:
         with gzip.open(path, "rb") as fh:
             return fh.read()
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{path} is gzip-compressed but cannot be decompressed ({exc}); check the file") from None
 
 
