@@ -150,18 +150,22 @@ SPLIT_FOLDERS = {"train", "training", "test", "testing", "val", "valid", "valida
 
 
 def _refuse_split_folders(root: Path, found: list[LabelledFile]) -> None:
-    """Stop when every label folder is a split folder (train/, test/) holding label folders of its own: the user
-    gave the data set's root, not its training folder."""
+    """Stop when every label folder is a split folder (train/, test/): the user gave the data set's root, not its
+    training folder (or a data set without label folders)."""
     labels = {item.label for item in found}
-    nested = any(item.name.count("/") >= 2 for item in found)
-    if not nested or not labels or not all(label.lower() in SPLIT_FOLDERS for label in labels):
+    if len(labels) < 2 or not all(label.lower() in SPLIT_FOLDERS for label in labels):
         return
+    listed = ", ".join(sorted(labels))
     train = next((label for label in sorted(labels) if label.lower() in ("train", "training")), None)
-    fix = f"--data {root / train}" if train else "the folder that holds the label folders"
+    if train and any(item.label == train and item.name.count("/") >= 2 for item in found):
+        raise DataError(
+            f"{root}'s sub-folders ({listed}) are the data set's own split, each with folders inside, not labels; "
+            f"give --data {root / train} (Kiln makes its own validation and test split; score a held-out folder "
+            "with kiln predict)"
+        )
     raise DataError(
-        f"{root}'s sub-folders ({', '.join(sorted(labels))}) are the data set's own split, each with folders "
-        f"inside, not labels; give {fix} (Kiln makes its own validation and test split; score a held-out folder "
-        "with kiln predict)"
+        f"{root}'s sub-folders ({listed}) are the data set's own split, not labels: training needs one folder per "
+        "label (DIR/<label>/<file>), or a path,label manifest"
     )
 
 

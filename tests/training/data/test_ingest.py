@@ -327,6 +327,11 @@ def test_a_data_set_root_with_split_folders_is_refused_with_the_training_folder_
         clean(tmp_path)
     write(tmp_path / "train" / "cat" / "session1" / f"b{suffix}", 9)  # a label folder's own sub-folders are fine
     assert set(clean(tmp_path / "train").labels) == {"cat", "dog"}
+    flat = tmp_path / "flat"  # split folders with no label folders inside: nothing to learn labels from
+    for k, split in enumerate(("train", "val")):
+        write(flat / split / f"x{suffix}", k)
+    with pytest.raises(DataError, match=r"\(train, val\) are the data set's own split, not labels"):
+        clean(flat)
 
 
 def test_a_json_array_file_is_read_element_by_element_named_by_its_line(tmp_path: Path) -> None:
