@@ -130,7 +130,7 @@ def _sniff(path: Path) -> tuple[str, str]:
         with _open(path) as fh:
             head = fh.read(SNIFF_BYTES)
     except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"{path} is gzip-compressed but cannot be decompressed ({exc}); check the file") from None
+        raise DataError(f"{path} cannot be read ({exc}); check the file") from None
     check_text(path, head)
     if not head.strip():
         raise DataError(f"{path} is empty; expected rows of {path.suffix.lstrip('.') or 'text'}")
