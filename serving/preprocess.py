@@ -263,6 +263,8 @@ _NON_WORD_2 = regex.compile(r"[^\w\p{M}'\p{Extended_Pictographic}]+|_")  # regex
 _UNSPACED = regex.compile(
     r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\p{Extended_Pictographic}]\p{M}*"
 )
+# The zero-width joiner that glues an emoji sequence (👨‍👩‍👧): each emoji in it is a word; the joiner is not.
+_EMOJI_JOINER = regex.compile(r"\u200d(?=\p{Extended_Pictographic})")
 # Typographic apostrophes (’ ‘ ʼ) are the ASCII one, so "don’t" is the word "don't" (tokenizer 1: "don" and "t").
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
 # Marks most writers leave out, unlike Indic vowel signs: Arabic harakat and Quranic signs, the tatweel that only
@@ -291,7 +293,7 @@ def standardize(text: str, tokenizer: int = TOKENIZER) -> str:
     if tokenizer == 1 or text.isascii():
         text = _NON_WORD.sub(" ", text)
     else:
-        text = _OPTIONAL_MARKS.sub("", text.translate(_APOSTROPHES))
+        text = _OPTIONAL_MARKS.sub("", _EMOJI_JOINER.sub("", text.translate(_APOSTROPHES)))
         text = _UNSPACED.sub(r" \g<0> ", _NON_WORD_2.sub(" ", text))
     text = _QUOTES.sub(" ", text)
     return " ".join(text.split())

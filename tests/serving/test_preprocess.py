@@ -118,6 +118,7 @@ def test_typographic_apostrophes_are_the_ascii_one() -> None:
 def test_each_emoji_is_a_word_of_its_own() -> None:
     assert tokenize("Loved it😍😍, thanks👍🏽 ❤️") == ["loved", "it", "😍", "😍", "thanks", "👍", "❤"]
     assert tokenize("❤️") == tokenize("❤")  # with or without the emoji variation selector
+    assert tokenize("👨‍👩‍👧") == ["👨", "👩", "👧"]  # a joined sequence: its emoji, not the joiners
     assert tokenize("😡", tokenizer=1) == []  # tokenizer 1 dropped them as punctuation
 
 

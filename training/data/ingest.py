@@ -293,18 +293,20 @@ def decode_bytes(raw: bytes) -> tuple[str, str]:
     U+FFFD) rather than turning every accent into mojibake; other non-UTF-8 files are read as Windows-1252, then
     latin-1 (which maps every byte)."""
     if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return raw.decode("utf-16"), "utf-16"
+        # errors="replace": a file cut inside a surrogate pair, or of an odd length, still reads
+        return raw.decode("utf-16", errors="replace"), "utf-16"
     try:
         return raw.decode("utf-8-sig"), "utf-8"
     except UnicodeDecodeError:
         pass
     replaced = raw.decode("utf-8-sig", errors="replace")
     bad = replaced.count("\ufffd")
-    # Valid multi-byte characters beside the bad bytes say UTF-8 with a few damaged ones; none, a legacy encoding
-    # (a short cp1252 file with one accent has a single bad byte).
+    # A UTF-8 BOM, or valid multi-byte characters beside the bad bytes, say UTF-8 with a few damaged ones; neither,
+    # a legacy encoding (a short cp1252 file with one accent has a single bad byte).
     multibyte = len(replaced) - len(replaced.encode("ascii", "ignore")) - bad
-    if multibyte and bad <= max(1, len(raw) // 1000):
+    if (multibyte or raw.startswith(codecs.BOM_UTF8)) and bad <= max(1, len(raw) // 1000):
         return replaced, f"utf-8 ({bad} invalid byte(s) replaced)"
+    raw = raw.removeprefix(codecs.BOM_UTF8)
     try:
         return raw.decode("cp1252"), "cp1252"
     except UnicodeDecodeError:
@@ -544,8 +546,10 @@ def json_array_values(content: str, path: Path) -> Iterator[tuple[int, Any]]:
     decoder = json.JSONDecoder()
     pos = _after_space(content, content.index("[") + 1)
     line, counted = 1, 0
-    while pos < len(content) and content[pos] != "]":
+    while not content.startswith("]", pos):
         line, counted = line + content.count("\n", counted, pos), pos
+        if pos >= len(content):
+            raise DataError(f"{path} is not valid JSON: its array is not closed (a cut file?); add the closing ']'")
         try:
             value, end = decoder.raw_decode(content, pos)
         except json.JSONDecodeError as exc:
@@ -560,6 +564,9 @@ def json_array_values(content: str, path: Path) -> Iterator[tuple[int, Any]]:
         elif not content.startswith("]", pos):
             at = line + content.count("\n", counted, pos)
             raise DataError(f"{path} is not valid JSON at line {at}: expected ',' or ']' after an element")
+    if content[_after_space(content, pos + 1) :].strip():
+        at = 1 + content.count("\n", 0, pos)
+        raise DataError(f"{path} is not valid JSON: more follows the array that ends on line {at}")
 
 
 def _json_rows(content: str, path: Path) -> Iterator[tuple[int, Any, str | None]]:

@@ -64,6 +64,8 @@ def iter_items(task: str, data: Path, text_column: str | None = None, header: bo
             return iter([Item(data.name, str(data))])
         return manifest_items(data, header)
     if data.is_dir():
+        if text_column is not None:
+            raise DataError(f"--data {data} is a folder: each file is one text, so --text-column does not apply")
         return text_folder_items(data)
     return table_items(data, text_column, header, TEXT_ALIASES, "text")
 
@@ -265,8 +267,11 @@ def _jsonl_items(
 
 
 def _json_array(path: Path, encoding: str) -> Iterator[tuple[int, Any, str | None]]:
-    with _open(path, encoding, newline="") as fh:
-        content = fh.read()
+    try:
+        with _open(path, encoding, newline="") as fh:
+            content = fh.read()
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{path} cannot be read whole ({exc}); check the file") from None
     for number, value in json_array_values(content, path):
         yield number, value, None
 

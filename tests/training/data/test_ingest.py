@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import json
@@ -344,4 +345,25 @@ def test_a_json_array_file_is_read_element_by_element_named_by_its_line(tmp_path
     assert [(q.item, q.reason) for q in dataset.report.quarantine] == [("line 6", "a JSON list, not an object")]
     path.write_text('[{"text": "ok", "label": "a"},\n {"text": "broken", "label": }]')
     with pytest.raises(DataError, match="not valid JSON at line 2, column 30"):
+        clean_texts(path)
+
+
+def test_encodings_at_the_edges_read_without_error() -> None:
+    from training.data.ingest import decode_bytes
+
+    cut = codecs.BOM_UTF16_LE + "a😍".encode("utf-16-le")[:-1]  # cut inside a surrogate pair, odd length
+    assert decode_bytes(cut)[1] == "utf-16"
+    excel = codecs.BOM_UTF8 + b"text,label\nplain ascii with one bad \x92 byte,a\n"  # "CSV UTF-8" plus a cp1252 byte
+    text, encoding = decode_bytes(excel)
+    assert encoding.startswith("utf-8 (1 invalid") and text.startswith("text,label")
+    assert decode_bytes(codecs.BOM_UTF8 + b"caf\xe9 " * 3000)[0].startswith("caf\u00e9")  # cp1252, BOM not read
+
+
+def test_a_json_array_that_is_cut_or_followed_by_more_stops(tmp_path: Path) -> None:
+    path = tmp_path / "export.json"
+    path.write_text('[{"text": "ok", "label": "a"},\n')
+    with pytest.raises(DataError, match="its array is not closed"):
+        clean_texts(path)
+    path.write_text('[{"text": "ok", "label": "a"}]\n[{"text": "more", "label": "b"}]\n')
+    with pytest.raises(DataError, match="more follows the array that ends on line 1"):
         clean_texts(path)

@@ -83,6 +83,8 @@ def test_a_folder_of_text_files_is_a_text_per_file_at_any_depth(tmp_path: Path) 
         Item("sport/102.txt.gz", "caf\u00e9 match"),
         Item("top.txt", "a text outside any folder"),
     ]
+    with pytest.raises(DataError, match="--text-column does not apply"):
+        list(iter_items("text", root, text_column="body"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="holds no files"):
         list(iter_items("text", tmp_path / "empty"))
@@ -99,6 +101,11 @@ def test_a_json_array_is_read_as_training_reads_it(tmp_path: Path) -> None:
     data.write_text('[{"text": "hi"} {"text": "there"}]')
     with pytest.raises(DataError, match="expected ',' or ']'"):
         list(iter_items("text", data))
+    packed = tmp_path / "big.json.gz"  # damaged past the first MiB, which the encoding was judged on
+    whole = gzip.compress(json.dumps([{"text": f"item {k}"} for k in range(150_000)]).encode())
+    packed.write_bytes(whole[:-100])
+    with pytest.raises(DataError, match="cannot be read whole"):
+        list(iter_items("text", packed))
 
 
 def test_image_folders_at_any_depth_and_manifests(tmp_path: Path) -> None:
