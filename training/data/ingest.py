@@ -20,7 +20,7 @@ import os
 import re
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -569,21 +569,24 @@ def json_array_values(content: str, path: Path) -> Iterator[tuple[int, Any]]:
         raise DataError(f"{path} is not valid JSON: more follows the array that ends on line {at}")
 
 
-def _json_rows(content: str, path: Path) -> Iterator[tuple[int, Any, str | None]]:
-    """(line, value, None) per JSON value, or (line, None, why) for a JSONL line that is not JSON: the lines of a
-    JSONL file, or the elements of a JSON array file."""
-    if is_json_array(content):
-        for number, value in json_array_values(content, path):
-            yield number, value, None
-        return
-    # Split on newlines only: str.splitlines also breaks at U+2028 and U+0085, which JSON strings may hold.
-    for number, line in enumerate(content.split("\n"), 1):
+def json_line_rows(lines: Iterable[str]) -> Iterator[tuple[int, Any, str | None]]:
+    """(line number, value, None) per non-blank JSONL line, or (line number, None, why) for one that is not JSON.
+    ``lines`` must be split on newlines only: str.splitlines also breaks at U+2028 and U+0085, which JSON strings
+    may hold."""
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             yield number, json.loads(line), None
         except json.JSONDecodeError as exc:
             yield number, None, f"not valid JSON ({exc.msg} at column {exc.colno})"
+
+
+def _json_rows(content: str, path: Path) -> Iterator[tuple[int, Any, str | None]]:
+    """json_line_rows' rows for a JSONL file's content, or the elements of a JSON array file as (line, value, None)."""
+    if is_json_array(content):
+        return ((number, value, None) for number, value in json_array_values(content, path))
+    return json_line_rows(content.split("\n"))
 
 
 def _read_jsonl(

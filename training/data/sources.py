@@ -17,7 +17,6 @@ from __future__ import annotations
 import codecs
 import csv
 import gzip
-import json
 import zlib
 from collections.abc import Iterator
 from itertools import islice
@@ -39,6 +38,7 @@ from training.data.ingest import (
     decode_bytes,
     is_json_array,
     json_array_values,
+    json_line_rows,
     read_text_file,
     resolve_column,
     sniff_delimiter,
@@ -277,15 +277,8 @@ def _json_array(path: Path, encoding: str) -> Iterator[tuple[int, Any, str | Non
 
 
 def _json_lines(path: Path, encoding: str) -> Iterator[tuple[int, Any, str | None]]:
-    """(line number, parsed value, None) per non-blank line, or (line number, None, why) for a line that is not JSON."""
-    # Split on newlines only: str.splitlines also breaks at U+2028 and U+0085, which JSON strings may hold.
-    for number, line in enumerate(_read_lines(path, encoding, "\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            yield number, json.loads(line), None
-        except json.JSONDecodeError as exc:
-            yield number, None, f"not valid JSON ({exc.msg} at column {exc.colno})"
+    """json_line_rows over the file's lines, streamed (split on newlines only)."""
+    return json_line_rows(_read_lines(path, encoding, "\n"))
 
 
 def _parquet_items(path: Path, column: str | None, aliases: tuple[str, ...], what: str) -> Iterator[Item]:
