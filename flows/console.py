@@ -10,7 +10,7 @@ from typing import NoReturn
 
 import typer
 
-from training.data.dataset import MULTI_LABEL_ADVICE, SKIP_COUNTERS
+from training.data.dataset import MULTI_LABEL_ADVICE, SKIP_COUNTERS, first_of
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -103,8 +103,7 @@ def print_data_summary(data: dict, out_dir: Path) -> None:
         )
     combined = data.get("summary", {}).get("combined_labels")
     if combined:
-        shown = ", ".join(map(repr, combined[:5])) + (f" and {len(combined) - 5} more" if len(combined) > 5 else "")
-        typer.secho(f"warning: {MULTI_LABEL_ADVICE.format(shown=shown)}", fg=typer.colors.YELLOW)
+        typer.secho(f"warning: {MULTI_LABEL_ADVICE.format(shown=first_of(combined, 5))}", fg=typer.colors.YELLOW)
     imb = data.get("summary", {}).get("imbalance")
     if imb:
         typer.echo(f"imbalance ratio {imb['ratio']}: class weights {imb['class_weights']}")

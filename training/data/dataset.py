@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,19 @@ import numpy as np
 # How many quarantined items report.json lists inline; quarantine.csv lists every one of them.
 MAX_LISTED_SKIPS = 50
 LISTED_CLASSES = 10  # classes too small to train named in the error; the data report lists them all
+
+
+def first_of(items: Sequence[str], limit: int, form: Callable[[str], str] = repr) -> str:
+    """The first ``limit`` of ``items``, each as ``form`` writes it, then how many more: messages and reports name
+    a few and count the rest.
+
+    >>> first_of(["a", "b", "c"], 2)
+    "'a', 'b' and 1 more"
+    """
+    shown = ", ".join(form(item) for item in items[:limit])
+    return shown + (f" and {len(items) - limit:,} more" if len(items) > limit else "")
+
+
 # Said by the console and the data report when labels are several labels at once (inspect.combined_labels).
 MULTI_LABEL_ADVICE = (
     "labels that are several labels at once ({shown}) are trained as classes of their own: Kiln trains one label "
@@ -228,11 +242,10 @@ def check_trainable(dataset: Dataset, min_per_class: int) -> None:
         )
     small = {label: n for label, n in sorted(counts.items(), key=lambda kv: (kv[1], kv[0])) if n < min_per_class}
     if small:
-        listed = ", ".join(f"{label!r} ({n})" for label, n in list(small.items())[:LISTED_CLASSES])
-        more = f" and {len(small) - LISTED_CLASSES:,} more" if len(small) > LISTED_CLASSES else ""
+        listed = first_of([f"{label!r} ({n})" for label, n in small.items()], LISTED_CLASSES, str)
         raise DataError(
             f"{len(small):,} of {len(counts):,} classes have fewer than {min_per_class} examples after cleaning: "
-            f"{listed}{more} (the smallest first; the data report lists every class). "
+            f"{listed} (the smallest first; the data report lists every class). "
             "Add examples to them, remove them from the data, or lower data.min_examples_per_class"
         )
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from serving.preprocess import build_vocabulary, tokenize
 from training.config import RunConfig
-from training.data.dataset import MULTI_LABEL_ADVICE, Dataset
+from training.data.dataset import MULTI_LABEL_ADVICE, Dataset, first_of
 from training.data.features import class_weights, text_length, token_counts
 from training.data.label_audit import FOLDS, Audit, audit_and_exclude
 from training.kinds import kind_of
@@ -233,12 +233,11 @@ def _label_issue_lines(audit: Audit, task: str) -> list[str]:
         "suspect first, in label_issues.csv; `data.label_issues: exclude` leaves them out of fitting.",
     ]
     if audit.classes_not_audited:
-        shown = ", ".join(f"`{c}`" for c in audit.classes_not_audited[:20])
-        more = f" and {len(audit.classes_not_audited) - 20} more" if len(audit.classes_not_audited) > 20 else ""
+        shown = first_of(audit.classes_not_audited, 20, lambda c: f"`{c}`")
         lines += [
             "",
             f"Not audited: {s['items_not_audited']} items of {len(audit.classes_not_audited)} class(es) with fewer "
-            f"than {FOLDS} training and validation items, too few to cross-validate ({shown}{more}); they are kept "
+            f"than {FOLDS} training and validation items, too few to cross-validate ({shown}); they are kept "
             "as labelled.",
         ]
     if caveat := audit.caveat():
@@ -268,9 +267,7 @@ def combined_lines(labels: list[str] | None) -> list[str]:
     """The report's warning about labels that are several labels at once (combined_labels), or nothing."""
     if not labels:
         return []
-    shown = ", ".join(f"`{label}`" for label in labels[:10]) + (
-        f" and {len(labels) - 10} more" if len(labels) > 10 else ""
-    )
+    shown = first_of(labels, 10, lambda label: f"`{label}`")
     return ["", f"**Warning:** {MULTI_LABEL_ADVICE.format(shown=shown)}"]
 
 

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from training.config import DataConfig
-from training.data.dataset import Dataset, joined
+from training.data.dataset import Dataset, first_of, joined
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +243,7 @@ def audit_and_exclude(
             "label audit: %d class(es) with fewer than %d training and validation items are not audited (%s)",
             len(small),
             FOLDS,
-            ", ".join(map(repr, small[:10])) + (" ..." if len(small) > 10 else ""),
+            first_of(small, 10),
         )
     audit = audit_labels(items, seed=cfg.seed)
     audit.classes_not_audited, audit.items_not_audited = small, len(everything) - len(judged)
