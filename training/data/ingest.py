@@ -323,11 +323,11 @@ def looks_binary(raw: bytes) -> bool:
     return head.startswith(BINARY_MAGIC) or bool(head and control / len(head) > 0.05)
 
 
-def _gunzip(path: Path) -> bytes:
-    """A gzip-compressed table's content, or a DataError saying it is damaged."""
+def _gunzip(raw: bytes, path: Path) -> bytes:
+    """A gzip-compressed table's content, decompressed from the bytes already read, or a DataError saying it is
+    damaged."""
     try:
-        with gzip.open(path, "rb") as fh:
-            return fh.read()
+        return gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{path} is gzip-compressed but cannot be decompressed ({exc}); check the file") from None
 
@@ -456,7 +456,7 @@ def read_table(
     else:
         raw = path.read_bytes()
         if raw.startswith(GZIP_MAGIC):
-            raw = _gunzip(path)
+            raw = _gunzip(raw, path)
         check_text(path, raw)
         content, encoding = decode_bytes(raw)
         content = content.replace("\x00", "")  # stray NUL bytes make the csv module raise mid-file
@@ -539,10 +539,10 @@ def is_json_array(content: str) -> bool:
     return content.lstrip(" \t\r\n").startswith("[")
 
 
-def json_array_values(content: str, path: Path) -> Iterator[tuple[int, Any]]:
-    """Each element of a file's top-level JSON array with the line it starts on (elements are named by it, as
-    JSONL rows are), read one at a time. A syntax error stops with a DataError saying where: past it the array's
-    elements cannot be found."""
+def json_array_rows(content: str, path: Path) -> Iterator[tuple[int, Any, None]]:
+    """(line, element, None) for each element of a file's top-level JSON array, the line it starts on naming it
+    (the shape of json_line_rows' rows, which name JSONL rows by their line), read one at a time. A syntax error
+    stops with a DataError saying where: past it the array's elements cannot be found."""
     decoder = json.JSONDecoder()
     pos = _after_space(content, content.index("[") + 1)
     line, counted = 1, 0
@@ -557,7 +557,7 @@ def json_array_values(content: str, path: Path) -> Iterator[tuple[int, Any]]:
                 f"{path} is not valid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg}); the array cannot be "
                 "read past it"
             ) from None
-        yield line, value
+        yield line, value, None
         pos = _after_space(content, end)
         if content.startswith(",", pos):
             pos = _after_space(content, pos + 1)
@@ -583,10 +583,8 @@ def json_line_rows(lines: Iterable[str]) -> Iterator[tuple[int, Any, str | None]
 
 
 def _json_rows(content: str, path: Path) -> Iterator[tuple[int, Any, str | None]]:
-    """json_line_rows' rows for a JSONL file's content, or the elements of a JSON array file as (line, value, None)."""
-    if is_json_array(content):
-        return ((number, value, None) for number, value in json_array_values(content, path))
-    return json_line_rows(content.split("\n"))
+    """The rows of a JSONL file's content, or of a JSON array file's elements."""
+    return json_array_rows(content, path) if is_json_array(content) else json_line_rows(content.split("\n"))
 
 
 def _read_jsonl(

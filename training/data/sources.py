@@ -37,7 +37,7 @@ from training.data.ingest import (
     check_text,
     decode_bytes,
     is_json_array,
-    json_array_values,
+    json_array_rows,
     json_line_rows,
     read_text_file,
     resolve_column,
@@ -272,8 +272,7 @@ def _json_array(path: Path, encoding: str) -> Iterator[tuple[int, Any, str | Non
             content = fh.read()
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{path} cannot be read whole ({exc}); check the file") from None
-    for number, value in json_array_values(content, path):
-        yield number, value, None
+    yield from json_array_rows(content, path)
 
 
 def _json_lines(path: Path, encoding: str) -> Iterator[tuple[int, Any, str | None]]:
