@@ -60,6 +60,8 @@ PATH_ALIASES = ("path", "file", "filename", "image", "filepath", "image_path")
 # Magic numbers of files people hand over by mistake instead of a text table.
 BINARY_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"PK\x03\x04", b"%PDF", b"\x1f\x8b", b"PAR1", b"\x7fELF")
 GZIP_MAGIC = b"\x1f\x8b"
+# What reading a file can raise, a gzip-compressed one included (damaged data is zlib.error, a cut one EOFError).
+READ_ERRORS = (OSError, EOFError, zlib.error)
 # A text file in a label folder is read up to here: serving.preprocess reads a text's first 200,000 characters,
 # which UTF-8 holds in at most 800,000 bytes.
 MAX_TEXT_FILE_BYTES = 800_000
@@ -189,16 +191,23 @@ class UnreadableText(ValueError):
     """A file that cannot be one text; the message says why."""
 
 
+def open_file(path: Path, encoding: str | None = None, newline: str | None = None) -> Any:
+    """The file for reading, decompressed as it is read when gzip-compressed: bytes, or text in ``encoding``."""
+    with open(path, "rb") as fh:
+        packed = fh.read(2) == GZIP_MAGIC
+    opener: Any = gzip.open if packed else open
+    if encoding is None:
+        return opener(path, "rb")
+    return opener(path, "rt", encoding=encoding, errors="replace", newline=newline)
+
+
 def read_text_file(path: Path) -> tuple[str, str]:
     """One file's text and its encoding (decode_bytes), read up to MAX_TEXT_FILE_BYTES (inside a gzip-compressed
     file); UnreadableText for a binary or unreadable file."""
     try:
-        with open(path, "rb") as fh:
+        with open_file(path) as fh:
             raw = fh.read(MAX_TEXT_FILE_BYTES)
-        if raw.startswith(GZIP_MAGIC):
-            with gzip.open(path, "rb") as fh:
-                raw = fh.read(MAX_TEXT_FILE_BYTES)
-    except (OSError, EOFError, zlib.error) as exc:
+    except READ_ERRORS as exc:
         raise UnreadableText(f"cannot be read ({exc})") from None
     if looks_binary(raw):
         raise UnreadableText("not a text file (binary content)")
@@ -328,7 +337,7 @@ def _gunzip(raw: bytes, path: Path) -> bytes:
     damaged."""
     try:
         return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as exc:
+    except READ_ERRORS as exc:
         raise DataError(f"{path} is gzip-compressed but cannot be decompressed ({exc}); check the file") from None
 
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import gzip
-import zlib
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
@@ -26,11 +24,11 @@ from typing import Any, TypeVar
 from serving.batch import Item
 from training.data.dataset import DataError
 from training.data.ingest import (
-    GZIP_MAGIC,
     IMAGE_EXTENSIONS,
     JSONL_SUFFIXES,
     PARQUET_SUFFIXES,
     PATH_ALIASES,
+    READ_ERRORS,
     TEXT_ALIASES,
     UnreadableText,
     cell_text,
@@ -39,6 +37,7 @@ from training.data.ingest import (
     is_json_array,
     json_array_rows,
     json_line_rows,
+    open_file,
     read_text_file,
     resolve_column,
     sniff_delimiter,
@@ -129,9 +128,9 @@ def _sniff(path: Path) -> tuple[str, str]:
     """The codec to stream the file with (judged on its first MiB as training judges a whole file) and that
     MiB decoded."""
     try:
-        with _open(path) as fh:
+        with open_file(path) as fh:
             head = fh.read(SNIFF_BYTES)
-    except (OSError, EOFError, zlib.error) as exc:
+    except READ_ERRORS as exc:
         raise DataError(f"{path} cannot be read ({exc}); check the file") from None
     check_text(path, head)
     if not head.strip():
@@ -147,26 +146,16 @@ def _sniff(path: Path) -> tuple[str, str]:
     return ("utf-8-sig" if found.startswith("utf-8") else found), text
 
 
-def _open(path: Path, encoding: str | None = None, newline: str | None = None) -> Any:
-    """The file for reading, decompressed as it is read when gzip-compressed: bytes, or text in ``encoding``."""
-    with open(path, "rb") as fh:
-        packed = fh.read(2) == GZIP_MAGIC
-    opener: Any = gzip.open if packed else open
-    if encoding is None:
-        return opener(path, "rb")
-    return opener(path, "rt", encoding=encoding, errors="replace", newline=newline)
-
-
 def _read_lines(path: Path, encoding: str, newline: str) -> Iterator[str]:
     """The file's lines; a compressed file damaged part-way ends the job with a DataError saying where (its end
     cannot be found, as with a field the csv module cannot read)."""
     read = 0  # lines: where a damaged file broke off
     try:
-        with _open(path, encoding, newline=newline) as fh:
+        with open_file(path, encoding, newline=newline) as fh:
             for text in fh:
                 read += 1
                 yield text
-    except (OSError, EOFError, zlib.error) as exc:
+    except READ_ERRORS as exc:
         raise DataError(f"{path} cannot be decompressed after line {read:,} ({exc}); check the file") from None
 
 
@@ -268,9 +257,9 @@ def _jsonl_items(
 
 def _json_array(path: Path, encoding: str) -> Iterator[tuple[int, Any, str | None]]:
     try:
-        with _open(path, encoding, newline="") as fh:
+        with open_file(path, encoding, newline="") as fh:
             content = fh.read()
-    except (OSError, EOFError, zlib.error) as exc:
+    except READ_ERRORS as exc:
         raise DataError(f"{path} cannot be read whole ({exc}); check the file") from None
     yield from json_array_rows(content, path)
 
