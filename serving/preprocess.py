@@ -289,18 +289,20 @@ BAG_GROUP_DOCS, BAG_GROUP_IDS = 256, 1 << 18
 def standardize(text: str, tokenizer: int = TOKENIZER) -> str:
     """Unicode-normalise, lower-case, and replace punctuation with spaces (apostrophes inside words stay); only
     the first MAX_TEXT_CHARS characters are read. ``tokenizer``: the rules (TOKENIZERS) a model was trained with."""
+    return " ".join(tokenize(text, tokenizer))
+
+
+def tokenize(text: str, tokenizer: int = TOKENIZER) -> list[str]:
+    """The words of ``standardize(text, tokenizer)``."""
     text = unicodedata.normalize("NFKC", text[:MAX_TEXT_CHARS]).lower()
     if tokenizer == 1 or text.isascii():
         text = _NON_WORD.sub(" ", text)
     else:
         text = _OPTIONAL_MARKS.sub("", _EMOJI_JOINER.sub("", text.translate(_APOSTROPHES)))
         text = _UNSPACED.sub(r" \g<0> ", _NON_WORD_2.sub(" ", text))
-    text = _QUOTES.sub(" ", text)
-    return " ".join(text.split())
-
-
-def tokenize(text: str, tokenizer: int = TOKENIZER) -> list[str]:
-    return standardize(text, tokenizer).split()
+    if "'" in text:  # quotes around words, not apostrophes inside them
+        text = _QUOTES.sub(" ", text)
+    return text.split()
 
 
 def build_vocabulary(texts: Iterable[str], max_tokens: int, min_count: int = 1) -> tuple[str, ...]:
@@ -377,23 +379,27 @@ class _Document:
     """One text's per-token ids, each computed once and shared by the windows and the whole-document bag."""
 
     def __init__(self, tokens: Sequence[str], spec: TextSpec, index: dict[str, int]):
-        self.words = [index.get(t, 1) for t in tokens]
+        get = index.get
+        self.words = [get(t, 1) for t in tokens]
         reads_pairs = spec.ngram_buckets or (spec.bag_length and spec.bag_bigram_buckets)
-        pairs = zip(tokens, tokens[1:], strict=False)
-        hashes = [_bigram_hash(a, b) for a, b in pairs] if reads_pairs else []
+        crc32 = zlib.crc32  # _bigram_hash, inlined: this loop is most of a request's Python time
+        hashes = [crc32(f"{a} {b}".encode()) for a, b in zip(tokens, tokens[1:], strict=False)] if reads_pairs else []
         # the bag's bigrams: their own buckets where the spec has them (the network's window then needs only its
         # first max_length pairs), else the network's
         own = spec.bag_bigram_buckets
         window = hashes[: spec.max_length] if own else hashes
         self.pairs = _network_pair_ids(window, spec) if spec.ngram_buckets else []
-        self.bag_pairs = [spec.deep_vocabulary + h % own for h in hashes] if own else self.pairs
-        grams = spec.char_buckets
-        self.hashes = [word_char_hashes(t, spec.char_min_n, spec.char_max_n) for t in tokens] if grams else []
+        start = spec.deep_vocabulary
+        self.bag_pairs = [start + h % own for h in hashes] if own else self.pairs
+        self.hashes: list[np.ndarray] = []
+        if spec.char_buckets:
+            low, high = spec.char_min_n, spec.char_max_n
+            self.hashes = [_char_hashes(t[:MAX_GRAM_WORD], low, high) for t in tokens]  # word_char_hashes, inlined
 
     @functools.cached_property
     def grams(self) -> int:
         """How many character n-gram hashes the document holds."""
-        return sum(len(h) for h in self.hashes)
+        return sum(map(len, self.hashes))
 
 
 def _bags(docs: Sequence[_Document], spec: TextSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -408,7 +414,7 @@ def _bags(docs: Sequence[_Document], spec: TextSpec) -> tuple[np.ndarray, np.nda
         hashes += doc.hashes
     n = np.arange(len(docs), dtype=np.int64)
     doc_of = [np.repeat(n, [len(d.words) + len(d.bag_pairs) for d in docs])]
-    ids = [np.asarray(words, dtype=np.int64)]
+    ids = [np.array(words, dtype=np.int64)]
     if hashes:
         doc_of.append(np.repeat(n, [d.grams for d in docs]))
         ids.append(spec.char_start + np.concatenate(hashes).astype(np.int64) % spec.char_buckets)
@@ -417,11 +423,15 @@ def _bags(docs: Sequence[_Document], spec: TextSpec) -> tuple[np.ndarray, np.nda
     vocabulary = spec.input_vocabulary
     keys, counts = np.unique(all_docs[keep] * vocabulary + all_ids[keep], return_counts=True)
     doc, term = np.divmod(keys, vocabulary)
-    # unique sorted by (doc, id); a stable sort by (doc, -count) keeps the smaller id first among equal counts
     most = int(counts.max(initial=0))
-    order = np.argsort(doc * (most + 1) + (most - counts), kind="stable")
+    if len(docs) * (most + 1) * vocabulary < 2**62:
+        # by (doc, -count, id) as one int64 key per distinct term: a fast sort, deterministic as keys are distinct
+        order = np.argsort((doc * (most + 1) + (most - counts)) * vocabulary + term)
+    else:  # a key that would overflow: the same order, slower
+        order = np.lexsort((term, -counts, doc))
     doc, term, counts = doc[order], term[order], counts[order]
-    rank = np.arange(len(doc)) - np.searchsorted(doc, doc)  # the term's place in its document's bag
+    first = np.flatnonzero(np.diff(doc, prepend=-1))  # where each document's terms begin
+    rank = np.arange(len(doc)) - np.repeat(first, np.diff(first, append=len(doc)))  # the term's place in its bag
     kept = rank < spec.bag_length
     return doc[kept], rank[kept], term[kept], counts[kept]
 
