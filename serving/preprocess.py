@@ -395,11 +395,7 @@ class _Document:
         if spec.char_buckets:
             low, high = spec.char_min_n, spec.char_max_n
             self.hashes = [_char_hashes(t[:MAX_GRAM_WORD], low, high) for t in tokens]  # word_char_hashes, inlined
-
-    @functools.cached_property
-    def grams(self) -> int:
-        """How many character n-gram hashes the document holds."""
-        return sum(map(len, self.hashes))
+        self.grams = sum(map(len, self.hashes))  # how many character n-gram hashes the document holds
 
 
 def _bags(docs: Sequence[_Document], spec: TextSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
