@@ -481,7 +481,15 @@ def test_the_wide_half_of_a_text_model_stays_dense(text_run, tmp_path: Path) -> 
     assert int((after == 0).sum()) <= int((before == 0).sum()) + before.size // 100
 
 
-NETWORK_OPS = {"Conv", "MatMul", "Gemm", "MaxPool", "GRU", "LSTM", "ReduceMax", "Relu"}
+NETWORK_OPS = {"Conv", "Gemm", "MaxPool", "GRU", "LSTM", "ReduceMax", "Relu"}
+
+
+def weight_matmuls(graph) -> list[str]:
+    """MatMul nodes that multiply by a stored matrix (a Dense layer's, possibly through its dequantization): a
+    network. The linear bag's own MatMul multiplies two computed tensors (models.WeightedBag)."""
+    stored = {t.name for t in graph.graph.initializer}
+    stored |= {n.output[0] for n in graph.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in stored}
+    return [n.name for n in graph.graph.node if n.op_type in ("MatMul", "MatMulInteger") and set(n.input) & stored]
 
 
 @pytest.mark.slow
@@ -500,6 +508,7 @@ def test_a_linear_chosen_text_model_exports_no_network_and_compression_brings_no
     for name, graph in graphs.items():
         ops = {node.op_type for node in graph.graph.node}
         assert not ops & NETWORK_OPS, (name, ops & NETWORK_OPS)
+        assert not weight_matmuls(graph), (name, weight_matmuls(graph))
         weights = sum(int(np.prod(t.dims)) for t in graph.graph.initializer)
         # Beyond the linear weights only bookkeeping: shapes, and a quantized graph's scales and zero points (a
         # few per node); a network's smallest table (vocabulary x embedding) would add thousands.

@@ -70,15 +70,22 @@ class WeightedBag(keras.layers.Layer):
         # (batch, length, M * classes), (batch, length, M), (batch, length)[, (batch, length) counts]
         embedded, weights, ids, *counts = inputs
         members = weights.shape[-1]
-        shape = tf.shape(embedded)
-        embedded = tf.reshape(embedded, tf.stack([shape[0], shape[1], members, shape[2] // members]))
-        w = weights * tf.cast(tf.not_equal(ids, 0), weights.dtype)[:, :, None]
+        scale = tf.cast(tf.not_equal(ids, 0), weights.dtype)  # (batch, length)
         if counts:  # distinct ids with their counts (a whole-document bag): sublinear term frequency 1 + log(tf)
-            tf_ = tf.maximum(tf.cast(counts[0], weights.dtype), 1.0)
-            w = w * (1.0 + tf.math.log(tf_))[:, :, None]
-        norm = tf.sqrt(tf.maximum(tf.reduce_sum(w * w, axis=1), 1e-12))  # (batch, M)
-        per_member = tf.reduce_sum(embedded * w[:, :, :, None], axis=1) / norm[:, :, None]
-        return tf.reduce_sum(per_member, axis=1)
+            scale = scale * (1.0 + tf.math.log(tf.maximum(tf.cast(counts[0], weights.dtype), 1.0)))
+        # Each member's weights as a (batch, length) matrix, normalised, then one batched MatMul for the weighted
+        # sums of every member together. Not ``weights * scale[:, :, None]`` and ``embedded * w[..., None]``: ONNX
+        # Runtime broadcasts over a last axis as narrow as M or the classes one short span at a time, and those
+        # two products took 60% of a batch of 32 (0.68 ms of fp32 on the MR model; 0.29 ms this way).
+        normalised = []
+        for m in range(members):
+            w = weights[:, :, m] * scale
+            normalised.append(w / tf.sqrt(tf.maximum(tf.reduce_sum(w * w, axis=1, keepdims=True), 1e-12)))
+        w = tf.stack(normalised, axis=-1)  # (batch, length, M)
+        shape = tf.shape(embedded)
+        rows = tf.reshape(w, tf.stack([shape[0], 1, shape[1] * members]))  # ids and members, flattened alike
+        table = tf.reshape(embedded, tf.stack([shape[0], shape[1] * members, shape[2] // members]))
+        return tf.matmul(rows, table)[:, 0, :]
 
 
 @keras.utils.register_keras_serializable(package="kiln")
