@@ -80,10 +80,21 @@ def _input_name(path: Path) -> str:
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()[0].name
 
 
+# The linear bag's arithmetic (training.models.layers.WeightedBag, the layer named wide_logits): its MatMul of
+# normalised term weights by the gathered per-class weights is the whole linear model, and static QDQ would round
+# both to 8 bits per tensor; its table is quantized at the Gather like every embedding.
+BAG_NODES = "/wide_logits/"
+
+
 def _float_nodes(path: Path) -> list[str]:
-    """The output softmax and the calibration map before it: quantizing either would coarsen served scores."""
+    """The output softmax and the calibration map before it (quantizing either would coarsen served scores), and
+    the linear bag's arithmetic."""
     graph = onnx.load(str(path)).graph
-    return [node.name for node in graph.node if node.op_type == "Softmax" or node.name.startswith(CALIBRATION_PREFIX)]
+    return [
+        node.name
+        for node in graph.node
+        if node.op_type == "Softmax" or node.name.startswith(CALIBRATION_PREFIX) or BAG_NODES in node.name
+    ]
 
 
 def quantize_static_qdq(fp32: Path, out: Path, calibration: np.ndarray, method: CalibrationName = "minmax") -> Path:

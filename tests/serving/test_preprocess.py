@@ -13,6 +13,8 @@ from serving.preprocess import (
     ImageSpec,
     InvalidImage,
     TextSpec,
+    bag_terms,
+    bigram_id,
     build_vocabulary,
     decode_image,
     encode_texts,
@@ -23,6 +25,7 @@ from serving.preprocess import (
     spec_from_dict,
     standardize,
     tokenize,
+    word_char_hashes,
 )
 
 
@@ -175,6 +178,35 @@ def test_character_ngrams_follow_words_and_bigrams_in_their_own_id_range() -> No
     assert (chars[3] > 0).sum() == 20  # long texts stop at char_length
     assert np.array_equal(encode_texts(["Good film!"], spec), ids[:1])  # stable: CRC-32, no per-process salt
     assert spec_from_dict(spec.to_dict()) == spec
+
+
+def test_batch_encoding_agrees_with_the_one_item_helpers() -> None:
+    """encode_texts inlines the bigram and n-gram hashes for speed: its ids must stay those of bigram_id and
+    word_char_hashes, and its bags those of bag_terms, whatever the batch around a text."""
+    spec = TextSpec(
+        labels=("a", "b"),
+        vocabulary=("", "[UNK]", "good", "film", "it's"),
+        max_length=4,
+        ngram_buckets=8,
+        char_buckets=32,
+        char_length=12,
+        bag_length=40,
+        bag_bigram_buckets=16,
+    )
+    texts = ["Good film, it's good!", "'quoted' words and more words", "", "फिल्म 😍 很好", "film " * 300]
+    ids = encode_texts(texts, spec)
+    for row, text in enumerate(texts):
+        words = tokenize(text)
+        pairs = [bigram_id(a, b, spec) for a, b in zip(words, words[1:], strict=False)][: spec.max_length]
+        assert ids[row, spec.max_length : spec.max_length + len(pairs)].tolist() == pairs
+        grams = np.concatenate([word_char_hashes(w, 2, 5) for w in words[: spec.max_length]] or [[]])
+        expected = (spec.char_start + grams[: spec.char_length].astype(np.int64) % spec.char_buckets).tolist()
+        assert ids[row, spec.deep_length : spec.deep_length + len(expected)].tolist() == expected
+        terms, counts = bag_terms(words, spec, {t: i for i, t in enumerate(spec.vocabulary)})
+        start, k = spec.bag_start, spec.bag_length
+        assert ids[row, start : start + len(terms)].tolist() == terms.tolist()
+        assert ids[row, start + k : start + k + len(counts)].tolist() == counts.tolist()
+        assert np.array_equal(encode_texts([text], spec)[0], ids[row])  # the same alone as in a batch
 
 
 def test_spec_round_trips_through_dict() -> None:
