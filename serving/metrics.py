@@ -69,7 +69,7 @@ RELOADS = bentoml.metrics.Counter(
 )
 INFERENCE_SECONDS = bentoml.metrics.Histogram(
     name="kiln_inference_seconds",
-    documentation="ONNX Runtime inference time per request (model only)",
+    documentation="ONNX Runtime inference time per request (model only; requests answered together share one run)",
     labelnames=["task"],
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
 )

@@ -124,6 +124,54 @@ def test_classify_text_predicts_in_order(client: TestClient) -> None:
         assert body["model"]["version"] == "v0001"
 
 
+def test_requests_answered_together_keep_their_own_answers_and_errors(client: TestClient) -> None:
+    """Under load the guard answers waiting requests together (one model run per model): each still gets what it
+    gets alone, and a broken one among them only its own error."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from serving.service import RequestGuard
+
+    texts = list(ORDER_TEXTS)
+    alone = {t: client.post("/classify_text", json={"texts": [t, t[::-1]]}).json()["predictions"] for t in texts}
+    image = client.post("/classify_image", files={"image": ("a.png", png_bytes(), "image/png")}).json()
+    handlers = RequestGuard.handlers
+    assert handlers is not None
+    sizes: list[int] = []
+    first = threading.Event()
+    answer_all = handlers.answer_all
+
+    def slow_first(requests):  # type: ignore[no-untyped-def]
+        sizes.append(len(requests))
+        if not first.is_set():  # the first batch waits, so the others queue up behind it
+            first.set()
+            time.sleep(0.3)
+        return answer_all(requests)
+
+    def send(i: int):  # type: ignore[no-untyped-def]
+        if i % 3 == 0:
+            text = texts[i % len(texts)]
+            return "text", text, client.post("/classify_text", json={"texts": [text, text[::-1]]})
+        data = png_bytes() if i % 3 == 1 else b"not an image"
+        return "image", data, client.post("/classify_image", files={"image": ("a.png", data, "image/png")})
+
+    handlers.answer_all = slow_first  # type: ignore[method-assign]
+    try:
+        with ThreadPoolExecutor(12) as pool:
+            answers = list(pool.map(send, range(36)))
+    finally:
+        handlers.answer_all = answer_all  # type: ignore[method-assign]
+    assert max(sizes) > 1, sizes  # some requests were answered together
+    for kind, sent, r in answers:
+        if kind == "text":
+            assert r.status_code == 200 and r.json()["predictions"] == alone[sent], (sent, r.text)
+        elif sent == b"not an image":
+            assert r.status_code == 400 and "not a usable image" in r.json()["error"], r.text
+        else:
+            assert r.status_code == 200 and r.json() == image, r.text
+
+
 @pytest.mark.parametrize(
     "body,fragment",
     [
