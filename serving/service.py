@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
 import threading
@@ -145,32 +146,52 @@ class RequestGuard:
         """The answer to a classify request from the worker threads. A thread that finds requests waiting takes
         up to BATCH_REQUESTS of them and answers them together (one model run per model), so a busy server
         runs fewer, larger batches and hops between threads once per batch, not once per request."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         with self.lock:
             self.waiting.append((checked, future))
             start = self.idle > 0
             if start:
                 self.idle -= 1
         if start:
-            self.pool.submit(self._drain, loop)
+            self.pool.submit(self._drain)
         return await future
 
-    def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
-        """In a pool thread: answer waiting requests, a batch at a time, until none is left."""
-        handlers = self.handlers
-        assert handlers is not None
+    def _drain(self) -> None:
+        """In a pool thread: answer waiting requests, a batch at a time, until none is left. A thread marks
+        itself idle under the same lock hold in which it finds the queue empty, so no request is left behind."""
         while True:
             with self.lock:
-                if not self.waiting:
+                taken: list[tuple[tuple[str, bytes, str], asyncio.Future[Any]]] = []
+                while self.waiting and len(taken) < BATCH_REQUESTS:
+                    entry = self.waiting.popleft()
+                    if not entry[1].done():  # a request cancelled while it waited (its client gone) is skipped
+                        taken.append(entry)
+                if not taken and not self.waiting:
                     self.idle += 1
                     return
-                taken = [self.waiting.popleft() for _ in range(min(BATCH_REQUESTS, len(self.waiting)))]
             try:
-                answers: list[Any] = handlers.answer_all([checked for checked, _ in taken])
-            except BaseException as exc:  # noqa: BLE001 - handed to the requests' own tasks, which raise it
-                answers = [exc] * len(taken)
-            loop.call_soon_threadsafe(_settle, [future for _, future in taken], answers)
+                self._answer(taken)
+            except BaseException:  # never leave this thread counted as busy
+                with self.lock:
+                    self.idle += 1
+                raise
+
+    def _answer(self, taken: list[tuple[tuple[str, bytes, str], asyncio.Future[Any]]]) -> None:
+        if not taken:
+            return
+        assert self.handlers is not None
+        try:
+            answers: list[Any] = self.handlers.answer_all([checked for checked, _ in taken])
+        except Exception as exc:  # handed to the requests' own tasks, which raise it
+            answers = [exc] * len(taken)
+        by_loop: dict[asyncio.AbstractEventLoop, tuple[list[asyncio.Future[Any]], list[Any]]] = {}
+        for (_, future), answer in zip(taken, answers, strict=True):
+            futures, results = by_loop.setdefault(future.get_loop(), ([], []))
+            futures.append(future)
+            results.append(answer)
+        for loop, (futures, results) in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a loop closed at shutdown: nobody is waiting any more
+                loop.call_soon_threadsafe(_settle, futures, results)
 
     def _too_big(self) -> JSONResponse:
         return error(
@@ -305,8 +326,26 @@ class Handlers:
             except Exception as exc:  # one broken request must not fail the others it arrived with
                 prepared.append(exc)
         jobs = [p for p in prepared if isinstance(p, Prepared)]
-        bodies = iter(self.results(jobs))
-        return [Answer(next(bodies)) if isinstance(p, Prepared) else p for p in prepared]
+        try:
+            done: list[dict[str, Any] | BaseException] = list(self.results(jobs))
+        except Exception:
+            if len(jobs) < 2:
+                raise
+            # Run alone, the failing request alone gets its error (requests counted in the metrics before the
+            # failure are counted again: failures here are bugs, not load).
+            done = [self._alone(job) for job in jobs]
+        bodies = iter(done)
+        return [self._response(next(bodies)) if isinstance(p, Prepared) else p for p in prepared]
+
+    def _alone(self, job: Prepared) -> dict[str, Any] | BaseException:
+        try:
+            return self.results([job])[0]
+        except Exception as exc:
+            return exc
+
+    @staticmethod
+    def _response(body: dict[str, Any] | BaseException) -> JSONResponse | BaseException:
+        return body if isinstance(body, BaseException) else Answer(body)
 
     def prepare(self, route: str, payload: bytes, content_type: str = "") -> Prepared | JSONResponse:
         if route == "image":

@@ -172,6 +172,38 @@ def test_requests_answered_together_keep_their_own_answers_and_errors(client: Te
             assert r.status_code == 200 and r.json() == image, r.text
 
 
+def test_a_batch_that_fails_is_answered_request_by_request(client: TestClient) -> None:
+    """A failure in a shared model run must not fail every request in it: each is run again alone."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from serving.service import RequestGuard
+
+    handlers = RequestGuard.handlers
+    assert handlers is not None
+    results = handlers.results
+    batched: list[int] = []
+
+    def fails_when_shared(jobs):  # type: ignore[no-untyped-def]
+        if len(jobs) > 1:
+            batched.append(len(jobs))
+            raise RuntimeError("a shared run failed")
+        if not batched:
+            time.sleep(0.05)  # requests queue up behind the first ones
+        return results(jobs)
+
+    texts = list(ORDER_TEXTS)
+    handlers.results = fails_when_shared  # type: ignore[method-assign]
+    try:
+        with ThreadPoolExecutor(12) as pool:
+            answers = list(pool.map(lambda t: client.post("/classify_text", json={"texts": [t]}), texts * 8))
+    finally:
+        handlers.results = results  # type: ignore[method-assign]
+    assert batched, "no requests were answered together"
+    assert [r.status_code for r in answers] == [200] * len(answers)
+    assert [r.json()["predictions"][0]["label"] for r in answers] == [ORDER_TEXTS[t] for t in texts * 8]
+
+
 @pytest.mark.parametrize(
     "body,fragment",
     [
