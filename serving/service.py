@@ -104,7 +104,6 @@ class RequestGuard:
         self.buffered = 0  # request body bytes held by the requests in flight
         # A plain pool: the bound on classify work at once, and a cheaper hop than anyio's to_thread (measured).
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="classify")
-        self.threads = threads
         self.idle = threads  # pool threads not draining the queue
         self.waiting: collections.deque[tuple[tuple[str, bytes, str], asyncio.Future[Any]]] = collections.deque()
         self.lock = threading.Lock()  # the queue and the idle count: the event loop and pool threads share them
@@ -166,7 +165,7 @@ class RequestGuard:
                     entry = self.waiting.popleft()
                     if not entry[1].done():  # a request cancelled while it waited (its client gone) is skipped
                         taken.append(entry)
-                if not taken and not self.waiting:
+                if not taken:  # the queue is empty
                     self.idle += 1
                     return
             try:
@@ -177,8 +176,6 @@ class RequestGuard:
                 raise
 
     def _answer(self, taken: list[tuple[tuple[str, bytes, str], asyncio.Future[Any]]]) -> None:
-        if not taken:
-            return
         assert self.handlers is not None
         try:
             answers: list[Any] = self.handlers.answer_all([checked for checked, _ in taken])
@@ -423,6 +420,7 @@ class Handlers:
             model = jobs[members[0]].model
             rows = [jobs[i].batch for i in members]
             started = time.perf_counter()
+            # one request alone: a single run (as large as its rows), without predict_all's join of the parts
             probs = model.predict(rows[0]) if len(rows) == 1 else model.predict_all(np.concatenate(rows), MAX_TEXTS)
             seconds = time.perf_counter() - started
             offset = 0
